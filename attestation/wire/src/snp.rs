@@ -47,6 +47,69 @@ pub enum SigningKey {
     None,
 }
 
+/// AMD EPYC generations with SEV-SNP, each with its own ARK.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum Product {
+    Milan,
+    Genoa,
+    Turin,
+}
+
+impl Product {
+    pub const ALL: [Product; 3] = [Product::Milan, Product::Genoa, Product::Turin];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Product::Milan => "Milan",
+            Product::Genoa => "Genoa",
+            Product::Turin => "Turin",
+        }
+    }
+
+    /// Identifies the product from the report's CPUID fields (ABI: family = extended family +
+    /// base family, model = extended model << 4 | base model). Never from names.
+    pub fn from_cpuid(family: u8, model: u8) -> Option<Product> {
+        match (family, model) {
+            (0x19, 0x00..=0x0F) => Some(Product::Milan),
+            // Genoa, and Bergamo/Siena (0xA0..=0xAF), which share Genoa's ARK.
+            (0x19, 0x10..=0x1F | 0xA0..=0xAF) => Some(Product::Genoa),
+            // Turin and Turin dense.
+            (0x1A, 0x00..=0x11) => Some(Product::Turin),
+            _ => None,
+        }
+    }
+
+    pub fn tcb_layout(self) -> TcbLayout {
+        match self {
+            Product::Milan | Product::Genoa => TcbLayout::PreTurin,
+            Product::Turin => TcbLayout::Turin,
+        }
+    }
+
+    /// Turin VCEKs carry an 8-byte hwID; CHIP_ID holds it followed by zeros.
+    pub fn hwid_len(self) -> usize {
+        match self {
+            Product::Turin => 8,
+            Product::Milan | Product::Genoa => 64,
+        }
+    }
+
+    /// A representative CPUID (family, model, stepping), as the simulated TEE reports it.
+    pub fn cpuid(self) -> Cpuid {
+        match self {
+            Product::Milan => Cpuid { family: 0x19, model: 0x01, stepping: 0x01 },
+            Product::Genoa => Cpuid { family: 0x19, model: 0x11, stepping: 0x01 },
+            Product::Turin => Cpuid { family: 0x1A, model: 0x02, stepping: 0x01 },
+        }
+    }
+
+    /// Exact product name (as a simulated VCEK's `productName` carries it; sim reports of
+    /// version 2 have no CPUID, and a sim root is not pinned per product).
+    pub fn from_name(name: &str) -> Option<Product> {
+        Product::ALL.into_iter().find(|p| p.name() == name)
+    }
+}
+
 /// The raw 64-bit TCB_VERSION. Its byte layout depends on the CPU generation (Turin moved the
 /// fields and added FMC), so it is only decoded once the product is known; see
 /// [`RawTcb::decode`].

@@ -1,0 +1,281 @@
+//! The one appraisal pipeline (DESIGN.md §3, STYLE.md §6):
+//!
+//! 1. the platform parses the evidence and verifies its chain over the received bytes
+//!    ([`Platform::authenticate`]: the only per-TEE step),
+//! 2. every validity window is checked at the injected `now`,
+//! 3. REPORT_DATA must equal the expected 64-byte binding exactly,
+//! 4. the claims are appraised against the policy.
+//!
+//! Only [`Appraiser::appraise`] constructs a [`Verified`], so code that takes a
+//! `Verified<Claims>` (key release, attested TLS) cannot be handed unchecked claims.
+
+use dcap_qvl::QuoteCollateralV3;
+use nacre_wire::Tee;
+use nacre_wire::snp::{TcbVersion, policy_bits};
+
+use crate::claims::{Claims, PlatformClaims, SnpClaims, TdxClaims};
+use crate::error::{ChainError, PolicyViolation, VerifyError};
+use crate::policy::{Hex, Policy, SnpPolicy, TdxPolicy};
+use crate::snp::SnpVerifier;
+use crate::tdx::TdxVerifier;
+use crate::x509::CertSet;
+
+/// What a platform needs besides the evidence.
+#[derive(Clone, Copy, Debug)]
+pub struct AuthContext {
+    /// Unix seconds.
+    pub now: i64,
+    pub allow_missing_crl: bool,
+}
+
+/// The per-TEE part: parsing and the signature chain, producing claims.
+pub trait Platform {
+    type Evidence<'a>;
+    fn authenticate(&self, evidence: Self::Evidence<'_>, ctx: &AuthContext) -> Result<Claims, VerifyError>;
+}
+
+/// An SNP or sim report with its certificates and CRLs.
+#[derive(Clone, Copy, Debug)]
+pub struct SnpEvidence<'a> {
+    pub report: &'a [u8],
+    pub certs: &'a CertSet,
+}
+
+/// A TDX quote with its collateral.
+#[derive(Clone, Copy, Debug)]
+pub struct TdxEvidence<'a> {
+    pub quote: &'a [u8],
+    pub collateral: &'a QuoteCollateralV3,
+}
+
+impl Platform for SnpVerifier {
+    type Evidence<'a> = SnpEvidence<'a>;
+    fn authenticate(&self, e: SnpEvidence<'_>, ctx: &AuthContext) -> Result<Claims, VerifyError> {
+        SnpVerifier::authenticate(self, e.report, e.certs, ctx.allow_missing_crl)
+    }
+}
+
+impl Platform for TdxVerifier {
+    type Evidence<'a> = TdxEvidence<'a>;
+    fn authenticate(&self, e: TdxEvidence<'_>, ctx: &AuthContext) -> Result<Claims, VerifyError> {
+        TdxVerifier::authenticate(self, e.quote, e.collateral, ctx.now)
+    }
+}
+
+/// What REPORT_DATA must be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExpectedReportData {
+    /// Exactly these 64 bytes (a binding from `nacre_wire::binding`).
+    Exact([u8; 64]),
+    /// Not checked: the evidence is authentic but not bound to this exchange (no freshness,
+    /// no channel binding). For inspection tools only; recorded as a warning.
+    InsecureUnbound,
+}
+
+/// Claims that went through the whole pipeline. Only [`Appraiser::appraise`] creates one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verified<T> {
+    inner: T,
+}
+
+impl<T> Verified<T> {
+    pub fn get(&self) -> &T {
+        &self.inner
+    }
+    pub fn into_inner(self) -> T {
+        self.inner
+    }
+}
+
+impl<T> core::ops::Deref for Verified<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.inner
+    }
+}
+
+/// Appraises evidence against one policy.
+#[derive(Debug, Clone)]
+pub struct Appraiser {
+    policy: Policy,
+    allow_missing_crl: bool,
+}
+
+impl Appraiser {
+    /// Logs every dangerous setting of the policy once, as a service must at start-up.
+    pub fn new(policy: Policy) -> Self {
+        for danger in policy.dangers() {
+            tracing::warn!("policy: {danger}");
+        }
+        let allow_missing_crl = policy.insecure_allow_missing_crl;
+        Appraiser { policy, allow_missing_crl }
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Runs the pipeline. `now` is Unix seconds, injected so tests can pin it.
+    pub fn appraise<P: Platform>(
+        &self,
+        platform: &P,
+        evidence: P::Evidence<'_>,
+        expected: ExpectedReportData,
+        now: i64,
+    ) -> Result<Verified<Claims>, VerifyError> {
+        let ctx = AuthContext { now, allow_missing_crl: self.allow_missing_crl };
+        let mut claims = platform.authenticate(evidence, &ctx)?;
+        check_validity(&claims, now)?;
+        match expected {
+            ExpectedReportData::Exact(want) if want != claims.report_data => {
+                return Err(PolicyViolation::ReportData {
+                    expected: hex::encode(want),
+                    actual: hex::encode(claims.report_data),
+                }
+                .into());
+            }
+            ExpectedReportData::Exact(_) => {}
+            ExpectedReportData::InsecureUnbound => {
+                claims.warnings.push("REPORT_DATA was not checked against a binding: no freshness".into())
+            }
+        }
+        self.check_policy(&mut claims)?;
+        Ok(Verified { inner: claims })
+    }
+
+    fn check_policy(&self, claims: &mut Claims) -> Result<(), VerifyError> {
+        let (allow_debug, allowed) = match (&claims.platform, claims.tee) {
+            (PlatformClaims::Snp(_), tee @ (Tee::Snp | Tee::Sim)) => {
+                let p = self.policy.snp_section(tee);
+                (p.allow_debug, p.measurements.as_deref())
+            }
+            (PlatformClaims::Tdx(_), Tee::Tdx) => (self.policy.tdx.allow_debug, self.policy.tdx.mrtd.as_deref()),
+            (_, tee) => return Err(PolicyViolation::NoSection { tee: tee.as_str() }.into()),
+        };
+        if claims.debug && !allow_debug {
+            let detail = if claims.tee == Tee::Tdx { "TD attribute DEBUG" } else { "guest policy DEBUG bit" };
+            return Err(PolicyViolation::Debug { detail }.into());
+        }
+        let field = if claims.tee == Tee::Tdx { "mrtd" } else { "measurement" };
+        match allowed {
+            Some(list) => one_of(field, &claims.measurement, list)?,
+            None => claims.warnings.push(format!("{field} not pinned by the policy")),
+        }
+        match &claims.platform {
+            PlatformClaims::Snp(s) => check_snp(self.policy.snp_section(claims.tee), s),
+            PlatformClaims::Tdx(t) => check_tdx(&self.policy.tdx, t, &mut claims.warnings),
+        }
+    }
+}
+
+fn check_validity(claims: &Claims, now: i64) -> Result<(), ChainError> {
+    for v in &claims.validity {
+        if now < v.not_before || now > v.not_after {
+            return Err(ChainError::NotValidNow { what: v.what, now, not_before: v.not_before, not_after: v.not_after });
+        }
+    }
+    Ok(())
+}
+
+fn one_of<const N: usize>(field: &'static str, value: &[u8; N], allowed: &[Hex<N>]) -> Result<(), PolicyViolation> {
+    if allowed.iter().any(|a| &a.0 == value) {
+        Ok(())
+    } else {
+        Err(PolicyViolation::NotAllowed { field, value: hex::encode(value) })
+    }
+}
+
+fn exactly<const N: usize>(field: &'static str, value: &[u8; N], want: Option<&Hex<N>>) -> Result<(), PolicyViolation> {
+    match want {
+        Some(w) if &w.0 != value => {
+            Err(PolicyViolation::Mismatch { field, expected: hex::encode(w.0), actual: hex::encode(value) })
+        }
+        _ => Ok(()),
+    }
+}
+
+fn check_snp(p: &SnpPolicy, s: &SnpClaims) -> Result<(), VerifyError> {
+    let r = &s.report;
+    if r.vmpl > p.max_vmpl {
+        return Err(PolicyViolation::Vmpl { vmpl: r.vmpl, max: p.max_vmpl }.into());
+    }
+    let guest = |what: String| -> VerifyError { PolicyViolation::GuestPolicy { what }.into() };
+    if r.policy & policy_bits::MIGRATE_MA != 0 && !p.allow_migration_agent {
+        return Err(guest("MIGRATE_MA is set and the policy forbids a migration agent".into()));
+    }
+    if r.policy & policy_bits::SMT != 0 && !p.allow_smt {
+        return Err(guest("SMT is allowed by the guest and the policy forbids SMT".into()));
+    }
+    if r.policy & policy_bits::SINGLE_SOCKET == 0 && p.require_single_socket {
+        return Err(guest("SINGLE_SOCKET is not set and the policy requires it".into()));
+    }
+    if let Some(min) = p.min_abi {
+        let (major, minor) = (((r.policy >> 8) & 0xFF) as u8, (r.policy & 0xFF) as u8);
+        if (major, minor) < (min.major, min.minor) {
+            return Err(guest(format!("ABI {major}.{minor} is below the required {}.{}", min.major, min.minor)));
+        }
+    }
+    if r.guest_svn < p.min_guest_svn {
+        return Err(PolicyViolation::Mismatch {
+            field: "guest_svn",
+            expected: format!(">= {}", p.min_guest_svn),
+            actual: r.guest_svn.to_string(),
+        }
+        .into());
+    }
+    for (which, tcb) in [("REPORTED_TCB", &s.reported_tcb), ("COMMITTED_TCB", &s.committed_tcb), ("LAUNCH_TCB", &s.launch_tcb)] {
+        tcb_floor(which, tcb, &p.min_tcb)?;
+    }
+    exactly("host_data", &r.host_data, p.host_data.as_ref())?;
+    if let Some(list) = &p.id_key_digests {
+        one_of("id_key_digest", &r.id_key_digest, list)?;
+    }
+    if let Some(list) = &p.author_key_digests {
+        one_of("author_key_digest", &r.author_key_digest, list)?;
+    }
+    if let Some(list) = &p.chip_ids {
+        one_of("chip_id", &r.chip_id, list)?;
+    }
+    Ok(())
+}
+
+fn tcb_floor(which: &'static str, tcb: &TcbVersion, floor: &TcbVersion) -> Result<(), PolicyViolation> {
+    for (component, value, min) in [
+        ("fmc", tcb.fmc, floor.fmc),
+        ("bootloader", tcb.bootloader, floor.bootloader),
+        ("tee", tcb.tee, floor.tee),
+        ("snp", tcb.snp, floor.snp),
+        ("microcode", tcb.microcode, floor.microcode),
+    ] {
+        if value < min {
+            return Err(PolicyViolation::TcbFloor { which, component, value, floor: min });
+        }
+    }
+    Ok(())
+}
+
+fn check_tdx(p: &TdxPolicy, t: &TdxClaims, warnings: &mut Vec<String>) -> Result<(), VerifyError> {
+    if !p.allowed_tcb_statuses.contains(&t.tcb_status) {
+        let allowed: Vec<&str> = p.allowed_tcb_statuses.iter().map(|s| s.as_str()).collect();
+        return Err(PolicyViolation::TdxTcbStatus { status: t.tcb_status.as_str().into(), allowed: allowed.join(", ") }.into());
+    }
+    if let Some(id) = t.advisory_ids.iter().find(|id| p.rejected_advisories.contains(id)) {
+        return Err(PolicyViolation::Advisory { id: id.clone() }.into());
+    }
+    if !t.advisory_ids.is_empty() {
+        warnings.push(format!("TDX advisories apply: {}", t.advisory_ids.join(", ")));
+    }
+    for (field, value, want) in [
+        ("rtmr0", &t.rtmr[0], p.rtmr0.as_ref()),
+        ("rtmr1", &t.rtmr[1], p.rtmr1.as_ref()),
+        ("rtmr2", &t.rtmr[2], p.rtmr2.as_ref()),
+        ("rtmr3", &t.rtmr[3], p.rtmr3.as_ref()),
+        ("mrconfigid", &t.mrconfigid, p.mrconfigid.as_ref()),
+        ("mrowner", &t.mrowner, p.mrowner.as_ref()),
+        ("mrownerconfig", &t.mrownerconfig, p.mrownerconfig.as_ref()),
+    ] {
+        exactly(field, value, want)?;
+    }
+    exactly("xfam", &t.xfam, p.xfam.as_ref())?;
+    Ok(())
+}
