@@ -9,9 +9,9 @@ use dcap_qvl::QuoteCollateralV3;
 use nacre_wire::snp::{SigningKey, SnpReport};
 
 use crate::error::ConfigError;
-use nacre_wire::snp::Product;
 use crate::tdx::collateral_from_json;
 use crate::x509::CertSet;
+use nacre_wire::snp::Product;
 
 /// Supplies endorsements for evidence that arrives without them.
 pub trait CollateralSource: Send + Sync {
@@ -60,17 +60,20 @@ impl CollateralSource for FileCache {
         let intermediate = if report.signing_key == SigningKey::Vlek { "asvk.pem" } else { "ask.pem" };
         let mut set = CertSet::default();
         for path in [dir.join("ark.pem"), dir.join(intermediate), self.endorsement_path(product, report)] {
-            set.add(&Self::read(&path)?).map_err(|e| ConfigError::Collateral(format!("{}: {e}", path.display())))?;
+            set.add(&Self::read(&path)?)
+                .map_err(|e| ConfigError::Collateral(format!("{}: {e}", path.display())))?;
         }
         let crl = dir.join("crl.pem");
         if crl.exists() {
-            set.add(&Self::read(&crl)?).map_err(|e| ConfigError::Collateral(format!("{}: {e}", crl.display())))?;
+            set.add(&Self::read(&crl)?)
+                .map_err(|e| ConfigError::Collateral(format!("{}: {e}", crl.display())))?;
         }
         Ok(set)
     }
 
     fn tdx_collateral(&self, fmspc: &[u8; 6]) -> Result<QuoteCollateralV3, ConfigError> {
         let path = self.root.join("tdx").join(format!("{}.json", hex::encode_upper(fmspc)));
-        collateral_from_json(&Self::read(&path)?).map_err(|e| ConfigError::Collateral(format!("{}: {e}", path.display())))
+        collateral_from_json(&Self::read(&path)?)
+            .map_err(|e| ConfigError::Collateral(format!("{}: {e}", path.display())))
     }
 }

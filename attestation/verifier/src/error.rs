@@ -66,7 +66,9 @@ pub enum ChainError {
     UnknownProduct { family: u8, model: u8 },
     #[error("{what} is not valid at {now}: valid from {not_before} until {not_after}")]
     NotValidNow { what: &'static str, now: i64, not_before: i64, not_after: i64 },
-    #[error("no CRL from the ARK supplied (required; --allow-missing-crl / insecure_allow_missing_crl to go without)")]
+    #[error(
+        "no CRL from the ARK supplied (required; --allow-missing-crl / insecure_allow_missing_crl to go without)"
+    )]
     CrlMissing,
     #[error("CRL has no nextUpdate")]
     CrlNoNextUpdate,

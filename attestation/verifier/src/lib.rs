@@ -19,9 +19,9 @@ pub mod x509;
 
 pub use claims::{Claims, PlatformClaims, SnpClaims, TdxClaims, TdxTcbStatus};
 pub use error::{ChainError, ConfigError, MalformedError, PolicyViolation, VerifyError};
+pub use nacre_wire::snp::Product;
 pub use pipeline::{Appraiser, ExpectedReportData, Platform, SnpEvidence, TdxEvidence, Verified};
 pub use policy::Policy;
-pub use nacre_wire::snp::Product;
 pub use snp::{SnpRoots, SnpVerifier};
 pub use tdx::TdxVerifier;
 pub use x509::CertSet;

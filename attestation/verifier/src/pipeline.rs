@@ -149,7 +149,9 @@ impl Appraiser {
                 let p = self.policy.snp_section(tee);
                 (p.allow_debug, p.measurements.as_deref())
             }
-            (PlatformClaims::Tdx(_), Tee::Tdx) => (self.policy.tdx.allow_debug, self.policy.tdx.mrtd.as_deref()),
+            (PlatformClaims::Tdx(_), Tee::Tdx) => {
+                (self.policy.tdx.allow_debug, self.policy.tdx.mrtd.as_deref())
+            }
             (_, tee) => return Err(PolicyViolation::NoSection { tee: tee.as_str() }.into()),
         };
         if claims.debug && !allow_debug {
@@ -171,13 +173,22 @@ impl Appraiser {
 fn check_validity(claims: &Claims, now: i64) -> Result<(), ChainError> {
     for v in &claims.validity {
         if now < v.not_before || now > v.not_after {
-            return Err(ChainError::NotValidNow { what: v.what, now, not_before: v.not_before, not_after: v.not_after });
+            return Err(ChainError::NotValidNow {
+                what: v.what,
+                now,
+                not_before: v.not_before,
+                not_after: v.not_after,
+            });
         }
     }
     Ok(())
 }
 
-fn one_of<const N: usize>(field: &'static str, value: &[u8; N], allowed: &[Hex<N>]) -> Result<(), PolicyViolation> {
+fn one_of<const N: usize>(
+    field: &'static str,
+    value: &[u8; N],
+    allowed: &[Hex<N>],
+) -> Result<(), PolicyViolation> {
     if allowed.iter().any(|a| &a.0 == value) {
         Ok(())
     } else {
@@ -185,7 +196,11 @@ fn one_of<const N: usize>(field: &'static str, value: &[u8; N], allowed: &[Hex<N
     }
 }
 
-fn exactly<const N: usize>(field: &'static str, value: &[u8; N], want: Option<&Hex<N>>) -> Result<(), PolicyViolation> {
+fn exactly<const N: usize>(
+    field: &'static str,
+    value: &[u8; N],
+    want: Option<&Hex<N>>,
+) -> Result<(), PolicyViolation> {
     match want {
         Some(w) if &w.0 != value => {
             Err(PolicyViolation::Mismatch { field, expected: hex::encode(w.0), actual: hex::encode(value) })
@@ -212,7 +227,10 @@ fn check_snp(p: &SnpPolicy, s: &SnpClaims) -> Result<(), VerifyError> {
     if let Some(min) = p.min_abi {
         let (major, minor) = (((r.policy >> 8) & 0xFF) as u8, (r.policy & 0xFF) as u8);
         if (major, minor) < (min.major, min.minor) {
-            return Err(guest(format!("ABI {major}.{minor} is below the required {}.{}", min.major, min.minor)));
+            return Err(guest(format!(
+                "ABI {major}.{minor} is below the required {}.{}",
+                min.major, min.minor
+            )));
         }
     }
     if r.guest_svn < p.min_guest_svn {
@@ -223,7 +241,11 @@ fn check_snp(p: &SnpPolicy, s: &SnpClaims) -> Result<(), VerifyError> {
         }
         .into());
     }
-    for (which, tcb) in [("REPORTED_TCB", &s.reported_tcb), ("COMMITTED_TCB", &s.committed_tcb), ("LAUNCH_TCB", &s.launch_tcb)] {
+    for (which, tcb) in [
+        ("REPORTED_TCB", &s.reported_tcb),
+        ("COMMITTED_TCB", &s.committed_tcb),
+        ("LAUNCH_TCB", &s.launch_tcb),
+    ] {
         tcb_floor(which, tcb, &p.min_tcb)?;
     }
     exactly("host_data", &r.host_data, p.host_data.as_ref())?;
@@ -257,7 +279,11 @@ fn tcb_floor(which: &'static str, tcb: &TcbVersion, floor: &TcbVersion) -> Resul
 fn check_tdx(p: &TdxPolicy, t: &TdxClaims, warnings: &mut Vec<String>) -> Result<(), VerifyError> {
     if !p.allowed_tcb_statuses.contains(&t.tcb_status) {
         let allowed: Vec<&str> = p.allowed_tcb_statuses.iter().map(|s| s.as_str()).collect();
-        return Err(PolicyViolation::TdxTcbStatus { status: t.tcb_status.as_str().into(), allowed: allowed.join(", ") }.into());
+        return Err(PolicyViolation::TdxTcbStatus {
+            status: t.tcb_status.as_str().into(),
+            allowed: allowed.join(", "),
+        }
+        .into());
     }
     if let Some(id) = t.advisory_ids.iter().find(|id| p.rejected_advisories.contains(id)) {
         return Err(PolicyViolation::Advisory { id: id.clone() }.into());

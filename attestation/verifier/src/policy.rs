@@ -189,11 +189,16 @@ impl Policy {
     pub fn dangers(&self) -> Vec<String> {
         let mut out = Vec::new();
         if self.insecure_allow_missing_crl {
-            out.push("insecure_allow_missing_crl: SEV-SNP revocation is not checked when no CRL is supplied".into());
+            out.push(
+                "insecure_allow_missing_crl: SEV-SNP revocation is not checked when no CRL is supplied"
+                    .into(),
+            );
         }
         for (name, s) in [("snp", &self.snp), ("sim", &self.sim)] {
             if s.allow_debug {
-                out.push(format!("{name}.allow_debug: debug guests (host can read guest memory) are accepted"));
+                out.push(format!(
+                    "{name}.allow_debug: debug guests (host can read guest memory) are accepted"
+                ));
             }
             if s.measurements.is_none() {
                 out.push(format!("{name}.measurements not set: any launch measurement is accepted"));

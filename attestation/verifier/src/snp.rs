@@ -64,7 +64,8 @@ pub enum SnpRoots {
 impl SnpRoots {
     /// Trusts the simulated ARK in `root_der` (a DER certificate).
     pub fn insecure_sim(root_der: &[u8]) -> Result<Self, crate::error::ConfigError> {
-        let cert = x509::parse_cert(root_der).map_err(|e| crate::error::ConfigError::SimRoot(e.to_string()))?;
+        let cert =
+            x509::parse_cert(root_der).map_err(|e| crate::error::ConfigError::SimRoot(e.to_string()))?;
         let spki_sha256 = x509::spki_sha256(&cert);
         tracing::warn!(
             root = %hex::encode(spki_sha256),
@@ -109,13 +110,13 @@ struct ExtTcb {
     fmc: Option<u8>,
 }
 
-const OID_PRODUCT_NAME: Oid<'static> = oid!(1.3.6 .1 .4 .1 .3704 .1 .2);
-const OID_BL_SPL: Oid<'static> = oid!(1.3.6 .1 .4 .1 .3704 .1 .3 .1);
-const OID_TEE_SPL: Oid<'static> = oid!(1.3.6 .1 .4 .1 .3704 .1 .3 .2);
-const OID_SNP_SPL: Oid<'static> = oid!(1.3.6 .1 .4 .1 .3704 .1 .3 .3);
-const OID_UCODE_SPL: Oid<'static> = oid!(1.3.6 .1 .4 .1 .3704 .1 .3 .8);
-const OID_FMC_SPL: Oid<'static> = oid!(1.3.6 .1 .4 .1 .3704 .1 .3 .9);
-const OID_HWID: Oid<'static> = oid!(1.3.6 .1 .4 .1 .3704 .1 .4);
+const OID_PRODUCT_NAME: Oid<'static> = oid!(1.3.6.1.4.1.3704.1.2);
+const OID_BL_SPL: Oid<'static> = oid!(1.3.6.1.4.1.3704.1.3.1);
+const OID_TEE_SPL: Oid<'static> = oid!(1.3.6.1.4.1.3704.1.3.2);
+const OID_SNP_SPL: Oid<'static> = oid!(1.3.6.1.4.1.3704.1.3.3);
+const OID_UCODE_SPL: Oid<'static> = oid!(1.3.6.1.4.1.3704.1.3.8);
+const OID_FMC_SPL: Oid<'static> = oid!(1.3.6.1.4.1.3704.1.3.9);
+const OID_HWID: Oid<'static> = oid!(1.3.6.1.4.1.3704.1.4);
 
 /// Upper bound on cached chains; the cache is cleared when full (chains are few: one per
 /// chip and TCB).
@@ -162,16 +163,19 @@ impl SnpVerifier {
         if chain.crl == CrlStatus::Missing && !allow_missing_crl {
             return Err(ChainError::CrlMissing.into());
         }
-        let product = match (cpuid_product, chain.product_from_root) {
-            (Some(p), _) | (None, Some(p)) => p,
-            (None, None) => chain
-                .sim_product_name
-                .as_deref()
-                .and_then(Product::from_name)
-                .ok_or(ChainError::Missing { role: "product (v2 sim report needs the VCEK productName)" })?,
-        };
+        let product =
+            match (cpuid_product, chain.product_from_root) {
+                (Some(p), _) | (None, Some(p)) => p,
+                (None, None) => chain.sim_product_name.as_deref().and_then(Product::from_name).ok_or(
+                    ChainError::Missing { role: "product (v2 sim report needs the VCEK productName)" },
+                )?,
+            };
         if chain.key_kind != r.signing_key {
-            return Err(ChainError::EndorsementKind { report: key_name(r.signing_key), cert: key_name(chain.key_kind) }.into());
+            return Err(ChainError::EndorsementKind {
+                report: key_name(r.signing_key),
+                cert: key_name(chain.key_kind),
+            }
+            .into());
         }
         chain
             .key
@@ -180,10 +184,17 @@ impl SnpVerifier {
         self.claims(&received, product, &chain)
     }
 
-    fn claims(&self, received: &ReceivedReport<'_>, product: Product, chain: &VerifiedChain) -> Result<Claims, VerifyError> {
+    fn claims(
+        &self,
+        received: &ReceivedReport<'_>,
+        product: Product,
+        chain: &VerifiedChain,
+    ) -> Result<Claims, VerifyError> {
         let r = &received.report;
         let layout = product.tcb_layout();
-        let decode = |t: nacre_wire::snp::RawTcb| t.decode(layout).map_err(|e| VerifyError::from(MalformedError::from(e)));
+        let decode = |t: nacre_wire::snp::RawTcb| {
+            t.decode(layout).map_err(|e| VerifyError::from(MalformedError::from(e)))
+        };
         let reported_tcb = decode(r.reported_tcb)?;
         check_tcb_extension(&chain.tcb, &reported_tcb, product)?;
         if let Some(hwid) = &chain.hwid {
@@ -194,7 +205,8 @@ impl SnpVerifier {
             warnings.push("no CRL supplied: revocation of the ASK/VCEK was not checked".to_owned());
         }
         if self.roots.is_sim() {
-            warnings.push("simulated TEE: signed by an insecure test root, no hardware protection".to_owned());
+            warnings
+                .push("simulated TEE: signed by an insecure test root, no hardware protection".to_owned());
         }
         Ok(Claims {
             tee: self.tee(),
@@ -215,7 +227,12 @@ impl SnpVerifier {
         })
     }
 
-    fn chain(&self, certs: &CertSet, product: Option<Product>, key: SigningKey) -> Result<Arc<VerifiedChain>, VerifyError> {
+    fn chain(
+        &self,
+        certs: &CertSet,
+        product: Option<Product>,
+        key: SigningKey,
+    ) -> Result<Arc<VerifiedChain>, VerifyError> {
         let cache_key = chain_cache_key(certs, product, key);
         if let Some(hit) = self.cache.lock().ok().and_then(|c| c.get(&cache_key).cloned()) {
             return Ok(hit);
@@ -230,11 +247,18 @@ impl SnpVerifier {
         Ok(chain)
     }
 
-    fn verify_chain(&self, set: &CertSet, product: Option<Product>, key: SigningKey) -> Result<VerifiedChain, VerifyError> {
+    fn verify_chain(
+        &self,
+        set: &CertSet,
+        product: Option<Product>,
+        key: SigningKey,
+    ) -> Result<VerifiedChain, VerifyError> {
         let parsed: Vec<X509Certificate<'_>> =
             set.certs.iter().map(|d| x509::parse_cert(d)).collect::<Result<_, _>>()?;
         let self_issued = |c: &X509Certificate<'_>| c.subject().as_raw() == c.issuer().as_raw();
-        let pick = |role: &'static str, f: &dyn Fn(&X509Certificate<'_>) -> bool| -> Result<usize, ChainError> {
+        let pick = |role: &'static str,
+                    f: &dyn Fn(&X509Certificate<'_>) -> bool|
+         -> Result<usize, ChainError> {
             let found: Vec<usize> = parsed.iter().enumerate().filter(|(_, c)| f(c)).map(|(i, _)| i).collect();
             match found.as_slice() {
                 [one] => Ok(*one),
@@ -270,7 +294,11 @@ impl SnpVerifier {
             }
             SnpRoots::InsecureSim { spki_sha256 } => {
                 if *spki_sha256 != spki {
-                    return Err(ChainError::UntrustedRoot { spki_sha256: hex::encode(spki), expected: "sim".into() }.into());
+                    return Err(ChainError::UntrustedRoot {
+                        spki_sha256: hex::encode(spki),
+                        expected: "sim".into(),
+                    }
+                    .into());
                 }
                 None
             }
@@ -285,8 +313,9 @@ impl SnpVerifier {
         if !x509::is_p384(ek.public_key()) {
             return Err(ChainError::EndorsementKeyType.into());
         }
-        let public_key = ParsedPublicKey::new(&ECDSA_P384_SHA384_FIXED, &ek.public_key().subject_public_key.data)
-            .map_err(|_| ChainError::EndorsementKeyType)?;
+        let public_key =
+            ParsedPublicKey::new(&ECDSA_P384_SHA384_FIXED, &ek.public_key().subject_public_key.data)
+                .map_err(|_| ChainError::EndorsementKeyType)?;
 
         let mut validity = vec![
             Validity::of("ARK", x509::validity(ark)),
@@ -314,7 +343,11 @@ impl SnpVerifier {
 
         Ok(VerifiedChain {
             product_from_root,
-            sim_product_name: ek.extensions().iter().find(|e| e.oid == OID_PRODUCT_NAME).and_then(|e| ia5(e.value)),
+            sim_product_name: ek
+                .extensions()
+                .iter()
+                .find(|e| e.oid == OID_PRODUCT_NAME)
+                .and_then(|e| ia5(e.value)),
             key_kind,
             key: public_key,
             tcb: ExtTcb {

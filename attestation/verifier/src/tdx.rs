@@ -19,7 +19,8 @@ const TD10_REPORT_LEN: usize = 584;
 
 /// Reads a collateral file in dcap-qvl's `QuoteCollateralV3` JSON form.
 pub fn collateral_from_json(json: &[u8]) -> Result<QuoteCollateralV3, MalformedError> {
-    serde_json::from_slice(json).map_err(|e| MalformedError::Collateral(format!("QuoteCollateralV3 JSON: {e}")))
+    serde_json::from_slice(json)
+        .map_err(|e| MalformedError::Collateral(format!("QuoteCollateralV3 JSON: {e}")))
 }
 
 /// The length of the quote proper (header, body, signature data), from its own length fields.
@@ -43,10 +44,14 @@ pub fn quote_len(quote: &[u8]) -> Result<usize, MalformedError> {
                 2 => Some(TD10_REPORT_LEN),
                 3 => Some(TD10_REPORT_LEN + 64),
                 4 => None,
-                other => return Err(MalformedError::Quote(format!("v5 body type {other} is not a TD report"))),
+                other => {
+                    return Err(MalformedError::Quote(format!("v5 body type {other} is not a TD report")));
+                }
             };
             if expected.is_some_and(|e| e != body_size) {
-                return Err(MalformedError::Quote(format!("v5 body size {body_size}, expected {expected:?}")));
+                return Err(MalformedError::Quote(format!(
+                    "v5 body size {body_size}, expected {expected:?}"
+                )));
             }
             HEADER_LEN + 6 + body_size
         }
@@ -97,7 +102,11 @@ impl TdxVerifier {
         let end = quote_len(quote)?;
         let padding = &quote[end..];
         if padding.iter().any(|&b| b != 0) {
-            return Err(MalformedError::Quote(format!("{} non-zero bytes after the signature data", padding.len())).into());
+            return Err(MalformedError::Quote(format!(
+                "{} non-zero bytes after the signature data",
+                padding.len()
+            ))
+            .into());
         }
         let now = u64::try_from(now_unix).map_err(|_| MalformedError::Quote("time before 1970".into()))?;
         let verified = self
@@ -110,7 +119,9 @@ impl TdxVerifier {
             Report::TD10(r) => (r, 4u16),
             Report::TD15(r) => (&r.base, 5),
             Report::TD15Ex(r) => (&r.base.base, 5),
-            Report::SgxEnclave(_) => return Err(MalformedError::Quote("SGX enclave quote, not TDX".into()).into()),
+            Report::SgxEnclave(_) => {
+                return Err(MalformedError::Quote("SGX enclave quote, not TDX".into()).into());
+            }
         };
         let quote_version = u16::from_le_bytes([quote[0], quote[1]]).max(quote_version);
         let mut warnings = Vec::new();

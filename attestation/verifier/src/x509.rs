@@ -37,7 +37,9 @@ impl CertSet {
                 match pem.label.as_str() {
                     "CERTIFICATE" => self.push_cert(pem.contents)?,
                     "X509 CRL" => self.push_crl(pem.contents)?,
-                    other => return Err(MalformedError::Certificate(format!("unexpected PEM block {other:?}"))),
+                    other => {
+                        return Err(MalformedError::Certificate(format!("unexpected PEM block {other:?}")));
+                    }
                 }
                 found += 1;
             }
@@ -87,7 +89,9 @@ impl CertSet {
 pub fn parse_cert(der: &[u8]) -> Result<X509Certificate<'_>, MalformedError> {
     match X509Certificate::from_der(der) {
         Ok(([], cert)) => Ok(cert),
-        Ok((rest, _)) => Err(MalformedError::Certificate(format!("{} trailing bytes after certificate", rest.len()))),
+        Ok((rest, _)) => {
+            Err(MalformedError::Certificate(format!("{} trailing bytes after certificate", rest.len())))
+        }
         Err(e) => Err(MalformedError::Certificate(e.to_string())),
     }
 }
@@ -101,12 +105,12 @@ pub fn parse_crl(der: &[u8]) -> Result<CertificateRevocationList<'_>, MalformedE
     }
 }
 
-const OID_SHA384: Oid<'static> = oid!(2.16.840 .1 .101 .3 .4 .2 .2);
-const OID_MGF1: Oid<'static> = oid!(1.2.840 .113549 .1 .1 .8);
-const OID_EC_PUBLIC_KEY: Oid<'static> = oid!(1.2.840 .10045 .2 .1);
-const OID_SECP384R1: Oid<'static> = oid!(1.3.132 .0 .34);
-const OID_RSA_ENCRYPTION: Oid<'static> = oid!(1.2.840 .113549 .1 .1 .1);
-const OID_ECDSA_SHA384: Oid<'static> = oid!(1.2.840 .10045 .4 .3 .3);
+const OID_SHA384: Oid<'static> = oid!(2.16.840.1.101.3.4.2.2);
+const OID_MGF1: Oid<'static> = oid!(1.2.840.113549.1.1.8);
+const OID_EC_PUBLIC_KEY: Oid<'static> = oid!(1.2.840.10045.2.1);
+const OID_SECP384R1: Oid<'static> = oid!(1.3.132.0.34);
+const OID_RSA_ENCRYPTION: Oid<'static> = oid!(1.2.840.113549.1.1.1);
+const OID_ECDSA_SHA384: Oid<'static> = oid!(1.2.840.10045.4.3.3);
 
 /// Checks `signature` over `message` (an X.509 TBS structure) by the key in `issuer`.
 pub fn verify_signed(
@@ -124,20 +128,34 @@ pub fn verify_signed(
                 .map(|m| m.mgf == OID_MGF1 && m.hash == OID_SHA384)
                 .unwrap_or(false);
             if *params.hash_algorithm_oid() != OID_SHA384 || !mgf_hash_ok || params.salt_length() != 48 {
-                return Err(ChainError::UnsupportedAlgorithm { what, algorithm: "RSASSA-PSS other than SHA-384/MGF1-SHA-384/48".into() });
+                return Err(ChainError::UnsupportedAlgorithm {
+                    what,
+                    algorithm: "RSASSA-PSS other than SHA-384/MGF1-SHA-384/48".into(),
+                });
             }
             if issuer.algorithm.algorithm != OID_RSA_ENCRYPTION {
-                return Err(ChainError::UnsupportedAlgorithm { what, algorithm: "RSASSA-PSS with a non-RSA issuer key".into() });
+                return Err(ChainError::UnsupportedAlgorithm {
+                    what,
+                    algorithm: "RSASSA-PSS with a non-RSA issuer key".into(),
+                });
             }
             &signature::RSA_PSS_2048_8192_SHA384
         }
         Ok(SignatureAlgorithm::ECDSA) if algorithm.algorithm == OID_ECDSA_SHA384 => {
             if !is_p384(issuer) {
-                return Err(ChainError::UnsupportedAlgorithm { what, algorithm: "ECDSA-SHA384 with a non-P-384 issuer key".into() });
+                return Err(ChainError::UnsupportedAlgorithm {
+                    what,
+                    algorithm: "ECDSA-SHA384 with a non-P-384 issuer key".into(),
+                });
             }
             &signature::ECDSA_P384_SHA384_ASN1
         }
-        _ => return Err(ChainError::UnsupportedAlgorithm { what, algorithm: algorithm.algorithm.to_id_string() }),
+        _ => {
+            return Err(ChainError::UnsupportedAlgorithm {
+                what,
+                algorithm: algorithm.algorithm.to_id_string(),
+            });
+        }
     };
     UnparsedPublicKey::new(alg, key_bytes)
         .verify(message, signature_bits)
@@ -161,7 +179,10 @@ pub fn verify_cert_signature(
     }
     // The outer and inner (TBS) signature algorithms must agree (RFC 5280 §4.1.1.2).
     if cert.signature_algorithm != cert.tbs_certificate.signature {
-        return Err(ChainError::UnsupportedAlgorithm { what, algorithm: "outer/inner algorithm mismatch".into() });
+        return Err(ChainError::UnsupportedAlgorithm {
+            what,
+            algorithm: "outer/inner algorithm mismatch".into(),
+        });
     }
     verify_signed(
         issuer.public_key(),
@@ -181,7 +202,10 @@ pub fn verify_crl_signature(
         return Err(ChainError::IssuerMismatch { what: "CRL" });
     }
     if crl.signature_algorithm != crl.tbs_cert_list.signature {
-        return Err(ChainError::UnsupportedAlgorithm { what: "CRL", algorithm: "outer/inner algorithm mismatch".into() });
+        return Err(ChainError::UnsupportedAlgorithm {
+            what: "CRL",
+            algorithm: "outer/inner algorithm mismatch".into(),
+        });
     }
     verify_signed(
         issuer.public_key(),

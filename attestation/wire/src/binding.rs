@@ -99,7 +99,8 @@ mod tests {
     fn purposes_and_fields_are_separated() {
         let spki = [1u8; 32];
         let digest = [2u8; 32];
-        let tls = TlsBinding { spki_sha256: &spki, model_digest: &digest, client_nonce: None, tls_exporter: None };
+        let tls =
+            TlsBinding { spki_sha256: &spki, model_digest: &digest, client_nonce: None, tls_exporter: None };
         let with_nonce = TlsBinding { client_nonce: Some(&[]), ..tls.clone() };
         assert_ne!(tls.report_data().unwrap(), with_nonce.report_data().unwrap());
         let kr = KeyReleaseBinding { nonce: &[1; 32], hpke_public_key: &[2; 32], key_id: "a" };

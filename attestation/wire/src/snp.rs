@@ -143,14 +143,12 @@ impl RawTcb {
     pub fn decode(self, layout: TcbLayout) -> Result<TcbVersion, WireError> {
         let b = self.0.to_le_bytes();
         let (tcb, reserved) = match layout {
-            TcbLayout::PreTurin => (
-                TcbVersion { fmc: 0, bootloader: b[0], tee: b[1], snp: b[6], microcode: b[7] },
-                &b[2..6],
-            ),
-            TcbLayout::Turin => (
-                TcbVersion { fmc: b[0], bootloader: b[1], tee: b[2], snp: b[3], microcode: b[7] },
-                &b[4..7],
-            ),
+            TcbLayout::PreTurin => {
+                (TcbVersion { fmc: 0, bootloader: b[0], tee: b[1], snp: b[6], microcode: b[7] }, &b[2..6])
+            }
+            TcbLayout::Turin => {
+                (TcbVersion { fmc: b[0], bootloader: b[1], tee: b[2], snp: b[3], microcode: b[7] }, &b[4..7])
+            }
         };
         if reserved.iter().any(|&x| x != 0) {
             return Err(WireError::ReservedNonZero { field: "TCB_VERSION", offset: 0 });
@@ -163,9 +161,7 @@ impl TcbVersion {
     /// The inverse of [`RawTcb::decode`].
     pub fn encode(&self, layout: TcbLayout) -> RawTcb {
         let b = match layout {
-            TcbLayout::PreTurin => {
-                [self.bootloader, self.tee, 0, 0, 0, 0, self.snp, self.microcode]
-            }
+            TcbLayout::PreTurin => [self.bootloader, self.tee, 0, 0, 0, 0, self.snp, self.microcode],
             TcbLayout::Turin => [self.fmc, self.bootloader, self.tee, self.snp, 0, 0, 0, self.microcode],
         };
         RawTcb(u64::from_le_bytes(b))
@@ -342,9 +338,11 @@ const PLATFORM_INFO_RESERVED: u64 = !0x7F;
 impl SnpReport {
     /// Parses exactly [`REPORT_LEN`] bytes, strictly.
     pub fn parse(bytes: &[u8]) -> Result<ReceivedReport<'_>, WireError> {
-        let raw: &[u8; REPORT_LEN] = bytes
-            .try_into()
-            .map_err(|_| WireError::Length { what: "SNP report", expected: REPORT_LEN, actual: bytes.len() })?;
+        let raw: &[u8; REPORT_LEN] = bytes.try_into().map_err(|_| WireError::Length {
+            what: "SNP report",
+            expected: REPORT_LEN,
+            actual: bytes.len(),
+        })?;
         let f = Fields(raw);
         let version = f.u32(off::VERSION);
         if !SUPPORTED_VERSIONS.contains(&version) {
@@ -377,13 +375,19 @@ impl SnpReport {
             0 => SigningKey::Vcek,
             1 => SigningKey::Vlek,
             7 => SigningKey::None,
-            other => return Err(WireError::OutOfRange { field: "KEY_INFO.SIGNING_KEY", value: u64::from(other) }),
+            other => {
+                return Err(WireError::OutOfRange { field: "KEY_INFO.SIGNING_KEY", value: u64::from(other) });
+            }
         };
         f.zero("reserved 0x04C", off::RESERVED_04C..off::REPORT_DATA)?;
 
         let cpuid = if version >= 3 {
             f.zero("reserved 0x18B", off::RESERVED_18B..off::CHIP_ID)?;
-            Some(Cpuid { family: raw[off::CPUID_FAM], model: raw[off::CPUID_MOD], stepping: raw[off::CPUID_STEP] })
+            Some(Cpuid {
+                family: raw[off::CPUID_FAM],
+                model: raw[off::CPUID_MOD],
+                stepping: raw[off::CPUID_STEP],
+            })
         } else {
             f.zero("reserved 0x188", off::CPUID_FAM..off::CHIP_ID)?;
             None
@@ -574,7 +578,9 @@ mod tests {
         let mut b = sample(3).encode().unwrap();
         for v in [0u32, 1, 4, 6, 0xFFFF_FFFF] {
             b[0..4].copy_from_slice(&v.to_le_bytes());
-            assert!(matches!(SnpReport::parse(&b), Err(WireError::UnsupportedVersion { version, .. }) if version == v));
+            assert!(
+                matches!(SnpReport::parse(&b), Err(WireError::UnsupportedVersion { version, .. }) if version == v)
+            );
         }
         let b = sample(3).encode().unwrap();
         assert!(matches!(SnpReport::parse(&b[..REPORT_LEN - 1]), Err(WireError::Length { .. })));
@@ -591,7 +597,9 @@ mod tests {
             let mut reserved: Vec<usize> = (0x04C..0x050).chain([0x1EB, 0x1EF]).collect();
             reserved.extend(if v >= 3 { 0x18B..0x1A0 } else { 0x188..0x1A0 });
             reserved.extend(if v >= 5 { 0x208..0x2A0 } else { 0x1F8..0x2A0 });
-            reserved.extend((0x2A0 + 48..0x2A0 + 72).chain(0x2A0 + 72 + 48..0x2A0 + 144).chain(0x2A0 + 144..REPORT_LEN));
+            reserved.extend(
+                (0x2A0 + 48..0x2A0 + 72).chain(0x2A0 + 72 + 48..0x2A0 + 144).chain(0x2A0 + 144..REPORT_LEN),
+            );
             for i in reserved {
                 let mut b = good;
                 b[i] = 0x80;
