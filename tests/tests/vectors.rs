@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure is the report
 //! Every real vector in ../shared/vectors with its expected outcome (see its README).
 
 use nacre_tests::{read_vector, unix, vectors_dir};
