@@ -89,8 +89,7 @@ fn appraise_snp(
 }
 
 fn lenient() -> Policy {
-    let mut p = Policy::default();
-    p.insecure_allow_missing_crl = true;
+    let mut p = Policy { insecure_allow_missing_crl: true, ..Policy::default() };
     p.snp.allow_debug = true;
     p
 }
