@@ -1,1 +1,125 @@
-fn main() {}
+//! `nacre`: the command-line tool. Exit codes: 0 accept / success, 1 reject, 2 usage or I/O error.
+#![forbid(unsafe_code)]
+
+mod evidence;
+mod sim;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "nacre",
+    version,
+    about = "Nacre: attested confidential inference — evidence verification and tools"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Verify or inspect attestation evidence.
+    #[command(subcommand)]
+    Evidence(EvidenceCmd),
+    /// The simulated TEE (INSECURE: for development and tests).
+    #[command(subcommand)]
+    Sim(SimCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum EvidenceCmd {
+    /// Verify evidence and appraise it against a policy: exit 0 accept, 1 reject.
+    Verify(VerifyArgs),
+    /// Print the fields of a report or quote WITHOUT verifying it.
+    Show {
+        #[arg(long, value_enum)]
+        tee: TeeArg,
+        file: PathBuf,
+    },
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum TeeArg {
+    Snp,
+    Tdx,
+    Sim,
+}
+
+#[derive(Args, Debug)]
+struct VerifyArgs {
+    #[arg(long, value_enum)]
+    tee: TeeArg,
+    /// The report (SNP/sim, 1184 bytes) or quote (TDX).
+    #[arg(long)]
+    evidence: PathBuf,
+    /// Certificates and CRLs, PEM or DER, any order (SNP/sim): roles are recognised from content.
+    #[arg(long, num_args = 1..)]
+    certs: Vec<PathBuf>,
+    /// QuoteCollateralV3 JSON (TDX).
+    #[arg(long)]
+    collateral: Option<PathBuf>,
+    /// Verification time, RFC 3339 (default: now).
+    #[arg(long)]
+    at: Option<String>,
+    /// Policy file (TOML). Default: authenticity checks plus the default policy.
+    #[arg(long)]
+    policy: Option<PathBuf>,
+    /// Expected REPORT_DATA, 128 hex digits; without it REPORT_DATA is not checked (warned).
+    #[arg(long)]
+    expect_report_data: Option<String>,
+    /// Accept SNP/sim evidence without the ARK's CRL (revocation unchecked; warned).
+    #[arg(long)]
+    allow_missing_crl: bool,
+    /// Trust this simulated ARK (PEM or DER) for --tee sim. INSECURE.
+    #[arg(long)]
+    insecure_sim_root: Option<PathBuf>,
+    /// One JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum SimCmd {
+    /// Manage the simulated certificate authority.
+    #[command(subcommand)]
+    Ca(SimCaCmd),
+    /// Sign an SNP-format report with a simulated VCEK.
+    Report(sim::ReportArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum SimCaCmd {
+    /// Create ARK → ASK → VCEK (or ASVK → VLEK) and a CRL in DIR.
+    Init(sim::InitArgs),
+}
+
+fn main() -> ExitCode {
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .without_time()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("NACRE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Evidence(EvidenceCmd::Verify(args)) => evidence::verify(args),
+        Command::Evidence(EvidenceCmd::Show { tee, file }) => evidence::show(tee, &file),
+        Command::Sim(SimCmd::Ca(SimCaCmd::Init(args))) => sim::init(args),
+        Command::Sim(SimCmd::Report(args)) => sim::report(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

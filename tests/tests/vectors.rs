@@ -350,18 +350,18 @@ fn tdx_v4_up_to_date_is_accepted_with_typed_claims() {
     let PlatformClaims::Tdx(t) = &v.platform else { panic!() };
     assert_eq!(t.tcb_status, TdxTcbStatus::UpToDate);
     assert!(t.advisory_ids.is_empty());
-    assert_eq!(t.quote_version, 4);
+    assert_eq!(t.td.quote_version, 4);
     assert_eq!(
-        hex::encode(t.mrtd),
+        hex::encode(t.td.mrtd),
         "91eb2b44d141d4ece09f0c75c2c53d247a3c68edd7fafe8a3520c942a604a407de03ae6dc5f87f27428b2538873118b7"
     );
     assert_eq!(
-        hex::encode(t.rtmr[0]),
+        hex::encode(t.td.rtmr[0]),
         "44c0197b39157fdd7a4dcc44767f9d6b0bb3977c7a8e347b8492f827fe9d9e5c48aca29b220b80b6a540cf994b9bc9c0"
     );
-    assert_eq!(hex::encode(t.rtmr[3]), "0".repeat(96));
-    assert_eq!(hex::encode(t.xfam), "e702060000000000");
-    assert_eq!(hex::encode(t.td_attributes), "0000001000000000");
+    assert_eq!(hex::encode(t.td.rtmr[3]), "0".repeat(96));
+    assert_eq!(hex::encode(t.td.xfam), "e702060000000000");
+    assert_eq!(hex::encode(t.td.td_attributes), "0000001000000000");
     assert!(!v.debug);
     assert_eq!(
         hex::encode(v.report_data),

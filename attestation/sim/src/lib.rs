@@ -217,46 +217,22 @@ impl SimCa {
         let ek = Self::endorse(&self.ask, params)?;
         let signer = EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, ek.key.serialized_der())
             .map_err(|_| SimError::Key)?;
-        Ok((ek.der, SimSigner { key: signer }))
+        Ok((ek.der, SimSigner { key: signer, chip: None }))
     }
 
     /// A report that verifies against this hierarchy: version 3, the product's CPUID, the
     /// endorsed TCB everywhere, the chip id, debug off, VMPL 0. Tests change one field.
     pub fn report_template(&self) -> SnpReport {
-        let p = &self.params;
-        let tcb = p.tcb.encode(p.product.tcb_layout());
-        let fw = FwVersion { major: 1, minor: 55, build: 1 };
-        SnpReport {
-            version: 3,
-            guest_svn: 1,
-            policy: 0x3_0000, // SMT allowed, bit 17 (must be one); ABI 0.0; no debug
-            family_id: [0; 16],
-            image_id: [0; 16],
-            vmpl: 0,
-            sig_algo: SIG_ALGO_ECDSA_P384_SHA384,
-            current_tcb: tcb,
-            platform_info: 0x1,
-            author_key_en: false,
-            mask_chip_key: false,
-            signing_key: p.key,
-            report_data: [0; 64],
-            measurement: [0; 48],
-            host_data: [0; 32],
-            id_key_digest: [0; 48],
-            author_key_digest: [0; 48],
-            report_id: [0x5A; 32],
-            report_id_ma: [0xFF; 32],
-            reported_tcb: tcb,
-            cpuid: Some(p.product.cpuid()),
-            chip_id: if p.key == SigningKey::Vlek { [0; 64] } else { p.chip_id },
-            committed_tcb: tcb,
-            current_version: fw,
-            committed_version: fw,
-            launch_tcb: tcb,
-            launch_mit_vector: None,
-            current_mit_vector: None,
-            sig_r: [0; 48],
-            sig_s: [0; 48],
+        report_template(&self.chip())
+    }
+
+    /// What the endorsement key certifies.
+    pub fn chip(&self) -> SimChip {
+        SimChip {
+            product: self.params.product,
+            key: self.params.key,
+            chip_id: self.params.chip_id,
+            tcb: self.params.tcb,
         }
     }
 
@@ -304,7 +280,33 @@ impl SimCa {
             let path = dir.join(file);
             write_file(&path, body.as_bytes(), secret).map_err(|e| io(&path, e))?;
         }
-        Ok(())
+        let path = dir.join("sim.toml");
+        let chip = ChipFile::from(&self.chip());
+        let text = toml::to_string(&chip)
+            .map_err(|e| SimError::Format { path: path.display().to_string(), what: e.to_string() })?;
+        write_file(&path, text.as_bytes(), false).map_err(|e| io(&path, e))
+    }
+}
+
+/// `sim.toml`: what the endorsement key certifies, so a signer loaded from disk can build
+/// reports that match it.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChipFile {
+    product: Product,
+    vlek: bool,
+    chip_id: String,
+    tcb: TcbVersion,
+}
+
+impl From<&SimChip> for ChipFile {
+    fn from(c: &SimChip) -> Self {
+        ChipFile {
+            product: c.product,
+            vlek: c.key == SigningKey::Vlek,
+            chip_id: hex::encode(c.chip_id),
+            tcb: c.tcb,
+        }
     }
 }
 
@@ -312,6 +314,7 @@ impl SimCa {
 #[derive(Debug)]
 pub struct SimSigner {
     key: EcdsaKeyPair,
+    chip: Option<SimChip>,
 }
 
 impl SimSigner {
@@ -327,7 +330,23 @@ impl SimSigner {
             .map_err(|e| SimError::Format { path: path.display().to_string(), what: e.to_string() })?;
         let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, kp.serialized_der())
             .map_err(|_| SimError::Key)?;
-        Ok(SimSigner { key })
+        let path = dir.join("sim.toml");
+        let format = |what: String| SimError::Format { path: path.display().to_string(), what };
+        let text = std::fs::read_to_string(&path)
+            .map_err(|error| SimError::Io { path: path.display().to_string(), error })?;
+        let file: ChipFile = toml::from_str(&text).map_err(|e| format(e.to_string()))?;
+        let mut chip_id = [0u8; 64];
+        hex::decode_to_slice(&file.chip_id, &mut chip_id).map_err(|e| format(format!("chip_id: {e}")))?;
+        let key_kind = if file.vlek { SigningKey::Vlek } else { SigningKey::Vcek };
+        Ok(SimSigner {
+            key,
+            chip: Some(SimChip { product: file.product, key: key_kind, chip_id, tcb: file.tcb }),
+        })
+    }
+
+    /// What the loaded endorsement key certifies (None for keys made by `endorse_other`).
+    pub fn chip(&self) -> Option<&SimChip> {
+        self.chip.as_ref()
     }
 
     pub fn sign(&self, report: &SnpReport) -> Result<[u8; REPORT_LEN], SimError> {
@@ -388,4 +407,51 @@ fn write_file(path: &Path, body: &[u8], secret: bool) -> std::io::Result<()> {
         opts.mode(0o600);
     }
     opts.open(path)?.write_all(body)
+}
+
+/// What a simulated endorsement key certifies; written to `sim.toml` beside the keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SimChip {
+    pub product: Product,
+    pub key: SigningKey,
+    pub chip_id: [u8; 64],
+    pub tcb: TcbVersion,
+}
+
+/// A report that verifies against `chip`'s hierarchy (see [`SimCa::report_template`]).
+pub fn report_template(p: &SimChip) -> SnpReport {
+    let tcb = p.tcb.encode(p.product.tcb_layout());
+    let fw = FwVersion { major: 1, minor: 55, build: 1 };
+    SnpReport {
+        version: 3,
+        guest_svn: 1,
+        policy: 0x3_0000, // SMT allowed, bit 17 (must be one); ABI 0.0; no debug
+        family_id: [0; 16],
+        image_id: [0; 16],
+        vmpl: 0,
+        sig_algo: SIG_ALGO_ECDSA_P384_SHA384,
+        current_tcb: tcb,
+        platform_info: 0x1,
+        author_key_en: false,
+        mask_chip_key: false,
+        signing_key: p.key,
+        report_data: [0; 64],
+        measurement: [0; 48],
+        host_data: [0; 32],
+        id_key_digest: [0; 48],
+        author_key_digest: [0; 48],
+        report_id: [0x5A; 32],
+        report_id_ma: [0xFF; 32],
+        reported_tcb: tcb,
+        cpuid: Some(p.product.cpuid()),
+        chip_id: if p.key == SigningKey::Vlek { [0; 64] } else { p.chip_id },
+        committed_tcb: tcb,
+        current_version: fw,
+        committed_version: fw,
+        launch_tcb: tcb,
+        launch_mit_vector: None,
+        current_mit_vector: None,
+        sig_r: [0; 48],
+        sig_s: [0; 48],
+    }
 }

@@ -59,11 +59,18 @@ pub struct SnpClaims {
 /// Intel TDX claims from a verified quote.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TdxClaims {
-    pub quote_version: u16,
     pub tcb_status: TdxTcbStatus,
     pub advisory_ids: Vec<String>,
+    pub td: TdReport,
+}
+
+/// The TD report fields of a quote (TDX Module ABI, TDREPORT / TD_INFO).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TdReport {
+    pub quote_version: u16,
     pub mrtd: [u8; 48],
     pub rtmr: [[u8; 48]; 4],
+    pub report_data: [u8; 64],
     pub mrconfigid: [u8; 48],
     pub mrowner: [u8; 48],
     pub mrownerconfig: [u8; 48],
@@ -71,6 +78,13 @@ pub struct TdxClaims {
     pub td_attributes: [u8; 8],
     pub xfam: [u8; 8],
     pub tee_tcb_svn: [u8; 16],
+}
+
+impl TdReport {
+    /// TDATTRIBUTES.TUD.DEBUG (bit 0).
+    pub fn debug(&self) -> bool {
+        self.td_attributes[0] & 1 != 0
+    }
 }
 
 /// The TCB status Intel's collateral gives the platform (and QE), converged as in Intel's QVL.

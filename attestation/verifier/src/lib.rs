@@ -17,7 +17,7 @@ pub mod snp;
 pub mod tdx;
 pub mod x509;
 
-pub use claims::{Claims, PlatformClaims, SnpClaims, TdxClaims, TdxTcbStatus};
+pub use claims::{Claims, PlatformClaims, SnpClaims, TdReport, TdxClaims, TdxTcbStatus};
 pub use error::{ChainError, ConfigError, MalformedError, PolicyViolation, VerifyError};
 pub use nacre_wire::snp::Product;
 pub use pipeline::{Appraiser, ExpectedReportData, Platform, SnpEvidence, TdxEvidence, Verified};

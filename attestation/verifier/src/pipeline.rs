@@ -292,16 +292,16 @@ fn check_tdx(p: &TdxPolicy, t: &TdxClaims, warnings: &mut Vec<String>) -> Result
         warnings.push(format!("TDX advisories apply: {}", t.advisory_ids.join(", ")));
     }
     for (field, value, want) in [
-        ("rtmr0", &t.rtmr[0], p.rtmr0.as_ref()),
-        ("rtmr1", &t.rtmr[1], p.rtmr1.as_ref()),
-        ("rtmr2", &t.rtmr[2], p.rtmr2.as_ref()),
-        ("rtmr3", &t.rtmr[3], p.rtmr3.as_ref()),
-        ("mrconfigid", &t.mrconfigid, p.mrconfigid.as_ref()),
-        ("mrowner", &t.mrowner, p.mrowner.as_ref()),
-        ("mrownerconfig", &t.mrownerconfig, p.mrownerconfig.as_ref()),
+        ("rtmr0", &t.td.rtmr[0], p.rtmr0.as_ref()),
+        ("rtmr1", &t.td.rtmr[1], p.rtmr1.as_ref()),
+        ("rtmr2", &t.td.rtmr[2], p.rtmr2.as_ref()),
+        ("rtmr3", &t.td.rtmr[3], p.rtmr3.as_ref()),
+        ("mrconfigid", &t.td.mrconfigid, p.mrconfigid.as_ref()),
+        ("mrowner", &t.td.mrowner, p.mrowner.as_ref()),
+        ("mrownerconfig", &t.td.mrownerconfig, p.mrownerconfig.as_ref()),
     ] {
         exactly(field, value, want)?;
     }
-    exactly("xfam", &t.xfam, p.xfam.as_ref())?;
+    exactly("xfam", &t.td.xfam, p.xfam.as_ref())?;
     Ok(())
 }

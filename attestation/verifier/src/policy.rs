@@ -185,7 +185,8 @@ impl Policy {
         if tee == Tee::Sim { &self.sim } else { &self.snp }
     }
 
-    /// Warnings a service must log at start-up for every dangerous setting.
+    /// Warnings a service must log at start-up for every dangerous setting. (An unpinned
+    /// measurement is reported per appraisal, in the claims' warnings.)
     pub fn dangers(&self) -> Vec<String> {
         let mut out = Vec::new();
         if self.insecure_allow_missing_crl {

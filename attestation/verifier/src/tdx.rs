@@ -9,7 +9,7 @@ use dcap_qvl::QuoteCollateralV3;
 use dcap_qvl::quote::Report;
 use dcap_qvl::verify::QuoteVerifier;
 
-use crate::claims::{Claims, PlatformClaims, TdxClaims, TdxTcbStatus};
+use crate::claims::{Claims, PlatformClaims, TdReport, TdxClaims, TdxTcbStatus};
 use crate::error::{ChainError, MalformedError, VerifyError};
 
 /// TEE type of a TDX quote header.
@@ -115,42 +115,54 @@ impl TdxVerifier {
             .map_err(|e| ChainError::Tdx(format!("{e:#}")))?;
         let tcb_status = TdxTcbStatus::from_name(&verified.status)
             .ok_or_else(|| ChainError::Tdx(format!("unknown TCB status {:?}", verified.status)))?;
-        let (td, quote_version) = match &verified.report {
-            Report::TD10(r) => (r, 4u16),
-            Report::TD15(r) => (&r.base, 5),
-            Report::TD15Ex(r) => (&r.base.base, 5),
-            Report::SgxEnclave(_) => {
-                return Err(MalformedError::Quote("SGX enclave quote, not TDX".into()).into());
-            }
-        };
-        let quote_version = u16::from_le_bytes([quote[0], quote[1]]).max(quote_version);
+        let td = td_report(quote, &verified.report)?;
         let mut warnings = Vec::new();
         if !padding.is_empty() {
             warnings.push(format!("{} zero bytes of padding after the quote were ignored", padding.len()));
         }
         Ok(Claims {
             tee: nacre_wire::Tee::Tdx,
-            measurement: td.mr_td,
+            measurement: td.mrtd,
             report_data: td.report_data,
-            // TDATTRIBUTES.TUD.DEBUG is bit 0.
-            debug: td.td_attributes[0] & 1 != 0,
+            debug: td.debug(),
             // dcap-qvl checked every certificate, CRL, TCB Info and QE Identity window at `now`.
             validity: Vec::new(),
             warnings,
             platform: PlatformClaims::Tdx(Box::new(TdxClaims {
-                quote_version,
                 tcb_status,
                 advisory_ids: verified.advisory_ids,
-                mrtd: td.mr_td,
-                rtmr: [td.rt_mr0, td.rt_mr1, td.rt_mr2, td.rt_mr3],
-                mrconfigid: td.mr_config_id,
-                mrowner: td.mr_owner,
-                mrownerconfig: td.mr_owner_config,
-                mrseam: td.mr_seam,
-                td_attributes: td.td_attributes,
-                xfam: td.xfam,
-                tee_tcb_svn: td.tee_tcb_svn,
+                td,
             })),
         })
     }
+}
+
+/// Parses a quote's TD report WITHOUT verifying anything (for `nacre evidence show`).
+pub fn parse_unverified(quote: &[u8]) -> Result<TdReport, MalformedError> {
+    let end = quote_len(quote)?;
+    let parsed =
+        dcap_qvl::quote::Quote::parse(&quote[..end]).map_err(|e| MalformedError::Quote(format!("{e:#}")))?;
+    td_report(quote, &parsed.report)
+}
+
+fn td_report(quote: &[u8], report: &Report) -> Result<TdReport, MalformedError> {
+    let td = match report {
+        Report::TD10(r) => r,
+        Report::TD15(r) => &r.base,
+        Report::TD15Ex(r) => &r.base.base,
+        Report::SgxEnclave(_) => return Err(MalformedError::Quote("SGX enclave quote, not TDX".into())),
+    };
+    Ok(TdReport {
+        quote_version: u16::from_le_bytes([quote[0], quote[1]]),
+        mrtd: td.mr_td,
+        rtmr: [td.rt_mr0, td.rt_mr1, td.rt_mr2, td.rt_mr3],
+        report_data: td.report_data,
+        mrconfigid: td.mr_config_id,
+        mrowner: td.mr_owner,
+        mrownerconfig: td.mr_owner_config,
+        mrseam: td.mr_seam,
+        td_attributes: td.td_attributes,
+        xfam: td.xfam,
+        tee_tcb_svn: td.tee_tcb_svn,
+    })
 }
