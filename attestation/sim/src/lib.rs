@@ -422,6 +422,12 @@ pub struct SimChip {
 pub fn report_template(p: &SimChip) -> SnpReport {
     let tcb = p.tcb.encode(p.product.tcb_layout());
     let fw = FwVersion { major: 1, minor: 55, build: 1 };
+    // CHIP_ID carries the hwID (Turin: 8 bytes) followed by zeros; VLEK reports mask it.
+    let mut chip_id = [0u8; 64];
+    if p.key == SigningKey::Vcek {
+        let n = p.product.hwid_len();
+        chip_id[..n].copy_from_slice(&p.chip_id[..n]);
+    }
     SnpReport {
         version: 3,
         guest_svn: 1,
@@ -444,7 +450,7 @@ pub fn report_template(p: &SimChip) -> SnpReport {
         report_id_ma: [0xFF; 32],
         reported_tcb: tcb,
         cpuid: Some(p.product.cpuid()),
-        chip_id: if p.key == SigningKey::Vlek { [0; 64] } else { p.chip_id },
+        chip_id,
         committed_tcb: tcb,
         current_version: fw,
         committed_version: fw,
