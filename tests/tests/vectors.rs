@@ -449,3 +449,52 @@ fn tdx_flipped_bytes_are_rejected() {
         assert!(r.is_err(), "flipped byte {i} accepted");
     }
 }
+
+#[test]
+fn file_cache_serves_endorsements_for_real_reports() {
+    use nacre_verifier::collateral::{CollateralSource, FileCache};
+    let dir = std::env::temp_dir().join(format!("nacre-cache-test-{}", std::process::id()));
+    let cache = FileCache::new(&dir);
+    let report_bytes = read_vector("snp/genoa-v3-azure-trustee/report.bin");
+    let report = SnpReport::parse(&report_bytes).unwrap().report;
+    let product_dir = dir.join("snp/Genoa");
+    std::fs::create_dir_all(product_dir.join("vcek")).unwrap();
+    for (from, to) in [("ark.pem", "ark.pem"), ("ask.pem", "ask.pem"), ("crl.pem", "crl.pem")] {
+        std::fs::write(product_dir.join(to), read_vector(&format!("snp/genoa-v3-azure-trustee/{from}")))
+            .unwrap();
+    }
+    // Missing VCEK: a clear collateral error, not a verification result.
+    assert!(cache.snp_certs(Product::Genoa, &report).is_err());
+    std::fs::write(
+        cache.endorsement_path(Product::Genoa, &report),
+        read_vector("snp/genoa-v3-azure-trustee/vcek.pem"),
+    )
+    .unwrap();
+    let certs = cache.snp_certs(Product::Genoa, &report).unwrap();
+    let v = Appraiser::new(Policy::default())
+        .appraise(
+            &SnpVerifier::new(SnpRoots::Amd),
+            SnpEvidence { report: &report_bytes, certs: &certs },
+            ExpectedReportData::Exact(report.report_data),
+            unix(SNP_NOW),
+        )
+        .unwrap();
+    assert_eq!(hex::encode(v.measurement), SNP_CASES[3].measurement);
+    // TDX collateral by FMSPC.
+    std::fs::create_dir_all(dir.join("tdx")).unwrap();
+    std::fs::write(dir.join("tdx/B0C06F000000.json"), read_vector("tdx/v4-b0c06f-phala/collateral.json"))
+        .unwrap();
+    let collateral = cache.tdx_collateral(&[0xB0, 0xC0, 0x6F, 0, 0, 0]).unwrap();
+    let q = quote(&TDX_UPTODATE);
+    assert!(
+        Appraiser::new(Policy::default())
+            .appraise(
+                &TdxVerifier::new(),
+                TdxEvidence { quote: &q, collateral: &collateral },
+                ExpectedReportData::InsecureUnbound,
+                TDX_UPTODATE.now
+            )
+            .is_ok()
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
