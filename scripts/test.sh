@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The project's test command: formatting, clippy (warnings are errors), every test of the workspace,
+# then the supply-chain checks (scripts/audit.sh). Needs ../shared/vectors beside the checkout.
+# Runs every step even after a failure, prints a summary, and exits non-zero if any step failed.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+
+if [ ! -d "$repo/../shared/vectors" ]; then
+    echo "error: $repo/../shared/vectors is missing: the test vectors must sit beside the checkout (../shared)" >&2
+    exit 1
+fi
+
+summary=()
+failed=0
+step() {
+    local name=$1 start=$SECONDS rc=0
+    shift
+    echo "==> $name"
+    "$@" || rc=$?
+    if [ "$rc" -eq 0 ]; then
+        summary+=("ok    $name ($((SECONDS - start)) s)")
+    else
+        summary+=("FAIL  $name ($((SECONDS - start)) s, exit $rc)")
+        failed=1
+    fi
+}
+
+# cargo test's output stays on screen (CI reads its "test result:" lines); a copy is kept for the totals.
+test_log=$(mktemp)
+trap 'rm -f "$test_log"' EXIT
+run_tests() { cargo test --workspace 2>&1 | tee "$test_log"; }
+
+step "cargo fmt --check" cargo fmt --all -- --check
+step "cargo clippy -D warnings" cargo clippy --workspace --all-targets -- -D warnings
+step "cargo test" run_tests
+step "supply chain (scripts/audit.sh)" scripts/audit.sh
+
+echo
+echo "== summary"
+printf '%s\n' "${summary[@]}"
+# Totals over every "test result:" line (ignored tests counted as skipped).
+awk '/^test result:/ { p += $4; f += $6; i += $8 }
+     END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, i }' "$test_log"
+exit "$failed"
