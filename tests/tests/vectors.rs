@@ -216,24 +216,35 @@ fn every_flipped_byte_of_a_real_report_is_rejected() {
     }
 }
 
-#[test]
-fn wrong_product_root_is_refused() {
-    // The Genoa report with Milan's ARK and ASK: the CPUID says Genoa, so only Genoa's pin fits.
-    let report = read_vector("snp/genoa-v3-azure-trustee/report.bin");
+/// Appraises a vector's report with certificate files picked from anywhere in the vectors.
+fn appraise_mixed(
+    report: &str,
+    files: [&str; 4],
+) -> Result<nacre_verifier::Verified<nacre_verifier::Claims>, VerifyError> {
+    let report = read_vector(report);
     let mut certs = CertSet::default();
-    for f in [
-        "roots/amd_milan_ark.pem",
-        "roots/amd_milan_ask.pem",
-        "roots/amd_milan_vcek_crl.pem",
-        "snp/genoa-v3-azure-trustee/vcek.pem",
-    ] {
+    for f in files {
         certs.add(&read_vector(f)).unwrap();
     }
-    let r = Appraiser::new(Policy::default()).appraise(
+    Appraiser::new(Policy::default()).appraise(
         &SnpVerifier::new(SnpRoots::Amd),
         SnpEvidence { report: &report, certs: &certs },
         ExpectedReportData::InsecureUnbound,
         unix(SNP_NOW),
+    )
+}
+
+#[test]
+fn wrong_product_root_is_refused() {
+    // The Genoa report with Milan's ARK and ASK: the CPUID says Genoa, so only Genoa's pin fits.
+    let r = appraise_mixed(
+        "snp/genoa-v3-azure-trustee/report.bin",
+        [
+            "roots/amd_milan_ark.pem",
+            "roots/amd_milan_ask.pem",
+            "roots/amd_milan_vcek_crl.pem",
+            "snp/genoa-v3-azure-trustee/vcek.pem",
+        ],
     );
     assert!(matches!(r, Err(VerifyError::Chain(ChainError::UntrustedRoot { .. }))), "{r:?}");
 }
@@ -241,21 +252,14 @@ fn wrong_product_root_is_refused() {
 #[test]
 fn vcek_of_another_chip_is_refused() {
     // milan-v2-virtee-sev's report with the debug vector's VCEK (another Milan chip).
-    let report = read_vector("snp/milan-v2-virtee-sev/report.bin");
-    let mut certs = CertSet::default();
-    for f in [
-        "roots/amd_milan_ark.pem",
-        "roots/amd_milan_ask.pem",
-        "roots/amd_milan_vcek_crl.pem",
-        "snp/milan-v2-debug-go-sev-guest/vcek.der",
-    ] {
-        certs.add(&read_vector(f)).unwrap();
-    }
-    let r = Appraiser::new(Policy::default()).appraise(
-        &SnpVerifier::new(SnpRoots::Amd),
-        SnpEvidence { report: &report, certs: &certs },
-        ExpectedReportData::InsecureUnbound,
-        unix(SNP_NOW),
+    let r = appraise_mixed(
+        "snp/milan-v2-virtee-sev/report.bin",
+        [
+            "roots/amd_milan_ark.pem",
+            "roots/amd_milan_ask.pem",
+            "roots/amd_milan_vcek_crl.pem",
+            "snp/milan-v2-debug-go-sev-guest/vcek.der",
+        ],
     );
     assert!(matches!(r, Err(VerifyError::Chain(ChainError::ReportSignature { .. }))), "{r:?}");
 }

@@ -244,20 +244,7 @@ impl SimCa {
     /// Re-signs raw report bytes as they are, including bytes no valid report has (reserved
     /// fields, unknown versions): for tests that must reach the parser with a good signature.
     pub fn sign_raw(&self, bytes: &mut [u8; REPORT_LEN]) -> Result<(), SimError> {
-        let signed_len = nacre_wire::snp::SIGNED_LEN;
-        let sig = self.signer.sign(&SystemRandom::new(), &bytes[..signed_len]).map_err(|_| SimError::Sign)?;
-        let sig = sig.as_ref();
-        if sig.len() != 96 {
-            return Err(SimError::Sign);
-        }
-        // R and S little-endian in 72-byte fields.
-        for (i, part) in sig.chunks(48).enumerate() {
-            let at = signed_len + 72 * i;
-            for (j, b) in part.iter().rev().enumerate() {
-                bytes[at + j] = *b;
-            }
-        }
-        Ok(())
+        sign_in_place(&self.signer, bytes)
     }
 
     /// Writes the public chain, the CRL and the private keys (mode 0600) to `dir`:
@@ -357,16 +344,25 @@ impl SimSigner {
 fn sign_with(key: &EcdsaKeyPair, report: &SnpReport) -> Result<[u8; REPORT_LEN], SimError> {
     let mut bytes = [0u8; REPORT_LEN];
     report.encode_signed_into(&mut bytes)?;
-    let sig =
-        key.sign(&SystemRandom::new(), &bytes[..nacre_wire::snp::SIGNED_LEN]).map_err(|_| SimError::Sign)?;
+    sign_in_place(key, &mut bytes)?;
+    Ok(bytes)
+}
+
+/// Signs bytes `0x000..0x2A0` and writes R and S little-endian into their 72-byte fields.
+fn sign_in_place(key: &EcdsaKeyPair, bytes: &mut [u8; REPORT_LEN]) -> Result<(), SimError> {
+    let signed_len = nacre_wire::snp::SIGNED_LEN;
+    let sig = key.sign(&SystemRandom::new(), &bytes[..signed_len]).map_err(|_| SimError::Sign)?;
     let sig = sig.as_ref();
     if sig.len() != 96 {
         return Err(SimError::Sign);
     }
-    let mut signed = report.clone();
-    signed.sig_r.copy_from_slice(&sig[..48]);
-    signed.sig_s.copy_from_slice(&sig[48..]);
-    Ok(signed.encode()?)
+    for (i, part) in sig.chunks(48).enumerate() {
+        let at = signed_len + 72 * i;
+        for (j, b) in part.iter().rev().enumerate() {
+            bytes[at + j] = *b;
+        }
+    }
+    Ok(())
 }
 
 fn crl(
