@@ -10,18 +10,20 @@
 //! - `tdx/verify`: full appraisal of `tdx/v4-b0c06f-phala`. Target: ≤ 1.1× `baseline/dcap_qvl_verify`.
 //! - `baseline/dcap_qvl_verify`: bare `dcap_qvl` verification of the same (trimmed) quote.
 //! - `breakdown/*`: the parts of the cached SNP path, measured separately (no targets).
+//! - `PAIRED` lines: each target pair again, interleaved call by call (robust to load drift).
 //!
 //! `scripts/bench.sh` runs this and prints the ratios.
 
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_lc_rs::signature::{ECDSA_P384_SHA384_FIXED, ParsedPublicKey, UnparsedPublicKey};
 use criterion::{Criterion, criterion_group, criterion_main};
 use nacre_tests::{read_vector, unix, vectors_dir};
 use nacre_verifier::tdx::{collateral_from_json, quote_len};
+use nacre_verifier::x509;
 use nacre_verifier::{
     Appraiser, CertSet, ExpectedReportData, Policy, SnpEvidence, SnpRoots, SnpVerifier, TdxEvidence,
     TdxVerifier,
@@ -98,19 +100,21 @@ fn snp(c: &mut Criterion) {
     let verifier = SnpVerifier::new(SnpRoots::Amd);
     appraise(&verifier); // warms the chain cache
 
-    let mut g = c.benchmark_group("snp");
-    g.bench_function("cached_chain", |b| b.iter(|| appraise(black_box(&verifier))));
-    g.bench_function("full_chain", |b| b.iter(|| appraise(&SnpVerifier::new(SnpRoots::Amd))));
-    g.finish();
-
     let point = vcek_point();
     let sig = sig_rs(&report);
     let signed = &report[..SIG_OFF];
     let key = ParsedPublicKey::new(&ECDSA_P384_SHA384_FIXED, &point).unwrap();
     key.verify_sig(signed, &sig).expect("baseline: report signature verifies with the VCEK");
 
+    // Each benchmark right after its baseline: on a shared machine the load drifts less in between.
     let mut g = c.benchmark_group("baseline");
     g.bench_function("p384_verify", |b| b.iter(|| black_box(&key).verify_sig(black_box(signed), &sig)));
+    g.finish();
+    let mut g = c.benchmark_group("snp");
+    g.bench_function("cached_chain", |b| b.iter(|| appraise(black_box(&verifier))));
+    g.bench_function("full_chain", |b| b.iter(|| appraise(&SnpVerifier::new(SnpRoots::Amd))));
+    g.finish();
+    let mut g = c.benchmark_group("baseline");
     g.bench_function("p384_verify_unparsed", |b| {
         b.iter(|| {
             UnparsedPublicKey::new(&ECDSA_P384_SHA384_FIXED, black_box(&point))
@@ -134,7 +138,34 @@ fn snp(c: &mut Criterion) {
     });
     let claims = appraise(&verifier).into_inner();
     g.bench_function("snp_claims_clone_drop", |b| b.iter(|| black_box(&claims).clone()));
+    // And of the cold chain: X.509 parsing and one RSA-PSS-4096 verification (there are four:
+    // ARK self-signature, ASK, VCEK and CRL).
+    g.bench_function("snp_parse_certs_crl", |b| {
+        b.iter(|| {
+            let parsed: Vec<_> =
+                certs.certs.iter().map(|d| x509::parse_cert(black_box(d)).unwrap()).collect();
+            let crl = x509::parse_crl(black_box(&certs.crls[0])).unwrap();
+            (parsed.len(), crl.iter_revoked_certificates().count())
+        })
+    });
+    let parsed: Vec<_> = certs.certs.iter().map(|d| x509::parse_cert(d).unwrap()).collect();
+    let role = |cn: &str| parsed.iter().position(|c| c.subject().to_string().contains(cn)).unwrap();
+    let (ark, ask) = (&parsed[role("CN=ARK-")], &parsed[role("CN=SEV-Genoa")]);
+    x509::verify_cert_signature(ask, ark, "ASK").expect("ASK signed by ARK");
+    g.bench_function("snp_rsa4096_pss_verify", |b| {
+        b.iter(|| x509::verify_cert_signature(black_box(ask), ark, "ASK").unwrap())
+    });
     g.finish();
+
+    if paired_wanted() {
+        paired(
+            "snp/cached_chain",
+            "baseline/p384_verify",
+            3000,
+            || drop(black_box(appraise(black_box(&verifier)))),
+            || black_box(black_box(&key).verify_sig(black_box(signed), &sig)).unwrap(),
+        );
+    }
 }
 
 fn tdx(c: &mut Criterion) {
@@ -169,6 +200,65 @@ fn tdx(c: &mut Criterion) {
         b.iter(|| bare.verify(black_box(trimmed), &collateral, now).unwrap())
     });
     g.finish();
+
+    if paired_wanted() {
+        paired(
+            "tdx/verify",
+            "baseline/dcap_qvl_verify",
+            400,
+            || drop(black_box(appraise())),
+            || drop(black_box(bare.verify(black_box(trimmed), &collateral, now).unwrap())),
+        );
+    }
+}
+
+/// Only in a real benchmark run (`cargo bench` passes `--bench`), not in `cargo test --benches`.
+fn paired_wanted() -> bool {
+    std::env::args().any(|a| a == "--bench")
+}
+
+/// Interleaved A/B timing of a benchmark and its baseline, alternating which goes first, so
+/// that both see the same load on a shared machine (criterion measures them minutes apart).
+/// Prints one `PAIRED {json}` line, read by `scripts/bench.sh`.
+fn paired(bench: &str, baseline: &str, pairs: usize, mut a: impl FnMut(), mut b: impl FnMut()) {
+    let time = |f: &mut dyn FnMut()| {
+        let t = Instant::now();
+        f();
+        t.elapsed().as_nanos() as f64
+    };
+    for _ in 0..pairs / 10 {
+        a();
+        b();
+    }
+    let (mut ta, mut tb, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..pairs {
+        let (da, db) = if i % 2 == 0 {
+            let da = time(&mut a);
+            (da, time(&mut b))
+        } else {
+            let db = time(&mut b);
+            (time(&mut a), db)
+        };
+        ta.push(da);
+        tb.push(db);
+        ratios.push(da / db);
+    }
+    let (ma, mb, mr) = (median(&mut ta), median(&mut tb), median(&mut ratios));
+    let line = serde_json::json!({
+        "bench": bench,
+        "baseline": baseline,
+        "pairs": pairs,
+        "bench_median_ns": ma,
+        "baseline_median_ns": mb,
+        "ratio_of_medians": ma / mb,
+        "median_pair_ratio": mr,
+    });
+    println!("PAIRED {line}");
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 criterion_group! {
