@@ -26,7 +26,8 @@ fi
 # cargo-deny reads a database at <db-path>/advisory-db-<hash of its URL> (deny.toml: db-path, db-urls)
 # and wants a git checkout there, dated by .git/FETCH_HEAD. The snapshot is plain read-only files, so
 # present it that way, dated with the snapshot's own date (SNAPSHOT.txt) for the staleness check.
-snapshot_date=$(grep -oE '[0-9]{4}-[0-9]{2}-[0-9]{2}' "$db/SNAPSHOT.txt" | head -n 1)
+snapshot_date=$(grep -oE -m 1 '[0-9]{4}-[0-9]{2}-[0-9]{2}' "$db/SNAPSHOT.txt") ||
+    { echo "error: no snapshot date (YYYY-MM-DD) in $db/SNAPSHOT.txt" >&2; exit 1; }
 deny_db=target/advisory-dbs/advisory-db-3157b0e258782691
 mkdir -p "$deny_db/.git"
 ln -sfn "$db/crates" "$deny_db/crates"
