@@ -105,16 +105,12 @@ fn each_tcb_component_below_the_floor() {
     let layout = Product::Milan.tcb_layout();
     let floor = sim_policy(|p| p.min_tcb = tcb);
     assert!(fx.one_change(floor.clone(), |_| {}).is_ok());
-    let lowered: [(&str, fn(&mut TcbVersion)); 4] = [
-        ("bootloader", |t| t.bootloader -= 1),
-        ("tee", |t| t.tee = t.tee.wrapping_sub(1)),
-        ("snp", |t| t.snp -= 1),
-        ("microcode", |t| t.microcode -= 1),
-    ];
+    // The template's TEE SVN is 0: nothing lies below it, so TEE is covered by the floor test
+    // at the end instead.
+    type Lower = fn(&mut TcbVersion);
+    let lowered: [(&str, Lower); 3] =
+        [("bootloader", |t| t.bootloader -= 1), ("snp", |t| t.snp -= 1), ("microcode", |t| t.microcode -= 1)];
     for (component, lower) in lowered {
-        if component == "tee" {
-            continue; // the template's TEE SVN is 0: nothing below it
-        }
         // LAUNCH_TCB and COMMITTED_TCB are not tied to the VCEK: the floor decides.
         for which in ["LAUNCH_TCB", "COMMITTED_TCB"] {
             let r = fx.one_change(floor.clone(), |r| {
