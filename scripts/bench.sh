@@ -36,6 +36,10 @@ if ((run)); then
     load_after=$(cut -d' ' -f1-3 /proc/loadavg)
     echo
     echo "load average (1/5/15 min) before: $load_before, after: $load_after ($(nproc) CPUs)"
+    if command -v openssl >/dev/null; then
+        echo "peer in the same run, openssl speed (Debian OpenSSL; per operation, then ops/s):"
+        openssl speed -seconds 3 ecdsap384 rsa4096 2>/dev/null | grep -E 'ecdsa \(nistp384\)|^rsa 4096' || true
+    fi
 else
     start=0
 fi
