@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main command: verifies every real vector in ../shared/vectors with `nacre evidence verify`
 # (default policy, then the explicit policy a vector needs), runs the simulated TEE end to end,
-# and prints a verdict table. Exits non-zero if any verdict differs from the expected one.
+# prints a verdict table, then seals a model and checks that tampering is caught.
+# Exits non-zero if any outcome differs from the expected one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VEC="${NACRE_VECTORS:-../shared/vectors}"
@@ -60,5 +61,22 @@ SIMCERTS=("$WORK"/sim/{ark,ask,vcek,crl}.pem)
 run "sim (fresh, nonce-bound)" sim "$NOW" accept - - -- --evidence "$WORK/sim.bin" --certs "${SIMCERTS[@]}" --insecure-sim-root "$WORK/sim/ark.pem" --expect-report-data "$RD"
 run "sim (MEASUREMENT flipped)" sim "$NOW" reject - - -- --evidence "$WORK/sim-tampered.bin" --certs "${SIMCERTS[@]}" --insecure-sim-root "$WORK/sim/ark.pem" --expect-report-data "$RD"
 run "sim (as snp: AMD roots)" snp "$NOW" reject - - -- --evidence "$WORK/sim.bin" --certs "${SIMCERTS[@]}"
+
+# The model owner's side: seal the built-in sample model, check it opens, then tamper with it.
+echo
+"$NACRE" model sample --out "$WORK/mlp.onnx"
+"$NACRE" seal "$WORK/mlp.onnx" --out "$WORK/mlp.sealed" --key-out "$WORK/mlp.key" --chunk-size 4096 | sed 's/^/    /'
+if "$NACRE" unseal "$WORK/mlp.sealed" --key "$WORK/mlp.key" --out - | cmp -s - "$WORK/mlp.onnx"; then
+    echo "    unseal: every chunk authenticated, plaintext identical to the model"
+else
+    echo "    unseal: FAILED"; failures=$((failures+1))
+fi
+python3 -c 'import sys; b=bytearray(open(sys.argv[1],"rb").read()); b[-20]^=1; open(sys.argv[2],"wb").write(b)' "$WORK/mlp.sealed" "$WORK/mlp-tampered.sealed"
+if msg=$("$NACRE" unseal "$WORK/mlp-tampered.sealed" --key "$WORK/mlp.key" --out "$WORK/out.onnx" 2>&1); then
+    echo "    tampered unseal: ACCEPTED (wrong)"; failures=$((failures+1))
+else
+    echo "    tampered unseal refused: ${msg##*: }"
+fi
+
 echo
 if [ "$failures" -eq 0 ]; then echo "all verdicts as expected"; else echo "$failures verdict(s) differ from expected (marked !)"; exit 1; fi

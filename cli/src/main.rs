@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod evidence;
+mod seal;
 mod sim;
 
 use std::path::PathBuf;
@@ -28,6 +29,22 @@ enum Command {
     /// The simulated TEE (INSECURE: for development and tests).
     #[command(subcommand)]
     Sim(SimCmd),
+    /// Seal an ONNX model under a new data key (the model owner's tool).
+    Seal(seal::SealArgs),
+    /// Decrypt and verify a sealed model (the model owner's check tool).
+    Unseal(seal::UnsealArgs),
+    /// Model utilities.
+    #[command(subcommand)]
+    Model(ModelCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum ModelCmd {
+    /// Write the built-in sample ONNX model (a small MLP, f32[1,4] -> f32[1,2]) for demos.
+    Sample {
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -114,6 +131,11 @@ fn main() -> ExitCode {
         Command::Evidence(EvidenceCmd::Show { tee, file }) => evidence::show(tee, &file),
         Command::Sim(SimCmd::Ca(SimCaCmd::Init(args))) => sim::init(args),
         Command::Sim(SimCmd::Report(args)) => sim::report(args),
+        Command::Seal(args) => seal::seal(args),
+        Command::Unseal(args) => seal::unseal(args),
+        Command::Model(ModelCmd::Sample { out }) => std::fs::write(&out, nacre_model::sample::mlp_onnx())
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", out.display())),
     };
     match result {
         Ok(code) => code,

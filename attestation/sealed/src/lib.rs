@@ -6,8 +6,10 @@
 
 pub mod error;
 pub mod header;
+pub mod keyfile;
 pub mod stream;
 
 pub use error::SealError;
 pub use header::Header;
+pub use keyfile::KeyFile;
 pub use stream::{AwsLcGcm, ChunkCipher, DataKey, RustCryptoGcm, SealParams, open, seal};

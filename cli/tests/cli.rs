@@ -1,0 +1,274 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure is the report
+//! The `nacre` binary's interface: exit codes, JSON shape, sealing round trips.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn nacre(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nacre")).args(args).output().unwrap()
+}
+
+fn vectors() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors")
+}
+
+fn v(rel: &str) -> String {
+    vectors().join(rel).display().to_string()
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("nacre-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn snp_accept_and_reject_exit_codes_and_json() {
+    let d = "snp/genoa-v3-azure-trustee";
+    let out = nacre(&[
+        "evidence",
+        "verify",
+        "--tee",
+        "snp",
+        "--evidence",
+        &v(&format!("{d}/report.bin")),
+        "--certs",
+        &v(&format!("{d}/vcek.pem")),
+        &v(&format!("{d}/crl.pem")),
+        &v(&format!("{d}/ask.pem")),
+        &v(&format!("{d}/ark.pem")),
+        "--at",
+        "2025-10-01T00:00:00Z",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let j = json(&out);
+    assert_eq!(j["verdict"], "accept");
+    assert_eq!(j["tee"], "snp");
+    assert_eq!(
+        j["measurement"],
+        "f57dc09a507c6ecd82369bffb600f0003792f4d99bc26e985ec0c266fc34faf3706faf814c9e61065768a6ff917c89ae"
+    );
+    assert_eq!(j["report_data"].as_str().unwrap().len(), 128);
+    assert!(j["warnings"].is_array());
+
+    let d = "snp/milan-v2-debug-go-sev-guest";
+    let out = nacre(&[
+        "evidence",
+        "verify",
+        "--tee",
+        "snp",
+        "--evidence",
+        &v(&format!("{d}/report.bin")),
+        "--certs",
+        &v(&format!("{d}/ark.pem")),
+        &v(&format!("{d}/ask.pem")),
+        &v(&format!("{d}/vcek.der")),
+        &v(&format!("{d}/crl.pem")),
+        "--at",
+        "2025-10-01T00:00:00Z",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let j = json(&out);
+    assert_eq!(j["verdict"], "reject");
+    assert_eq!(j["check"], "debug");
+    assert!(j["reason"].as_str().unwrap().contains("debug"));
+}
+
+#[test]
+fn missing_crl_needs_the_explicit_flag() {
+    let d = "snp/turin-v5-oak";
+    let base = [
+        "evidence",
+        "verify",
+        "--tee",
+        "snp",
+        "--evidence",
+        &v(&format!("{d}/report.bin")),
+        "--certs",
+        &v(&format!("{d}/ark.pem")),
+        &v(&format!("{d}/ask.pem")),
+        &v(&format!("{d}/vcek.der")),
+        "--at",
+        "2025-10-01T00:00:00Z",
+        "--json",
+    ]
+    .map(String::from);
+    let args: Vec<&str> = base.iter().map(String::as_str).collect();
+    let out = nacre(&args);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(json(&out)["check"], "crl");
+    let mut with_flag = args.clone();
+    with_flag.push("--allow-missing-crl");
+    let out = nacre(&with_flag);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("insecure_allow_missing_crl"));
+}
+
+#[test]
+fn tdx_json_has_typed_claims() {
+    let d = "tdx/v4-b0c06f-phala";
+    let out = nacre(&[
+        "evidence",
+        "verify",
+        "--tee",
+        "tdx",
+        "--evidence",
+        &v(&format!("{d}/quote.bin")),
+        "--collateral",
+        &v(&format!("{d}/collateral.json")),
+        "--at",
+        "2025-07-04T10:00:00Z",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let j = json(&out);
+    assert_eq!(j["tcb_status"], "UpToDate");
+    assert_eq!(j["rtmr"].as_array().unwrap().len(), 4);
+    assert_eq!(j["mrtd"].as_str().unwrap().len(), 96);
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    assert_eq!(
+        nacre(&["evidence", "verify", "--tee", "snp", "--evidence", "/nonexistent"]).status.code(),
+        Some(2)
+    );
+    assert_eq!(nacre(&["evidence", "verify", "--tee", "nope", "--evidence", "x"]).status.code(), Some(2));
+    let r = v("snp/genoa-v3-azure-trustee/report.bin");
+    // The sim root is never implicit.
+    assert_eq!(nacre(&["evidence", "verify", "--tee", "sim", "--evidence", &r]).status.code(), Some(2));
+    assert_eq!(
+        nacre(&["evidence", "verify", "--tee", "snp", "--evidence", &r, "--at", "yesterday"]).status.code(),
+        Some(2)
+    );
+    // Malformed evidence is a verdict, not a usage error.
+    let dir = tmp("malformed");
+    std::fs::write(dir.join("r.bin"), [0u8; 10]).unwrap();
+    let out = nacre(&[
+        "evidence",
+        "verify",
+        "--tee",
+        "snp",
+        "--evidence",
+        dir.join("r.bin").to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(json(&out)["check"], "parse");
+}
+
+#[test]
+fn sim_flow_end_to_end() {
+    let dir = tmp("sim");
+    let ca = dir.join("ca");
+    let ca_s = ca.to_str().unwrap();
+    assert!(nacre(&["sim", "ca", "init", "--out", ca_s]).status.success());
+    let report = dir.join("r.bin");
+    let rd = "ab".repeat(64);
+    assert!(
+        nacre(&["sim", "report", "--ca", ca_s, "--out", report.to_str().unwrap(), "--report-data", &rd])
+            .status
+            .success()
+    );
+    let certs: Vec<String> = ["ark.pem", "ask.pem", "vcek.pem", "crl.pem"]
+        .iter()
+        .map(|f| ca.join(f).display().to_string())
+        .collect();
+    let mut args =
+        vec!["evidence", "verify", "--tee", "sim", "--evidence", report.to_str().unwrap(), "--certs"];
+    args.extend(certs.iter().map(String::as_str));
+    let root = ca.join("ark.pem").display().to_string();
+    args.extend(["--insecure-sim-root", root.as_str(), "--expect-report-data", rd.as_str(), "--json"]);
+    let out = nacre(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("INSECURE"));
+    assert_eq!(json(&out)["tee"], "sim");
+}
+
+fn seal_sample(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let model = dir.join("mlp.onnx");
+    assert!(nacre(&["model", "sample", "--out", model.to_str().unwrap()]).status.success());
+    let sealed = dir.join("mlp.sealed");
+    let key = dir.join("mlp.key");
+    let out = nacre(&[
+        "seal",
+        model.to_str().unwrap(),
+        "--out",
+        sealed.to_str().unwrap(),
+        "--key-out",
+        key.to_str().unwrap(),
+        "--chunk-size",
+        "4096",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    (model, sealed, key)
+}
+
+#[test]
+fn seal_unseal_round_trip_and_tamper() {
+    let dir = tmp("seal");
+    let (model, sealed, key) = seal_sample(&dir);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o077, 0);
+    let out = nacre(&["unseal", sealed.to_str().unwrap(), "--key", key.to_str().unwrap(), "--out", "-"]);
+    assert!(out.status.success());
+    assert_eq!(out.stdout, std::fs::read(&model).unwrap());
+    // A flipped byte in the body: exit 1, the chunk named, no output file.
+    let mut blob = std::fs::read(&sealed).unwrap();
+    let last = blob.len() - 20;
+    blob[last] ^= 1;
+    let bad = dir.join("bad.sealed");
+    std::fs::write(&bad, &blob).unwrap();
+    let plain = dir.join("plain.onnx");
+    let out = nacre(&[
+        "unseal",
+        bad.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        "--out",
+        plain.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("chunk 0"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!plain.exists());
+    // The key is never overwritten.
+    let again = nacre(&[
+        "seal",
+        model.to_str().unwrap(),
+        "--out",
+        sealed.to_str().unwrap(),
+        "--key-out",
+        key.to_str().unwrap(),
+    ]);
+    assert_eq!(again.status.code(), Some(2));
+}
+
+#[test]
+fn seal_refuses_what_tract_cannot_load() {
+    let dir = tmp("notonnx");
+    let junk = dir.join("junk.onnx");
+    std::fs::write(&junk, b"definitely not protobuf").unwrap();
+    let out = nacre(&[
+        "seal",
+        junk.to_str().unwrap(),
+        "--out",
+        dir.join("o").to_str().unwrap(),
+        "--key-out",
+        dir.join("k").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tract"));
+    assert!(!dir.join("o").exists() && !dir.join("k").exists());
+}
