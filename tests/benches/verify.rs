@@ -70,21 +70,13 @@ fn sig_rs(report: &[u8]) -> [u8; 96] {
     out
 }
 
-/// The verifier's chain cache key, recomputed the same way (SHA-256 over a tag and the
-/// length-prefixed certificate and CRL DER bytes); see `snp::chain_cache_key`.
+/// The verifier's chain cache key for this vector (Genoa CPUID, VCEK).
 fn cache_key(certs: &CertSet) -> [u8; 32] {
-    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    ctx.update(&[2u8, 0u8]); // product and key-kind tag: its value does not change the cost
-    for group in [&certs.certs, &certs.crls] {
-        ctx.update(&(group.len() as u64).to_le_bytes());
-        for der in group.iter() {
-            ctx.update(&(der.len() as u64).to_le_bytes());
-            ctx.update(der);
-        }
-    }
-    let mut out = [0u8; 32];
-    out.copy_from_slice(ctx.finish().as_ref());
-    out
+    nacre_verifier::snp::chain_cache_key(
+        certs,
+        Some(nacre_wire::snp::Product::Genoa),
+        nacre_wire::snp::SigningKey::Vcek,
+    )
 }
 
 fn snp(c: &mut Criterion) {

@@ -372,7 +372,9 @@ fn key_name(k: SigningKey) -> &'static str {
     }
 }
 
-fn chain_cache_key(certs: &CertSet, product: Option<Product>, key: SigningKey) -> [u8; 32] {
+/// The chain cache's key: SHA-256 over the product and key-kind tag and the length-prefixed
+/// certificate and CRL bytes exactly as supplied. Public so that benchmarks measure this code.
+pub fn chain_cache_key(certs: &CertSet, product: Option<Product>, key: SigningKey) -> [u8; 32] {
     let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
     let tag = [product.map_or(0, |p| p as u8 + 1), key as u8];
     ctx.update(&tag);
