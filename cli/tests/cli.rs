@@ -28,25 +28,21 @@ fn tmp(name: &str) -> PathBuf {
     dir
 }
 
+/// `nacre evidence verify --tee snp` on a vector's report with the named certificate files,
+/// at the vectors' reference time, with `--json` and any `extra` flags.
+fn verify_snp(dir: &str, certs: &[&str], extra: &[&str]) -> Output {
+    let report = v(&format!("snp/{dir}/report.bin"));
+    let certs: Vec<String> = certs.iter().map(|c| v(&format!("snp/{dir}/{c}"))).collect();
+    let mut args = vec!["evidence", "verify", "--tee", "snp", "--evidence", report.as_str(), "--certs"];
+    args.extend(certs.iter().map(String::as_str));
+    args.extend(["--at", "2025-10-01T00:00:00Z", "--json"]);
+    args.extend_from_slice(extra);
+    nacre(&args)
+}
+
 #[test]
 fn snp_accept_and_reject_exit_codes_and_json() {
-    let d = "snp/genoa-v3-azure-trustee";
-    let out = nacre(&[
-        "evidence",
-        "verify",
-        "--tee",
-        "snp",
-        "--evidence",
-        &v(&format!("{d}/report.bin")),
-        "--certs",
-        &v(&format!("{d}/vcek.pem")),
-        &v(&format!("{d}/crl.pem")),
-        &v(&format!("{d}/ask.pem")),
-        &v(&format!("{d}/ark.pem")),
-        "--at",
-        "2025-10-01T00:00:00Z",
-        "--json",
-    ]);
+    let out = verify_snp("genoa-v3-azure-trustee", &["vcek.pem", "crl.pem", "ask.pem", "ark.pem"], &[]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let j = json(&out);
     assert_eq!(j["verdict"], "accept");
@@ -58,23 +54,7 @@ fn snp_accept_and_reject_exit_codes_and_json() {
     assert_eq!(j["report_data"].as_str().unwrap().len(), 128);
     assert!(j["warnings"].is_array());
 
-    let d = "snp/milan-v2-debug-go-sev-guest";
-    let out = nacre(&[
-        "evidence",
-        "verify",
-        "--tee",
-        "snp",
-        "--evidence",
-        &v(&format!("{d}/report.bin")),
-        "--certs",
-        &v(&format!("{d}/ark.pem")),
-        &v(&format!("{d}/ask.pem")),
-        &v(&format!("{d}/vcek.der")),
-        &v(&format!("{d}/crl.pem")),
-        "--at",
-        "2025-10-01T00:00:00Z",
-        "--json",
-    ]);
+    let out = verify_snp("milan-v2-debug-go-sev-guest", &["ark.pem", "ask.pem", "vcek.der", "crl.pem"], &[]);
     assert_eq!(out.status.code(), Some(1));
     let j = json(&out);
     assert_eq!(j["verdict"], "reject");
@@ -84,30 +64,11 @@ fn snp_accept_and_reject_exit_codes_and_json() {
 
 #[test]
 fn missing_crl_needs_the_explicit_flag() {
-    let d = "snp/turin-v5-oak";
-    let base = [
-        "evidence",
-        "verify",
-        "--tee",
-        "snp",
-        "--evidence",
-        &v(&format!("{d}/report.bin")),
-        "--certs",
-        &v(&format!("{d}/ark.pem")),
-        &v(&format!("{d}/ask.pem")),
-        &v(&format!("{d}/vcek.der")),
-        "--at",
-        "2025-10-01T00:00:00Z",
-        "--json",
-    ]
-    .map(String::from);
-    let args: Vec<&str> = base.iter().map(String::as_str).collect();
-    let out = nacre(&args);
+    let certs = ["ark.pem", "ask.pem", "vcek.der"];
+    let out = verify_snp("turin-v5-oak", &certs, &[]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(json(&out)["check"], "crl");
-    let mut with_flag = args.clone();
-    with_flag.push("--allow-missing-crl");
-    let out = nacre(&with_flag);
+    let out = verify_snp("turin-v5-oak", &certs, &["--allow-missing-crl"]);
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stderr).contains("insecure_allow_missing_crl"));
 }
