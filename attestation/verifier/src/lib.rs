@@ -11,6 +11,7 @@
 pub mod claims;
 pub mod collateral;
 pub mod error;
+pub mod evidence;
 pub mod pipeline;
 pub mod policy;
 pub mod snp;
@@ -18,6 +19,7 @@ pub mod tdx;
 pub mod x509;
 
 pub use claims::{Claims, PlatformClaims, SnpClaims, TdReport, TdxClaims, TdxTcbStatus};
+pub use evidence::EvidenceVerifier;
 pub use error::{ChainError, ConfigError, MalformedError, PolicyViolation, VerifyError};
 pub use nacre_wire::snp::Product;
 pub use pipeline::{Appraiser, ExpectedReportData, Platform, SnpEvidence, TdxEvidence, Verified};

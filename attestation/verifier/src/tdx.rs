@@ -166,3 +166,12 @@ fn td_report(quote: &[u8], report: &Report) -> Result<TdReport, MalformedError> 
         tee_tcb_svn: td.tee_tcb_svn,
     })
 }
+
+/// The FMSPC of the platform that signed `quote` (from the PCK certificate in the quote),
+/// used to look up its collateral. Nothing is verified here.
+pub fn quote_fmspc(quote: &[u8]) -> Result<[u8; 6], MalformedError> {
+    let end = quote_len(quote)?;
+    let parsed = dcap_qvl::quote::Quote::parse(&quote[..end])
+        .map_err(|e| MalformedError::Quote(format!("{e:#}")))?;
+    dcap_qvl::intel::quote_fmspc(&parsed).map_err(|e| MalformedError::Quote(format!("FMSPC: {e:#}")))
+}

@@ -7,9 +7,11 @@
 
 pub mod binding;
 pub mod error;
+pub mod evidence;
 pub mod snp;
 
 pub use error::WireError;
+pub use evidence::Evidence;
 
 /// The kinds of trusted execution environment Nacre accepts evidence from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
