@@ -1,0 +1,160 @@
+//! The service's TOML configuration. Unknown keys are refused; every default is documented
+//! here and in the README. Relative paths are resolved against the configuration file's
+//! directory, so a config directory can be moved as a whole.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::tokens::TokenEntry;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where HTTPS is served. Default `127.0.0.1:8443`.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// `sqlite://PATH` (created if missing) or `postgres://…`. Default `sqlite://attestation.db`.
+    #[serde(default = "default_database")]
+    pub database: String,
+    /// PEM certificate chain of the service (leaf first) and its PKCS#8 key.
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    /// The master key that envelope-encrypts data keys at rest: a file holding 64 hex digits,
+    /// or the name of an environment variable holding them. Exactly one of the two.
+    #[serde(default)]
+    pub master_key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub master_key_env: Option<String>,
+    /// Master keys that may still wrap some data keys during a rotation (see
+    /// `nacre attestation rewrap`); read, never written.
+    #[serde(default)]
+    pub previous_master_key_files: Vec<PathBuf>,
+    /// PKCS#8 Ed25519 key that signs attestation results.
+    pub result_signing_key: PathBuf,
+    /// Endorsement cache (`nacre_verifier::collateral::FileCache` layout): SNP CRLs and
+    /// certificates for evidence that arrives without them, TDX collateral by FMSPC.
+    #[serde(default)]
+    pub collateral_dir: Option<PathBuf>,
+    /// INSECURE: accept simulated-TEE evidence under this sim ARK (PEM or DER). Logged as a
+    /// warning at start; never set it in production.
+    #[serde(default)]
+    pub insecure_sim_root: Option<PathBuf>,
+    #[serde(default)]
+    pub limits: Limits,
+    /// Bearer tokens of the admin API, stored as SHA-256 digests.
+    #[serde(default)]
+    pub tokens: Vec<TokenEntry>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Lifetime of a challenge nonce. Default 60 s.
+    pub challenge_ttl_secs: i64,
+    /// Lifetime stated in signed attestation results. Default 3600 s.
+    pub result_ttl_secs: i64,
+    /// Body limit of `/v1/challenge`. Default 1 KiB.
+    pub challenge_body_max: usize,
+    /// Body limit of `/v1/release`. Default 64 KiB (a TDX quote is ~5 KiB).
+    pub release_body_max: usize,
+    /// Body limit of the admin routes. Default 64 KiB.
+    pub admin_body_max: usize,
+    /// Denials a source may collect before it is refused outright. Default 10.
+    pub denial_burst: u32,
+    /// How fast that allowance refills, per minute. Default 30.
+    pub denials_per_minute: u32,
+    /// Concurrent connections. Default 1024.
+    pub max_connections: usize,
+    /// Database connections. Default 8 (SQLite serialises writers anyway).
+    pub db_connections: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            challenge_ttl_secs: 60,
+            result_ttl_secs: 3600,
+            challenge_body_max: 1024,
+            release_body_max: 64 * 1024,
+            admin_body_max: 64 * 1024,
+            denial_burst: 10,
+            denials_per_minute: 30,
+            max_connections: 1024,
+            db_connections: 8,
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8443))
+}
+
+fn default_database() -> String {
+    "sqlite://attestation.db".into()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let mut config: Config = toml::from_str(&text)
+            .map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+        config.resolve(path.parent().unwrap_or(Path::new(".")));
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Makes relative paths (and a relative SQLite path) relative to `base`.
+    pub fn resolve(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.tls_cert);
+        fix(&mut self.tls_key);
+        fix(&mut self.result_signing_key);
+        for p in [&mut self.master_key_file, &mut self.collateral_dir, &mut self.insecure_sim_root]
+            .into_iter()
+            .flatten()
+        {
+            fix(p);
+        }
+        self.previous_master_key_files.iter_mut().for_each(fix);
+        if let Some(rest) = self.database.strip_prefix("sqlite://")
+            && !rest.starts_with('/')
+            && !rest.starts_with(':')
+        {
+            self.database = format!("sqlite://{}", base.join(rest).display());
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.master_key_file.is_some() == self.master_key_env.is_some() {
+            return Err(ConfigError::Invalid("set exactly one of master_key_file and master_key_env".into()));
+        }
+        if !(self.database.starts_with("sqlite://") || self.database.starts_with("postgres://")) {
+            return Err(ConfigError::Invalid(format!(
+                "database must be sqlite://PATH or postgres://…, got {:?}",
+                self.database.split(':').next().unwrap_or_default()
+            )));
+        }
+        let l = &self.limits;
+        if l.challenge_ttl_secs <= 0 || l.result_ttl_secs <= 0 || l.denials_per_minute == 0 {
+            return Err(ConfigError::Invalid("limits must be positive".into()));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,392 @@
+//! HTTPS transport: rustls (aws-lc-rs provider, TLS 1.2/1.3), HTTP/1.1 with keep-alive, CBOR
+//! bodies under a per-route size limit, typed CBOR error bodies, per-route latency metrics.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Extension;
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use http_body_util::BodyExt;
+use nacre_protocol::messages::{
+    CONTENT_TYPE, ChallengeRequest, KeyCreate, KeyRevoke, KeyRollback, KeyRotate, PolicySet, ReleaseRequest,
+    ResultKey, path,
+};
+use nacre_protocol::{ErrorBody, ErrorCode, cbor};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::net::TcpListener;
+
+use crate::service::Service;
+use crate::tokens::Role;
+
+/// The peer address of the connection a request came on.
+#[derive(Clone, Copy, Debug)]
+pub struct Source(pub IpAddr);
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn cbor_response<T: Serialize>(status: StatusCode, value: &T) -> Response {
+    match cbor::to_vec(value) {
+        Ok(bytes) => (status, [(header::CONTENT_TYPE, CONTENT_TYPE)], bytes).into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+struct Reply(Result<Response, ErrorBody>);
+
+impl IntoResponse for Reply {
+    fn into_response(self) -> Response {
+        match self.0 {
+            Ok(r) => r,
+            Err(e) => {
+                let status =
+                    StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                cbor_response(status, &e)
+            }
+        }
+    }
+}
+
+fn ok<T: Serialize>(value: &T) -> Result<Response, ErrorBody> {
+    Ok(cbor_response(StatusCode::OK, value))
+}
+
+/// Reads a CBOR body of at most `limit` bytes and decodes it strictly.
+async fn read_cbor<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<T, ErrorBody> {
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if ct != CONTENT_TYPE {
+        return Err(ErrorBody::new(
+            ErrorCode::UnsupportedMediaType,
+            format!("content type must be {CONTENT_TYPE}"),
+        ));
+    }
+    let too_large = || ErrorBody::new(ErrorCode::TooLarge, format!("body exceeds {limit} bytes"));
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let bytes: Bytes = http_body_util::Limited::new(body, limit)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                too_large()
+            } else {
+                ErrorBody::new(ErrorCode::Malformed, "body could not be read")
+            }
+        })?
+        .to_bytes();
+    cbor::from_slice(&bytes).map_err(|e| ErrorBody::new(ErrorCode::Malformed, e.to_string()))
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ")
+}
+
+type Svc = State<Arc<Service>>;
+
+/// Times a handler into the route histogram.
+async fn timed(svc: &Service, route: &str, f: impl Future<Output = Result<Response, ErrorBody>>) -> Reply {
+    let t = Instant::now();
+    let out = f.await;
+    svc.metrics.route(route, t.elapsed().as_secs_f64());
+    Reply(out)
+}
+
+async fn challenge(
+    State(svc): Svc,
+    Extension(Source(src)): Extension<Source>,
+    headers: HeaderMap,
+    body: Body,
+) -> Reply {
+    timed(&svc.clone(), "challenge", async move {
+        svc.admit(src)?;
+        let req: ChallengeRequest = read_cbor(&headers, body, svc.limits().challenge_body_max)
+            .await
+            .inspect_err(|e| svc.charge(src, e.code))?;
+        ok(&svc.challenge(&req).inspect_err(|e| svc.charge(src, e.code))?)
+    })
+    .await
+}
+
+async fn release(
+    State(svc): Svc,
+    Extension(Source(src)): Extension<Source>,
+    headers: HeaderMap,
+    body: Body,
+) -> Reply {
+    timed(&svc.clone(), "release", async move {
+        svc.admit(src)?;
+        let req: ReleaseRequest = read_cbor(&headers, body, svc.limits().release_body_max)
+            .await
+            .inspect_err(|e| svc.charge(src, e.code))?;
+        ok(&svc.release(req, src).await?)
+    })
+    .await
+}
+
+async fn result_key(State(svc): Svc) -> Reply {
+    Reply(ok(&ResultKey { ed25519: serde_bytes::ByteBuf::from(svc.result_public_key().to_vec()) }))
+}
+
+async fn list_keys(State(svc): Svc, Extension(Source(src)): Extension<Source>, headers: HeaderMap) -> Reply {
+    timed(&svc.clone(), "admin", async move {
+        svc.admit(src)?;
+        svc.authorize(bearer(&headers), Role::Auditor, "keys list", src).await?;
+        ok(&svc.list_keys().await?)
+    })
+    .await
+}
+
+async fn get_key(
+    State(svc): Svc,
+    Extension(Source(src)): Extension<Source>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Reply {
+    timed(&svc.clone(), "admin", async move {
+        svc.admit(src)?;
+        svc.authorize(bearer(&headers), Role::Auditor, "keys show", src).await?;
+        ok(&svc.key_info(&id).await?)
+    })
+    .await
+}
+
+async fn create_key(
+    State(svc): Svc,
+    Extension(Source(src)): Extension<Source>,
+    headers: HeaderMap,
+    body: Body,
+) -> Reply {
+    timed(&svc.clone(), "admin", async move {
+        svc.admit(src)?;
+        let who = svc.authorize(bearer(&headers), Role::Admin, "key_create", src).await?;
+        let req: KeyCreate = read_cbor(&headers, body, svc.limits().admin_body_max).await?;
+        let info = svc.create_key(&who, &req, src).await?;
+        Ok(cbor_response(StatusCode::CREATED, &info))
+    })
+    .await
+}
+
+async fn rotate(
+    State(svc): Svc,
+    Extension(Source(src)): Extension<Source>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Reply {
+    timed(&svc.clone(), "admin", async move {
+        svc.admit(src)?;
+        let who = svc.authorize(bearer(&headers), Role::Admin, "key_rotate", src).await?;
+        let req: KeyRotate = read_cbor(&headers, body, svc.limits().admin_body_max).await?;
+        ok(&svc.rotate(&who, &id, &req, src).await?)
+    })
+    .await
+}
+
+async fn revoke(
+    State(svc): Svc,
+    Extension(Source(src)): Extension<Source>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Reply {
+    timed(&svc.clone(), "admin", async move {
+        svc.admit(src)?;
+        let who = svc.authorize(bearer(&headers), Role::Admin, "key_revoke", src).await?;
+        let req: KeyRevoke = read_cbor(&headers, body, svc.limits().admin_body_max).await?;
+        ok(&svc.revoke(&who, &id, &req, src).await?)
+    })
+    .await
+}
+
+async fn rollback(
+    State(svc): Svc,
+    Extension(Source(src)): Extension<Source>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Reply {
+    timed(&svc.clone(), "admin", async move {
+        svc.admit(src)?;
+        let who = svc.authorize(bearer(&headers), Role::Admin, "key_rollback", src).await?;
+        let req: KeyRollback = read_cbor(&headers, body, svc.limits().admin_body_max).await?;
+        ok(&svc.rollback(&who, &id, &req, src).await?)
+    })
+    .await
+}
+
+async fn set_policy(
+    State(svc): Svc,
+    Extension(Source(src)): Extension<Source>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Reply {
+    timed(&svc.clone(), "admin", async move {
+        svc.admit(src)?;
+        let who = svc.authorize(bearer(&headers), Role::Admin, "policy_set", src).await?;
+        let req: PolicySet = read_cbor(&headers, body, svc.limits().admin_body_max).await?;
+        ok(&svc.set_policy(&who, &id, &req, src).await?)
+    })
+    .await
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    #[serde(default)]
+    after: i64,
+    #[serde(default = "default_page")]
+    limit: i64,
+}
+
+fn default_page() -> i64 {
+    1000
+}
+
+async fn audit(
+    State(svc): Svc,
+    Extension(Source(src)): Extension<Source>,
+    headers: HeaderMap,
+    q: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Reply {
+    timed(&svc.clone(), "admin", async move {
+        svc.admit(src)?;
+        svc.authorize(bearer(&headers), Role::Auditor, "audit export", src).await?;
+        let Query(q) = q.map_err(|e| ErrorBody::new(ErrorCode::Malformed, e.body_text()))?;
+        ok(&svc.audit_page(q.after, q.limit).await?)
+    })
+    .await
+}
+
+async fn metrics(State(svc): Svc) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], svc.metrics.encode()).into_response()
+}
+
+async fn not_found() -> Reply {
+    Reply(Err(ErrorBody::new(ErrorCode::NotFound, "no such route")))
+}
+
+pub fn router(svc: Arc<Service>) -> Router {
+    Router::new()
+        .route(path::CHALLENGE, post(challenge))
+        .route(path::RELEASE, post(release))
+        .route(path::RESULT_KEY, get(result_key))
+        .route(path::KEYS, get(list_keys).post(create_key))
+        .route("/v1/admin/keys/{id}", get(get_key))
+        .route("/v1/admin/keys/{id}/versions", post(rotate))
+        .route("/v1/admin/keys/{id}/revoke", post(revoke))
+        .route("/v1/admin/keys/{id}/rollback", post(rollback))
+        .route("/v1/admin/keys/{id}/policy", put(set_policy))
+        .route(path::AUDIT, get(audit))
+        .route(path::METRICS, get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .fallback(not_found)
+        .with_state(svc)
+}
+
+/// Loads the service's certificate chain and key into a rustls server configuration.
+pub fn tls_config(
+    cert_pem: &std::path::Path,
+    key_pem: &std::path::Path,
+) -> Result<rustls::ServerConfig, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert_pem)
+        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("{}: {e}", cert_pem.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no certificate", cert_pem.display()));
+    }
+    let key = PrivateKeyDer::from_pem_file(key_pem).map_err(|e| format!("{}: {e}", key_pem.display()))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("TLS certificate/key: {e}"))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// Serves HTTPS on `listener` until `shutdown` resolves, then stops accepting and gives
+/// in-flight requests a few seconds. Every response to a release is sent after its commit, so
+/// an abrupt stop loses no audit record of a key that left.
+pub async fn serve(
+    svc: Arc<Service>,
+    listener: TcpListener,
+    tls: rustls::ServerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let app = router(svc.clone());
+    let slots = Arc::new(tokio::sync::Semaphore::new(svc.limits().max_connections));
+    let store = svc.store().clone();
+    let gc = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            if let Err(e) = store.gc_nonces(crate::service::now_unix() - 60).await {
+                tracing::warn!(error = %e, "nonce garbage collection failed");
+            }
+        }
+    });
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer): (_, SocketAddr) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => { tracing::warn!(error = %e, "accept failed"); continue; }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "connection limit reached; closing");
+            continue;
+        };
+        let (acceptor, app) = (acceptor.clone(), app.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let _ = tcp.set_nodelay(true);
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+            };
+            let service =
+                hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(Source(peer.ip()));
+                    tower::ServiceExt::oneshot(app.clone(), req)
+                });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .keep_alive(true)
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), service);
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    gc.abort();
+    // Let in-flight requests finish (each holds a slot).
+    let _ =
+        tokio::time::timeout(Duration::from_secs(5), slots.acquire_many(svc.limits().max_connections as u32))
+            .await;
+    Ok(())
+}

@@ -1,0 +1,633 @@
+//! The service's decisions, independent of HTTP: challenges, key release, admin changes.
+//! Every release and every denial of a well-formed release request is committed to the audit
+//! log before the caller can answer; internal failures answer 500 and release nothing.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use nacre_protocol::messages::{
+    AuditRecord, Challenge, ChallengeRequest, KeyCreate, KeyInfo, KeyRevoke, KeyRollback, KeyRotate,
+    KeyVersionInfo, PolicySet, ReleaseRequest, ReleaseResponse, check_key_id,
+};
+use nacre_protocol::result::{
+    AttestationResult, EAR_PROFILE, GuestAppraisal, ResultSigner, SUBMOD, VerifierId,
+};
+use nacre_protocol::{ErrorBody, ErrorCode, wrap};
+use nacre_verifier::collateral::FileCache;
+use nacre_verifier::{Claims, EvidenceVerifier, ExpectedReportData, PlatformClaims, SnpRoots};
+use nacre_wire::binding::KeyReleaseBinding;
+use serde_bytes::ByteBuf;
+
+use crate::config::{Config, Limits};
+use crate::master::{Keyring, MasterKey};
+use crate::metrics::Metrics;
+use crate::nonce::NonceIssuer;
+use crate::policy::ReleasePolicy;
+use crate::ratelimit::DenialLimiter;
+use crate::store::{AuditEntry, ReleaseCommit, Store, StoreError};
+use crate::tokens::{Principal, Role, Tokens};
+
+pub struct Service {
+    store: Store,
+    keyring: Keyring,
+    nonces: NonceIssuer,
+    verifier: EvidenceVerifier,
+    signer: ResultSigner,
+    tokens: Tokens,
+    limiter: DenialLimiter,
+    limits: Limits,
+    pub metrics: Metrics,
+    /// Parsed release policies by key id, with the text they were parsed from.
+    policies: Mutex<HashMap<String, (String, Arc<ReleasePolicy>)>>,
+    epoch: Instant,
+}
+
+impl core::fmt::Debug for Service {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Service")
+            .field("verifier", &self.verifier)
+            .field("kek", &self.keyring.current.id())
+            .finish()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{what}: {message}")]
+    Load { what: String, message: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn load(what: impl std::fmt::Display, message: impl std::fmt::Display) -> StartError {
+    StartError::Load { what: what.to_string(), message: message.to_string() }
+}
+
+pub fn now_unix() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// Loads the master keyring named by `config`.
+pub fn load_keyring(config: &Config) -> Result<Keyring, StartError> {
+    let read = |p: &std::path::Path| {
+        let text = std::fs::read_to_string(p).map_err(|e| load(p.display(), e))?;
+        MasterKey::from_hex(&text).map_err(|e| load(p.display(), e))
+    };
+    let current = match (&config.master_key_file, &config.master_key_env) {
+        (Some(p), _) => read(p)?,
+        (None, Some(var)) => {
+            let text = std::env::var(var).map_err(|_| load(format!("${var}"), "not set"))?;
+            MasterKey::from_hex(&text).map_err(|e| load(format!("${var}"), e))?
+        }
+        (None, None) => return Err(load("master key", "not configured")),
+    };
+    let previous = config.previous_master_key_files.iter().map(|p| read(p)).collect::<Result<_, _>>()?;
+    Ok(Keyring { current, previous })
+}
+
+fn store_error(e: StoreError) -> ErrorBody {
+    match e {
+        StoreError::UnknownKey(k) => ErrorBody::new(ErrorCode::UnknownKey, format!("key {k} is unknown")),
+        StoreError::KeyExists(_) => ErrorBody::new(ErrorCode::Conflict, e.to_string()),
+        StoreError::UnknownVersion { .. } => ErrorBody::new(ErrorCode::NotFound, e.to_string()),
+        StoreError::KeyRevoked(_) => ErrorBody::new(ErrorCode::KeyRevoked, e.to_string()),
+        StoreError::VersionRevoked { .. } => ErrorBody::new(ErrorCode::VersionRevoked, e.to_string()),
+        StoreError::NonceReplayed => ErrorBody::new(ErrorCode::NonceReplayed, e.to_string()),
+        StoreError::Db(_) | StoreError::Migrate(_) | StoreError::Corrupt(_) => {
+            tracing::error!(error = %e, "storage failure");
+            ErrorBody::new(ErrorCode::Internal, "storage failure")
+        }
+    }
+}
+
+/// What a decided release request contributes to its audit record.
+struct Subject {
+    tee: Option<String>,
+    measurement: Option<String>,
+    chip_id: Option<String>,
+}
+
+fn subject(claims: &Claims) -> Subject {
+    let chip_id = match &claims.platform {
+        PlatformClaims::Snp(s) => Some(hex::encode(s.report.chip_id)),
+        PlatformClaims::Tdx(_) => None,
+    };
+    Subject {
+        tee: Some(claims.tee.as_str().into()),
+        measurement: Some(hex::encode(claims.measurement)),
+        chip_id,
+    }
+}
+
+/// A refusal, with what is known about the requester at that point.
+struct Denied {
+    body: ErrorBody,
+    nonce_expires_at: Option<i64>,
+    subject: Option<Subject>,
+}
+
+impl From<ErrorBody> for Denied {
+    fn from(body: ErrorBody) -> Self {
+        Denied { body, nonce_expires_at: None, subject: None }
+    }
+}
+
+impl Service {
+    pub async fn start(config: &Config) -> Result<Self, StartError> {
+        let keyring = load_keyring(config)?;
+        let signer_der = std::fs::read(&config.result_signing_key)
+            .map_err(|e| load(config.result_signing_key.display(), e))?;
+        let signer = ResultSigner::from_pkcs8(&signer_der)
+            .map_err(|e| load(config.result_signing_key.display(), e))?;
+        let collateral = config
+            .collateral_dir
+            .as_ref()
+            .map(|d| Arc::new(FileCache::new(d)) as Arc<dyn nacre_verifier::collateral::CollateralSource>);
+        let mut verifier = EvidenceVerifier::new(collateral);
+        if let Some(root) = &config.insecure_sim_root {
+            let bytes = std::fs::read(root).map_err(|e| load(root.display(), e))?;
+            let der = match pem_cert(&bytes) {
+                Some(der) => der,
+                None => bytes,
+            };
+            verifier = verifier.with_sim(SnpRoots::insecure_sim(&der).map_err(|e| load(root.display(), e))?);
+            tracing::warn!("INSECURE: insecure_sim_root is set: simulated-TEE evidence can obtain keys");
+        }
+        let tokens = Tokens::new(&config.tokens).map_err(|e| load("tokens", e))?;
+        let store = Store::connect(&config.database, config.limits.db_connections).await?;
+        Ok(Service {
+            nonces: NonceIssuer::new(keyring.current.nonce_mac_key()),
+            store,
+            keyring,
+            verifier,
+            signer,
+            tokens,
+            limiter: DenialLimiter::new(config.limits.denial_burst, config.limits.denials_per_minute),
+            limits: config.limits.clone(),
+            metrics: Metrics::default(),
+            policies: Mutex::default(),
+            epoch: Instant::now(),
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub fn result_public_key(&self) -> &[u8] {
+        self.signer.public_key()
+    }
+
+    fn mono(&self) -> f64 {
+        self.epoch.elapsed().as_secs_f64()
+    }
+
+    /// Refuses sources that used up their denial allowance.
+    pub fn admit(&self, source: IpAddr) -> Result<(), ErrorBody> {
+        if self.limiter.allowed(source, self.mono()) {
+            Ok(())
+        } else {
+            self.metrics.deny(ErrorCode::RateLimited.as_str());
+            Err(ErrorBody::new(
+                ErrorCode::RateLimited,
+                "too many refused requests from this source; retry later",
+            ))
+        }
+    }
+
+    /// Charges a refusal to `source` and counts it.
+    pub fn charge(&self, source: IpAddr, code: ErrorCode) {
+        self.limiter.record_denial(source, self.mono());
+        self.metrics.deny(code.as_str());
+    }
+
+    pub fn challenge(&self, req: &ChallengeRequest) -> Result<Challenge, ErrorBody> {
+        check_key_id(&req.key_id)?;
+        let expires_at = now_unix() + self.limits.challenge_ttl_secs;
+        let nonce = self
+            .nonces
+            .issue(&req.key_id, expires_at)
+            .map_err(|c| ErrorBody::new(c, "random number generator failed"))?;
+        Ok(Challenge { nonce: ByteBuf::from(nonce), expires_at })
+    }
+
+    fn policy_for(&self, key_id: &str, text: &str) -> Result<Arc<ReleasePolicy>, ErrorBody> {
+        let mut cache = self.policies.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((cached_text, p)) = cache.get(key_id)
+            && cached_text == text
+        {
+            return Ok(p.clone());
+        }
+        let parsed = Arc::new(ReleasePolicy::parse(text).map_err(|e| {
+            tracing::error!(key_id, error = %e, "stored release policy does not parse");
+            ErrorBody::new(ErrorCode::Internal, "stored release policy is invalid")
+        })?);
+        cache.insert(key_id.to_owned(), (text.to_owned(), parsed.clone()));
+        Ok(parsed)
+    }
+
+    /// Handles a release request from `source`: decides, commits, answers.
+    pub async fn release(&self, req: ReleaseRequest, source: IpAddr) -> Result<ReleaseResponse, ErrorBody> {
+        req.check()?;
+        let audit = |allow: bool, reason: Option<String>, s: Option<&Subject>| AuditEntry {
+            time_ms: now_ms(),
+            action: if allow { "release" } else { "deny" },
+            actor: "guest".into(),
+            key_id: Some(req.key_id.clone()),
+            key_version: Some(req.key_version),
+            allow,
+            reason,
+            tee: s.and_then(|s| s.tee.clone()).or_else(|| Some(req.evidence.tee.as_str().into())),
+            measurement: s.and_then(|s| s.measurement.clone()),
+            chip_id: s.and_then(|s| s.chip_id.clone()),
+            source: Some(source.to_string()),
+        };
+        let nonce_hex = hex::encode(&req.nonce);
+        let outcome = match self.decide(&req).await {
+            Ok((response, subject, nonce_expires_at)) => {
+                let t = Instant::now();
+                let committed = self
+                    .store
+                    .commit_release(ReleaseCommit {
+                        nonce_hex: &nonce_hex,
+                        nonce_expires_at,
+                        key_id: &req.key_id,
+                        version: req.key_version,
+                        audit: audit(true, None, Some(&subject)),
+                    })
+                    .await;
+                self.metrics.stage("storage", t.elapsed().as_secs_f64());
+                match committed {
+                    Ok(_) => {
+                        self.metrics.releases.inc();
+                        tracing::info!(key_id = %req.key_id, version = req.key_version, %source, "key released");
+                        return Ok(response);
+                    }
+                    Err(
+                        e @ (StoreError::NonceReplayed
+                        | StoreError::KeyRevoked(_)
+                        | StoreError::VersionRevoked { .. }),
+                    ) => Denied {
+                        body: store_error(e),
+                        nonce_expires_at: Some(nonce_expires_at),
+                        subject: Some(subject),
+                    },
+                    Err(e) => return Err(store_error(e)),
+                }
+            }
+            Err(denied) => denied,
+        };
+        let Denied { body, nonce_expires_at, subject } = outcome;
+        if body.code.is_denial() {
+            self.charge(source, body.code);
+            let reason = Some(match &body.check {
+                Some(check) => format!("{}/{check}: {}", body.code, body.reason),
+                None => format!("{}: {}", body.code, body.reason),
+            });
+            let nonce = nonce_expires_at.map(|e| (nonce_hex.as_str(), e));
+            self.store
+                .commit_denial(audit(false, reason, subject.as_ref()), nonce)
+                .await
+                .map_err(store_error)?;
+            tracing::info!(key_id = %req.key_id, %source, code = %body.code, reason = %body.reason, "release denied");
+        }
+        Err(body)
+    }
+
+    async fn decide(&self, req: &ReleaseRequest) -> Result<(ReleaseResponse, Subject, i64), Denied> {
+        let now = now_unix();
+        let nonce = self
+            .nonces
+            .check(&req.nonce, &req.key_id, now)
+            .map_err(|code| ErrorBody::new(code, "the challenge nonce was refused"))?;
+        let mut denied =
+            |body: ErrorBody| Denied { body, nonce_expires_at: Some(nonce.expires_at), subject: None };
+        let key = self.store.key(&req.key_id).await.map_err(store_error)?.ok_or_else(|| {
+            denied(ErrorBody::new(ErrorCode::UnknownKey, format!("key {} is unknown", req.key_id)))
+        })?;
+        if key.revoked {
+            return Err(denied(ErrorBody::new(
+                ErrorCode::KeyRevoked,
+                format!("key {} is revoked", req.key_id),
+            )));
+        }
+        let version = key.version(req.key_version).ok_or_else(|| {
+            denied(ErrorBody::new(
+                ErrorCode::UnknownKey,
+                format!("key {} has no version {}", req.key_id, req.key_version),
+            ))
+        })?;
+        if version.revoked {
+            return Err(denied(ErrorBody::new(
+                ErrorCode::VersionRevoked,
+                format!("version {} is revoked", req.key_version),
+            )));
+        }
+        let policy = self.policy_for(&req.key_id, &key.policy).map_err(&mut denied)?;
+        if !policy.version_allowed(req.key_version, key.current_version) {
+            return Err(denied(ErrorBody::new(
+                ErrorCode::VersionNotAllowed,
+                format!(
+                    "version {} is not current ({}) nor allowed by the policy",
+                    req.key_version, key.current_version
+                ),
+            )));
+        }
+        if !policy.in_window(now) {
+            return Err(denied(ErrorBody::new(ErrorCode::OutsideWindow, "outside the key's release window")));
+        }
+
+        // The evidence must bind exactly this nonce, this HPKE key and this key id.
+        let expected = KeyReleaseBinding {
+            nonce: &req.nonce,
+            hpke_public_key: &req.hpke_public_key,
+            key_id: &req.key_id,
+        }
+        .report_data()
+        .map_err(|e| denied(ErrorBody::new(ErrorCode::Internal, e.to_string())))?;
+        let t = Instant::now();
+        let (verifier, evidence, policy2) = (self.verifier.clone(), req.evidence.clone(), policy.clone());
+        let verdict = tokio::task::spawn_blocking(move || {
+            verifier.appraise(&policy2.appraiser, &evidence, ExpectedReportData::Exact(expected), now_unix())
+        })
+        .await
+        .map_err(|_| denied(ErrorBody::new(ErrorCode::Internal, "verification task failed")))?;
+        self.metrics.stage("verify", t.elapsed().as_secs_f64());
+        let claims = verdict
+            .map_err(|e| denied(ErrorBody::new(ErrorCode::Evidence, e.to_string()).with_check(e.check())))?
+            .into_inner();
+        let subject = subject(&claims);
+
+        let t = Instant::now();
+        let data_key = self
+            .keyring
+            .open(&version.kek_id, &req.key_id, req.key_version, &version.wrapped_key)
+            .map_err(|e| {
+                tracing::error!(error = %e, "data key does not unwrap");
+                Denied::from(ErrorBody::new(ErrorCode::Internal, "stored data key is unusable"))
+            })?;
+        let (encapsulated, wrapped) =
+            wrap::wrap(&req.hpke_public_key, &req.key_id, req.key_version, &req.nonce, &data_key)
+                .map_err(|e| Denied::from(ErrorBody::new(ErrorCode::Malformed, e.to_string())))?;
+        let result = AttestationResult {
+            eat_profile: EAR_PROFILE.into(),
+            iat: now,
+            exp: now + self.limits.result_ttl_secs,
+            eat_nonce: req.nonce.clone(),
+            verifier_id: VerifierId { developer: "nacre".into(), build: env!("CARGO_PKG_VERSION").into() },
+            submods: [(
+                SUBMOD.to_owned(),
+                GuestAppraisal {
+                    status: if claims.warnings.is_empty() { "affirming" } else { "warning" }.into(),
+                    tee: claims.tee.as_str().into(),
+                    measurement: ByteBuf::from(claims.measurement.to_vec()),
+                    report_data: ByteBuf::from(claims.report_data.to_vec()),
+                    key_id: req.key_id.clone(),
+                    key_version: req.key_version,
+                    warnings: claims.warnings.clone(),
+                },
+            )]
+            .into(),
+        };
+        let signed = self
+            .signer
+            .sign(&result)
+            .map_err(|e| Denied::from(ErrorBody::new(ErrorCode::Internal, e.to_string())))?;
+        self.metrics.stage("wrap", t.elapsed().as_secs_f64());
+        let response = ReleaseResponse {
+            key_id: req.key_id.clone(),
+            key_version: req.key_version,
+            encapsulated_key: ByteBuf::from(encapsulated),
+            wrapped_key: ByteBuf::from(wrapped),
+            attestation_result: ByteBuf::from(signed),
+        };
+        Ok((response, subject, nonce.expires_at))
+    }
+
+    // ---- admin ----------------------------------------------------------------------------
+
+    /// Authenticates a bearer token and checks its role. Failures count against the source.
+    pub async fn authorize(
+        &self,
+        bearer: Option<&str>,
+        need: Role,
+        action: &'static str,
+        source: IpAddr,
+    ) -> Result<Principal, ErrorBody> {
+        let Some(principal) = bearer.and_then(|t| self.tokens.authenticate(t)) else {
+            self.charge(source, ErrorCode::Unauthorized);
+            tracing::warn!(%source, action, "admin call without a valid token");
+            return Err(ErrorBody::new(ErrorCode::Unauthorized, "a valid bearer token is required"));
+        };
+        if need == Role::Admin && principal.role != Role::Admin {
+            self.charge(source, ErrorCode::Forbidden);
+            let body = ErrorBody::new(
+                ErrorCode::Forbidden,
+                format!("{action} needs the admin role; {} is {}", principal.name, principal.role.as_str()),
+            );
+            // An authenticated principal overstepping its role is worth an audit record.
+            self.store
+                .commit_denial(
+                    self.admin_audit(
+                        &principal,
+                        action,
+                        None,
+                        None,
+                        false,
+                        Some(body.reason.clone()),
+                        source,
+                    ),
+                    None,
+                )
+                .await
+                .map_err(store_error)?;
+            return Err(body);
+        }
+        Ok(principal)
+    }
+
+    fn admin_audit(
+        &self,
+        who: &Principal,
+        action: &'static str,
+        key_id: Option<&str>,
+        key_version: Option<u32>,
+        allow: bool,
+        reason: Option<String>,
+        source: IpAddr,
+    ) -> AuditEntry {
+        AuditEntry {
+            time_ms: now_ms(),
+            action,
+            actor: format!("{}:{}", who.role.as_str(), who.name),
+            key_id: key_id.map(str::to_owned),
+            key_version,
+            allow,
+            reason,
+            source: Some(source.to_string()),
+            ..AuditEntry::default()
+        }
+    }
+
+    fn admin_done(&self, action: &str) {
+        self.metrics.admin_actions.get_or_create(&crate::metrics::Action { action: action.to_owned() }).inc();
+    }
+
+    pub async fn key_info(&self, key_id: &str) -> Result<KeyInfo, ErrorBody> {
+        check_key_id(key_id)?;
+        let row = self.store.key(key_id).await.map_err(store_error)?;
+        let row =
+            row.ok_or_else(|| ErrorBody::new(ErrorCode::UnknownKey, format!("key {key_id} is unknown")))?;
+        Ok(info(row))
+    }
+
+    pub async fn list_keys(&self) -> Result<Vec<KeyInfo>, ErrorBody> {
+        Ok(self.store.list_keys().await.map_err(store_error)?.into_iter().map(info).collect())
+    }
+
+    fn data_key(bytes: &[u8]) -> Result<zeroize::Zeroizing<[u8; 32]>, ErrorBody> {
+        let mut key = zeroize::Zeroizing::new([0u8; 32]);
+        if bytes.len() != 32 {
+            return Err(ErrorBody::new(
+                ErrorCode::Malformed,
+                format!("data key of {} bytes, expected 32", bytes.len()),
+            ));
+        }
+        key.copy_from_slice(bytes);
+        Ok(key)
+    }
+
+    fn check_policy(text: &str) -> Result<(), ErrorBody> {
+        ReleasePolicy::parse(text).map(drop).map_err(|e| ErrorBody::new(ErrorCode::Malformed, e))
+    }
+
+    pub async fn create_key(
+        &self,
+        who: &Principal,
+        req: &KeyCreate,
+        source: IpAddr,
+    ) -> Result<KeyInfo, ErrorBody> {
+        check_key_id(&req.key_id)?;
+        let key = Self::data_key(&req.data_key)?;
+        Self::check_policy(&req.policy)?;
+        let kek = &self.keyring.current;
+        let wrapped =
+            kek.seal(&req.key_id, 1, &key).map_err(|e| ErrorBody::new(ErrorCode::Internal, e.to_string()))?;
+        let audit = self.admin_audit(who, "key_create", Some(&req.key_id), Some(1), true, None, source);
+        self.store
+            .create_key(&req.key_id, &req.policy, kek.id(), &wrapped, audit)
+            .await
+            .map_err(store_error)?;
+        self.admin_done("key_create");
+        self.key_info(&req.key_id).await
+    }
+
+    pub async fn rotate(
+        &self,
+        who: &Principal,
+        key_id: &str,
+        req: &KeyRotate,
+        source: IpAddr,
+    ) -> Result<KeyInfo, ErrorBody> {
+        check_key_id(key_id)?;
+        let key = Self::data_key(&req.data_key)?;
+        let kek = &self.keyring.current;
+        let audit = self.admin_audit(who, "key_rotate", Some(key_id), None, true, None, source);
+        let wrap = |v: u32| kek.seal(key_id, v, &key).map_err(|e| StoreError::Corrupt(e.to_string()));
+        self.store.rotate(key_id, kek.id(), wrap, audit).await.map_err(store_error)?;
+        self.admin_done("key_rotate");
+        self.key_info(key_id).await
+    }
+
+    pub async fn revoke(
+        &self,
+        who: &Principal,
+        key_id: &str,
+        req: &KeyRevoke,
+        source: IpAddr,
+    ) -> Result<KeyInfo, ErrorBody> {
+        check_key_id(key_id)?;
+        let audit = self.admin_audit(who, "key_revoke", Some(key_id), req.version, true, None, source);
+        self.store.revoke(key_id, req.version, audit).await.map_err(store_error)?;
+        self.admin_done("key_revoke");
+        self.key_info(key_id).await
+    }
+
+    pub async fn rollback(
+        &self,
+        who: &Principal,
+        key_id: &str,
+        req: &KeyRollback,
+        source: IpAddr,
+    ) -> Result<KeyInfo, ErrorBody> {
+        check_key_id(key_id)?;
+        let audit =
+            self.admin_audit(who, "key_rollback", Some(key_id), Some(req.version), true, None, source);
+        self.store.rollback(key_id, req.version, audit).await.map_err(store_error)?;
+        self.admin_done("key_rollback");
+        self.key_info(key_id).await
+    }
+
+    pub async fn set_policy(
+        &self,
+        who: &Principal,
+        key_id: &str,
+        req: &PolicySet,
+        source: IpAddr,
+    ) -> Result<KeyInfo, ErrorBody> {
+        check_key_id(key_id)?;
+        Self::check_policy(&req.policy)?;
+        let digest =
+            hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, req.policy.as_bytes()));
+        let audit = self.admin_audit(
+            who,
+            "policy_set",
+            Some(key_id),
+            None,
+            true,
+            Some(format!("policy sha256 {digest}")),
+            source,
+        );
+        self.store.set_policy(key_id, &req.policy, audit).await.map_err(store_error)?;
+        self.admin_done("policy_set");
+        self.key_info(key_id).await
+    }
+
+    pub async fn audit_page(&self, after: i64, limit: i64) -> Result<Vec<AuditRecord>, ErrorBody> {
+        self.store.audit_page(after, limit.clamp(1, 10_000)).await.map_err(store_error)
+    }
+}
+
+fn info(row: crate::store::KeyRow) -> KeyInfo {
+    KeyInfo {
+        key_id: row.key_id,
+        current_version: row.current_version,
+        revoked: row.revoked,
+        versions: row
+            .versions
+            .iter()
+            .map(|v| KeyVersionInfo { version: v.version, created_at: v.created_at, revoked: v.revoked })
+            .collect(),
+        policy: row.policy,
+    }
+}
+
+/// The first certificate of a PEM file, as DER.
+pub fn pem_cert(bytes: &[u8]) -> Option<Vec<u8>> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    if !bytes.trim_ascii_start().starts_with(b"-----BEGIN") {
+        return None;
+    }
+    CertificateDer::pem_slice_iter(bytes).next()?.ok().map(|c| c.to_vec())
+}

@@ -1,0 +1,689 @@
+//! Storage on SQLite (default, embedded) or PostgreSQL through one code path (`sqlx::Any`) and
+//! one portable schema (`migrations/`).
+//!
+//! Every write is one transaction whose first statement advances the audit chain head, so
+//! audit appends, and the revocation checks made inside them, are totally ordered on either
+//! database. A release commits its nonce, its checks and its audit record together; the
+//! response is sent only after that commit.
+
+use std::borrow::Cow;
+
+use nacre_protocol::messages::{AuditRecord, GENESIS_HASH};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{Any, AnyPool, Row, Transaction};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("nonce was already used")]
+    NonceReplayed,
+    #[error("key {0} is unknown")]
+    UnknownKey(String),
+    #[error("key {0} already exists")]
+    KeyExists(String),
+    #[error("key {key_id} has no version {version}")]
+    UnknownVersion { key_id: String, version: u32 },
+    #[error("key {0} is revoked")]
+    KeyRevoked(String),
+    #[error("key {key_id} version {version} is revoked")]
+    VersionRevoked { key_id: String, version: u32 },
+    #[error("stored value out of range: {0}")]
+    Corrupt(String),
+}
+
+/// An audit entry before it is chained.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub time_ms: i64,
+    pub action: &'static str,
+    pub actor: String,
+    pub key_id: Option<String>,
+    pub key_version: Option<u32>,
+    pub allow: bool,
+    pub reason: Option<String>,
+    pub tee: Option<String>,
+    pub measurement: Option<String>,
+    pub chip_id: Option<String>,
+    pub source: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VersionRow {
+    pub version: u32,
+    pub kek_id: String,
+    pub wrapped_key: Vec<u8>,
+    pub created_at: i64,
+    pub revoked: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyRow {
+    pub key_id: String,
+    pub current_version: u32,
+    pub revoked: bool,
+    pub policy: String,
+    pub versions: Vec<VersionRow>,
+}
+
+impl KeyRow {
+    pub fn version(&self, v: u32) -> Option<&VersionRow> {
+        self.versions.iter().find(|r| r.version == v)
+    }
+}
+
+/// What a release writes, all or nothing.
+#[derive(Debug)]
+pub struct ReleaseCommit<'a> {
+    pub nonce_hex: &'a str,
+    pub nonce_expires_at: i64,
+    pub key_id: &'a str,
+    pub version: u32,
+    pub audit: AuditEntry,
+}
+
+struct WriteTx {
+    tx: Transaction<'static, Any>,
+    head: (i64, String),
+    _guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    /// SQLite allows one writer; queueing writers here (FIFO) instead of in SQLite's busy
+    /// handler, which sleeps in growing steps, keeps tail latency flat under concurrency.
+    write_lock: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
+}
+
+fn migrator() -> Migrator {
+    Migrator {
+        migrations: Cow::Owned(vec![Migration::new(
+            1,
+            Cow::Borrowed("initial"),
+            MigrationType::Simple,
+            sqlx::SqlStr::from_static(include_str!("../migrations/0001_initial.sql")),
+            false,
+        )]),
+        ..Migrator::DEFAULT
+    }
+}
+
+fn u32_of(v: i64, what: &str) -> Result<u32, StoreError> {
+    u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("{what} = {v}")))
+}
+
+fn hex_of(text: &str, what: &str) -> Result<Vec<u8>, StoreError> {
+    hex::decode(text).map_err(|_| StoreError::Corrupt(format!("{what} is not hex")))
+}
+
+impl Store {
+    /// Connects, applies the SQLite durability settings (WAL, `synchronous=FULL`, foreign
+    /// keys) on every connection, and runs pending migrations.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let sqlite = url.starts_with("sqlite:");
+        let url = if sqlite && !url.contains('?') { format!("{url}?mode=rwc") } else { url.to_owned() };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if sqlite {
+                        sqlx::query(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
+                        )
+                        .execute(conn)
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await?;
+        migrator().run(&pool).await?;
+        let write_lock = sqlite.then(|| std::sync::Arc::new(tokio::sync::Mutex::new(())));
+        Ok(Store { pool, write_lock })
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Begins a write transaction whose first statement takes the audit chain head.
+    async fn begin_write(&self) -> Result<WriteTx, StoreError> {
+        let guard = match &self.write_lock {
+            Some(lock) => Some(lock.clone().lock_owned().await),
+            None => None,
+        };
+        let mut tx = self.pool.begin().await?;
+        let head = sqlx::query("UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, hash")
+            .fetch_one(&mut *tx)
+            .await?;
+        let head = (head.try_get::<i64, _>("seq")?, head.try_get::<String, _>("hash")?);
+        Ok(WriteTx { tx, head, _guard: guard })
+    }
+
+    /// Appends `entry` at `seq` after `prev_hash`, inside the caller's transaction.
+    async fn append(
+        tx: &mut Transaction<'static, Any>,
+        (seq, prev_hash): (i64, String),
+        entry: AuditEntry,
+    ) -> Result<AuditRecord, StoreError> {
+        let mut rec = AuditRecord {
+            seq,
+            time_ms: entry.time_ms,
+            action: entry.action.to_owned(),
+            actor: entry.actor,
+            key_id: entry.key_id,
+            key_version: entry.key_version.map(i64::from),
+            decision: if entry.allow { "allow" } else { "deny" }.to_owned(),
+            reason: entry.reason,
+            tee: entry.tee,
+            measurement: entry.measurement,
+            chip_id: entry.chip_id,
+            source: entry.source,
+            prev_hash,
+            hash: String::new(),
+        };
+        rec.hash = rec.compute_hash();
+        sqlx::query(
+            "INSERT INTO audit_log (seq, time_ms, action, actor, key_id, key_version, decision, reason, \
+             tee, measurement, chip_id, source, prev_hash, hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        )
+        .bind(rec.seq)
+        .bind(rec.time_ms)
+        .bind(rec.action.clone())
+        .bind(rec.actor.clone())
+        .bind(rec.key_id.clone())
+        .bind(rec.key_version)
+        .bind(rec.decision.clone())
+        .bind(rec.reason.clone())
+        .bind(rec.tee.clone())
+        .bind(rec.measurement.clone())
+        .bind(rec.chip_id.clone())
+        .bind(rec.source.clone())
+        .bind(rec.prev_hash.clone())
+        .bind(rec.hash.clone())
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1")
+            .bind(rec.hash.clone())
+            .execute(&mut **tx)
+            .await?;
+        Ok(rec)
+    }
+
+    async fn key_in(exec: &mut sqlx::AnyConnection, key_id: &str) -> Result<Option<KeyRow>, StoreError> {
+        let Some(k) =
+            sqlx::query("SELECT key_id, current_version, revoked, policy FROM keys WHERE key_id = $1")
+                .bind(key_id.to_owned())
+                .fetch_optional(&mut *exec)
+                .await?
+        else {
+            return Ok(None);
+        };
+        let rows = sqlx::query(
+            "SELECT version, kek_id, wrapped_key, created_at, revoked FROM key_versions \
+             WHERE key_id = $1 ORDER BY version",
+        )
+        .bind(key_id.to_owned())
+        .fetch_all(&mut *exec)
+        .await?;
+        let versions = rows.iter().map(version_row).collect::<Result<_, _>>()?;
+        Ok(Some(KeyRow {
+            key_id: k.try_get("key_id")?,
+            current_version: u32_of(k.try_get("current_version")?, "current_version")?,
+            revoked: k.try_get("revoked")?,
+            policy: k.try_get("policy")?,
+            versions,
+        }))
+    }
+
+    pub async fn key(&self, key_id: &str) -> Result<Option<KeyRow>, StoreError> {
+        Self::key_in(&mut *self.pool.acquire().await?, key_id).await
+    }
+
+    pub async fn list_keys(&self) -> Result<Vec<KeyRow>, StoreError> {
+        let ids: Vec<String> = sqlx::query("SELECT key_id FROM keys ORDER BY key_id")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| r.try_get("key_id"))
+            .collect::<Result<_, _>>()?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.extend(self.key(&id).await?);
+        }
+        Ok(out)
+    }
+
+    /// Commits a release: re-checks revocation under the chain lock, consumes the nonce and
+    /// appends the audit record. Fails (and writes nothing) on replay or revocation.
+    pub async fn commit_release(&self, c: ReleaseCommit<'_>) -> Result<AuditRecord, StoreError> {
+        {
+            let mut w = self.begin_write().await?;
+            let (tx, head) = (&mut w.tx, w.head.clone());
+            let out = async {
+                let row = sqlx::query(
+                    "SELECT k.revoked AS key_revoked, v.revoked AS version_revoked FROM keys k \
+                 JOIN key_versions v ON v.key_id = k.key_id WHERE k.key_id = $1 AND v.version = $2",
+                )
+                .bind(c.key_id.to_owned())
+                .bind(i64::from(c.version))
+                .fetch_optional(&mut **tx)
+                .await?
+                .ok_or_else(|| StoreError::UnknownKey(c.key_id.to_owned()))?;
+                if row.try_get::<bool, _>("key_revoked")? {
+                    return Err(StoreError::KeyRevoked(c.key_id.to_owned()));
+                }
+                if row.try_get::<bool, _>("version_revoked")? {
+                    return Err(StoreError::VersionRevoked {
+                        key_id: c.key_id.to_owned(),
+                        version: c.version,
+                    });
+                }
+                let inserted = sqlx::query(
+                "INSERT INTO used_nonces (nonce, expires_at) VALUES ($1, $2) ON CONFLICT (nonce) DO NOTHING",
+            )
+            .bind(c.nonce_hex.to_owned())
+            .bind(c.nonce_expires_at)
+            .execute(&mut **tx)
+            .await?;
+                if inserted.rows_affected() != 1 {
+                    return Err(StoreError::NonceReplayed);
+                }
+                Self::append(tx, head, c.audit).await
+            }
+            .await?;
+            w.tx.commit().await?;
+            Ok(out)
+        }
+    }
+
+    /// Records a denial; an authentic nonce that came with it is consumed too, so evidence
+    /// cannot be retried against it.
+    pub async fn commit_denial(
+        &self,
+        audit: AuditEntry,
+        nonce: Option<(&str, i64)>,
+    ) -> Result<AuditRecord, StoreError> {
+        {
+            let mut w = self.begin_write().await?;
+            let (tx, head) = (&mut w.tx, w.head.clone());
+            let out = async {
+            if let Some((hex, expires_at)) = nonce {
+                sqlx::query(
+                    "INSERT INTO used_nonces (nonce, expires_at) VALUES ($1, $2) ON CONFLICT (nonce) DO NOTHING",
+                )
+                .bind(hex.to_owned())
+                .bind(expires_at)
+                .execute(&mut **tx)
+                .await?;
+            }
+            Self::append(tx, head, audit).await
+            }
+            .await?;
+            w.tx.commit().await?;
+            Ok(out)
+        }
+    }
+
+    pub async fn create_key(
+        &self,
+        key_id: &str,
+        policy: &str,
+        kek_id: &str,
+        wrapped: &[u8],
+        audit: AuditEntry,
+    ) -> Result<AuditRecord, StoreError> {
+        let now = audit.time_ms / 1000;
+        {
+            let mut w = self.begin_write().await?;
+            let (tx, head) = (&mut w.tx, w.head.clone());
+            let out = async {
+                let exists = sqlx::query("SELECT 1 AS one FROM keys WHERE key_id = $1")
+                    .bind(key_id.to_owned())
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                if exists.is_some() {
+                    return Err(StoreError::KeyExists(key_id.to_owned()));
+                }
+                sqlx::query(
+                    "INSERT INTO keys (key_id, current_version, revoked, policy, created_at, updated_at) \
+                 VALUES ($1, 1, FALSE, $2, $3, $3)",
+                )
+                .bind(key_id.to_owned())
+                .bind(policy.to_owned())
+                .bind(now)
+                .execute(&mut **tx)
+                .await?;
+                insert_version(tx, key_id, 1, kek_id, wrapped, now).await?;
+                Self::append(tx, head, audit).await
+            }
+            .await?;
+            w.tx.commit().await?;
+            Ok(out)
+        }
+    }
+
+    /// Adds the next version and makes it current. Returns the new version.
+    pub async fn rotate(
+        &self,
+        key_id: &str,
+        kek_id: &str,
+        wrap: impl FnOnce(u32) -> Result<Vec<u8>, StoreError>,
+        mut audit: AuditEntry,
+    ) -> Result<(u32, AuditRecord), StoreError> {
+        let now = audit.time_ms / 1000;
+        {
+            let mut w = self.begin_write().await?;
+            let (tx, head) = (&mut w.tx, w.head.clone());
+            let out = async {
+                let key = live_key(tx, key_id).await?;
+                let next = key.versions.iter().map(|v| v.version).max().unwrap_or(0) + 1;
+                insert_version(tx, key_id, next, kek_id, &wrap(next)?, now).await?;
+                sqlx::query("UPDATE keys SET current_version = $1, updated_at = $2 WHERE key_id = $3")
+                    .bind(i64::from(next))
+                    .bind(now)
+                    .bind(key_id.to_owned())
+                    .execute(&mut **tx)
+                    .await?;
+                audit.key_version = Some(next);
+                Ok::<_, StoreError>((next, Self::append(tx, head, audit).await?))
+            }
+            .await?;
+            w.tx.commit().await?;
+            Ok(out)
+        }
+    }
+
+    /// Revokes the whole key (`version` = None) or one version. Irreversible.
+    pub async fn revoke(
+        &self,
+        key_id: &str,
+        version: Option<u32>,
+        audit: AuditEntry,
+    ) -> Result<AuditRecord, StoreError> {
+        let now = audit.time_ms / 1000;
+        {
+            let mut w = self.begin_write().await?;
+            let (tx, head) = (&mut w.tx, w.head.clone());
+            let out = async {
+                let key = Self::key_in(&mut **tx, key_id)
+                    .await?
+                    .ok_or_else(|| StoreError::UnknownKey(key_id.into()))?;
+                match version {
+                    None => {
+                        sqlx::query("UPDATE keys SET revoked = TRUE, updated_at = $1 WHERE key_id = $2")
+                            .bind(now)
+                            .bind(key_id.to_owned())
+                            .execute(&mut **tx)
+                            .await?;
+                    }
+                    Some(v) => {
+                        key.version(v).ok_or_else(|| StoreError::UnknownVersion {
+                            key_id: key_id.into(),
+                            version: v,
+                        })?;
+                        sqlx::query(
+                            "UPDATE key_versions SET revoked = TRUE WHERE key_id = $1 AND version = $2",
+                        )
+                        .bind(key_id.to_owned())
+                        .bind(i64::from(v))
+                        .execute(&mut **tx)
+                        .await?;
+                    }
+                }
+                Self::append(tx, head, audit).await
+            }
+            .await?;
+            w.tx.commit().await?;
+            Ok(out)
+        }
+    }
+
+    /// Re-points the current version to an existing, unrevoked version.
+    pub async fn rollback(
+        &self,
+        key_id: &str,
+        version: u32,
+        audit: AuditEntry,
+    ) -> Result<AuditRecord, StoreError> {
+        let now = audit.time_ms / 1000;
+        {
+            let mut w = self.begin_write().await?;
+            let (tx, head) = (&mut w.tx, w.head.clone());
+            let out = async {
+                let key = live_key(tx, key_id).await?;
+                let v = key
+                    .version(version)
+                    .ok_or_else(|| StoreError::UnknownVersion { key_id: key_id.into(), version })?;
+                if v.revoked {
+                    return Err(StoreError::VersionRevoked { key_id: key_id.into(), version });
+                }
+                sqlx::query("UPDATE keys SET current_version = $1, updated_at = $2 WHERE key_id = $3")
+                    .bind(i64::from(version))
+                    .bind(now)
+                    .bind(key_id.to_owned())
+                    .execute(&mut **tx)
+                    .await?;
+                Self::append(tx, head, audit).await
+            }
+            .await?;
+            w.tx.commit().await?;
+            Ok(out)
+        }
+    }
+
+    pub async fn set_policy(
+        &self,
+        key_id: &str,
+        policy: &str,
+        audit: AuditEntry,
+    ) -> Result<AuditRecord, StoreError> {
+        let now = audit.time_ms / 1000;
+        {
+            let mut w = self.begin_write().await?;
+            let (tx, head) = (&mut w.tx, w.head.clone());
+            let out = async {
+                live_key(tx, key_id).await?;
+                sqlx::query("UPDATE keys SET policy = $1, updated_at = $2 WHERE key_id = $3")
+                    .bind(policy.to_owned())
+                    .bind(now)
+                    .bind(key_id.to_owned())
+                    .execute(&mut **tx)
+                    .await?;
+                Self::append(tx, head, audit).await
+            }
+            .await?;
+            w.tx.commit().await?;
+            Ok(out)
+        }
+    }
+
+    /// Re-encrypts every data key version with `rewrap` (master-key rotation), in one
+    /// transaction, and audits it. Returns how many rows changed.
+    pub async fn rewrap(
+        &self,
+        new_kek_id: &str,
+        rewrap: impl Fn(&VersionRow, &str) -> Result<Option<Vec<u8>>, StoreError>,
+        audit: AuditEntry,
+    ) -> Result<usize, StoreError> {
+        {
+            let mut w = self.begin_write().await?;
+            let (tx, head) = (&mut w.tx, w.head.clone());
+            let out = async {
+            let rows = sqlx::query(
+                "SELECT key_id, version, kek_id, wrapped_key, created_at, revoked FROM key_versions \
+                 ORDER BY key_id, version",
+            )
+            .fetch_all(&mut **tx)
+            .await?;
+            let mut changed = 0;
+            for r in &rows {
+                let key_id: String = r.try_get("key_id")?;
+                let v = version_row(r)?;
+                if let Some(wrapped) = rewrap(&v, &key_id)? {
+                    sqlx::query(
+                        "UPDATE key_versions SET kek_id = $1, wrapped_key = $2 WHERE key_id = $3 AND version = $4",
+                    )
+                    .bind(new_kek_id.to_owned())
+                    .bind(hex::encode(wrapped))
+                    .bind(key_id)
+                    .bind(i64::from(v.version))
+                    .execute(&mut **tx)
+                    .await?;
+                    changed += 1;
+                }
+            }
+            let mut audit = audit;
+            audit.reason = Some(format!("{changed} data key versions re-wrapped under {new_kek_id}"));
+            Self::append(tx, head, audit).await?;
+            Ok::<_, StoreError>(changed)
+            }
+            .await?;
+            w.tx.commit().await?;
+            Ok(out)
+        }
+    }
+
+    /// Audit records with `seq > after`, at most `limit`, in order.
+    pub async fn audit_page(&self, after: i64, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, time_ms, action, actor, key_id, key_version, decision, reason, tee, measurement, \
+             chip_id, source, prev_hash, hash FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(audit_record).collect()
+    }
+
+    /// The chain head as the database records it: (seq, hash).
+    pub async fn audit_head(&self) -> Result<(i64, String), StoreError> {
+        let r = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(&self.pool).await?;
+        Ok((r.try_get("seq")?, r.try_get("hash")?))
+    }
+
+    /// Deletes nonces that expired before `before` (they fail their expiry check anyway).
+    pub async fn gc_nonces(&self, before: i64) -> Result<u64, StoreError> {
+        Ok(sqlx::query("DELETE FROM used_nonces WHERE expires_at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+}
+
+async fn live_key(tx: &mut Transaction<'static, Any>, key_id: &str) -> Result<KeyRow, StoreError> {
+    let key = Store::key_in(&mut **tx, key_id).await?.ok_or_else(|| StoreError::UnknownKey(key_id.into()))?;
+    if key.revoked {
+        return Err(StoreError::KeyRevoked(key_id.into()));
+    }
+    Ok(key)
+}
+
+async fn insert_version(
+    tx: &mut Transaction<'static, Any>,
+    key_id: &str,
+    version: u32,
+    kek_id: &str,
+    wrapped: &[u8],
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO key_versions (key_id, version, kek_id, wrapped_key, created_at, revoked) \
+         VALUES ($1, $2, $3, $4, $5, FALSE)",
+    )
+    .bind(key_id.to_owned())
+    .bind(i64::from(version))
+    .bind(kek_id.to_owned())
+    .bind(hex::encode(wrapped))
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+fn version_row(r: &AnyRow) -> Result<VersionRow, StoreError> {
+    Ok(VersionRow {
+        version: u32_of(r.try_get("version")?, "version")?,
+        kek_id: r.try_get("kek_id")?,
+        wrapped_key: hex_of(&r.try_get::<String, _>("wrapped_key")?, "wrapped_key")?,
+        created_at: r.try_get("created_at")?,
+        revoked: r.try_get("revoked")?,
+    })
+}
+
+fn audit_record(r: &AnyRow) -> Result<AuditRecord, StoreError> {
+    Ok(AuditRecord {
+        seq: r.try_get("seq")?,
+        time_ms: r.try_get("time_ms")?,
+        action: r.try_get("action")?,
+        actor: r.try_get("actor")?,
+        key_id: r.try_get("key_id")?,
+        key_version: r.try_get("key_version")?,
+        decision: r.try_get("decision")?,
+        reason: r.try_get("reason")?,
+        tee: r.try_get("tee")?,
+        measurement: r.try_get("measurement")?,
+        chip_id: r.try_get("chip_id")?,
+        source: r.try_get("source")?,
+        prev_hash: r.try_get("prev_hash")?,
+        hash: r.try_get("hash")?,
+    })
+}
+
+/// A break in the audit chain, naming the record where it shows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChainBreak {
+    #[error("record seq {seq}: its hash does not match its contents (edited)")]
+    Edited { seq: i64 },
+    #[error(
+        "record seq {seq}: expected seq {expected} (a record was deleted, inserted or reordered before it)"
+    )]
+    Sequence { seq: i64, expected: i64 },
+    #[error(
+        "record seq {seq}: prev_hash does not link to the record before it (deleted, inserted or reordered)"
+    )]
+    Link { seq: i64 },
+    #[error("the chain ends at seq {last} but the head says {head_seq} (records deleted at the end)")]
+    Truncated { last: i64, head_seq: i64 },
+    #[error("the last record's hash differs from the head's hash")]
+    HeadMismatch,
+}
+
+/// Verifies a complete chain from the first record; with `head`, also that nothing was cut
+/// off the end.
+pub fn verify_chain(records: &[AuditRecord], head: Option<(i64, &str)>) -> Result<usize, ChainBreak> {
+    let mut prev = GENESIS_HASH.to_owned();
+    for (i, r) in records.iter().enumerate() {
+        let expected = i as i64 + 1;
+        if r.compute_hash() != r.hash {
+            return Err(ChainBreak::Edited { seq: r.seq });
+        }
+        if r.seq != expected {
+            return Err(ChainBreak::Sequence { seq: r.seq, expected });
+        }
+        if r.prev_hash != prev {
+            return Err(ChainBreak::Link { seq: r.seq });
+        }
+        prev = r.hash.clone();
+    }
+    if let Some((head_seq, head_hash)) = head {
+        let last = records.len() as i64;
+        if last != head_seq {
+            return Err(ChainBreak::Truncated { last, head_seq });
+        }
+        if prev != head_hash {
+            return Err(ChainBreak::HeadMismatch);
+        }
+    }
+    Ok(records.len())
+}
