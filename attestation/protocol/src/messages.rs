@@ -79,7 +79,10 @@ impl ReleaseRequest {
         if self.hpke_public_key.len() != HPKE_PUBLIC_KEY_LEN {
             return Err(ErrorBody::new(
                 ErrorCode::Malformed,
-                format!("HPKE public key of {} bytes, expected {HPKE_PUBLIC_KEY_LEN}", self.hpke_public_key.len()),
+                format!(
+                    "HPKE public key of {} bytes, expected {HPKE_PUBLIC_KEY_LEN}",
+                    self.hpke_public_key.len()
+                ),
             ));
         }
         self.evidence.check_limits().map_err(|e| ErrorBody::new(ErrorCode::Malformed, e.to_string()))
@@ -197,7 +200,7 @@ impl ErrorCode {
 
     /// A key-release refusal (audited and rate-limited), as opposed to a transport error.
     pub fn is_denial(self) -> bool {
-        self.http_status() == 403 && self != ErrorCode::Forbidden
+        (self.http_status() == 403 && self != ErrorCode::Forbidden) || self == ErrorCode::UnknownKey
     }
 }
 

@@ -125,7 +125,8 @@ pub fn verify(signed: &[u8], public_key: &[u8]) -> Result<AttestationResult, Res
         .verify_signature(b"", |sig, data| UnparsedPublicKey::new(&ED25519, public_key).verify(data, sig))
         .map_err(|_| ResultError::BadSignature)?;
     let payload = sign1.payload.as_deref().ok_or_else(|| ResultError::Cose("detached payload".into()))?;
-    let result: AttestationResult = cbor::from_slice(payload).map_err(|e| ResultError::Claims(e.to_string()))?;
+    let result: AttestationResult =
+        cbor::from_slice(payload).map_err(|e| ResultError::Claims(e.to_string()))?;
     if result.eat_profile != EAR_PROFILE {
         return Err(ResultError::Claims(format!("profile {:?}", result.eat_profile)));
     }

@@ -6,7 +6,7 @@
 CREATE TABLE keys (
     key_id          TEXT PRIMARY KEY,
     current_version BIGINT NOT NULL,
-    revoked         BOOLEAN NOT NULL DEFAULT FALSE,
+    revoked         BIGINT NOT NULL DEFAULT 0, -- 0 or 1 (sqlx::Any has no SQLite boolean)
     policy          TEXT NOT NULL,
     created_at      BIGINT NOT NULL,
     updated_at      BIGINT NOT NULL
@@ -19,7 +19,7 @@ CREATE TABLE key_versions (
     kek_id      TEXT NOT NULL,
     wrapped_key TEXT NOT NULL,
     created_at  BIGINT NOT NULL,
-    revoked     BOOLEAN NOT NULL DEFAULT FALSE,
+    revoked     BIGINT NOT NULL DEFAULT 0,
     PRIMARY KEY (key_id, version)
 );
 

@@ -10,5 +10,6 @@ pub mod nonce;
 pub mod policy;
 pub mod ratelimit;
 pub mod service;
+pub mod setup;
 pub mod store;
 pub mod tokens;

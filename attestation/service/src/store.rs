@@ -238,7 +238,7 @@ impl Store {
         Ok(Some(KeyRow {
             key_id: k.try_get("key_id")?,
             current_version: u32_of(k.try_get("current_version")?, "current_version")?,
-            revoked: k.try_get("revoked")?,
+            revoked: k.try_get::<i64, _>("revoked")? != 0,
             policy: k.try_get("policy")?,
             versions,
         }))
@@ -278,10 +278,10 @@ impl Store {
                 .fetch_optional(&mut **tx)
                 .await?
                 .ok_or_else(|| StoreError::UnknownKey(c.key_id.to_owned()))?;
-                if row.try_get::<bool, _>("key_revoked")? {
+                if row.try_get::<i64, _>("key_revoked")? != 0 {
                     return Err(StoreError::KeyRevoked(c.key_id.to_owned()));
                 }
-                if row.try_get::<bool, _>("version_revoked")? {
+                if row.try_get::<i64, _>("version_revoked")? != 0 {
                     return Err(StoreError::VersionRevoked {
                         key_id: c.key_id.to_owned(),
                         version: c.version,
@@ -355,7 +355,7 @@ impl Store {
                 }
                 sqlx::query(
                     "INSERT INTO keys (key_id, current_version, revoked, policy, created_at, updated_at) \
-                 VALUES ($1, 1, FALSE, $2, $3, $3)",
+                 VALUES ($1, 1, 0, $2, $3, $3)",
                 )
                 .bind(key_id.to_owned())
                 .bind(policy.to_owned())
@@ -419,7 +419,7 @@ impl Store {
                     .ok_or_else(|| StoreError::UnknownKey(key_id.into()))?;
                 match version {
                     None => {
-                        sqlx::query("UPDATE keys SET revoked = TRUE, updated_at = $1 WHERE key_id = $2")
+                        sqlx::query("UPDATE keys SET revoked = 1, updated_at = $1 WHERE key_id = $2")
                             .bind(now)
                             .bind(key_id.to_owned())
                             .execute(&mut **tx)
@@ -430,13 +430,11 @@ impl Store {
                             key_id: key_id.into(),
                             version: v,
                         })?;
-                        sqlx::query(
-                            "UPDATE key_versions SET revoked = TRUE WHERE key_id = $1 AND version = $2",
-                        )
-                        .bind(key_id.to_owned())
-                        .bind(i64::from(v))
-                        .execute(&mut **tx)
-                        .await?;
+                        sqlx::query("UPDATE key_versions SET revoked = 1 WHERE key_id = $1 AND version = $2")
+                            .bind(key_id.to_owned())
+                            .bind(i64::from(v))
+                            .execute(&mut **tx)
+                            .await?;
                     }
                 }
                 Self::append(tx, head, audit).await
@@ -599,7 +597,7 @@ async fn insert_version(
 ) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO key_versions (key_id, version, kek_id, wrapped_key, created_at, revoked) \
-         VALUES ($1, $2, $3, $4, $5, FALSE)",
+         VALUES ($1, $2, $3, $4, $5, 0)",
     )
     .bind(key_id.to_owned())
     .bind(i64::from(version))
@@ -617,7 +615,7 @@ fn version_row(r: &AnyRow) -> Result<VersionRow, StoreError> {
         kek_id: r.try_get("kek_id")?,
         wrapped_key: hex_of(&r.try_get::<String, _>("wrapped_key")?, "wrapped_key")?,
         created_at: r.try_get("created_at")?,
-        revoked: r.try_get("revoked")?,
+        revoked: r.try_get::<i64, _>("revoked")? != 0,
     })
 }
 

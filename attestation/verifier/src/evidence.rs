@@ -12,7 +12,7 @@ use crate::error::{ConfigError, MalformedError, VerifyError};
 use crate::pipeline::{Appraiser, ExpectedReportData, SnpEvidence, TdxEvidence, Verified};
 use crate::snp::{SnpRoots, SnpVerifier};
 use crate::tdx::{TdxVerifier, quote_fmspc};
-use crate::{Claims, CertSet, Product};
+use crate::{CertSet, Claims, Product};
 
 /// The verifiers a service or client trusts, and where missing endorsements come from.
 #[derive(Clone)]

@@ -19,8 +19,8 @@ pub mod tdx;
 pub mod x509;
 
 pub use claims::{Claims, PlatformClaims, SnpClaims, TdReport, TdxClaims, TdxTcbStatus};
-pub use evidence::EvidenceVerifier;
 pub use error::{ChainError, ConfigError, MalformedError, PolicyViolation, VerifyError};
+pub use evidence::EvidenceVerifier;
 pub use nacre_wire::snp::Product;
 pub use pipeline::{Appraiser, ExpectedReportData, Platform, SnpEvidence, TdxEvidence, Verified};
 pub use policy::Policy;

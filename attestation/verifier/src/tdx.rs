@@ -171,7 +171,7 @@ fn td_report(quote: &[u8], report: &Report) -> Result<TdReport, MalformedError> 
 /// used to look up its collateral. Nothing is verified here.
 pub fn quote_fmspc(quote: &[u8]) -> Result<[u8; 6], MalformedError> {
     let end = quote_len(quote)?;
-    let parsed = dcap_qvl::quote::Quote::parse(&quote[..end])
-        .map_err(|e| MalformedError::Quote(format!("{e:#}")))?;
+    let parsed =
+        dcap_qvl::quote::Quote::parse(&quote[..end]).map_err(|e| MalformedError::Quote(format!("{e:#}")))?;
     dcap_qvl::intel::quote_fmspc(&parsed).map_err(|e| MalformedError::Quote(format!("FMSPC: {e:#}")))
 }

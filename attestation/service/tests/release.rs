@@ -1,0 +1,299 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure is the report
+//! The attestation service end to end over loopback HTTPS with sim evidence: key release and
+//! every refusal the issue lists, admin roles, limits and the audit chain. The same suite runs
+//! on SQLite and on a real PostgreSQL server (scripts/postgres.sh).
+
+mod common;
+
+use common::{Harness, MEASUREMENT, policy_for};
+use nacre_attestation_client::{Client, ClientError};
+use nacre_attestation_service::store::{ChainBreak, verify_chain};
+use nacre_protocol::ErrorCode;
+use nacre_protocol::messages::ReleaseRequest;
+use nacre_protocol::wrap::RecipientKey;
+use nacre_wire::binding::KeyReleaseBinding;
+use serde_bytes::ByteBuf;
+
+fn refused(r: Result<impl std::fmt::Debug, ClientError>) -> nacre_protocol::ErrorBody {
+    match r {
+        Err(ClientError::Refused(body)) => body,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+/// A release request for `key_id` v`version` bound to a fresh challenge, built by hand so
+/// tests can bend one part of it.
+async fn request(
+    h: &Harness,
+    c: &Client,
+    key_id: &str,
+    version: u32,
+    measurement: [u8; 48],
+) -> (ReleaseRequest, RecipientKey) {
+    let challenge = c.challenge(key_id).await.unwrap();
+    let recipient = RecipientKey::generate();
+    let rd = KeyReleaseBinding { nonce: &challenge.nonce, hpke_public_key: recipient.public_key(), key_id }
+        .report_data()
+        .unwrap();
+    let req = ReleaseRequest {
+        key_id: key_id.into(),
+        key_version: version,
+        nonce: challenge.nonce,
+        hpke_public_key: ByteBuf::from(recipient.public_key().to_vec()),
+        evidence: h.evidence(rd, measurement),
+    };
+    (req, recipient)
+}
+
+async fn fetch(h: &Harness, key_id: &str, version: u32) -> Result<[u8; 32], ClientError> {
+    let c = h.guest();
+    let result_key = c.result_key().await.unwrap();
+    let released = c
+        .fetch_key(key_id, version, &result_key, |rd| {
+            let e = h.evidence(rd, MEASUREMENT);
+            async move { Ok(e) }
+        })
+        .await?;
+    Ok(*released.data_key)
+}
+
+async fn suite(database: Option<&str>) {
+    // This suite collects many denials from one address; the limiter has its own test.
+    let h = Harness::start(database, |t| t.replace("denial_burst = 10", "denial_burst = 1000")).await;
+    let admin = h.admin();
+    let guest = h.guest();
+
+    // ---- release -----------------------------------------------------------------------
+    let key1 = [0x11; 32];
+    admin.create_key("fraud-mlp", &key1, &policy_for(&MEASUREMENT)).await.unwrap();
+    assert_eq!(fetch(&h, "fraud-mlp", 1).await.unwrap(), key1);
+
+    // The signed result names the guest's measurement and verifies under the served key.
+    let c = h.guest();
+    let rk = c.result_key().await.unwrap();
+    let released = c
+        .fetch_key("fraud-mlp", 1, &rk, |rd| {
+            let e = h.evidence(rd, MEASUREMENT);
+            async move { Ok(e) }
+        })
+        .await
+        .unwrap();
+    let guest_claims = &released.result.submods["guest"];
+    assert_eq!(guest_claims.measurement.as_slice(), &MEASUREMENT);
+    assert_eq!(guest_claims.tee, "sim");
+    assert_eq!(guest_claims.status, "warning", "the sim root is a warning");
+
+    // ---- refusals ------------------------------------------------------------------------
+    // Replayed nonce.
+    let (req, _) = request(&h, &guest, "fraud-mlp", 1, MEASUREMENT).await;
+    guest.release(&req).await.unwrap();
+    assert_eq!(refused(guest.release(&req).await).code, ErrorCode::NonceReplayed);
+
+    // A nonce issued for another key.
+    admin.create_key("other", &[0x22; 32], &policy_for(&MEASUREMENT)).await.unwrap();
+    let (mut req, _) = request(&h, &guest, "other", 1, MEASUREMENT).await;
+    req.key_id = "fraud-mlp".into();
+    assert_eq!(refused(guest.release(&req).await).code, ErrorCode::NonceOtherKey);
+
+    // A forged nonce.
+    let (mut req, _) = request(&h, &guest, "fraud-mlp", 1, MEASUREMENT).await;
+    req.nonce[10] ^= 1;
+    assert_eq!(refused(guest.release(&req).await).code, ErrorCode::NonceInvalid);
+
+    // REPORT_DATA bound to a different HPKE key than the one sent.
+    let (mut req, _) = request(&h, &guest, "fraud-mlp", 1, MEASUREMENT).await;
+    req.hpke_public_key = ByteBuf::from(RecipientKey::generate().public_key().to_vec());
+    let e = refused(guest.release(&req).await);
+    assert_eq!((e.code, e.check.as_deref()), (ErrorCode::Evidence, Some("report_data")), "{e}");
+
+    // A measurement the key's policy does not allow.
+    let (req, _) = request(&h, &guest, "fraud-mlp", 1, [0x66; 48]).await;
+    let e = refused(guest.release(&req).await);
+    assert_eq!(e.code, ErrorCode::Evidence, "{e}");
+    assert!(e.reason.contains("measurement"), "{e}");
+
+    // Unknown key.
+    let (req, _) = request(&h, &guest, "nope", 1, MEASUREMENT).await;
+    assert_eq!(refused(guest.release(&req).await).code, ErrorCode::UnknownKey);
+
+    // ---- versions: rotate, rollback, revoke ----------------------------------------------
+    let key2 = [0x12; 32];
+    let info = admin.rotate_key("fraud-mlp", &key2).await.unwrap();
+    assert_eq!(info.current_version, 2);
+    assert_eq!(fetch(&h, "fraud-mlp", 2).await.unwrap(), key2);
+    assert_eq!(refused(fetch(&h, "fraud-mlp", 1).await).code, ErrorCode::VersionNotAllowed);
+    admin.rollback_key("fraud-mlp", 1).await.unwrap();
+    assert_eq!(fetch(&h, "fraud-mlp", 1).await.unwrap(), key1);
+    assert_eq!(refused(fetch(&h, "fraud-mlp", 2).await).code, ErrorCode::VersionNotAllowed);
+    // A policy can keep an old version releasable.
+    admin
+        .set_policy("fraud-mlp", &format!("allowed_versions = [2]\n{}", policy_for(&MEASUREMENT)))
+        .await
+        .unwrap();
+    assert_eq!(fetch(&h, "fraud-mlp", 2).await.unwrap(), key2);
+    admin.revoke_key("fraud-mlp", Some(2)).await.unwrap();
+    assert_eq!(refused(fetch(&h, "fraud-mlp", 2).await).code, ErrorCode::VersionRevoked);
+    assert_eq!(fetch(&h, "fraud-mlp", 1).await.unwrap(), key1);
+    admin.revoke_key("fraud-mlp", None).await.unwrap();
+    assert_eq!(refused(fetch(&h, "fraud-mlp", 1).await).code, ErrorCode::KeyRevoked);
+    assert_eq!(refused(admin.rotate_key("fraud-mlp", &[1; 32]).await).code, ErrorCode::KeyRevoked);
+    assert_eq!(refused(admin.rollback_key("other", 7).await).code, ErrorCode::NotFound);
+
+    // ---- admin: tokens and roles ---------------------------------------------------------
+    let bad_policy = refused(admin.create_key("x", &[1; 32], "[appraisal]\n").await);
+    assert_eq!(bad_policy.code, ErrorCode::Malformed);
+    assert_eq!(
+        refused(admin.create_key("other", &[1; 32], &policy_for(&MEASUREMENT)).await).code,
+        ErrorCode::Conflict
+    );
+    assert_eq!(refused(guest.list_keys().await).code, ErrorCode::Unauthorized);
+    let wrong = h.guest().with_token("nacre_0000");
+    assert_eq!(refused(wrong.list_keys().await).code, ErrorCode::Unauthorized);
+    let auditor = h.auditor();
+    let keys = auditor.list_keys().await.unwrap();
+    assert_eq!(keys.iter().map(|k| k.key_id.as_str()).collect::<Vec<_>>(), ["fraud-mlp", "other"]);
+    assert_eq!(
+        refused(auditor.create_key("y", &[1; 32], &policy_for(&MEASUREMENT)).await).code,
+        ErrorCode::Forbidden
+    );
+    assert_eq!(refused(auditor.revoke_key("other", None).await).code, ErrorCode::Forbidden);
+
+    // ---- audit ---------------------------------------------------------------------------
+    let records = auditor.audit_export().await.unwrap();
+    let head = h.service.store().audit_head().await.unwrap();
+    assert_eq!(verify_chain(&records, Some((head.0, &head.1))), Ok(records.len()));
+    let count = |action: &str, decision: &str| {
+        records.iter().filter(|r| r.action == action && r.decision == decision).count()
+    };
+    assert_eq!(count("key_create", "allow"), 2);
+    assert_eq!(count("release", "allow"), 7);
+    let reasons: Vec<_> =
+        records.iter().filter(|r| r.action == "deny").map(|r| r.reason.clone().unwrap_or_default()).collect();
+    assert_eq!(reasons.len(), 10, "every denial is audited: {reasons:#?}");
+    assert_eq!(count("key_create", "deny"), 1, "the auditor's attempt is audited");
+    let denial =
+        records.iter().find(|r| r.reason.as_deref().is_some_and(|r| r.contains("nonce_replayed"))).unwrap();
+    assert_eq!(denial.source.as_deref(), Some("127.0.0.1"));
+    assert_eq!(denial.measurement.as_deref(), Some(hex::encode(MEASUREMENT).as_str()));
+    assert!(denial.chip_id.as_deref().unwrap().starts_with(&hex::encode(b"NACRE-SIM-CHIP")));
+
+    // Every kind of tampering is named.
+    let mut edited = records.clone();
+    edited[3].actor.push_str("-edited");
+    assert_eq!(verify_chain(&edited, None), Err(ChainBreak::Edited { seq: 4 }));
+    let mut deleted = records.clone();
+    deleted.remove(2);
+    assert_eq!(verify_chain(&deleted, None), Err(ChainBreak::Sequence { seq: 4, expected: 3 }));
+    let mut reordered = records.clone();
+    reordered.swap(4, 5);
+    assert_eq!(verify_chain(&reordered, None), Err(ChainBreak::Sequence { seq: 6, expected: 5 }));
+    let mut inserted = records.clone();
+    let mut fake = records[1].clone();
+    fake.prev_hash = records[1].hash.clone();
+    fake.hash = fake.compute_hash();
+    inserted.insert(2, fake);
+    assert!(matches!(verify_chain(&inserted, None), Err(ChainBreak::Sequence { seq: 2, expected: 3 })));
+    let truncated = &records[..records.len() - 1];
+    assert!(matches!(verify_chain(truncated, Some((head.0, &head.1))), Err(ChainBreak::Truncated { .. })));
+
+    // ---- metrics -------------------------------------------------------------------------
+    let text = h.service.metrics.encode();
+    assert!(text.contains("nacre_attestation_releases_total 7"), "{text}");
+    assert!(text.contains("reason=\"nonce_replayed\""), "{text}");
+    assert!(text.contains("stage=\"verify\""), "{text}");
+    assert!(!text.contains(&hex::encode(key1)), "no key material in metrics");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite() {
+    suite(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_bodies_limits_and_rate_limiting() {
+    let h = Harness::start(None, |t| t.replace("denial_burst = 10", "denial_burst = 4")).await;
+    let c = h.guest();
+    use hyper::Method;
+    // Malformed CBOR, a well-formed but wrong message, unknown fields, trailing bytes.
+    for body in [vec![0xff, 0x00], vec![0xa0], {
+        let mut v =
+            nacre_protocol::cbor::to_vec(&nacre_protocol::messages::ChallengeRequest { key_id: "k".into() })
+                .unwrap();
+        v.push(0);
+        v
+    }] {
+        let (status, body) = c.raw(Method::POST, "/v1/challenge", "application/cbor", body).await.unwrap();
+        assert_eq!(status, 400);
+        let e: nacre_protocol::ErrorBody = nacre_protocol::cbor::from_slice(&body).unwrap();
+        assert_eq!(e.code, ErrorCode::Malformed);
+    }
+    // Oversized: refused by its declared length, before it is read.
+    let (status, _) = c.raw(Method::POST, "/v1/release", "application/cbor", vec![0; 70_000]).await.unwrap();
+    assert_eq!(status, 413);
+    // The source has used its allowance: now everything is refused up front.
+    let (status, body) = c.raw(Method::POST, "/v1/challenge", "application/cbor", vec![0xa0]).await.unwrap();
+    assert_eq!(status, 429, "{body:?}");
+    h.stop().await;
+
+    let h = Harness::start(None, |t| t).await;
+    let c = h.guest();
+    let (status, _) = c.raw(Method::POST, "/v1/challenge", "application/json", b"{}".to_vec()).await.unwrap();
+    assert_eq!(status, 415);
+    let (status, _) = c.raw(Method::GET, "/v2/anything", "application/cbor", vec![]).await.unwrap();
+    assert_eq!(status, 404);
+    let (status, _) =
+        c.raw(Method::GET, "/v1/admin/audit?after=x", "application/cbor", vec![]).await.unwrap();
+    assert_eq!(status, 401, "authentication comes before parsing");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_nonce_is_refused() {
+    let h = Harness::start(None, |t| t.replace("challenge_ttl_secs = 60", "challenge_ttl_secs = 1")).await;
+    h.admin().create_key("k", &[3; 32], &policy_for(&MEASUREMENT)).await.unwrap();
+    let c = h.guest();
+    let (req, _) = request(&h, &c, "k", 1, MEASUREMENT).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    assert_eq!(refused(c.release(&req).await).code, ErrorCode::NonceExpired);
+    h.stop().await;
+}
+
+/// The same suite on PostgreSQL: `NACRE_TEST_POSTGRES_URL`, or a throwaway server started
+/// with scripts/postgres.sh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let (url, started) = match std::env::var("NACRE_TEST_POSTGRES_URL") {
+        Ok(url) => (url, None),
+        Err(_) => {
+            let dir = std::path::PathBuf::from("/tmp").join(format!("nacre-pg-{}", std::process::id()));
+            let out = std::process::Command::new(repo.join("scripts/postgres.sh"))
+                .arg("start")
+                .arg(&dir)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "scripts/postgres.sh start: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            (String::from_utf8(out.stdout).unwrap().trim().to_owned(), Some(dir))
+        }
+    };
+    // A fresh database per run.
+    let db = format!("nacre_test_{}", std::process::id());
+    let admin_pool = sqlx::PgPool::connect(&url).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {db}")))
+        .execute(&admin_pool)
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}"))).execute(&admin_pool).await.unwrap();
+    let (base, _) = url.rsplit_once('/').unwrap();
+    suite(Some(&format!("{base}/{db}"))).await;
+    admin_pool.close().await;
+    if let Some(dir) = started {
+        let _ = std::process::Command::new(repo.join("scripts/postgres.sh")).arg("stop").arg(&dir).status();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
