@@ -443,8 +443,7 @@ impl Service {
                         action,
                         None,
                         None,
-                        false,
-                        Some(body.reason.clone()),
+                        (false, Some(body.reason.clone())),
                         source,
                     ),
                     None,
@@ -462,8 +461,7 @@ impl Service {
         action: &'static str,
         key_id: Option<&str>,
         key_version: Option<u32>,
-        allow: bool,
-        reason: Option<String>,
+        (allow, reason): (bool, Option<String>),
         source: IpAddr,
     ) -> AuditEntry {
         AuditEntry {
@@ -523,7 +521,7 @@ impl Service {
         let kek = &self.keyring.current;
         let wrapped =
             kek.seal(&req.key_id, 1, &key).map_err(|e| ErrorBody::new(ErrorCode::Internal, e.to_string()))?;
-        let audit = self.admin_audit(who, "key_create", Some(&req.key_id), Some(1), true, None, source);
+        let audit = self.admin_audit(who, "key_create", Some(&req.key_id), Some(1), (true, None), source);
         self.store
             .create_key(&req.key_id, &req.policy, kek.id(), &wrapped, audit)
             .await
@@ -542,7 +540,7 @@ impl Service {
         check_key_id(key_id)?;
         let key = Self::data_key(&req.data_key)?;
         let kek = &self.keyring.current;
-        let audit = self.admin_audit(who, "key_rotate", Some(key_id), None, true, None, source);
+        let audit = self.admin_audit(who, "key_rotate", Some(key_id), None, (true, None), source);
         let wrap = |v: u32| kek.seal(key_id, v, &key).map_err(|e| StoreError::Corrupt(e.to_string()));
         self.store.rotate(key_id, kek.id(), wrap, audit).await.map_err(store_error)?;
         self.admin_done("key_rotate");
@@ -557,7 +555,7 @@ impl Service {
         source: IpAddr,
     ) -> Result<KeyInfo, ErrorBody> {
         check_key_id(key_id)?;
-        let audit = self.admin_audit(who, "key_revoke", Some(key_id), req.version, true, None, source);
+        let audit = self.admin_audit(who, "key_revoke", Some(key_id), req.version, (true, None), source);
         self.store.revoke(key_id, req.version, audit).await.map_err(store_error)?;
         self.admin_done("key_revoke");
         self.key_info(key_id).await
@@ -572,7 +570,7 @@ impl Service {
     ) -> Result<KeyInfo, ErrorBody> {
         check_key_id(key_id)?;
         let audit =
-            self.admin_audit(who, "key_rollback", Some(key_id), Some(req.version), true, None, source);
+            self.admin_audit(who, "key_rollback", Some(key_id), Some(req.version), (true, None), source);
         self.store.rollback(key_id, req.version, audit).await.map_err(store_error)?;
         self.admin_done("key_rollback");
         self.key_info(key_id).await
@@ -594,8 +592,7 @@ impl Service {
             "policy_set",
             Some(key_id),
             None,
-            true,
-            Some(format!("policy sha256 {digest}")),
+            (true, Some(format!("policy sha256 {digest}"))),
             source,
         );
         self.store.set_policy(key_id, &req.policy, audit).await.map_err(store_error)?;

@@ -414,9 +414,8 @@ impl Store {
             let mut w = self.begin_write().await?;
             let (tx, head) = (&mut w.tx, w.head.clone());
             let out = async {
-                let key = Self::key_in(&mut **tx, key_id)
-                    .await?
-                    .ok_or_else(|| StoreError::UnknownKey(key_id.into()))?;
+                let key =
+                    Self::key_in(tx, key_id).await?.ok_or_else(|| StoreError::UnknownKey(key_id.into()))?;
                 match version {
                     None => {
                         sqlx::query("UPDATE keys SET revoked = 1, updated_at = $1 WHERE key_id = $2")
@@ -580,7 +579,7 @@ impl Store {
 }
 
 async fn live_key(tx: &mut Transaction<'static, Any>, key_id: &str) -> Result<KeyRow, StoreError> {
-    let key = Store::key_in(&mut **tx, key_id).await?.ok_or_else(|| StoreError::UnknownKey(key_id.into()))?;
+    let key = Store::key_in(tx, key_id).await?.ok_or_else(|| StoreError::UnknownKey(key_id.into()))?;
     if key.revoked {
         return Err(StoreError::KeyRevoked(key_id.into()));
     }
