@@ -1,6 +1,7 @@
 //! `nacre`: the command-line tool. Exit codes: 0 accept / success, 1 reject, 2 usage or I/O error.
 #![forbid(unsafe_code)]
 
+mod attestation;
 mod evidence;
 mod seal;
 mod sim;
@@ -33,6 +34,12 @@ enum Command {
     Seal(seal::SealArgs),
     /// Decrypt and verify a sealed model (the model owner's check tool).
     Unseal(seal::UnsealArgs),
+    /// The attestation service: init, serve, keys, policies.
+    #[command(subcommand)]
+    Attestation(attestation::AttestationCmd),
+    /// Export or verify the attestation service's audit log.
+    #[command(subcommand)]
+    Audit(attestation::AuditCmd),
     /// Model utilities.
     #[command(subcommand)]
     Model(ModelCmd),
@@ -131,6 +138,8 @@ fn main() -> ExitCode {
         Command::Evidence(EvidenceCmd::Show { tee, file }) => evidence::show(tee, &file),
         Command::Sim(SimCmd::Ca(SimCaCmd::Init(args))) => sim::init(args),
         Command::Sim(SimCmd::Report(args)) => sim::report(args),
+        Command::Attestation(cmd) => attestation::attestation(cmd),
+        Command::Audit(cmd) => attestation::audit(cmd),
         Command::Seal(args) => seal::seal(args),
         Command::Unseal(args) => seal::unseal(args),
         Command::Model(ModelCmd::Sample { out }) => std::fs::write(&out, nacre_model::sample::mlp_onnx())

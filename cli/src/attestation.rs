@@ -1,0 +1,290 @@
+//! `nacre attestation …` (the key broker and its admin calls) and `nacre audit …`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use nacre_attestation_client::Client;
+use nacre_attestation_service::config::Config;
+use nacre_attestation_service::service::Service;
+use nacre_attestation_service::store::{Store, verify_chain};
+use nacre_protocol::messages::AuditRecord;
+
+#[derive(Subcommand, Debug)]
+pub enum AttestationCmd {
+    /// Create a service directory: TLS CA and certificate, master key, result key, tokens, config.
+    Init {
+        dir: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen: std::net::SocketAddr,
+        /// `sqlite://PATH` (default: attestation.db in DIR) or `postgres://…`.
+        #[arg(long)]
+        database: Option<String>,
+        /// INSECURE: accept simulated-TEE evidence under this sim ARK.
+        #[arg(long)]
+        insecure_sim_root: Option<PathBuf>,
+    },
+    /// Run the service.
+    Serve {
+        #[arg(long)]
+        config: PathBuf,
+        /// JSON log lines.
+        #[arg(long)]
+        log_json: bool,
+    },
+    /// Manage keys (admin token; `list` also takes an auditor token).
+    #[command(subcommand)]
+    Keys(KeysCmd),
+    /// Show or set a key's release policy.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
+}
+
+#[derive(Args, Debug)]
+pub struct Remote {
+    /// Service URL, https://HOST:PORT.
+    #[arg(long)]
+    url: String,
+    /// The service's CA certificate (PEM).
+    #[arg(long)]
+    ca: PathBuf,
+    /// File holding the bearer token.
+    #[arg(long)]
+    token_file: PathBuf,
+}
+
+impl Remote {
+    fn client(&self) -> Result<Client> {
+        let ca = std::fs::read(&self.ca).with_context(|| format!("reading {}", self.ca.display()))?;
+        let token = std::fs::read_to_string(&self.token_file)
+            .with_context(|| format!("reading {}", self.token_file.display()))?;
+        Ok(Client::new(&self.url, &ca)?.with_token(token.trim().to_owned()))
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCmd {
+    /// Register a key file's data key with a release policy (TOML).
+    Add {
+        #[command(flatten)]
+        remote: Remote,
+        #[arg(long)]
+        key_file: PathBuf,
+        #[arg(long)]
+        policy: PathBuf,
+    },
+    List {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Add a version (the key file of a re-sealed model) and make it current.
+    Rotate {
+        #[command(flatten)]
+        remote: Remote,
+        key_id: String,
+        #[arg(long)]
+        key_file: PathBuf,
+    },
+    /// Revoke a key, or one version: no release will ever succeed again.
+    Revoke {
+        #[command(flatten)]
+        remote: Remote,
+        key_id: String,
+        #[arg(long)]
+        version: Option<u32>,
+    },
+    /// Re-point the current version.
+    Rollback {
+        #[command(flatten)]
+        remote: Remote,
+        key_id: String,
+        #[arg(long)]
+        version: u32,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyCmd {
+    Show {
+        #[command(flatten)]
+        remote: Remote,
+        key_id: String,
+    },
+    Set {
+        #[command(flatten)]
+        remote: Remote,
+        key_id: String,
+        #[arg(long)]
+        policy: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCmd {
+    /// Export every audit record as JSON lines (auditor or admin token).
+    Export {
+        #[command(flatten)]
+        remote: Remote,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Verify the hash chain of an export (`--file`) or of the database (`--config`).
+    Verify {
+        #[arg(long, conflicts_with = "config")]
+        file: Option<PathBuf>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> Result<ExitCode> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn read_key(path: &Path) -> Result<(String, [u8; 32])> {
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+    );
+    let kf =
+        nacre_sealed::keyfile::KeyFile::from_json(&text).with_context(|| format!("{}", path.display()))?;
+    Ok((kf.key_id.clone(), *kf.key.expose()))
+}
+
+pub fn attestation(cmd: AttestationCmd) -> Result<ExitCode> {
+    let rt = runtime()?;
+    match cmd {
+        AttestationCmd::Init { dir, listen, database, insecure_sim_root } => {
+            let out = nacre_attestation_service::setup::init(
+                &dir,
+                listen,
+                database.as_deref(),
+                insecure_sim_root.as_deref(),
+            )
+            .map_err(anyhow::Error::msg)?;
+            println!(
+                "config: {}\nCA (pin in guests and clients): {}",
+                out.config.display(),
+                out.ca_cert.display()
+            );
+            println!(
+                "admin token: {}\nauditor token: {}",
+                out.admin_token.display(),
+                out.auditor_token.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        AttestationCmd::Serve { config, log_json: _ } => rt.block_on(async {
+            let config = Config::load(&config)?;
+            let svc = Arc::new(Service::start(&config).await?);
+            let tls = nacre_attestation_service::http::tls_config(&config.tls_cert, &config.tls_key)
+                .map_err(anyhow::Error::msg)?;
+            let listener = tokio::net::TcpListener::bind(config.listen).await?;
+            eprintln!("nacre attestation service on https://{}", listener.local_addr()?);
+            let shutdown = async {
+                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .unwrap_or_else(|_| unreachable!("SIGTERM handler"));
+                tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
+            };
+            nacre_attestation_service::http::serve(svc, listener, tls, shutdown).await?;
+            Ok(ExitCode::SUCCESS)
+        }),
+        AttestationCmd::Keys(cmd) => rt.block_on(async {
+            match cmd {
+                KeysCmd::Add { remote, key_file, policy } => {
+                    let (id, key) = read_key(&key_file)?;
+                    let policy = std::fs::read_to_string(&policy)?;
+                    print_json(&remote.client()?.create_key(&id, &key, &policy).await?)
+                }
+                KeysCmd::List { remote } => print_json(&remote.client()?.list_keys().await?),
+                KeysCmd::Rotate { remote, key_id, key_file } => {
+                    let (id, key) = read_key(&key_file)?;
+                    if id != key_id {
+                        bail!("the key file is for {id}, not {key_id}");
+                    }
+                    print_json(&remote.client()?.rotate_key(&key_id, &key).await?)
+                }
+                KeysCmd::Revoke { remote, key_id, version } => {
+                    print_json(&remote.client()?.revoke_key(&key_id, version).await?)
+                }
+                KeysCmd::Rollback { remote, key_id, version } => {
+                    print_json(&remote.client()?.rollback_key(&key_id, version).await?)
+                }
+            }
+        }),
+        AttestationCmd::Policy(cmd) => rt.block_on(async {
+            match cmd {
+                PolicyCmd::Show { remote, key_id } => {
+                    print!("{}", remote.client()?.key(&key_id).await?.policy);
+                    Ok(ExitCode::SUCCESS)
+                }
+                PolicyCmd::Set { remote, key_id, policy } => {
+                    let policy = std::fs::read_to_string(&policy)?;
+                    print_json(&remote.client()?.set_policy(&key_id, &policy).await?)
+                }
+            }
+        }),
+    }
+}
+
+pub fn audit(cmd: AuditCmd) -> Result<ExitCode> {
+    let rt = runtime()?;
+    match cmd {
+        AuditCmd::Export { remote, out } => rt.block_on(async {
+            let records = remote.client()?.audit_export().await?;
+            let mut text = String::new();
+            for r in &records {
+                text.push_str(&serde_json::to_string(r)?);
+                text.push('\n');
+            }
+            std::fs::write(&out, text)?;
+            eprintln!("{} records written to {}", records.len(), out.display());
+            Ok(ExitCode::SUCCESS)
+        }),
+        AuditCmd::Verify { file, config } => {
+            let (records, head) = match (file, config) {
+                (Some(file), None) => {
+                    let text = std::fs::read_to_string(&file)?;
+                    let records = text
+                        .lines()
+                        .enumerate()
+                        .map(|(i, l)| {
+                            serde_json::from_str::<AuditRecord>(l).with_context(|| format!("line {}", i + 1))
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    (records, None)
+                }
+                (None, Some(config)) => rt.block_on(async {
+                    let config = Config::load(&config)?;
+                    let store = Store::connect(&config.database, 2).await?;
+                    let mut all: Vec<AuditRecord> = Vec::new();
+                    loop {
+                        let page = store.audit_page(all.last().map_or(0, |r| r.seq), 10_000).await?;
+                        if page.is_empty() {
+                            break;
+                        }
+                        all.extend(page);
+                    }
+                    Ok::<_, anyhow::Error>((all, Some(store.audit_head().await?)))
+                })?,
+                _ => bail!("give --file or --config"),
+            };
+            match verify_chain(&records, head.as_ref().map(|(s, h)| (*s, h.as_str()))) {
+                Ok(n) => {
+                    println!("audit chain OK: {n} records");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    println!("audit chain BROKEN: {e}");
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+    }
+}
