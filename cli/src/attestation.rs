@@ -30,9 +30,6 @@ pub enum AttestationCmd {
     Serve {
         #[arg(long)]
         config: PathBuf,
-        /// JSON log lines.
-        #[arg(long)]
-        log_json: bool,
     },
     /// Manage keys (admin token; `list` also takes an auditor token).
     #[command(subcommand)]
@@ -180,7 +177,7 @@ pub fn attestation(cmd: AttestationCmd) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        AttestationCmd::Serve { config, log_json: _ } => rt.block_on(async {
+        AttestationCmd::Serve { config } => rt.block_on(async {
             let config = Config::load(&config)?;
             let svc = Arc::new(Service::start(&config).await?);
             let tls = nacre_attestation_service::http::tls_config(&config.tls_cert, &config.tls_key)
