@@ -98,6 +98,20 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 type Svc = State<Arc<Service>>;
 
+/// The common front of every admin change: source admitted, admin token checked (before the
+/// body is read), body decoded under the admin limit.
+async fn admin_request<T: DeserializeOwned>(
+    svc: &Service,
+    src: IpAddr,
+    headers: &HeaderMap,
+    body: Body,
+    action: &'static str,
+) -> Result<(crate::tokens::Principal, T), ErrorBody> {
+    svc.admit(src)?;
+    let who = svc.authorize(bearer(headers), Role::Admin, action, src).await?;
+    Ok((who, read_cbor(headers, body, svc.limits().admin_body_max).await?))
+}
+
 /// Times a handler into the route histogram.
 async fn timed(svc: &Service, route: &str, f: impl Future<Output = Result<Response, ErrorBody>>) -> Reply {
     let t = Instant::now();
@@ -172,9 +186,7 @@ async fn create_key(
     body: Body,
 ) -> Reply {
     timed(&svc.clone(), "admin", async move {
-        svc.admit(src)?;
-        let who = svc.authorize(bearer(&headers), Role::Admin, "key_create", src).await?;
-        let req: KeyCreate = read_cbor(&headers, body, svc.limits().admin_body_max).await?;
+        let (who, req): (_, KeyCreate) = admin_request(&svc, src, &headers, body, "key_create").await?;
         let info = svc.create_key(&who, &req, src).await?;
         Ok(cbor_response(StatusCode::CREATED, &info))
     })
@@ -189,9 +201,7 @@ async fn rotate(
     body: Body,
 ) -> Reply {
     timed(&svc.clone(), "admin", async move {
-        svc.admit(src)?;
-        let who = svc.authorize(bearer(&headers), Role::Admin, "key_rotate", src).await?;
-        let req: KeyRotate = read_cbor(&headers, body, svc.limits().admin_body_max).await?;
+        let (who, req): (_, KeyRotate) = admin_request(&svc, src, &headers, body, "key_rotate").await?;
         ok(&svc.rotate(&who, &id, &req, src).await?)
     })
     .await
@@ -205,9 +215,7 @@ async fn revoke(
     body: Body,
 ) -> Reply {
     timed(&svc.clone(), "admin", async move {
-        svc.admit(src)?;
-        let who = svc.authorize(bearer(&headers), Role::Admin, "key_revoke", src).await?;
-        let req: KeyRevoke = read_cbor(&headers, body, svc.limits().admin_body_max).await?;
+        let (who, req): (_, KeyRevoke) = admin_request(&svc, src, &headers, body, "key_revoke").await?;
         ok(&svc.revoke(&who, &id, &req, src).await?)
     })
     .await
@@ -221,9 +229,7 @@ async fn rollback(
     body: Body,
 ) -> Reply {
     timed(&svc.clone(), "admin", async move {
-        svc.admit(src)?;
-        let who = svc.authorize(bearer(&headers), Role::Admin, "key_rollback", src).await?;
-        let req: KeyRollback = read_cbor(&headers, body, svc.limits().admin_body_max).await?;
+        let (who, req): (_, KeyRollback) = admin_request(&svc, src, &headers, body, "key_rollback").await?;
         ok(&svc.rollback(&who, &id, &req, src).await?)
     })
     .await
@@ -237,9 +243,7 @@ async fn set_policy(
     body: Body,
 ) -> Reply {
     timed(&svc.clone(), "admin", async move {
-        svc.admit(src)?;
-        let who = svc.authorize(bearer(&headers), Role::Admin, "policy_set", src).await?;
-        let req: PolicySet = read_cbor(&headers, body, svc.limits().admin_body_max).await?;
+        let (who, req): (_, PolicySet) = admin_request(&svc, src, &headers, body, "policy_set").await?;
         ok(&svc.set_policy(&who, &id, &req, src).await?)
     })
     .await
