@@ -11,6 +11,7 @@ use nacre_attestation_service::config::Config;
 use nacre_attestation_service::service::Service;
 use nacre_attestation_service::store::{Store, verify_chain};
 use nacre_protocol::messages::AuditRecord;
+use nacre_sealed::KeyFile;
 
 #[derive(Subcommand, Debug)]
 pub enum AttestationCmd {
@@ -28,6 +29,12 @@ pub enum AttestationCmd {
     },
     /// Run the service.
     Serve {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Master-key rotation: re-wrap every data key under the current master key (run after
+    /// moving the old key to `previous_master_key_files`; then remove it from there).
+    Rewrap {
         #[arg(long)]
         config: PathBuf,
     },
@@ -145,13 +152,11 @@ fn print_json<T: serde::Serialize>(v: &T) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn read_key(path: &Path) -> Result<(String, [u8; 32])> {
+fn read_key(path: &Path) -> Result<KeyFile> {
     let text = zeroize::Zeroizing::new(
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
     );
-    let kf =
-        nacre_sealed::keyfile::KeyFile::from_json(&text).with_context(|| format!("{}", path.display()))?;
-    Ok((kf.key_id.clone(), *kf.key.expose()))
+    KeyFile::from_json(&text).with_context(|| format!("{}", path.display()))
 }
 
 pub fn attestation(cmd: AttestationCmd) -> Result<ExitCode> {
@@ -192,20 +197,34 @@ pub fn attestation(cmd: AttestationCmd) -> Result<ExitCode> {
             nacre_attestation_service::http::serve(svc, listener, tls, shutdown).await?;
             Ok(ExitCode::SUCCESS)
         }),
+        AttestationCmd::Rewrap { config } => rt.block_on(async {
+            let config = Config::load(&config)?;
+            let actor = format!("operator:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()));
+            let n = nacre_attestation_service::service::rewrap_data_keys(&config, &actor).await?;
+            println!("{n} data key versions re-wrapped under the current master key");
+            Ok(ExitCode::SUCCESS)
+        }),
         AttestationCmd::Keys(cmd) => rt.block_on(async {
             match cmd {
                 KeysCmd::Add { remote, key_file, policy } => {
-                    let (id, key) = read_key(&key_file)?;
+                    let kf = read_key(&key_file)?;
+                    if kf.key_version != 1 {
+                        bail!(
+                            "the key file is for version {}; a new key starts at 1 (use rotate)",
+                            kf.key_version
+                        );
+                    }
                     let policy = std::fs::read_to_string(&policy)?;
-                    print_json(&remote.client()?.create_key(&id, &key, &policy).await?)
+                    print_json(&remote.client()?.create_key(&kf.key_id, kf.key.expose(), &policy).await?)
                 }
                 KeysCmd::List { remote } => print_json(&remote.client()?.list_keys().await?),
                 KeysCmd::Rotate { remote, key_id, key_file } => {
-                    let (id, key) = read_key(&key_file)?;
-                    if id != key_id {
-                        bail!("the key file is for {id}, not {key_id}");
+                    let kf = read_key(&key_file)?;
+                    if kf.key_id != key_id {
+                        bail!("the key file is for {}, not {key_id}", kf.key_id);
                     }
-                    print_json(&remote.client()?.rotate_key(&key_id, &key).await?)
+                    let client = remote.client()?;
+                    print_json(&client.rotate_key(&key_id, kf.key.expose(), Some(kf.key_version)).await?)
                 }
                 KeysCmd::Revoke { remote, key_id, version } => {
                     print_json(&remote.client()?.revoke_key(&key_id, version).await?)

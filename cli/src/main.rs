@@ -18,6 +18,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     about = "Nacre: attested confidential inference — evidence verification and tools"
 )]
 struct Cli {
+    /// Log as JSON lines on stderr (one object per event, with timestamps).
+    #[arg(long, global = true)]
+    log_json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -123,16 +126,21 @@ enum SimCaCmd {
 
 fn main() -> ExitCode {
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .without_time()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("NACRE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
     let cli = Cli::parse();
+    // Services log what they do (info); one-shot tools only warnings. NACRE_LOG overrides.
+    let default = if matches!(cli.command, Command::Attestation(attestation::AttestationCmd::Serve { .. })) {
+        "info"
+    } else {
+        "warn"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NACRE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let logs = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter);
+    if cli.log_json {
+        logs.json().init();
+    } else {
+        logs.with_ansi(std::io::stderr().is_terminal()).without_time().init();
+    }
     let result = match cli.command {
         Command::Evidence(EvidenceCmd::Verify(args)) => evidence::verify(args),
         Command::Evidence(EvidenceCmd::Show { tee, file }) => evidence::show(tee, &file),

@@ -7,6 +7,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::Args;
+use nacre_attestation_client::{Client, ClientError};
+use nacre_protocol::ErrorCode;
 use nacre_sealed::{AwsLcGcm, DataKey, KeyFile, SealError, SealParams};
 
 #[derive(Args, Debug)]
@@ -23,8 +25,22 @@ pub struct SealArgs {
     #[arg(long, default_value = "1")]
     version: String,
     /// Where to write the new data key (JSON, mode 0600; never overwritten).
-    #[arg(long)]
-    key_out: PathBuf,
+    #[arg(long, required_unless_present = "register", conflicts_with = "register")]
+    key_out: Option<PathBuf>,
+    /// Instead of writing a key file, register the key with the attestation service at this
+    /// URL (https://HOST:PORT): version 1 of a new key (needs --policy), or the next version
+    /// of an existing one. The key exists only in memory and in the service.
+    #[arg(long, requires_all = ["ca", "token_file"])]
+    register: Option<String>,
+    /// The attestation service's CA certificate (PEM), with --register.
+    #[arg(long, requires = "register")]
+    ca: Option<PathBuf>,
+    /// File holding an admin token, with --register.
+    #[arg(long, requires = "register")]
+    token_file: Option<PathBuf>,
+    /// Release policy (TOML) for a key registered for the first time.
+    #[arg(long, requires = "register")]
+    policy: Option<PathBuf>,
     /// Key id the attestation service will know the key by (default: the model name).
     #[arg(long)]
     key_id: Option<String>,
@@ -51,10 +67,37 @@ pub struct UnsealArgs {
 /// Models at least this large get a progress bar (on a terminal).
 const PROGRESS_FROM: u64 = 64 << 20;
 
+/// Where the data key goes once the sealed model is complete.
+enum KeySink {
+    File(PathBuf),
+    Service { client: Client, policy: Option<String> },
+}
+
 pub fn seal(args: SealArgs) -> anyhow::Result<ExitCode> {
-    if args.key_out.exists() {
-        bail!("{} exists: refusing to overwrite a data key", args.key_out.display());
-    }
+    let sink = match (&args.key_out, &args.register) {
+        (Some(path), None) => {
+            if path.exists() {
+                bail!("{} exists: refusing to overwrite a data key", path.display());
+            }
+            KeySink::File(path.clone())
+        }
+        (None, Some(url)) => {
+            let (Some(ca), Some(token)) = (&args.ca, &args.token_file) else {
+                bail!("--register needs --ca and --token-file");
+            };
+            let ca = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+            let token =
+                std::fs::read_to_string(token).with_context(|| format!("reading {}", token.display()))?;
+            let policy = match &args.policy {
+                Some(p) => {
+                    Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)
+                }
+                None => None,
+            };
+            KeySink::Service { client: Client::new(url, &ca)?.with_token(token.trim().to_owned()), policy }
+        }
+        _ => bail!("give exactly one of --key-out and --register"),
+    };
     let onnx = std::fs::read(&args.model).with_context(|| format!("reading {}", args.model.display()))?;
     if let Err(e) = nacre_model::Model::load(&onnx) {
         eprintln!("refusing to seal {}: {e}", args.model.display());
@@ -70,9 +113,31 @@ pub fn seal(args: SealArgs) -> anyhow::Result<ExitCode> {
             .context("cannot derive --name from the file name")?
             .to_owned(),
     };
+    let key_id = args.key_id.unwrap_or_else(|| name.clone());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    // The version is in the authenticated header, so it is fixed before sealing; the service
+    // re-checks it when the key is registered (a concurrent rotation fails with 409).
+    let key_version = match &sink {
+        KeySink::File(_) => 1,
+        KeySink::Service { client, policy } => match rt.block_on(client.key(&key_id)) {
+            Ok(info) if info.revoked => bail!("key {key_id} is revoked at the service"),
+            Ok(_) if policy.is_some() => bail!(
+                "key {key_id} exists at the service: --policy only sets a new key's policy \
+                 (change it with `nacre attestation policy set`)"
+            ),
+            Ok(info) => info.versions.iter().map(|v| v.version).max().unwrap_or(0) + 1,
+            Err(ClientError::Refused(e)) if e.code == ErrorCode::UnknownKey => {
+                if policy.is_none() {
+                    bail!("key {key_id} is new at the service: give its release policy with --policy");
+                }
+                1
+            }
+            Err(e) => return Err(e).context("asking the service for the key"),
+        },
+    };
     let params = SealParams {
-        key_id: args.key_id.unwrap_or_else(|| name.clone()),
-        key_version: 1,
+        key_id,
+        key_version,
         model_name: name,
         model_version: args.version,
         chunk_size: args.chunk_size,
@@ -82,24 +147,48 @@ pub fn seal(args: SealArgs) -> anyhow::Result<ExitCode> {
     let input = File::open(&args.model).with_context(|| format!("opening {}", args.model.display()))?;
     let total = input.metadata()?.len();
     let bar = progress_bar(total);
-    let header = write_atomically(&args.out, false, |w| {
+    let seal = |w: &mut BufWriter<&File>| {
         nacre_sealed::seal(BufReader::new(&input), w, &cipher, &params, |done| {
             if let Some(b) = &bar {
                 b.set_position(done)
             }
         })
         .map_err(anyhow::Error::from)
-    })?;
+    };
+    // With --register, the sealed file is renamed into place only once the service holds its
+    // key: a failed registration leaves no model that nobody can open.
+    let (header, key_dest) = match &sink {
+        KeySink::File(path) => {
+            let header = write_atomically(&args.out, false, seal, |_| Ok(()))?;
+            let keyfile = KeyFile { key_id: params.key_id.clone(), key_version: params.key_version, key };
+            let json = keyfile.to_json()?;
+            write_atomically(path, true, |w| Ok(w.write_all(json.as_bytes())?), |_| Ok(()))?;
+            (header, path.display().to_string())
+        }
+        KeySink::Service { client, policy } => {
+            let register = |_: &nacre_sealed::Header| {
+                let info = rt.block_on(async {
+                    match policy {
+                        Some(policy) if params.key_version == 1 => {
+                            client.create_key(&params.key_id, key.expose(), policy).await
+                        }
+                        _ => client.rotate_key(&params.key_id, key.expose(), Some(params.key_version)).await,
+                    }
+                });
+                info.map(drop).context("registering the key")
+            };
+            let header = write_atomically(&args.out, false, seal, register)?;
+            (header, args.register.clone().unwrap_or_default())
+        }
+    };
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    let keyfile = KeyFile { key_id: params.key_id.clone(), key_version: params.key_version, key };
-    write_atomically(&args.key_out, true, |w| Ok(w.write_all(keyfile.to_json()?.as_bytes())?))?;
     println!("sealed      {}", args.out.display());
     println!("model       {} {}", header.model_name, header.model_version);
     println!("digest      {}", hex::encode(header.model_digest));
     println!("size        {} bytes in {} chunks", header.plaintext_len, header.chunk_count());
-    println!("key         {} v{} -> {}", header.key_id, header.key_version, args.key_out.display());
+    println!("key         {} v{} -> {key_dest}", header.key_id, header.key_version);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -129,7 +218,7 @@ pub fn unseal(args: UnsealArgs) -> anyhow::Result<ExitCode> {
         out.write_all(&plain)?;
         out.flush()?;
     } else {
-        write_atomically(&args.out, false, |w| Ok(w.write_all(&plain)?))?;
+        write_atomically(&args.out, false, |w| Ok(w.write_all(&plain)?), |_| Ok(()))?;
         eprintln!(
             "{}: {} bytes, digest {} verified",
             args.out.display(),
@@ -154,12 +243,14 @@ fn progress_bar(total: u64) -> Option<indicatif::ProgressBar> {
     })
 }
 
-/// Writes through `f` into a temporary file beside `path`, syncs it, then renames it into place:
-/// readers see the old file or the complete new one, never a partial one.
+/// Writes through `f` into a temporary file beside `path`, syncs it, runs `commit` on the
+/// result, then renames the file into place: readers see the old file or the complete new
+/// one, never a partial one, and nothing at all if `commit` fails.
 fn write_atomically<T>(
     path: &Path,
     secret: bool,
     f: impl FnOnce(&mut BufWriter<&File>) -> anyhow::Result<T>,
+    commit: impl FnOnce(&T) -> anyhow::Result<()>,
 ) -> anyhow::Result<T> {
     use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
@@ -174,6 +265,7 @@ fn write_atomically<T>(
         w.flush()?;
         drop(w);
         file.sync_all()?;
+        commit(&value)?;
         std::fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))?;
         Ok(value)
     })();

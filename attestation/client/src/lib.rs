@@ -298,8 +298,15 @@ impl Client {
         self.call(Method::POST, path::KEYS, Some(&req)).await
     }
 
-    pub async fn rotate_key(&self, key_id: &str, data_key: &[u8; 32]) -> Result<KeyInfo, ClientError> {
-        let req = KeyRotate { data_key: ByteBuf::from(data_key.to_vec()) };
+    /// Adds a version holding `data_key` and makes it current. With `expected_version`, the
+    /// service refuses (409) unless that is the version it would create.
+    pub async fn rotate_key(
+        &self,
+        key_id: &str,
+        data_key: &[u8; 32],
+        expected_version: Option<u32>,
+    ) -> Result<KeyInfo, ClientError> {
+        let req = KeyRotate { data_key: ByteBuf::from(data_key.to_vec()), version: expected_version };
         self.call(Method::POST, &format!("{}/{key_id}/versions", path::KEYS), Some(&req)).await
     }
 

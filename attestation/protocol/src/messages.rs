@@ -101,6 +101,8 @@ pub struct ReleaseResponse {
     pub wrapped_key: ByteBuf,
     /// COSE_Sign1 over the EAR-style attestation result ([`crate::result`]).
     pub attestation_result: ByteBuf,
+    /// Sequence number of the audit record committed for this release, before it was sent.
+    pub audit_seq: i64,
 }
 
 /// `GET /v1/result-key`: the key that signs attestation results.
@@ -249,6 +251,10 @@ pub struct KeyCreate {
 #[serde(deny_unknown_fields)]
 pub struct KeyRotate {
     pub data_key: ByteBuf,
+    /// If set, the version this rotation must create, or 409: a model sealed for version N
+    /// (the version is in its authenticated header) cannot be registered as another one.
+    #[serde(default)]
+    pub version: Option<u32>,
 }
 
 // Data keys never appear in Debug output.
@@ -259,7 +265,7 @@ impl core::fmt::Debug for KeyCreate {
 }
 impl core::fmt::Debug for KeyRotate {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str("KeyRotate { data_key: <redacted> }")
+        f.debug_struct("KeyRotate").field("data_key", &"<redacted>").field("version", &self.version).finish()
     }
 }
 

@@ -91,10 +91,45 @@ pub fn load_keyring(config: &Config) -> Result<Keyring, StartError> {
     Ok(Keyring { current, previous })
 }
 
+/// Master-key rotation, second step: re-wraps every data key version that is not yet under
+/// the current master key (opened with the previous keys of the keyring), in one audited
+/// transaction. Safe while the service runs: each version is readable before and after.
+pub async fn rewrap_data_keys(config: &Config, actor: &str) -> Result<usize, StartError> {
+    let keyring = load_keyring(config)?;
+    let store = Store::connect(&config.database, 1).await?;
+    let current = &keyring.current;
+    let audit = AuditEntry {
+        time_ms: now_ms(),
+        action: "master_rewrap",
+        actor: actor.to_owned(),
+        allow: true,
+        ..AuditEntry::default()
+    };
+    let corrupt = |e: crate::master::MasterKeyError| StoreError::Corrupt(e.to_string());
+    let changed = store
+        .rewrap(
+            current.id(),
+            |row, key_id| {
+                if row.kek_id == current.id() {
+                    return Ok(None);
+                }
+                let key =
+                    keyring.open(&row.kek_id, key_id, row.version, &row.wrapped_key).map_err(corrupt)?;
+                current.seal(key_id, row.version, &key).map(Some).map_err(corrupt)
+            },
+            audit,
+        )
+        .await?;
+    store.close().await;
+    Ok(changed)
+}
+
 fn store_error(e: StoreError) -> ErrorBody {
     match e {
         StoreError::UnknownKey(k) => ErrorBody::new(ErrorCode::UnknownKey, format!("key {k} is unknown")),
-        StoreError::KeyExists(_) => ErrorBody::new(ErrorCode::Conflict, e.to_string()),
+        StoreError::KeyExists(_) | StoreError::VersionMismatch { .. } => {
+            ErrorBody::new(ErrorCode::Conflict, e.to_string())
+        }
         StoreError::UnknownVersion { .. } => ErrorBody::new(ErrorCode::NotFound, e.to_string()),
         StoreError::KeyRevoked(_) => ErrorBody::new(ErrorCode::KeyRevoked, e.to_string()),
         StoreError::VersionRevoked { .. } => ErrorBody::new(ErrorCode::VersionRevoked, e.to_string()),
@@ -268,7 +303,9 @@ impl Service {
                     .await;
                 self.metrics.stage("storage", t.elapsed().as_secs_f64());
                 match committed {
-                    Ok(_) => {
+                    Ok(record) => {
+                        let mut response = response;
+                        response.audit_seq = record.seq;
                         self.metrics.releases.inc();
                         tracing::info!(key_id = %req.key_id, version = req.key_version, %source, "key released");
                         return Ok(response);
@@ -410,6 +447,7 @@ impl Service {
             encapsulated_key: ByteBuf::from(encapsulated),
             wrapped_key: ByteBuf::from(wrapped),
             attestation_result: ByteBuf::from(signed),
+            audit_seq: 0, // set once the audit record is committed
         };
         Ok((response, subject, nonce.expires_at))
     }
@@ -542,7 +580,7 @@ impl Service {
         let kek = &self.keyring.current;
         let audit = self.admin_audit(who, "key_rotate", Some(key_id), None, (true, None), source);
         let wrap = |v: u32| kek.seal(key_id, v, &key).map_err(|e| StoreError::Corrupt(e.to_string()));
-        self.store.rotate(key_id, kek.id(), wrap, audit).await.map_err(store_error)?;
+        self.store.rotate(key_id, req.version, kek.id(), wrap, audit).await.map_err(store_error)?;
         self.admin_done("key_rotate");
         self.key_info(key_id).await
     }

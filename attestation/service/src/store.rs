@@ -27,6 +27,8 @@ pub enum StoreError {
     KeyExists(String),
     #[error("key {key_id} has no version {version}")]
     UnknownVersion { key_id: String, version: u32 },
+    #[error("key {key_id} would get version {next}, not the expected {expected}")]
+    VersionMismatch { key_id: String, expected: u32, next: u32 },
     #[error("key {0} is revoked")]
     KeyRevoked(String),
     #[error("key {key_id} version {version} is revoked")]
@@ -154,6 +156,11 @@ impl Store {
     }
 
     /// Begins a write transaction whose first statement takes the audit chain head.
+    /// Waits for open connections to finish and closes the pool (SQLite checkpoints its WAL).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
     async fn begin_write(&self) -> Result<WriteTx, StoreError> {
         let guard = match &self.write_lock {
             Some(lock) => Some(lock.clone().lock_owned().await),
@@ -375,6 +382,7 @@ impl Store {
     pub async fn rotate(
         &self,
         key_id: &str,
+        expected: Option<u32>,
         kek_id: &str,
         wrap: impl FnOnce(u32) -> Result<Vec<u8>, StoreError>,
         mut audit: AuditEntry,
@@ -386,6 +394,9 @@ impl Store {
             let out = async {
                 let key = live_key(tx, key_id).await?;
                 let next = key.versions.iter().map(|v| v.version).max().unwrap_or(0) + 1;
+                if let Some(expected) = expected.filter(|&e| e != next) {
+                    return Err(StoreError::VersionMismatch { key_id: key_id.to_owned(), expected, next });
+                }
                 insert_version(tx, key_id, next, kek_id, &wrap(next)?, now).await?;
                 sqlx::query("UPDATE keys SET current_version = $1, updated_at = $2 WHERE key_id = $3")
                     .bind(i64::from(next))

@@ -118,7 +118,9 @@ async fn suite(database: Option<&str>) {
 
     // ---- versions: rotate, rollback, revoke ----------------------------------------------
     let key2 = [0x12; 32];
-    let info = admin.rotate_key("fraud-mlp", &key2).await.unwrap();
+    // A model sealed for version 5 cannot be registered as version 2.
+    assert_eq!(refused(admin.rotate_key("fraud-mlp", &key2, Some(5)).await).code, ErrorCode::Conflict);
+    let info = admin.rotate_key("fraud-mlp", &key2, Some(2)).await.unwrap();
     assert_eq!(info.current_version, 2);
     assert_eq!(fetch(&h, "fraud-mlp", 2).await.unwrap(), key2);
     assert_eq!(refused(fetch(&h, "fraud-mlp", 1).await).code, ErrorCode::VersionNotAllowed);
@@ -136,7 +138,7 @@ async fn suite(database: Option<&str>) {
     assert_eq!(fetch(&h, "fraud-mlp", 1).await.unwrap(), key1);
     admin.revoke_key("fraud-mlp", None).await.unwrap();
     assert_eq!(refused(fetch(&h, "fraud-mlp", 1).await).code, ErrorCode::KeyRevoked);
-    assert_eq!(refused(admin.rotate_key("fraud-mlp", &[1; 32]).await).code, ErrorCode::KeyRevoked);
+    assert_eq!(refused(admin.rotate_key("fraud-mlp", &[1; 32], None).await).code, ErrorCode::KeyRevoked);
     assert_eq!(refused(admin.rollback_key("other", 7).await).code, ErrorCode::NotFound);
 
     // ---- admin: tokens and roles ---------------------------------------------------------
