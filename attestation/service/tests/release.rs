@@ -299,3 +299,44 @@ async fn postgres() {
         let _ = std::fs::remove_dir_all(dir);
     }
 }
+
+/// Master-key rotation as README documents it: the new key becomes current with the old one
+/// as previous (both readable), `rewrap_data_keys` moves every version, then the old key goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn master_key_rotation() {
+    let h = Harness::start(None, |c| c).await;
+    let admin = h.admin();
+    let (key1, key2) = ([0x21; 32], [0x22; 32]);
+    admin.create_key("m", &key1, &policy_for(&MEASUREMENT)).await.unwrap();
+    admin.rotate_key("m", &key2, Some(2)).await.unwrap();
+    let new_master = nacre_attestation_service::master::MasterKey::generate_hex().unwrap();
+    std::fs::write(h.dir.join("master2.key"), new_master.as_bytes()).unwrap();
+
+    // Step 1: new current, old as previous. Versions under the old key still open.
+    let h = h
+        .restart(|c| {
+            c.replace(
+                "master_key_file = \"master.key\"",
+                "master_key_file = \"master2.key\"\nprevious_master_key_files = [\"master.key\"]",
+            )
+        })
+        .await;
+    assert_eq!(fetch(&h, "m", 2).await.unwrap(), key2);
+
+    // Step 2: re-wrap; a second run has nothing left to do.
+    let config = h.config.clone();
+    let svc = nacre_attestation_service::service::rewrap_data_keys;
+    assert_eq!(svc(&config, "operator:test").await.unwrap(), 2);
+    assert_eq!(svc(&config, "operator:test").await.unwrap(), 0);
+
+    // Step 3: the old key is gone; every version still opens, to the same data key.
+    let h = h.restart(|c| c.replace("previous_master_key_files = [\"master.key\"]\n", "")).await;
+    assert!(h.config.previous_master_key_files.is_empty());
+    assert_eq!(fetch(&h, "m", 2).await.unwrap(), key2);
+    h.admin().rollback_key("m", 1).await.unwrap();
+    assert_eq!(fetch(&h, "m", 1).await.unwrap(), key1);
+    let records = h.service.store().audit_page(0, 1000).await.unwrap();
+    assert_eq!(records.iter().filter(|r| r.action == "master_rewrap").count(), 2);
+    assert_eq!(verify_chain(&records, None), Ok(records.len()));
+    h.stop().await;
+}

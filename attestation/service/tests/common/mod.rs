@@ -39,6 +39,7 @@ pub struct Harness {
     pub auditor_token: String,
     pub service: Arc<Service>,
     pub config: Config,
+    pub config_path: PathBuf,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -63,7 +64,21 @@ impl Harness {
         .unwrap();
         let text = edit(std::fs::read_to_string(&init.config).unwrap());
         std::fs::write(&init.config, text).unwrap();
-        let config = Config::load(&init.config).unwrap();
+        let read = |p: &PathBuf| std::fs::read_to_string(p).unwrap().trim().to_owned();
+        let (admin_token, auditor_token) = (read(&init.admin_token), read(&init.auditor_token));
+        Self::serve(dir, ca, init.config, std::fs::read(&init.ca_cert).unwrap(), admin_token, auditor_token)
+            .await
+    }
+
+    async fn serve(
+        dir: PathBuf,
+        ca: Arc<SimCa>,
+        config_path: PathBuf,
+        ca_pem: Vec<u8>,
+        admin_token: String,
+        auditor_token: String,
+    ) -> Harness {
+        let config = Config::load(&config_path).unwrap();
         let service = Arc::new(Service::start(&config).await.unwrap());
         let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
         let url = format!("https://{}", listener.local_addr().unwrap());
@@ -77,19 +92,31 @@ impl Harness {
             .await
             .unwrap();
         });
-        let read = |p: &PathBuf| std::fs::read_to_string(p).unwrap().trim().to_owned();
         Harness {
-            ca_pem: std::fs::read(&init.ca_cert).unwrap(),
-            admin_token: read(&init.admin_token),
-            auditor_token: read(&init.auditor_token),
+            ca_pem,
+            admin_token,
+            auditor_token,
             dir,
             ca,
             url,
             service,
             config,
+            config_path,
             stop: Some(stop),
             task: Some(task),
         }
+    }
+
+    /// Stops the service, applies `edit` to its config file and starts it again on the same
+    /// database, keys and tokens (a new port).
+    pub async fn restart(mut self, edit: impl FnOnce(String) -> String) -> Harness {
+        self.shutdown().await;
+        let text = edit(std::fs::read_to_string(&self.config_path).unwrap());
+        std::fs::write(&self.config_path, text).unwrap();
+        let (dir, ca, path) = (self.dir.clone(), self.ca.clone(), self.config_path.clone());
+        let (pem, admin, auditor) =
+            (self.ca_pem.clone(), self.admin_token.clone(), self.auditor_token.clone());
+        Self::serve(dir, ca, path, pem, admin, auditor).await
     }
 
     pub fn guest(&self) -> Client {
@@ -116,11 +143,16 @@ impl Harness {
     }
 
     pub async fn stop(mut self) {
+        self.shutdown().await;
+    }
+
+    async fn shutdown(&mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
         if let Some(t) = self.task.take() {
             t.await.unwrap();
         }
+        self.service.store().close().await;
     }
 }
