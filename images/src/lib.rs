@@ -1,0 +1,8 @@
+//! Guest images and their launch measurements.
+//!
+//! - [`measure`]: the expected measurement of a boot, computed from the very bytes that are
+//!   booted: the SEV-SNP launch digest (through the `sev` crate's measurement module, equal to
+//!   `sev-snp-measure`), the TDX MRTD from TDVF metadata, and the simulated TEE's digest.
+#![forbid(unsafe_code)]
+
+pub mod measure;

@@ -1,0 +1,24 @@
+//! Launch measurements: what an attestation service should expect for a given boot.
+
+pub mod launch_digest;
+pub mod sim;
+pub mod snp;
+pub mod tdx;
+
+/// Why a measurement could not be computed. Inputs are files the operator named, so every
+/// error says which input and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+pub enum MeasureError {
+    #[error("reading {path}: {message}")]
+    Io { path: String, message: String },
+    #[error("{what}: {message}")]
+    Input { what: &'static str, message: String },
+    #[error("SNP measurement: {0}")]
+    Snp(String),
+    #[error("TDX firmware: {0}")]
+    Tdvf(String),
+}
+
+pub(crate) fn read(path: &std::path::Path) -> Result<Vec<u8>, MeasureError> {
+    std::fs::read(path).map_err(|e| MeasureError::Io { path: path.display().to_string(), message: e.to_string() })
+}

@@ -1,0 +1,1 @@
+//! TDX MRTD from TDVF metadata (in progress).

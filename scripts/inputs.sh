@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Fetches and pins the outside inputs that image building, measurement and QEMU tests use, into
+# one cache directory, and prints `NAME=PATH` lines for them (stdout; progress on stderr):
+#
+#   eval "$(scripts/inputs.sh)"      # exports NACRE_KERNEL, NACRE_KERNEL_MODULES, NACRE_OVMF, …
+#
+# - Debian's cloud kernel, by exact package version and SHA-256 of the .deb and of vmlinuz
+#   (apt-get download; nothing is installed on the host), unpacked under the cache.
+# - Debian packages: qemu-system-x86, ovmf (TDVF metadata for the MRTD test), seabios
+#   (the sim backend's firmware), busybox-static, kmod (depmod) — apt-get install when missing.
+# - sev-snp-measure 0.0.13 from PyPI in a virtualenv under the cache (the reference the SNP
+#   digests are compared with).
+# Cache: $NACRE_INPUTS (default: <repo>/target/inputs). Re-running is cheap: everything is checked,
+# nothing is fetched twice.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cache=${NACRE_INPUTS:-$repo/target/inputs}
+mkdir -p "$cache"
+log() { echo "inputs.sh: $*" >&2; }
+die() {
+    echo "inputs.sh: error: $*" >&2
+    exit 1
+}
+
+# The pinned kernel: Debian bookworm's cloud flavour (virtio drivers as modules).
+KERNEL_PKG=linux-image-6.1.0-50-cloud-amd64
+KERNEL_VERSION=6.1.176-1
+KERNEL_DEB_SHA256=efe19f605b6f54a8352e68d85a629abb2d30b72a085faef603a9152590baa791
+VMLINUZ_SHA256=3d616aa853fe11b1c0ea99a1cdb4fb6ddc9010ba7c4562de700ad94264989654
+SEV_SNP_MEASURE=0.0.13
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+apt_updated=0
+need_pkgs=()
+for p in qemu-system-x86 ovmf seabios busybox-static kmod; do
+    dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
+done
+python3 -c 'import venv, ensurepip' 2>/dev/null || need_pkgs+=(python3-venv)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+    log "installing ${need_pkgs[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    as_root apt-get update -q >&2 && apt_updated=1
+    as_root apt-get install -y -q --no-install-recommends "${need_pkgs[@]}" >&2
+fi
+
+# Kernel .deb, verified before it is unpacked.
+deb=$cache/${KERNEL_PKG}_${KERNEL_VERSION}_amd64.deb
+if [ ! -f "$deb" ] || ! echo "$KERNEL_DEB_SHA256  $deb" | sha256sum -c --status; then
+    rm -f "$deb"
+    log "downloading $KERNEL_PKG=$KERNEL_VERSION"
+    tmp=$(mktemp -d "$cache/dl.XXXXXX")
+    chmod 755 "$tmp" # apt's _apt user downloads into it
+    if ! (cd "$tmp" && apt-get download -q "$KERNEL_PKG=$KERNEL_VERSION" >&2); then
+        [ "$apt_updated" -eq 1 ] || { as_root apt-get update -q >&2 && apt_updated=1; }
+        (cd "$tmp" && apt-get download -q "$KERNEL_PKG=$KERNEL_VERSION" >&2)
+    fi
+    got=$(sha256sum "$tmp"/*.deb | cut -d' ' -f1)
+    [ "$got" = "$KERNEL_DEB_SHA256" ] || die "$KERNEL_PKG $KERNEL_VERSION: sha256 $got, expected $KERNEL_DEB_SHA256"
+    mv "$tmp"/*.deb "$deb"
+    rm -rf "$tmp"
+fi
+kdir=$cache/kernel-$KERNEL_VERSION
+kver=${KERNEL_PKG#linux-image-}
+if [ ! -f "$kdir/.done" ]; then
+    rm -rf "$kdir"
+    dpkg-deb -x "$deb" "$kdir"
+    touch "$kdir/.done"
+fi
+vmlinuz=$kdir/boot/vmlinuz-$kver
+echo "$VMLINUZ_SHA256  $vmlinuz" | sha256sum -c --status || die "$vmlinuz does not have the pinned sha256"
+
+# sev-snp-measure in its own virtualenv.
+venv=$cache/venv-sev-snp-measure-$SEV_SNP_MEASURE
+if [ ! -x "$venv/bin/sev-snp-measure" ]; then
+    log "installing sev-snp-measure $SEV_SNP_MEASURE (pip)"
+    rm -rf "$venv"
+    python3 -m venv "$venv" >&2
+    "$venv/bin/pip" install -q --disable-pip-version-check "sev-snp-measure==$SEV_SNP_MEASURE" >&2
+fi
+
+echo "NACRE_INPUTS=$cache"
+echo "NACRE_KERNEL=$vmlinuz"
+echo "NACRE_KERNEL_MODULES=$kdir/lib/modules/$kver"
+echo "NACRE_OVMF=/usr/share/ovmf/OVMF.fd"
+echo "NACRE_SEABIOS=/usr/share/seabios/bios-256k.bin"
+echo "NACRE_SEV_SNP_MEASURE=$venv/bin/sev-snp-measure"
