@@ -20,5 +20,6 @@ pub enum MeasureError {
 }
 
 pub(crate) fn read(path: &std::path::Path) -> Result<Vec<u8>, MeasureError> {
-    std::fs::read(path).map_err(|e| MeasureError::Io { path: path.display().to_string(), message: e.to_string() })
+    std::fs::read(path)
+        .map_err(|e| MeasureError::Io { path: path.display().to_string(), message: e.to_string() })
 }

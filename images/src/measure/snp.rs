@@ -19,8 +19,24 @@ impl std::str::FromStr for VcpuType {
     fn from_str(s: &str) -> Result<Self, MeasureError> {
         use CpuType::*;
         const ALL: [CpuType; 18] = [
-            Epyc, EpycV1, EpycV2, EpycIBPB, EpycV3, EpycV4, EpycRome, EpycRomeV1, EpycRomeV2, EpycRomeV3,
-            EpycMilan, EpycMilanV1, EpycMilanV2, EpycGenoa, EpycGenoaV1, EpycTurin, EpycTurinV1, EpycTurinV2,
+            Epyc,
+            EpycV1,
+            EpycV2,
+            EpycIBPB,
+            EpycV3,
+            EpycV4,
+            EpycRome,
+            EpycRomeV1,
+            EpycRomeV2,
+            EpycRomeV3,
+            EpycMilan,
+            EpycMilanV1,
+            EpycMilanV2,
+            EpycGenoa,
+            EpycGenoaV1,
+            EpycTurin,
+            EpycTurinV1,
+            EpycTurinV2,
         ];
         ALL.into_iter()
             .find(|t| t.to_string().eq_ignore_ascii_case(s))
@@ -58,11 +74,15 @@ pub fn launch_digest(l: &SnpLaunch) -> Result<[u8; 48], MeasureError> {
         return Err(MeasureError::Input { what: "vCPUs", message: format!("{} is not in 1..=512", l.vcpus) });
     }
     if l.kernel.is_none() && (l.initrd.is_some() || l.append.is_some()) {
-        return Err(MeasureError::Input { what: "kernel", message: "an initrd or cmdline needs a kernel".into() });
+        return Err(MeasureError::Input {
+            what: "kernel",
+            message: "an initrd or cmdline needs a kernel".into(),
+        });
     }
     for p in [Some(&l.ovmf), l.kernel.as_ref(), l.initrd.as_ref()].into_iter().flatten() {
         // The crate's own error for a missing file does not name it.
-        std::fs::metadata(p).map_err(|e| MeasureError::Io { path: p.display().to_string(), message: e.to_string() })?;
+        std::fs::metadata(p)
+            .map_err(|e| MeasureError::Io { path: p.display().to_string(), message: e.to_string() })?;
     }
     let digest = snp_calc_launch_digest(SnpMeasurementArgs {
         vcpus: l.vcpus,
@@ -94,19 +114,24 @@ pub(crate) mod tests {
             .output()
             .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&meta.stdout).unwrap();
-        let sev = v["packages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["name"] == "sev")
-            .expect("the sev package");
+        let sev =
+            v["packages"].as_array().unwrap().iter().find(|p| p["name"] == "sev").expect("the sev package");
         let manifest = PathBuf::from(sev["manifest_path"].as_str().unwrap());
         manifest.parent().unwrap().join("tests/measurement/ovmf_AmdSev_suffix.bin")
     }
 
     #[test]
     fn vcpu_names_round_trip() {
-        for name in ["EPYC", "EPYC-v2", "EPYC-v4", "EPYC-Rome", "EPYC-Milan", "EPYC-Milan-v2", "EPYC-Genoa", "EPYC-Turin"] {
+        for name in [
+            "EPYC",
+            "EPYC-v2",
+            "EPYC-v4",
+            "EPYC-Rome",
+            "EPYC-Milan",
+            "EPYC-Milan-v2",
+            "EPYC-Genoa",
+            "EPYC-Turin",
+        ] {
             assert_eq!(name.parse::<VcpuType>().unwrap().to_string(), name);
         }
         assert!("Skylake".parse::<VcpuType>().is_err());
