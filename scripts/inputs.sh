@@ -7,7 +7,8 @@
 # - Debian's cloud kernel, by exact package version and SHA-256 of the .deb and of vmlinuz
 #   (apt-get download; nothing is installed on the host), unpacked under the cache.
 # - Debian packages: qemu-system-x86, ovmf (TDVF metadata for the MRTD test), seabios
-#   (the sim backend's firmware), busybox-static, kmod (depmod) — apt-get install when missing.
+#   (the sim backend's firmware), busybox-static, cpio (tests read initrds back) — apt-get install
+#   when missing.
 # - sev-snp-measure 0.0.13 from PyPI in a virtualenv under the cache (the reference the SNP
 #   digests are compared with).
 # Cache: $NACRE_INPUTS (default: <repo>/target/inputs). Re-running is cheap: everything is checked,
@@ -34,7 +35,7 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 apt_updated=0
 need_pkgs=()
-for p in qemu-system-x86 ovmf seabios busybox-static kmod; do
+for p in qemu-system-x86 ovmf seabios busybox-static cpio; do
     dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
 done
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_pkgs+=(python3-venv)

@@ -5,4 +5,8 @@
 //!   `sev-snp-measure`), the TDX MRTD from TDVF metadata, and the simulated TEE's digest.
 #![forbid(unsafe_code)]
 
+pub mod build;
+pub mod cpio;
 pub mod measure;
+pub mod modules;
+pub mod reference;

@@ -1,0 +1,102 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure is the report
+//! Image builds are reproducible and the initrd is what `cpio` and the kernel expect.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{input, scratch};
+use nacre_images::build::{ImageSpec, build};
+
+fn spec(dir: &Path) -> ImageSpec {
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n").unwrap();
+    ImageSpec {
+        kernel: input("NACRE_KERNEL"),
+        modules_dir: input("NACRE_KERNEL_MODULES"),
+        busybox: PathBuf::from("/bin/busybox"),
+        // Until the enclave binary exists, any static binary will do.
+        enclave: PathBuf::from("/bin/busybox"),
+        service_url: "https://10.0.2.2:8443".into(),
+        service_ca: ca,
+        extra_cmdline: "nacre.test=1".into(),
+    }
+}
+
+#[test]
+fn same_inputs_same_bytes_in_different_directories() {
+    let (a, b) = (scratch("image-a"), scratch("image-b"));
+    // Copies of the inputs under different paths and mtimes must not matter.
+    let mut s2 = spec(&b);
+    let kernel = b.join("kernel-copy");
+    std::fs::copy(input("NACRE_KERNEL"), &kernel).unwrap();
+    s2.kernel = kernel;
+    let one = build(&spec(&a)).unwrap();
+    let two = build(&s2).unwrap();
+    one.write(&a.join("out")).unwrap();
+    two.write(&b.join("out")).unwrap();
+    for f in ["vmlinuz", "initrd", "cmdline"] {
+        let (x, y) =
+            (std::fs::read(a.join("out").join(f)).unwrap(), std::fs::read(b.join("out").join(f)).unwrap());
+        assert_eq!(
+            nacre_images::build::Image::sha256(&x),
+            nacre_images::build::Image::sha256(&y),
+            "{f} differs"
+        );
+    }
+    assert_eq!(one.cmdline, "console=ttyS0 panic=-1 quiet nacre.test=1");
+    // Dependencies come before their users.
+    let pos = |m: &str| {
+        one.modules.iter().position(|x| x == m).unwrap_or_else(|| panic!("{m} missing: {:?}", one.modules))
+    };
+    assert!(pos("virtio") < pos("virtio_ring").max(pos("virtio_pci")));
+    assert!(pos("virtio_ring") < pos("virtio_blk"));
+    assert!(pos("virtio_pci_modern_dev") < pos("virtio_pci"));
+    assert!(pos("failover") < pos("net_failover") && pos("net_failover") < pos("virtio_net"));
+}
+
+#[test]
+fn gnu_cpio_reads_the_initrd_back() {
+    let dir = scratch("image-cpio");
+    let image = build(&spec(&dir)).unwrap();
+    let out = dir.join("x");
+    std::fs::create_dir_all(&out).unwrap();
+    let mut child = std::process::Command::new("cpio")
+        .args(["-i", "--quiet", "--no-absolute-filenames", "--make-directories"])
+        .current_dir(&out)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), &image.initrd).unwrap();
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success());
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::read(out.join("bin/busybox")).unwrap(), std::fs::read("/bin/busybox").unwrap());
+    assert_eq!(std::fs::read_link(out.join("bin/sh")).unwrap().to_str(), Some("busybox"));
+    assert_eq!(std::fs::metadata(out.join("init")).unwrap().permissions().mode() & 0o777, 0o755);
+    let config = std::fs::read_to_string(out.join("etc/nacre/enclave.toml")).unwrap();
+    assert!(config.contains("service_url = \"https://10.0.2.2:8443\""), "{config}");
+    let order = std::fs::read_to_string(out.join("etc/nacre/modules")).unwrap();
+    for line in order.lines() {
+        assert!(out.join("lib/modules").join(line).is_file(), "{line} listed but absent");
+    }
+}
+
+#[test]
+fn bad_inputs_are_refused_with_the_reason() {
+    let dir = scratch("image-bad");
+    let cases: Vec<(Box<dyn Fn(&mut ImageSpec)>, &str)> = vec![
+        (Box::new(|s| s.enclave = "/usr/bin/cpio".into()), "dynamically linked"),
+        (Box::new(|s| s.kernel = "/bin/busybox".into()), "bzImage"),
+        (Box::new(|s| s.service_url = "http://10.0.2.2:8443".into()), "https://"),
+        (Box::new(|s| s.service_url = "https://x\"\ninjected = 1".into()), "https://"),
+        (Box::new(|s| s.extra_cmdline = "a\nb".into()), "cmdline"),
+        (Box::new(|s| s.service_ca = "/bin/busybox".into()), "PEM"),
+    ];
+    for (edit, reason) in cases {
+        let mut s = spec(&dir);
+        edit(&mut s);
+        let e = build(&s).unwrap_err().to_string();
+        assert!(e.contains(reason), "{e} should mention {reason}");
+    }
+}
