@@ -3,6 +3,7 @@
 
 mod attestation;
 mod evidence;
+mod image;
 mod seal;
 mod sim;
 
@@ -46,6 +47,12 @@ enum Command {
     /// Model utilities.
     #[command(subcommand)]
     Model(ModelCmd),
+    /// Expected launch measurements computed from the boot inputs.
+    #[command(subcommand)]
+    Measure(image::MeasureCmd),
+    /// Build reproducible guest images and their signed reference values.
+    #[command(subcommand)]
+    Image(image::ImageCmd),
 }
 
 #[derive(Subcommand, Debug)]
@@ -148,6 +155,8 @@ fn main() -> ExitCode {
         Command::Sim(SimCmd::Report(args)) => sim::report(args),
         Command::Attestation(cmd) => attestation::attestation(cmd),
         Command::Audit(cmd) => attestation::audit(cmd),
+        Command::Measure(cmd) => image::measure(cmd),
+        Command::Image(cmd) => image::image(cmd),
         Command::Seal(args) => seal::seal(args),
         Command::Unseal(args) => seal::unseal(args),
         Command::Model(ModelCmd::Sample { out }) => std::fs::write(&out, nacre_model::sample::mlp_onnx())

@@ -203,8 +203,7 @@ const INIT: &str = r#"#!/bin/sh
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
-mkdir -p /sys/kernel/config
-mount -t configfs configfs /sys/kernel/config 2>/dev/null
+[ -d /sys/kernel/config ] && mount -t configfs configfs /sys/kernel/config
 echo "nacre-init: loading modules"
 for m in $(cat /etc/nacre/modules); do
     insmod "/lib/modules/$m" || echo "nacre-init: insmod $m failed"

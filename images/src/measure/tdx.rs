@@ -116,7 +116,7 @@ impl SectionType {
     }
 
     /// Whether the section's memory is initialised from the image (as opposed to QEMU memory).
-    fn from_image(self) -> bool {
+    fn copied_from_image(self) -> bool {
         matches!(self, SectionType::Bfv | SectionType::Cfv)
     }
 }
@@ -194,7 +194,10 @@ fn footer_table(fw: &[u8]) -> Result<&[u8], MeasureError> {
             "no OVMF table footer GUID (96b582de-1fb2-45f7-baea-a366c55a082d) 48 bytes before the end of the image: not an OVMF/TDVF image, or truncated",
         ));
     }
-    let total = le_u16(fw, guid_at - 2).ok_or_else(|| err("OVMF table footer truncated"))? as usize;
+    let total = guid_at
+        .checked_sub(2)
+        .and_then(|at| le_u16(fw, at))
+        .ok_or_else(|| err("OVMF table footer truncated"))? as usize;
     let table_end = len - RESET_VECTOR_TAIL;
     if total < ENTRY_TRAILER || total > table_end {
         return Err(err(format!("OVMF table length {total} is not in {ENTRY_TRAILER}..={table_end}")));
@@ -266,7 +269,10 @@ impl<'a> Tdvf<'a> {
         let at = len - from_end;
         let header = &firmware[at..at + DESCRIPTOR_HEADER];
         if &header[0..4] != b"TDVF" {
-            return Err(err(format!("no TDVF signature at image offset {at:#x} (found {:02x?})", &header[0..4])));
+            return Err(err(format!(
+                "no TDVF signature at image offset {at:#x} (found {:02x?})",
+                &header[0..4]
+            )));
         }
         let length = le_u32(header, 4).unwrap_or(0) as u64;
         let version = le_u32(header, 8).unwrap_or(0);
@@ -284,7 +290,9 @@ impl<'a> Tdvf<'a> {
             )));
         }
         if at as u64 + length > len as u64 {
-            return Err(err(format!("TDVF metadata ({length} bytes at {at:#x}) runs past the end of the image")));
+            return Err(err(format!(
+                "TDVF metadata ({length} bytes at {at:#x}) runs past the end of the image"
+            )));
         }
         let entries = &firmware[at + DESCRIPTOR_HEADER..at + length as usize];
         let sections = entries
@@ -346,7 +354,9 @@ impl<'a> Tdvf<'a> {
             let bytes = usize::try_from(from)
                 .ok()
                 .and_then(|from| self.firmware.get(from..from + EXTEND_CHUNK as usize))
-                .ok_or_else(|| err(format!("measured chunk at image offset {from:#x} is outside the image")))?;
+                .ok_or_else(|| {
+                    err(format!("measured chunk at image offset {from:#x} is outside the image"))
+                })?;
             h.update(bytes);
         }
         Ok(())
@@ -398,7 +408,7 @@ fn parse_section(e: &[u8], image_len: usize) -> Result<Section, String> {
             ));
         }
     }
-    if section_type.from_image() {
+    if section_type.copied_from_image() {
         if raw_data_size == 0 {
             return Err(format!("{section_type:?} with RawDataSize 0"));
         }
@@ -450,7 +460,7 @@ fn check_layout(sections: &[Section]) -> Result<(), MeasureError> {
     let mut data: Vec<(u64, u64, usize)> = sections
         .iter()
         .enumerate()
-        .filter(|(_, s)| s.section_type.from_image())
+        .filter(|(_, s)| s.section_type.copied_from_image())
         .map(|(i, s)| (s.data_offset as u64, s.data_offset as u64 + s.raw_data_size as u64, i))
         .collect();
     data.sort_unstable();
@@ -605,7 +615,10 @@ mod tests {
         use SectionType::*;
         assert_eq!(types, [Bfv, Cfv, TempMem, TempMem, TdHob, TempMem]);
         assert_eq!(hex::encode(tdvf.mrtd(Order::PageByPage).unwrap()), DEBIAN_OVMF_MRTD_PAGE_BY_PAGE);
-        assert_eq!(hex::encode(tdvf.mrtd(Order::SectionBySection).unwrap()), DEBIAN_OVMF_MRTD_SECTION_BY_SECTION);
+        assert_eq!(
+            hex::encode(tdvf.mrtd(Order::SectionBySection).unwrap()),
+            DEBIAN_OVMF_MRTD_SECTION_BY_SECTION
+        );
         let via_file = mrtd_file(Path::new(DEBIAN_OVMF), Order::PageByPage).unwrap();
         assert_eq!(hex::encode(via_file), DEBIAN_OVMF_MRTD_PAGE_BY_PAGE);
     }
@@ -722,19 +735,19 @@ mod tests {
         bad[guid_at + 5] ^= 0x40;
         refused(&bad, "footer GUID");
         // Table length too small, too large, not tiling the entries.
-        for (total, needle) in [(0u16, "OVMF table length"), (0xffff, "OVMF table length"), (19, "stray bytes")] {
+        for (total, needle) in [(0u16, "OVMF table length"), (0xffff, "OVMF table"), (19, "stray bytes")] {
             let mut bad = fw.clone();
             bad[guid_at - 2..guid_at].copy_from_slice(&total.to_le_bytes());
             refused(&bad, needle);
         }
         // An entry length pointing outside the table.
         let mut bad = fw.clone();
-        let tdx_len_at = guid_at - 18 - 16 - 2;
+        let tdx_len_at = guid_at - 2 - 18;
         bad[tdx_len_at..tdx_len_at + 2].copy_from_slice(&0x7000u16.to_le_bytes());
         refused(&bad, "entry length");
         // The TDX entry's GUID damaged: no TDX metadata.
         let mut bad = fw.clone();
-        bad[guid_at - 18 - 3] ^= 1;
+        bad[guid_at - 18 + 3] ^= 1;
         refused(&bad, "no TDX metadata offset entry");
         // Two TDX entries.
         let two = Synth { tdx_entries: 2, ..Synth::new() }.build();
@@ -746,8 +759,11 @@ mod tests {
         for from_end in [0, 15, SYNTH_LEN as u32 + 1, u32::MAX] {
             refused(&Synth { metadata_from_end: Some(from_end), ..Synth::new() }.build(), "outside");
         }
-        // In range, but the section entries run past the end.
-        refused(&Synth { metadata_from_end: Some(40), ..Synth::new() }.build(), "");
+        // In range, but the section entries run past the end (70 entries from 0x800 before it).
+        let mut bad = Synth::new().build();
+        bad[SYNTH_METADATA_AT + 4..SYNTH_METADATA_AT + 8].copy_from_slice(&(16u32 + 32 * 70).to_le_bytes());
+        bad[SYNTH_METADATA_AT + 12..SYNTH_METADATA_AT + 16].copy_from_slice(&70u32.to_le_bytes());
+        refused(&bad, "runs past the end");
         // Pointing at bytes that are not a descriptor.
         refused(&Synth { metadata_from_end: Some(0x1000), ..Synth::new() }.build(), "signature");
     }
@@ -779,7 +795,7 @@ mod tests {
             (Synth::new().with(2, |s| s.5 = ATTR_MR_EXTEND), "TempMem with MR.EXTEND"),
             (Synth::new().with(3, |s| s.1 = 0x1000), "TdHob with image data"),
             (Synth::new().with(3, |s| s.0 = 0x1000), "TdHob with image data"),
-            (Synth::new().with(0, |s| s.3 = 0x2_0000), "differs from MemoryDataSize"),
+            (Synth::new().with(1, |s| s.3 = 0x2000), "differs from MemoryDataSize"),
             (Synth::new().with(0, |s| s.0 = 0x2000), "outside"),
             (Synth::new().with(2, |s| s.2 = 0xffff_f000), "4 GiB"),
             (Synth::new().with(2, |s| s.2 = u64::MAX - 0xfff), "4 GiB"),
@@ -795,28 +811,32 @@ mod tests {
         }
     }
 
+    /// Every single-bit flip of the metadata and the footer table is refused with a TDVF error
+    /// or parses into something measurable. As in OVMF, both lie inside the measured BFV, so a
+    /// flip that is accepted must change MRTD.
     #[test]
     fn every_single_bit_flip_in_the_metadata_and_table_is_handled() {
         let fw = Synth::new().build();
         let base = mrtd(&fw, Order::PageByPage).unwrap();
-        let table_start = SYNTH_LEN - RESET_VECTOR_TAIL - (26 + 22 + 18);
-        let regions = [SYNTH_METADATA_AT..SYNTH_METADATA_AT + 16 + 4 * 32, table_start..SYNTH_LEN - RESET_VECTOR_TAIL];
-        let mut accepted = 0;
-        for at in regions.into_iter().flatten() {
+        let metadata = SYNTH_METADATA_AT..SYNTH_METADATA_AT + 16 + 4 * 32;
+        let table = SYNTH_LEN - RESET_VECTOR_TAIL - (26 + 22 + 18)..SYNTH_LEN - RESET_VECTOR_TAIL;
+        let (mut accepted, mut refused) = (0, 0);
+        for at in metadata.chain(table) {
             for bit in 0..8 {
                 let mut bad = fw.clone();
                 bad[at] ^= 1 << bit;
-                if let Ok(t) = Tdvf::parse(&bad) {
-                    accepted += 1;
-                    // Whatever still parses must measure, and differently from the original
-                    // unless the flip is in bytes MRTD does not depend on.
-                    let m = t.mrtd(Order::PageByPage).unwrap();
-                    let _ = m == base;
+                match Tdvf::parse(&bad) {
+                    Ok(t) => {
+                        accepted += 1;
+                        let m = t.mrtd(Order::PageByPage).unwrap();
+                        assert_ne!(m, base, "flip of bit {bit} at {at:#x} accepted without effect");
+                    }
+                    Err(MeasureError::Tdvf(_)) => refused += 1,
+                    Err(e) => panic!("unexpected error kind {e:?}"),
                 }
             }
         }
-        // Some flips are harmless (the unrelated table entry's data, GPAs that stay valid).
-        assert!(accepted > 0);
+        assert!(accepted > 0 && refused > accepted, "accepted {accepted}, refused {refused}");
     }
 
     proptest! {

@@ -1,0 +1,258 @@
+//! `nacre measure snp|tdx|sim` and `nacre image build|keygen`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use nacre_images::build::{ImageSpec, build};
+use nacre_images::measure::sim::{SimLaunch, digest_of};
+use nacre_images::measure::snp::{SnpLaunch, VcpuType, launch_digest};
+use nacre_images::reference::{Expected, ImageDigests, ReferenceValues, generate_signing_key};
+
+fn read(p: &Path) -> Result<Vec<u8>> {
+    std::fs::read(p).with_context(|| format!("reading {}", p.display()))
+}
+
+fn parse_hex_u64(s: &str) -> Result<u64, String> {
+    u64::from_str_radix(s.trim_start_matches("0x"), 16).map_err(|e| format!("{s}: {e}"))
+}
+
+/// MRTD in the page-by-page order of QEMU ≥ 9 (see docs/measurements.md).
+fn mrtd(firmware: &Path) -> Result<[u8; 48]> {
+    use nacre_images::measure::tdx::{Order, Tdvf};
+    let bytes = read(firmware)?;
+    Ok(Tdvf::parse(&bytes)?.mrtd(Order::PageByPage)?)
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Shape {
+    #[arg(long, default_value_t = 1)]
+    vcpus: u32,
+    /// QEMU EPYC model: EPYC-v4, EPYC-Milan, EPYC-Genoa, EPYC-Turin, …
+    #[arg(long, default_value = "EPYC-v4")]
+    vcpu_type: VcpuType,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MeasureCmd {
+    /// SEV-SNP launch digest of OVMF + direct kernel boot with kernel hashes (hex).
+    Snp {
+        /// An AmdSev OVMF build.
+        #[arg(long)]
+        ovmf: PathBuf,
+        #[arg(long, requires = "kernel")]
+        initrd: Option<PathBuf>,
+        #[arg(long)]
+        kernel: Option<PathBuf>,
+        #[arg(long, requires = "kernel")]
+        append: Option<String>,
+        #[command(flatten)]
+        shape: Shape,
+        /// VMSA SEV_FEATURES, hex.
+        #[arg(long, default_value = "0x1", value_parser = parse_hex_u64)]
+        guest_features: u64,
+    },
+    /// TDX MRTD from the TDVF metadata of a firmware image (hex).
+    Tdx {
+        #[arg(long)]
+        firmware: PathBuf,
+    },
+    /// The simulated TEE's measurement of exactly these boot inputs (hex).
+    Sim {
+        #[arg(long)]
+        firmware: PathBuf,
+        #[arg(long)]
+        kernel: PathBuf,
+        #[arg(long)]
+        initrd: PathBuf,
+        #[arg(long, default_value = "")]
+        append: String,
+        #[command(flatten)]
+        shape: Shape,
+    },
+}
+
+pub fn measure(cmd: MeasureCmd) -> Result<ExitCode> {
+    let digest = match cmd {
+        MeasureCmd::Snp { ovmf, initrd, kernel, append, shape, guest_features } => {
+            launch_digest(&SnpLaunch {
+                ovmf,
+                kernel,
+                initrd,
+                append,
+                vcpus: shape.vcpus,
+                vcpu_type: shape.vcpu_type,
+                guest_features,
+            })?
+        }
+        MeasureCmd::Tdx { firmware } => mrtd(&firmware)?,
+        MeasureCmd::Sim { firmware, kernel, initrd, append, shape } => {
+            let (fw, k, i) = (read(&firmware)?, read(&kernel)?, read(&initrd)?);
+            digest_of(&SimLaunch {
+                firmware: &fw,
+                kernel: &k,
+                initrd: &i,
+                cmdline: &append,
+                vcpus: shape.vcpus,
+                vcpu_type: shape.vcpu_type,
+            })?
+        }
+    };
+    println!("{}", hex::encode(digest));
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImageCmd {
+    /// Build vmlinuz + initrd + cmdline and their signed reference values into --out.
+    Build(BuildArgs),
+    /// Create an Ed25519 image-signing key (PKCS#8 DER, mode 0600) and print its public key.
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct BuildArgs {
+    /// Output directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// Name the reference values are known by.
+    #[arg(long)]
+    name: String,
+    #[arg(long)]
+    kernel: PathBuf,
+    /// `lib/modules/<version>` of the kernel.
+    #[arg(long)]
+    modules: PathBuf,
+    #[arg(long, default_value = "/bin/busybox")]
+    busybox: PathBuf,
+    /// The static nacre-enclave binary.
+    #[arg(long)]
+    enclave: PathBuf,
+    /// The attestation service URL as the guest reaches it.
+    #[arg(long)]
+    service_url: String,
+    #[arg(long)]
+    service_ca: PathBuf,
+    #[arg(long, default_value = "")]
+    extra_cmdline: String,
+    /// Image-signing key (from `nacre image keygen`).
+    #[arg(long)]
+    signing_key: PathBuf,
+    /// Firmware the sim backend boots (its measurement goes into the reference values).
+    #[arg(long, default_value = "/usr/share/seabios/bios-256k.bin")]
+    sim_firmware: PathBuf,
+    /// Also give the SNP launch digest for this AmdSev OVMF.
+    #[arg(long)]
+    snp_ovmf: Option<PathBuf>,
+    /// Also give the TDX MRTD for this TDVF (the RTMRs are not covered: see docs/measurements.md).
+    #[arg(long)]
+    tdx_firmware: Option<PathBuf>,
+    #[command(flatten)]
+    shape: Shape,
+}
+
+pub fn image(cmd: ImageCmd) -> Result<ExitCode> {
+    match cmd {
+        ImageCmd::Keygen { out } => {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let (pkcs8, pk) = generate_signing_key()?;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&out)
+                .with_context(|| format!("creating {} (never overwritten)", out.display()))?;
+            f.write_all(&pkcs8)?;
+            f.sync_all()?;
+            println!("{}", hex::encode(pk));
+            Ok(ExitCode::SUCCESS)
+        }
+        ImageCmd::Build(a) => build_image(a),
+    }
+}
+
+fn build_image(a: BuildArgs) -> Result<ExitCode> {
+    let started = std::time::Instant::now();
+    let image = build(&ImageSpec {
+        kernel: a.kernel,
+        modules_dir: a.modules,
+        busybox: a.busybox,
+        enclave: a.enclave,
+        service_url: a.service_url,
+        service_ca: a.service_ca,
+        extra_cmdline: a.extra_cmdline,
+    })?;
+    let sha = nacre_images::build::Image::sha256;
+    // Measurements are computed from the in-memory bytes that are then written out.
+    let firmware = read(&a.sim_firmware)?;
+    let sim = digest_of(&SimLaunch {
+        firmware: &firmware,
+        kernel: &image.kernel,
+        initrd: &image.initrd,
+        cmdline: &image.cmdline,
+        vcpus: a.shape.vcpus,
+        vcpu_type: a.shape.vcpu_type,
+    })?;
+    let mut measurements = vec![Expected {
+        tee: "sim".into(),
+        measurement: hex::encode(sim),
+        firmware_sha256: sha(&firmware),
+        vcpus: Some(a.shape.vcpus),
+        vcpu_type: Some(a.shape.vcpu_type.to_string()),
+    }];
+    image.write(&a.out)?;
+    if let Some(ovmf) = &a.snp_ovmf {
+        let digest = launch_digest(&SnpLaunch {
+            ovmf: ovmf.clone(),
+            kernel: Some(a.out.join("vmlinuz")),
+            initrd: Some(a.out.join("initrd")),
+            append: Some(image.cmdline.clone()),
+            vcpus: a.shape.vcpus,
+            vcpu_type: a.shape.vcpu_type,
+            guest_features: 1,
+        })?;
+        measurements.push(Expected {
+            tee: "snp".into(),
+            measurement: hex::encode(digest),
+            firmware_sha256: sha(&read(ovmf)?),
+            vcpus: Some(a.shape.vcpus),
+            vcpu_type: Some(a.shape.vcpu_type.to_string()),
+        });
+    }
+    if let Some(fw) = &a.tdx_firmware {
+        measurements.push(Expected {
+            tee: "tdx".into(),
+            measurement: hex::encode(mrtd(fw)?),
+            firmware_sha256: sha(&read(fw)?),
+            vcpus: None,
+            vcpu_type: None,
+        });
+    }
+    let values = ReferenceValues {
+        format: nacre_images::reference::FORMAT.into(),
+        name: a.name,
+        image: ImageDigests {
+            vmlinuz_sha256: sha(&image.kernel),
+            initrd_sha256: sha(&image.initrd),
+            cmdline: image.cmdline.clone(),
+        },
+        measurements,
+    };
+    let (doc, sig) = values.sign(&read(&a.signing_key)?)?;
+    std::fs::write(a.out.join("reference-values.json"), &doc)?;
+    std::fs::write(a.out.join("reference-values.sig"), serde_json::to_vec_pretty(&sig)?)?;
+    eprintln!(
+        "built {} in {:.2} s: initrd {} bytes, modules {}",
+        a.out.display(),
+        started.elapsed().as_secs_f64(),
+        image.initrd.len(),
+        image.modules.join(",")
+    );
+    println!("{}", String::from_utf8_lossy(&doc));
+    Ok(ExitCode::SUCCESS)
+}
