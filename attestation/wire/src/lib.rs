@@ -9,6 +9,7 @@ pub mod binding;
 pub mod error;
 pub mod evidence;
 pub mod snp;
+pub mod sp;
 
 pub use error::WireError;
 pub use evidence::Evidence;
