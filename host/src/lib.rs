@@ -7,4 +7,5 @@
 
 pub mod probe;
 pub mod qemu;
+pub mod sp;
 pub mod spec;

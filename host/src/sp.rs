@@ -1,0 +1,161 @@
+//! The simulated secure processor (DESIGN.md §9): answers a sim guest's report requests on
+//! its virtio-serial port (a Unix socket QEMU connects to). MEASUREMENT is the sim digest of
+//! what the agent booted, HOST_DATA comes from the launch, CHIP_ID is the sim CA's obviously
+//! fake one, and the report is signed by the sim VCEK and sent with its chain and CRL.
+//!
+//! The guest is untrusted: requests are fixed-size and strictly parsed; a malformed one gets
+//! a refusal and the connection is closed (the stream cannot be resynchronised; QEMU
+//! reconnects); a started request must complete within a deadline; reports are rate-limited.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nacre_sim::SimCa;
+use nacre_wire::sp::{REQUEST_LEN, decode_request, encode_refusal, encode_report};
+use nacre_wire::{Evidence, Tee};
+use serde_bytes::ByteBuf;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+
+/// Time allowed between the first and the last byte of a request.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+/// Reports per second per VM (a sim signature costs about a millisecond).
+const REPORTS_PER_SECOND: u32 = 50;
+
+pub struct SecureProcessor {
+    ca: Arc<SimCa>,
+    measurement: [u8; 48],
+    host_data: [u8; 32],
+}
+
+impl core::fmt::Debug for SecureProcessor {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SecureProcessor").field("measurement", &hex::encode(self.measurement)).finish()
+    }
+}
+
+impl SecureProcessor {
+    pub fn new(ca: Arc<SimCa>, measurement: [u8; 48], host_data: [u8; 32]) -> Self {
+        SecureProcessor { ca, measurement, host_data }
+    }
+
+    /// A signed report binding `report_data`, with the certificate chain and CRL.
+    pub fn report(&self, report_data: [u8; 64]) -> Result<Evidence, String> {
+        let mut report = self.ca.report_template();
+        report.report_data = report_data;
+        report.measurement = self.measurement;
+        report.host_data = self.host_data;
+        let signed = self.ca.sign(&report).map_err(|e| e.to_string())?;
+        let mut certs: Vec<ByteBuf> = self.ca.chain_der().into_iter().map(ByteBuf::from).collect();
+        certs.push(ByteBuf::from(self.ca.crl_der().to_vec()));
+        Ok(Evidence { tee: Tee::Sim, report: signed.to_vec(), certs })
+    }
+
+    /// Serves every connection on `listener` until the task is dropped.
+    pub async fn serve(self: Arc<Self>, listener: UnixListener, vm: String) {
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    let sp = self.clone();
+                    let vm = vm.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = sp.connection(stream).await {
+                            tracing::warn!(%vm, error = %e, "secure processor: connection closed");
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(%vm, error = %e, "secure processor: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    async fn connection(&self, mut stream: UnixStream) -> Result<(), String> {
+        let mut window = (Instant::now(), 0u32);
+        loop {
+            let mut req = [0u8; REQUEST_LEN];
+            // Idle is fine (the port stays connected for the VM's life); a begun request is not.
+            match stream.read(&mut req[..1]).await {
+                Ok(0) => return Ok(()),
+                Ok(_) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+            tokio::time::timeout(REQUEST_DEADLINE, stream.read_exact(&mut req[1..]))
+                .await
+                .map_err(|_| "request not completed within 5 s".to_owned())?
+                .map_err(|e| e.to_string())?;
+            if window.0.elapsed() >= Duration::from_secs(1) {
+                window = (Instant::now(), 0);
+            }
+            window.1 += 1;
+            let reply = match decode_request(&req) {
+                Err(e) => {
+                    let _ =
+                        stream.write_all(&encode_refusal(&e.to_string()).map_err(|e| e.to_string())?).await;
+                    return Err(format!("malformed request: {e}"));
+                }
+                Ok(_) if window.1 > REPORTS_PER_SECOND => {
+                    encode_refusal("rate limited: at most 50 reports per second")
+                }
+                Ok(rd) => match self.report(rd) {
+                    Ok(ev) => encode_report(&ev),
+                    Err(e) => encode_refusal(&format!("signing failed: {e}")),
+                },
+            }
+            .map_err(|e| e.to_string())?;
+            stream.write_all(&reply).await.map_err(|e| e.to_string())?;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use nacre_wire::sp::{
+        RESPONSE_HEADER_LEN, Response, decode_response_body, decode_response_header, encode_request,
+    };
+
+    async fn exchange(stream: &mut UnixStream, req: &[u8]) -> Response {
+        stream.write_all(req).await.unwrap();
+        let mut h = [0u8; RESPONSE_HEADER_LEN];
+        stream.read_exact(&mut h).await.unwrap();
+        let (status, len) = decode_response_header(&h).unwrap();
+        let mut body = vec![0u8; len];
+        stream.read_exact(&mut body).await.unwrap();
+        decode_response_body(status, &body).unwrap()
+    }
+
+    #[tokio::test]
+    async fn answers_reports_and_refuses_garbage() {
+        let ca =
+            Arc::new(SimCa::generate(nacre_sim::SimParams::new(time::OffsetDateTime::now_utc())).unwrap());
+        let sp = Arc::new(SecureProcessor::new(ca, [0x11; 48], [0x22; 32]));
+        let dir = std::env::temp_dir().join(format!("nacre-sp-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let listener = UnixListener::bind(dir.join("sp.sock")).unwrap();
+        tokio::spawn(sp.clone().serve(listener, "t".into()));
+
+        let mut s = UnixStream::connect(dir.join("sp.sock")).await.unwrap();
+        let Response::Report(ev) = exchange(&mut s, &encode_request(&[0x33; 64])).await else {
+            panic!("refused")
+        };
+        let report = nacre_wire::snp::SnpReport::parse(&ev.report).unwrap().report;
+        assert_eq!(report.report_data, [0x33; 64]);
+        assert_eq!(report.measurement, [0x11; 48]);
+        assert_eq!(report.host_data, [0x22; 32]);
+        assert!(report.chip_id.starts_with(b"NACRE-SIM"));
+        assert_eq!(ev.certs.len(), 4, "ARK, ASK, VCEK and the CRL");
+
+        // A bad magic is refused and the connection closed.
+        let mut bad = encode_request(&[0; 64]);
+        bad[0] = b'X';
+        assert!(matches!(exchange(&mut s, &bad).await, Response::Refused(r) if r.contains("magic")));
+        let mut rest = Vec::new();
+        assert_eq!(s.read_to_end(&mut rest).await.unwrap(), 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
