@@ -18,11 +18,10 @@ fn parse_hex_u64(s: &str) -> Result<u64, String> {
     u64::from_str_radix(s.trim_start_matches("0x"), 16).map_err(|e| format!("{s}: {e}"))
 }
 
-/// MRTD in the page-by-page order of QEMU ≥ 9 (see docs/measurements.md).
+/// MRTD in the page-by-page order of QEMU ≥ 9 / upstream KVM (see docs/measurements.md).
 fn mrtd(firmware: &Path) -> Result<[u8; 48]> {
-    use nacre_images::measure::tdx::{Order, Tdvf};
-    let bytes = read(firmware)?;
-    Ok(Tdvf::parse(&bytes)?.mrtd(Order::PageByPage)?)
+    use nacre_images::measure::tdx::{Order, mrtd_file};
+    Ok(mrtd_file(firmware, Order::PageByPage)?)
 }
 
 #[derive(Args, Debug, Clone)]
@@ -106,7 +105,7 @@ pub fn measure(cmd: MeasureCmd) -> Result<ExitCode> {
 #[derive(Subcommand, Debug)]
 pub enum ImageCmd {
     /// Build vmlinuz + initrd + cmdline and their signed reference values into --out.
-    Build(BuildArgs),
+    Build(Box<BuildArgs>),
     /// Create an Ed25519 image-signing key (PKCS#8 DER, mode 0600) and print its public key.
     Keygen {
         #[arg(long)]
@@ -172,7 +171,7 @@ pub fn image(cmd: ImageCmd) -> Result<ExitCode> {
             println!("{}", hex::encode(pk));
             Ok(ExitCode::SUCCESS)
         }
-        ImageCmd::Build(a) => build_image(a),
+        ImageCmd::Build(a) => build_image(*a),
     }
 }
 

@@ -110,15 +110,15 @@ impl LaunchSpec {
         if self.vcpu_type.parse::<nacre_images::measure::snp::VcpuType>().is_err() {
             return bad(format!("vcpu_type {:?} is not a QEMU EPYC model", self.vcpu_type));
         }
-        if let Some(h) = &self.host_data {
-            if h.len() != 64 || hex::decode(h).is_err() {
-                return bad("host_data: 64 hex digits".into());
-            }
+        if let Some(h) = &self.host_data
+            && (h.len() != 64 || hex::decode(h).is_err())
+        {
+            return bad("host_data: 64 hex digits".into());
         }
-        if let Some(a) = self.attestation_service {
-            if !a.ip().is_loopback() {
-                return bad(format!("attestation_service {a}: must be a loopback address"));
-            }
+        if let Some(a) = self.attestation_service
+            && !a.ip().is_loopback()
+        {
+            return bad(format!("attestation_service {a}: must be a loopback address"));
         }
         if self.backend != Backend::Sim && self.firmware.is_none() {
             return bad(format!("{}: firmware is required (AmdSev OVMF or TDVF)", self.backend.as_str()));

@@ -85,7 +85,8 @@ fn gnu_cpio_reads_the_initrd_back() {
 #[test]
 fn bad_inputs_are_refused_with_the_reason() {
     let dir = scratch("image-bad");
-    let cases: Vec<(Box<dyn Fn(&mut ImageSpec)>, &str)> = vec![
+    type Edit = Box<dyn Fn(&mut ImageSpec)>;
+    let cases: Vec<(Edit, &str)> = vec![
         (Box::new(|s| s.enclave = "/usr/bin/cpio".into()), "dynamically linked"),
         (Box::new(|s| s.kernel = "/bin/busybox".into()), "bzImage"),
         (Box::new(|s| s.service_url = "http://10.0.2.2:8443".into()), "https://"),

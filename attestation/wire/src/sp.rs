@@ -67,7 +67,7 @@ pub fn encode_refusal(reason: &str) -> Result<Vec<u8>, WireError> {
     while !reason.is_char_boundary(end) {
         end -= 1;
     }
-    frame(1, reason[..end].as_bytes())
+    frame(1, &reason.as_bytes()[..end])
 }
 
 fn frame(status: u8, body: &[u8]) -> Result<Vec<u8>, WireError> {

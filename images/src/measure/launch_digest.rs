@@ -34,7 +34,7 @@ impl LaunchDigest {
 
     /// Extends with `data` (a whole number of pages) loaded at `gpa`, one page at a time.
     pub fn add_pages(&mut self, ty: PageType, gpa: u64, data: &[u8]) -> Result<(), BlockSize> {
-        if data.is_empty() || data.len() % PAGE != 0 {
+        if data.is_empty() || !data.len().is_multiple_of(PAGE) {
             return Err(BlockSize(data.len()));
         }
         for (i, page) in data.chunks_exact(PAGE).enumerate() {

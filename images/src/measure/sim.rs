@@ -32,7 +32,7 @@ pub struct SimLaunch<'a> {
 
 pub fn digest_of(l: &SimLaunch<'_>) -> Result<[u8; 48], MeasureError> {
     let input = |what, message: String| MeasureError::Input { what, message };
-    if l.firmware.is_empty() || l.firmware.len() % PAGE != 0 || l.firmware.len() > MAX_FIRMWARE {
+    if l.firmware.is_empty() || !l.firmware.len().is_multiple_of(PAGE) || l.firmware.len() > MAX_FIRMWARE {
         return Err(input("firmware", format!("{} bytes: not whole pages up to 16 MiB", l.firmware.len())));
     }
     if l.kernel.is_empty() {

@@ -251,7 +251,7 @@ impl<'a> Tdvf<'a> {
     /// in the image, no BFV, or not exactly one TD_HOB (QEMU requires one).
     pub fn parse(firmware: &'a [u8]) -> Result<Self, MeasureError> {
         let len = firmware.len();
-        if len == 0 || len % 0x1_0000 != 0 || len >= 1 << 31 {
+        if len == 0 || !len.is_multiple_of(0x1_0000) || len >= 1 << 31 {
             return Err(err(format!(
                 "image size {len} is not a positive multiple of 64 KiB below 2 GiB (QEMU refuses such a -bios image; truncated?)"
             )));
@@ -395,7 +395,7 @@ fn parse_section(e: &[u8], image_len: usize) -> Result<Section, String> {
     if memory_data_size == 0 {
         return Err("MemoryDataSize is 0".into());
     }
-    if memory_address % PAGE_SIZE != 0 || memory_data_size % PAGE_SIZE != 0 {
+    if !memory_address.is_multiple_of(PAGE_SIZE) || !memory_data_size.is_multiple_of(PAGE_SIZE) {
         return Err(format!(
             "MemoryAddress {memory_address:#x} / MemoryDataSize {memory_data_size:#x} not 4 KiB-aligned"
         ));
