@@ -3,6 +3,7 @@
 
 mod attestation;
 mod evidence;
+mod host;
 mod image;
 mod seal;
 mod sim;
@@ -53,6 +54,9 @@ enum Command {
     /// Build reproducible guest images and their signed reference values.
     #[command(subcommand)]
     Image(image::ImageCmd),
+    /// The host agent: launch and supervise confidential VMs under QEMU.
+    #[command(subcommand)]
+    Host(host::HostCmd),
 }
 
 #[derive(Subcommand, Debug)]
@@ -135,7 +139,11 @@ fn main() -> ExitCode {
     use std::io::IsTerminal;
     let cli = Cli::parse();
     // Services log what they do (info); one-shot tools only warnings. NACRE_LOG overrides.
-    let default = if matches!(cli.command, Command::Attestation(attestation::AttestationCmd::Serve { .. })) {
+    let default = if matches!(
+        cli.command,
+        Command::Attestation(attestation::AttestationCmd::Serve { .. })
+            | Command::Host(host::HostCmd::Serve { .. })
+    ) {
         "info"
     } else {
         "warn"
@@ -157,6 +165,7 @@ fn main() -> ExitCode {
         Command::Audit(cmd) => attestation::audit(cmd),
         Command::Measure(cmd) => image::measure(cmd),
         Command::Image(cmd) => image::image(cmd),
+        Command::Host(cmd) => host::host(cmd),
         Command::Seal(args) => seal::seal(args),
         Command::Unseal(args) => seal::unseal(args),
         Command::Model(ModelCmd::Sample { out }) => std::fs::write(&out, nacre_model::sample::mlp_onnx())

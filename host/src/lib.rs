@@ -5,7 +5,10 @@
 //! - [`sp`]: the simulated secure processor that answers the sim guest's report requests.
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod probe;
 pub mod qemu;
+pub mod qmp;
 pub mod sp;
 pub mod spec;
+pub mod vm;

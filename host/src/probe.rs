@@ -44,6 +44,17 @@ pub fn qemu_version(qemu: &Path) -> Result<(u32, u32), String> {
     }
 }
 
+/// Whether this QEMU knows the CPU model `name` (`-cpu help`).
+pub fn has_cpu_model(qemu: &Path, name: &str) -> bool {
+    Command::new(qemu)
+        .args(["-cpu", "help"])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout).lines().any(|l| l.split_whitespace().nth(1) == Some(name))
+        })
+        .unwrap_or(false)
+}
+
 fn object_types(qemu: &Path) -> String {
     Command::new(qemu)
         .args(["-object", "help"])
@@ -136,6 +147,8 @@ mod tests {
         assert!(tdx.iter().any(|r| r.contains("kvm_intel parameter tdx")), "{tdx:?}");
         assert!(tdx.iter().any(|r| r.contains("too old") || r.contains("tdx-guest")), "{tdx:?}");
         assert!(missing(&host, Backend::Sim).is_empty());
+        assert!(has_cpu_model(host.qemu, "EPYC-Milan"));
+        assert!(!has_cpu_model(host.qemu, "EPYC-Nonexistent"));
     }
 
     /// A host that has everything but an old QEMU is refused for that alone.

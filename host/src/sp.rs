@@ -10,7 +10,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nacre_sim::SimCa;
+use std::path::Path;
+
+use nacre_sim::{SimChip, SimSigner};
 use nacre_wire::sp::{REQUEST_LEN, decode_request, encode_refusal, encode_report};
 use nacre_wire::{Evidence, Tee};
 use serde_bytes::ByteBuf;
@@ -22,8 +24,37 @@ const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 /// Reports per second per VM (a sim signature costs about a millisecond).
 const REPORTS_PER_SECOND: u32 = 50;
 
+/// The sim chip: its endorsement key and the certificates and CRL sent with every report,
+/// loaded from a directory written by `nacre sim ca init`.
+#[derive(Debug)]
+pub struct SimIdentity {
+    signer: SimSigner,
+    chip: SimChip,
+    /// DER: ARK, ASK (or ASVK), VCEK (or VLEK), CRL.
+    certs: Vec<Vec<u8>>,
+}
+
+impl SimIdentity {
+    pub fn load(dir: &Path) -> Result<Self, String> {
+        let signer = SimSigner::load(dir).map_err(|e| e.to_string())?;
+        let chip = signer.chip().cloned().ok_or_else(|| "the sim key has no chip description".to_owned())?;
+        let mut certs = Vec::new();
+        for names in [&["ark.pem"][..], &["ask.pem", "asvk.pem"], &["vcek.pem", "vlek.pem"], &["crl.pem"]] {
+            let path = names
+                .iter()
+                .map(|n| dir.join(n))
+                .find(|p| p.exists())
+                .ok_or_else(|| format!("{}: no {}", dir.display(), names.join(" or ")))?;
+            let text = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let block = pem::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+            certs.push(block.into_contents());
+        }
+        Ok(SimIdentity { signer, chip, certs })
+    }
+}
+
 pub struct SecureProcessor {
-    ca: Arc<SimCa>,
+    identity: Arc<SimIdentity>,
     measurement: [u8; 48],
     host_data: [u8; 32],
 }
@@ -35,19 +66,18 @@ impl core::fmt::Debug for SecureProcessor {
 }
 
 impl SecureProcessor {
-    pub fn new(ca: Arc<SimCa>, measurement: [u8; 48], host_data: [u8; 32]) -> Self {
-        SecureProcessor { ca, measurement, host_data }
+    pub fn new(identity: Arc<SimIdentity>, measurement: [u8; 48], host_data: [u8; 32]) -> Self {
+        SecureProcessor { identity, measurement, host_data }
     }
 
     /// A signed report binding `report_data`, with the certificate chain and CRL.
     pub fn report(&self, report_data: [u8; 64]) -> Result<Evidence, String> {
-        let mut report = self.ca.report_template();
+        let mut report = nacre_sim::report_template(&self.identity.chip);
         report.report_data = report_data;
         report.measurement = self.measurement;
         report.host_data = self.host_data;
-        let signed = self.ca.sign(&report).map_err(|e| e.to_string())?;
-        let mut certs: Vec<ByteBuf> = self.ca.chain_der().into_iter().map(ByteBuf::from).collect();
-        certs.push(ByteBuf::from(self.ca.crl_der().to_vec()));
+        let signed = self.identity.signer.sign(&report).map_err(|e| e.to_string())?;
+        let certs = self.identity.certs.iter().map(|c| ByteBuf::from(c.clone())).collect();
         Ok(Evidence { tee: Tee::Sim, report: signed.to_vec(), certs })
     }
 
@@ -131,11 +161,12 @@ mod tests {
     #[tokio::test]
     async fn answers_reports_and_refuses_garbage() {
         let ca =
-            Arc::new(SimCa::generate(nacre_sim::SimParams::new(time::OffsetDateTime::now_utc())).unwrap());
-        let sp = Arc::new(SecureProcessor::new(ca, [0x11; 48], [0x22; 32]));
+            nacre_sim::SimCa::generate(nacre_sim::SimParams::new(time::OffsetDateTime::now_utc())).unwrap();
         let dir = std::env::temp_dir().join(format!("nacre-sp-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        ca.write_to(&dir.join("ca")).unwrap();
+        let identity = Arc::new(SimIdentity::load(&dir.join("ca")).unwrap());
+        let sp = Arc::new(SecureProcessor::new(identity, [0x11; 48], [0x22; 32]));
         let listener = UnixListener::bind(dir.join("sp.sock")).unwrap();
         tokio::spawn(sp.clone().serve(listener, "t".into()));
 
