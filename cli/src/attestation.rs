@@ -44,6 +44,9 @@ pub enum AttestationCmd {
     /// Show or set a key's release policy.
     #[command(subcommand)]
     Policy(PolicyCmd),
+    /// Import or list signed reference values (what release policies name in `reference_values`).
+    #[command(subcommand)]
+    Reference(ReferenceCmd),
 }
 
 #[derive(Args, Debug)]
@@ -122,6 +125,27 @@ pub enum PolicyCmd {
         key_id: String,
         #[arg(long)]
         policy: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ReferenceCmd {
+    /// Import (or replace, by name) reference values written by `nacre image build` (admin
+    /// token); the service must trust their signer (`trusted_image_signers`).
+    Import {
+        #[command(flatten)]
+        remote: Remote,
+        /// reference-values.json
+        #[arg(long)]
+        doc: PathBuf,
+        /// reference-values.sig
+        #[arg(long)]
+        sig: PathBuf,
+    },
+    /// List the imported reference values (admin or auditor token).
+    List {
+        #[command(flatten)]
+        remote: Remote,
     },
 }
 
@@ -244,6 +268,17 @@ pub fn attestation(cmd: AttestationCmd) -> Result<ExitCode> {
                     let policy = std::fs::read_to_string(&policy)?;
                     print_json(&remote.client()?.set_policy(&key_id, &policy).await?)
                 }
+            }
+        }),
+        AttestationCmd::Reference(cmd) => rt.block_on(async {
+            match cmd {
+                ReferenceCmd::Import { remote, doc, sig } => {
+                    let read =
+                        |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+                    let (doc, sig) = (read(&doc)?, read(&sig)?);
+                    print_json(&remote.client()?.import_reference_values(&doc, &sig).await?)
+                }
+                ReferenceCmd::List { remote } => print_json(&remote.client()?.list_reference_values().await?),
             }
         }),
     }

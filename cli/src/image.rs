@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use nacre_images::build::{ImageSpec, build};
 use nacre_images::measure::sim::{SimLaunch, digest_of};
 use nacre_images::measure::snp::{SnpLaunch, VcpuType, launch_digest};
-use nacre_images::reference::{Expected, ImageDigests, ReferenceValues, generate_signing_key};
+use nacre_protocol::reference::{Expected, FORMAT, ImageDigests, ReferenceValues, generate_signing_key};
 
 fn read(p: &Path) -> Result<Vec<u8>> {
     std::fs::read(p).with_context(|| format!("reading {}", p.display()))
@@ -28,8 +28,9 @@ fn mrtd(firmware: &Path) -> Result<[u8; 48]> {
 pub struct Shape {
     #[arg(long, default_value_t = 1)]
     vcpus: u32,
-    /// QEMU EPYC model: EPYC-v4, EPYC-Milan, EPYC-Genoa, EPYC-Turin, …
-    #[arg(long, default_value = "EPYC-v4")]
+    /// QEMU EPYC model (part of the measurement; the launch must use the same): EPYC-Milan,
+    /// EPYC-v4, EPYC-Genoa, EPYC-Turin, … (QEMU 7.2 knows EPYC-Milan, not EPYC-v4).
+    #[arg(long, default_value = "EPYC-Milan")]
     vcpu_type: VcpuType,
 }
 
@@ -233,7 +234,7 @@ fn build_image(a: BuildArgs) -> Result<ExitCode> {
         });
     }
     let values = ReferenceValues {
-        format: nacre_images::reference::FORMAT.into(),
+        format: FORMAT.into(),
         name: a.name,
         image: ImageDigests {
             vmlinuz_sha256: sha(&image.kernel),

@@ -34,8 +34,9 @@ fn one() -> u32 {
 fn memory() -> u32 {
     1024
 }
+/// A model QEMU 7.2 (TCG, sim) and QEMU ≥ 9.1 (SNP) both know.
 fn epyc() -> String {
-    "EPYC-v4".into()
+    "EPYC-Milan".into()
 }
 fn cbitpos() -> u8 {
     51

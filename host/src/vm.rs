@@ -204,12 +204,14 @@ impl Vm {
             stop,
             tasks: Mutex::new(Vec::new()),
         });
+        let sim = match vm.record.spec.backend {
+            Backend::Sim => Some(tools.sim.clone().ok_or_else(|| {
+                VmError::Other("sim backend: the agent was started without --sim-ca".into())
+            })?),
+            _ => None,
+        };
         vm.save()?;
-        if vm.record.spec.backend == Backend::Sim {
-            let ca = tools
-                .sim
-                .clone()
-                .ok_or_else(|| VmError::Other("the agent was started without --sim-ca".into()))?;
+        if let Some(ca) = sim {
             let mut m = [0u8; 48];
             hex::decode_to_slice(&vm.record.measurement, &mut m)
                 .map_err(|e| VmError::Other(e.to_string()))?;

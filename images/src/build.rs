@@ -201,6 +201,8 @@ fn check_static(what: &'static str, data: &[u8]) -> Result<(), BuildError> {
 const INIT: &str = r#"#!/bin/sh
 # nacre guest init (measured: part of the initrd)
 mount -t proc proc /proc
+read up _ < /proc/uptime
+echo "nacre-init: start at ${up}s"
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 [ -d /sys/kernel/config ] && mount -t configfs configfs /sys/kernel/config
@@ -213,7 +215,8 @@ if ip link set eth0 up 2>/dev/null; then
     ip addr add 10.0.2.15/24 dev eth0
     ip route add default via 10.0.2.2
 fi
-echo "nacre-init: starting nacre-enclave"
+read up _ < /proc/uptime
+echo "nacre-init: starting nacre-enclave at ${up}s"
 /bin/nacre-enclave --config /etc/nacre/enclave.toml
 echo "nacre-init: nacre-enclave exited with status $?"
 poweroff -f

@@ -1,0 +1,81 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure is the report
+//! `nacre host` over the agent's socket: refusals reach the operator with their reasons.
+
+use std::path::Path;
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+fn nacre(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nacre")).args(args).output().unwrap()
+}
+
+struct Agent(Child);
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spec(dir: &Path, backend: &str, firmware: bool) -> String {
+    let path = dir.join(format!("{backend}.toml"));
+    let fw = if firmware { "firmware = \"/bin/true\"\n" } else { "" };
+    std::fs::write(
+        &path,
+        format!(
+            "name = \"{backend}-vm\"\nbackend = \"{backend}\"\nkernel = \"/bin/true\"\ninitrd = \"/bin/true\"\ncmdline = \"console=ttyS0\"\n{fw}"
+        ),
+    )
+    .unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn agent_cli_refuses_with_reasons() {
+    let dir = std::env::temp_dir().join(format!("nacre-host-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let state = dir.join("state").display().to_string();
+    let _agent = Agent(
+        Command::new(env!("CARGO_BIN_EXE_nacre")).args(["host", "serve", "--state", &state]).spawn().unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !dir.join("state/agent.sock").exists() {
+        assert!(Instant::now() < deadline, "agent did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = nacre(&["host", "ps", "--state", &state]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap(), serde_json::json!([]));
+
+    // SNP and TDX: this machine has neither; the reasons are listed.
+    let out = nacre(&["host", "launch", "--state", &state, &spec(&dir, "snp", true)]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot run snp") && err.contains("/dev/sev"), "{err}");
+    let out = nacre(&["host", "launch", "--state", &state, &spec(&dir, "tdx", true)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot run tdx") && err.contains("kvm_intel"), "{err}");
+    // A real TEE backend without firmware is a spec error, named.
+    let out = nacre(&["host", "launch", "--state", &state, &spec(&dir, "snp", false)]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("firmware is required"));
+    // sim without a sim CA: refused before QEMU starts.
+    let out = nacre(&["host", "launch", "--state", &state, &spec(&dir, "sim", false)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("without --sim-ca"), "{err}");
+    // Unknown spec fields are refused.
+    std::fs::write(
+        dir.join("odd.toml"),
+        "name = \"x\"\nbackend = \"sim\"\nkernel = \"k\"\ninitrd = \"i\"\ncmdline = \"c\"\nextra = 1\n",
+    )
+    .unwrap();
+    let out = nacre(&["host", "launch", "--state", &state, &dir.join("odd.toml").display().to_string()]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unknown field"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = nacre(&["host", "ps", "--state", &state]);
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap(), serde_json::json!([]));
+    let _ = std::fs::remove_dir_all(&dir);
+}
