@@ -24,11 +24,10 @@ die() {
     exit 1
 }
 
-# The pinned kernel: Debian bookworm's cloud flavour (virtio drivers as modules).
-KERNEL_PKG=linux-image-6.1.0-50-cloud-amd64
-KERNEL_VERSION=6.1.176-1
-KERNEL_DEB_SHA256=efe19f605b6f54a8352e68d85a629abb2d30b72a085faef603a9152590baa791
-VMLINUZ_SHA256=3d616aa853fe11b1c0ea99a1cdb4fb6ddc9010ba7c4562de700ad94264989654
+# The pinned kernel (KERNEL_PKG, KERNEL_VERSION, KERNEL_DEB_SHA256, VMLINUZ_SHA256), shared with
+# `nacre image build`'s default.
+# shellcheck source=../images/kernel.pin
+. "$repo/images/kernel.pin"
 SEV_SNP_MEASURE=0.0.13
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }

@@ -122,11 +122,16 @@ pub struct BuildArgs {
     /// Name the reference values are known by.
     #[arg(long)]
     name: String,
+    /// A bzImage; default: Debian's pinned cloud kernel (images/kernel.pin), fetched with
+    /// `apt-get download` into --cache and verified by SHA-256.
+    #[arg(long, requires = "modules")]
+    kernel: Option<PathBuf>,
+    /// `lib/modules/<version>` of --kernel.
+    #[arg(long, requires = "kernel")]
+    modules: Option<PathBuf>,
+    /// Where the default kernel is kept (default: $XDG_CACHE_HOME/nacre or ~/.cache/nacre).
     #[arg(long)]
-    kernel: PathBuf,
-    /// `lib/modules/<version>` of the kernel.
-    #[arg(long)]
-    modules: PathBuf,
+    cache: Option<PathBuf>,
     #[arg(long, default_value = "/bin/busybox")]
     busybox: PathBuf,
     /// The static nacre-enclave binary.
@@ -178,9 +183,24 @@ pub fn image(cmd: ImageCmd) -> Result<ExitCode> {
 
 fn build_image(a: BuildArgs) -> Result<ExitCode> {
     let started = std::time::Instant::now();
+    let (kernel, modules_dir) = match (a.kernel, a.modules) {
+        (Some(k), Some(m)) => (k, m),
+        _ => {
+            let cache = match a.cache {
+                Some(c) => c,
+                None => std::env::var_os("XDG_CACHE_HOME")
+                    .map(PathBuf::from)
+                    .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+                    .context("no --cache, $XDG_CACHE_HOME or $HOME")?
+                    .join("nacre"),
+            };
+            let k = nacre_images::kernel::fetch_pinned(&cache)?;
+            (k.vmlinuz, k.modules)
+        }
+    };
     let image = build(&ImageSpec {
-        kernel: a.kernel,
-        modules_dir: a.modules,
+        kernel,
+        modules_dir,
         busybox: a.busybox,
         enclave: a.enclave,
         service_url: a.service_url,
