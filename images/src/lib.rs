@@ -7,6 +7,9 @@
 
 pub mod build;
 pub mod cpio;
+pub mod kernel;
 pub mod measure;
 pub mod modules;
-pub mod reference;
+/// The signed reference-values format, now in `nacre-protocol` (the image builder writes it,
+/// the attestation service and its clients read it); re-exported for the image tools.
+pub use nacre_protocol::reference;

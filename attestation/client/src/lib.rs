@@ -17,7 +17,7 @@ use hyper::{Method, Request, StatusCode, header};
 use hyper_util::rt::TokioIo;
 use nacre_protocol::messages::{
     AuditRecord, CONTENT_TYPE, Challenge, ChallengeRequest, KeyCreate, KeyInfo, KeyRevoke, KeyRollback,
-    KeyRotate, PolicySet, ReleaseRequest, ReleaseResponse, ResultKey, path,
+    KeyRotate, PolicySet, ReferenceImport, ReferenceInfo, ReleaseRequest, ReleaseResponse, ResultKey, path,
 };
 use nacre_protocol::result::{AttestationResult, SUBMOD};
 use nacre_protocol::wrap::RecipientKey;
@@ -331,6 +331,27 @@ impl Client {
 
     pub async fn list_keys(&self) -> Result<Vec<KeyInfo>, ClientError> {
         self.call::<(), _>(Method::GET, path::KEYS, None).await
+    }
+
+    /// Imports signed reference values (admin): `document` and `signature` are the bytes of
+    /// `reference-values.json` and `reference-values.sig` as `nacre image build` wrote them.
+    /// The service refuses a signer it does not trust (`untrusted_signer`) and a signature that
+    /// does not verify (`bad_signature`).
+    pub async fn import_reference_values(
+        &self,
+        document: &[u8],
+        signature: &[u8],
+    ) -> Result<ReferenceInfo, ClientError> {
+        let req = ReferenceImport {
+            document: ByteBuf::from(document.to_vec()),
+            signature: ByteBuf::from(signature.to_vec()),
+        };
+        self.call(Method::POST, path::REFERENCE_VALUES, Some(&req)).await
+    }
+
+    /// Every imported reference-values document (admin or auditor).
+    pub async fn list_reference_values(&self) -> Result<Vec<ReferenceInfo>, ClientError> {
+        self.call::<(), _>(Method::GET, path::REFERENCE_VALUES, None).await
     }
 
     /// Every audit record, page by page.

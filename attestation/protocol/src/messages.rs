@@ -15,6 +15,7 @@ pub mod path {
     pub const RESULT_KEY: &str = "/v1/result-key";
     pub const KEYS: &str = "/v1/admin/keys";
     pub const AUDIT: &str = "/v1/admin/audit";
+    pub const REFERENCE_VALUES: &str = "/v1/admin/reference-values";
     pub const METRICS: &str = "/metrics";
 }
 
@@ -147,6 +148,12 @@ pub enum ErrorCode {
     Conflict,
     Internal,
     Unavailable,
+    /// Reference values signed by a key the service does not trust.
+    UntrustedSigner,
+    /// Reference values whose signature does not verify over the document.
+    BadSignature,
+    /// A release policy names reference values that are not (or no longer) imported.
+    UnknownReference,
 }
 
 impl ErrorCode {
@@ -172,6 +179,9 @@ impl ErrorCode {
             ErrorCode::Conflict => "conflict",
             ErrorCode::Internal => "internal",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::UntrustedSigner => "untrusted_signer",
+            ErrorCode::BadSignature => "bad_signature",
+            ErrorCode::UnknownReference => "unknown_reference",
         }
     }
 
@@ -181,6 +191,7 @@ impl ErrorCode {
             ErrorCode::Malformed => 400,
             ErrorCode::Unauthorized => 401,
             ErrorCode::Forbidden
+            | ErrorCode::UntrustedSigner
             | ErrorCode::NonceInvalid
             | ErrorCode::NonceExpired
             | ErrorCode::NonceReplayed
@@ -190,10 +201,11 @@ impl ErrorCode {
             | ErrorCode::VersionRevoked
             | ErrorCode::VersionNotAllowed
             | ErrorCode::OutsideWindow => 403,
-            ErrorCode::NotFound | ErrorCode::UnknownKey => 404,
+            ErrorCode::NotFound | ErrorCode::UnknownKey | ErrorCode::UnknownReference => 404,
             ErrorCode::Conflict => 409,
             ErrorCode::TooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
+            ErrorCode::BadSignature => 422,
             ErrorCode::RateLimited => 429,
             ErrorCode::Internal => 500,
             ErrorCode::Unavailable => 503,
@@ -202,7 +214,9 @@ impl ErrorCode {
 
     /// A key-release refusal (audited and rate-limited), as opposed to a transport error.
     pub fn is_denial(self) -> bool {
-        (self.http_status() == 403 && self != ErrorCode::Forbidden) || self == ErrorCode::UnknownKey
+        (self.http_status() == 403 && self != ErrorCode::Forbidden)
+            || self == ErrorCode::UnknownKey
+            || self == ErrorCode::UnknownReference
     }
 }
 
@@ -310,6 +324,33 @@ pub struct KeyInfo {
     pub policy: String,
 }
 
+/// `POST /v1/admin/reference-values`: import (or replace, by name) signed reference values.
+/// The service verifies the signature over the exact document bytes with its configured
+/// `trusted_image_signers` before anything is parsed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReferenceImport {
+    /// `reference-values.json`, byte for byte.
+    pub document: ByteBuf,
+    /// `reference-values.sig` (JSON `{algorithm, public_key, signature}`), byte for byte.
+    pub signature: ByteBuf,
+}
+
+/// Imported reference values as the admin API shows them (`GET /v1/admin/reference-values`
+/// lists them; an import answers with the stored one).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReferenceInfo {
+    pub name: String,
+    /// Hex Ed25519 public key that signed the document.
+    pub signer: String,
+    /// Unix seconds.
+    pub imported_at: i64,
+    /// Hex SHA-256 of the stored document.
+    pub document_sha256: String,
+    pub measurements: Vec<crate::reference::Expected>,
+}
+
 /// One hash-chained audit record (DESIGN.md §10), as exported.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -317,7 +358,8 @@ pub struct AuditRecord {
     pub seq: i64,
     /// Unix milliseconds.
     pub time_ms: i64,
-    /// `release`, `deny`, `key_create`, `key_rotate`, `key_revoke`, `key_rollback`, `policy_set`.
+    /// `release`, `deny`, `key_create`, `key_rotate`, `key_revoke`, `key_rollback`, `policy_set`,
+    /// `reference_import`, `master_rewrap`.
     pub action: String,
     pub actor: String,
     pub key_id: Option<String>,

@@ -41,6 +41,11 @@ pub struct Config {
     /// warning at start; never set it in production.
     #[serde(default)]
     pub insecure_sim_root: Option<PathBuf>,
+    /// Ed25519 public keys (64 hex digits each) of the image-signing keys whose reference
+    /// values may be imported (`POST /v1/admin/reference-values`) and used by release policies.
+    /// Default empty: no reference values can be imported.
+    #[serde(default)]
+    pub trusted_image_signers: Vec<String>,
     #[serde(default)]
     pub limits: Limits,
     /// Bearer tokens of the admin API, stored as SHA-256 digests.
@@ -141,6 +146,21 @@ impl Config {
         }
     }
 
+    /// The trusted image signers as raw Ed25519 public keys.
+    pub fn image_signers(&self) -> Result<Vec<[u8; 32]>, ConfigError> {
+        self.trusted_image_signers
+            .iter()
+            .map(|k| {
+                let mut pk = [0u8; 32];
+                hex::decode_to_slice(k.trim(), &mut pk).map(|()| pk).map_err(|_| {
+                    ConfigError::Invalid(format!(
+                        "trusted_image_signers: {k:?} is not an Ed25519 public key (64 hex digits)"
+                    ))
+                })
+            })
+            .collect()
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         if self.master_key_file.is_some() == self.master_key_env.is_some() {
             return Err(ConfigError::Invalid("set exactly one of master_key_file and master_key_env".into()));
@@ -151,10 +171,39 @@ impl Config {
                 self.database.split(':').next().unwrap_or_default()
             )));
         }
+        self.image_signers()?;
         let l = &self.limits;
         if l.challenge_ttl_secs <= 0 || l.result_ttl_secs <= 0 || l.denials_per_minute == 0 {
             return Err(ConfigError::Invalid("limits must be positive".into()));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(extra: &str) -> Result<Config, ConfigError> {
+        let text = format!(
+            "tls_cert = \"c\"\ntls_key = \"k\"\nresult_signing_key = \"r\"\nmaster_key_file = \"m\"\n{extra}"
+        );
+        let config: Config = toml::from_str(&text).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    #[test]
+    fn trusted_image_signers_default_empty_and_are_checked() {
+        assert!(parse("").unwrap().image_signers().unwrap().is_empty());
+        let pk = "ab".repeat(32);
+        assert_eq!(
+            parse(&format!("trusted_image_signers = [\"{pk}\"]")).unwrap().image_signers().unwrap(),
+            [[0xab; 32]]
+        );
+        for bad in ["\"ab\"", "\"zz\"", &format!("\"{pk}00\"")] {
+            let e = parse(&format!("trusted_image_signers = [{bad}]")).unwrap_err();
+            assert!(e.to_string().contains("trusted_image_signers"), "{e}");
+        }
     }
 }

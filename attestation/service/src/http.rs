@@ -15,8 +15,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use http_body_util::BodyExt;
 use nacre_protocol::messages::{
-    CONTENT_TYPE, ChallengeRequest, KeyCreate, KeyRevoke, KeyRollback, KeyRotate, PolicySet, ReleaseRequest,
-    ResultKey, path,
+    CONTENT_TYPE, ChallengeRequest, KeyCreate, KeyRevoke, KeyRollback, KeyRotate, PolicySet, ReferenceImport,
+    ReleaseRequest, ResultKey, path,
 };
 use nacre_protocol::{ErrorBody, ErrorCode, cbor};
 use serde::Serialize;
@@ -249,6 +249,38 @@ async fn set_policy(
     .await
 }
 
+async fn import_reference(
+    State(svc): Svc,
+    Extension(Source(src)): Extension<Source>,
+    headers: HeaderMap,
+    body: Body,
+) -> Reply {
+    timed(&svc.clone(), "admin", async move {
+        svc.admit(src)?;
+        let who = svc.authorize(bearer(&headers), Role::Admin, "reference_import", src).await?;
+        // Like every other refusal of an authenticated import, an unreadable body is audited.
+        let req: ReferenceImport = match read_cbor(&headers, body, svc.limits().admin_body_max).await {
+            Ok(req) => req,
+            Err(e) => return Err(svc.refuse_import(&who, e, src).await),
+        };
+        ok(&svc.import_reference(&who, &req, src).await?)
+    })
+    .await
+}
+
+async fn list_references(
+    State(svc): Svc,
+    Extension(Source(src)): Extension<Source>,
+    headers: HeaderMap,
+) -> Reply {
+    timed(&svc.clone(), "admin", async move {
+        svc.admit(src)?;
+        svc.authorize(bearer(&headers), Role::Auditor, "reference list", src).await?;
+        ok(&svc.list_references().await?)
+    })
+    .await
+}
+
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AuditQuery {
@@ -296,6 +328,7 @@ pub fn router(svc: Arc<Service>) -> Router {
         .route("/v1/admin/keys/{id}/revoke", post(revoke))
         .route("/v1/admin/keys/{id}/rollback", post(rollback))
         .route("/v1/admin/keys/{id}/policy", put(set_policy))
+        .route(path::REFERENCE_VALUES, get(list_references).post(import_reference))
         .route(path::AUDIT, get(audit))
         .route(path::METRICS, get(metrics))
         .route("/healthz", get(|| async { "ok" }))

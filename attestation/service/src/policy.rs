@@ -13,9 +13,23 @@
 //! measurements = ["<96 hex digits>"]
 //! ```
 //!
-//! A policy that pins no measurement for any TEE would release to any guest on genuine
-//! hardware; it is refused when set.
+//! A policy can also name imported reference values (signed by a trusted image signer):
+//!
+//! ```toml
+//! reference_values = ["fraud-guest"]
+//! ```
+//!
+//! Their measurements are added, per TEE, to the appraisal's allow-lists (`sim` →
+//! `[appraisal.sim] measurements`, `snp` → `[appraisal.snp] measurements`, `tdx` →
+//! `[appraisal.tdx] mrtd`). In such a policy an allow-list that is neither set explicitly nor
+//! given by a reference allows nothing (never "any"). The service resolves the names at every
+//! release from its database ([`ReleasePolicy::resolve`]), so a re-import takes effect at once.
+//!
+//! A policy that pins no measurement for any TEE (explicitly or through reference values)
+//! would release to any guest on genuine hardware; it is refused when set.
 
+use nacre_protocol::reference::{ReferenceValues, check_name};
+use nacre_verifier::policy::Hex;
 use nacre_verifier::{Appraiser, Policy};
 use serde::Deserialize;
 use time::OffsetDateTime;
@@ -30,6 +44,9 @@ struct ReleasePolicyToml {
     not_before: Option<String>,
     #[serde(default)]
     not_after: Option<String>,
+    #[serde(default)]
+    reference_values: Vec<String>,
+    #[serde(default)]
     appraisal: toml::Table,
 }
 
@@ -38,6 +55,11 @@ pub struct ReleasePolicy {
     pub allowed_versions: Vec<u32>,
     pub not_before: Option<i64>,
     pub not_after: Option<i64>,
+    /// Names of imported reference values whose measurements the appraisal also allows.
+    pub reference_values: Vec<String>,
+    /// The appraisal under the explicit `[appraisal]` table alone. When `reference_values` is
+    /// not empty its unset allow-lists are closed (empty), and releases appraise under
+    /// [`ReleasePolicy::resolve`] instead.
     pub appraiser: Appraiser,
 }
 
@@ -54,15 +76,29 @@ fn instant(field: &str, text: &Option<String>) -> Result<Option<i64>, String> {
 impl ReleasePolicy {
     pub fn parse(text: &str) -> Result<Self, String> {
         let raw: ReleasePolicyToml = toml::from_str(text).map_err(|e| format!("release policy: {e}"))?;
-        let appraisal =
+        let mut appraisal =
             Policy::from_toml(&raw.appraisal.to_string()).map_err(|e| format!("[appraisal]: {e}"))?;
         let pinned = appraisal.snp.measurements.as_ref().is_some_and(|m| !m.is_empty())
             || appraisal.sim.measurements.as_ref().is_some_and(|m| !m.is_empty())
             || appraisal.tdx.mrtd.as_ref().is_some_and(|m| !m.is_empty());
-        if !pinned {
-            return Err("[appraisal] pins no measurement (snp/sim `measurements` or tdx `mrtd`): \
-                        it would release the key to any guest"
+        if !pinned && raw.reference_values.is_empty() {
+            return Err("[appraisal] pins no measurement (snp/sim `measurements` or tdx `mrtd`) and \
+                        `reference_values` names none: it would release the key to any guest"
                 .into());
+        }
+        let mut reference_values: Vec<String> = Vec::with_capacity(raw.reference_values.len());
+        for name in raw.reference_values {
+            check_name(&name).map_err(|e| format!("reference_values: {e}"))?;
+            if reference_values.contains(&name) {
+                return Err(format!("reference_values: {name:?} is named twice"));
+            }
+            reference_values.push(name);
+        }
+        if !reference_values.is_empty() {
+            // Fail closed: a TEE neither pinned here nor by a reference allows no measurement.
+            appraisal.sim.measurements.get_or_insert_with(Vec::new);
+            appraisal.snp.measurements.get_or_insert_with(Vec::new);
+            appraisal.tdx.mrtd.get_or_insert_with(Vec::new);
         }
         let not_before = instant("not_before", &raw.not_before)?;
         let not_after = instant("not_after", &raw.not_after)?;
@@ -75,8 +111,33 @@ impl ReleasePolicy {
             allowed_versions: raw.allowed_versions,
             not_before,
             not_after,
+            reference_values,
             appraiser: Appraiser::new(appraisal),
         })
+    }
+
+    /// The appraiser of this policy with the measurements of `references` (the documents its
+    /// `reference_values` name, as stored now) added to the allow-lists of their TEEs.
+    pub fn resolve(&self, references: &[&ReferenceValues]) -> Result<Appraiser, String> {
+        let mut policy = self.appraiser.policy().clone();
+        for r in references {
+            for m in &r.measurements {
+                let mut value = [0u8; 48];
+                hex::decode_to_slice(&m.measurement, &mut value)
+                    .map_err(|_| format!("reference values {}: bad {} measurement", r.name, m.tee))?;
+                let list = match m.tee.as_str() {
+                    "sim" => &mut policy.sim.measurements,
+                    "snp" => &mut policy.snp.measurements,
+                    "tdx" => &mut policy.tdx.mrtd,
+                    other => return Err(format!("reference values {}: unknown TEE {other:?}", r.name)),
+                };
+                let list = list.get_or_insert_with(Vec::new);
+                if !list.contains(&Hex(value)) {
+                    list.push(Hex(value));
+                }
+            }
+        }
+        Ok(Appraiser::new(policy))
     }
 
     pub fn in_window(&self, now: i64) -> bool {
@@ -106,6 +167,62 @@ mod tests {
         assert!(!p.in_window(1_767_225_599));
         assert!(p.in_window(1_767_225_600));
         assert!(p.version_allowed(1, 3) && p.version_allowed(3, 3) && !p.version_allowed(2, 3));
+    }
+
+    fn reference(name: &str, measurements: &[(&str, &str)]) -> ReferenceValues {
+        use nacre_protocol::reference::{Expected, FORMAT, ImageDigests};
+        ReferenceValues {
+            format: FORMAT.into(),
+            name: name.into(),
+            image: ImageDigests {
+                vmlinuz_sha256: "1".repeat(64),
+                initrd_sha256: "2".repeat(64),
+                cmdline: String::new(),
+            },
+            measurements: measurements
+                .iter()
+                .map(|(tee, m)| Expected {
+                    tee: (*tee).into(),
+                    measurement: (*m).into(),
+                    firmware_sha256: "3".repeat(64),
+                    vcpus: None,
+                    vcpu_type: None,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn reference_values_pin_and_merge_per_tee_failing_closed() {
+        let b = "b".repeat(96);
+        let c = "c".repeat(96);
+        // Naming reference values counts as pinned; unset lists are closed, not "any".
+        let p = ReleasePolicy::parse("reference_values = [\"img\"]\n").unwrap();
+        assert_eq!(p.reference_values, ["img"]);
+        let base = p.appraiser.policy();
+        assert_eq!(base.sim.measurements, Some(vec![]));
+        assert_eq!(base.snp.measurements, Some(vec![]));
+        assert_eq!(base.tdx.mrtd, Some(vec![]));
+        let img = reference("img", &[("sim", &b), ("tdx", &c), ("sim", &b)]);
+        let resolved = p.resolve(&[&img]).unwrap();
+        let policy = resolved.policy();
+        assert_eq!(policy.sim.measurements.as_deref().map(<[_]>::len), Some(1), "deduplicated");
+        assert_eq!(hex::encode(policy.sim.measurements.as_ref().unwrap()[0].0), b);
+        assert_eq!(hex::encode(policy.tdx.mrtd.as_ref().unwrap()[0].0), c);
+        assert_eq!(policy.snp.measurements, Some(vec![]), "SNP allows nothing");
+        // Explicit measurements stay; references add to them.
+        let p = ReleasePolicy::parse(&format!(
+            "reference_values = [\"img\"]\n[appraisal.sim]\nmeasurements = [\"{M}\"]\n"
+        ))
+        .unwrap();
+        let resolved = p.resolve(&[&img]).unwrap();
+        assert_eq!(resolved.policy().sim.measurements.as_deref().map(<[_]>::len), Some(2));
+        // Bad names, duplicates, an empty list with nothing pinned.
+        for bad in
+            ["reference_values = [\"a b\"]", "reference_values = [\"x\", \"x\"]", "reference_values = []"]
+        {
+            assert!(ReleasePolicy::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -9,14 +9,15 @@ use std::time::Instant;
 
 use nacre_protocol::messages::{
     AuditRecord, Challenge, ChallengeRequest, KeyCreate, KeyInfo, KeyRevoke, KeyRollback, KeyRotate,
-    KeyVersionInfo, PolicySet, ReleaseRequest, ReleaseResponse, check_key_id,
+    KeyVersionInfo, PolicySet, ReferenceImport, ReferenceInfo, ReleaseRequest, ReleaseResponse, check_key_id,
 };
+use nacre_protocol::reference::{ReferenceError, ReferenceValues};
 use nacre_protocol::result::{
     AttestationResult, EAR_PROFILE, GuestAppraisal, ResultSigner, SUBMOD, VerifierId,
 };
 use nacre_protocol::{ErrorBody, ErrorCode, wrap};
 use nacre_verifier::collateral::FileCache;
-use nacre_verifier::{Claims, EvidenceVerifier, ExpectedReportData, PlatformClaims, SnpRoots};
+use nacre_verifier::{Appraiser, Claims, EvidenceVerifier, ExpectedReportData, PlatformClaims, SnpRoots};
 use nacre_wire::binding::KeyReleaseBinding;
 use serde_bytes::ByteBuf;
 
@@ -26,7 +27,7 @@ use crate::metrics::Metrics;
 use crate::nonce::NonceIssuer;
 use crate::policy::ReleasePolicy;
 use crate::ratelimit::DenialLimiter;
-use crate::store::{AuditEntry, ReleaseCommit, Store, StoreError};
+use crate::store::{AuditEntry, ReferenceRow, ReleaseCommit, Store, StoreError};
 use crate::tokens::{Principal, Role, Tokens};
 
 pub struct Service {
@@ -41,8 +42,30 @@ pub struct Service {
     pub metrics: Metrics,
     /// Parsed release policies by key id, with the text they were parsed from.
     policies: Mutex<HashMap<String, (String, Arc<ReleasePolicy>)>>,
+    /// Ed25519 keys whose reference values may be imported and used (`trusted_image_signers`).
+    image_signers: Vec<[u8; 32]>,
+    /// Verified, parsed reference-values documents by the SHA-256 of their bytes. Content
+    /// addressed: a re-import stores another document, so an entry is never stale.
+    references: Mutex<HashMap<[u8; 32], Arc<ReferenceValues>>>,
+    /// Appraisers of policies that name reference values, by key id, each valid only for the
+    /// policy (same parse) and the document digests it was built from.
+    resolved: Mutex<HashMap<String, ResolvedPolicy>>,
     epoch: Instant,
 }
+
+/// A release policy with its reference values resolved.
+struct ResolvedPolicy {
+    policy: Arc<ReleasePolicy>,
+    digests: Vec<[u8; 32]>,
+    appraiser: Arc<Appraiser>,
+}
+
+/// Bound on the parsed-documents cache (cleared when exceeded; it refills on use).
+const REFERENCE_CACHE_MAX: usize = 1024;
+
+/// How often a release is re-decided when reference values it used were replaced before it
+/// could commit.
+const RELEASE_ATTEMPTS: usize = 3;
 
 impl core::fmt::Debug for Service {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -134,6 +157,10 @@ fn store_error(e: StoreError) -> ErrorBody {
         StoreError::KeyRevoked(_) => ErrorBody::new(ErrorCode::KeyRevoked, e.to_string()),
         StoreError::VersionRevoked { .. } => ErrorBody::new(ErrorCode::VersionRevoked, e.to_string()),
         StoreError::NonceReplayed => ErrorBody::new(ErrorCode::NonceReplayed, e.to_string()),
+        StoreError::UnknownReference(_) => ErrorBody::new(ErrorCode::UnknownReference, e.to_string()),
+        StoreError::ReferenceChanged(_) => {
+            ErrorBody::new(ErrorCode::Unavailable, format!("{e}; retry with a new challenge"))
+        }
         StoreError::Db(_) | StoreError::Migrate(_) | StoreError::Corrupt(_) => {
             tracing::error!(error = %e, "storage failure");
             ErrorBody::new(ErrorCode::Internal, "storage failure")
@@ -195,6 +222,7 @@ impl Service {
             tracing::warn!("INSECURE: insecure_sim_root is set: simulated-TEE evidence can obtain keys");
         }
         let tokens = Tokens::new(&config.tokens).map_err(|e| load("tokens", e))?;
+        let image_signers = config.image_signers().map_err(|e| load("trusted_image_signers", e))?;
         let store = Store::connect(&config.database, config.limits.db_connections).await?;
         Ok(Service {
             nonces: NonceIssuer::new(keyring.current.nonce_mac_key()),
@@ -207,6 +235,9 @@ impl Service {
             limits: config.limits.clone(),
             metrics: Metrics::default(),
             policies: Mutex::default(),
+            image_signers,
+            references: Mutex::default(),
+            resolved: Mutex::default(),
             epoch: Instant::now(),
         })
     }
@@ -288,41 +319,56 @@ impl Service {
             source: Some(source.to_string()),
         };
         let nonce_hex = hex::encode(&req.nonce);
-        let outcome = match self.decide(&req).await {
-            Ok((response, subject, nonce_expires_at)) => {
-                let t = Instant::now();
-                let committed = self
-                    .store
-                    .commit_release(ReleaseCommit {
+        let mut attempt = 0;
+        let outcome = loop {
+            attempt += 1;
+            let (response, subject, nonce_expires_at, references) = match self.decide(&req).await {
+                Ok(decided) => decided,
+                Err(denied) => break denied,
+            };
+            let t = Instant::now();
+            let committed = self
+                .store
+                .commit_release_checked(
+                    ReleaseCommit {
                         nonce_hex: &nonce_hex,
                         nonce_expires_at,
                         key_id: &req.key_id,
                         version: req.key_version,
                         audit: audit(true, None, Some(&subject)),
-                    })
-                    .await;
-                self.metrics.stage("storage", t.elapsed().as_secs_f64());
-                match committed {
-                    Ok(record) => {
-                        let mut response = response;
-                        response.audit_seq = record.seq;
-                        self.metrics.releases.inc();
-                        tracing::info!(key_id = %req.key_id, version = req.key_version, %source, "key released");
-                        return Ok(response);
-                    }
-                    Err(
-                        e @ (StoreError::NonceReplayed
-                        | StoreError::KeyRevoked(_)
-                        | StoreError::VersionRevoked { .. }),
-                    ) => Denied {
+                    },
+                    &references,
+                )
+                .await;
+            self.metrics.stage("storage", t.elapsed().as_secs_f64());
+            match committed {
+                Ok(record) => {
+                    let mut response = response;
+                    response.audit_seq = record.seq;
+                    self.metrics.releases.inc();
+                    tracing::info!(key_id = %req.key_id, version = req.key_version, %source, "key released");
+                    return Ok(response);
+                }
+                // Reference values were re-imported between the appraisal and the commit:
+                // decide again under the new ones (nothing was written).
+                Err(StoreError::ReferenceChanged(name)) if attempt < RELEASE_ATTEMPTS => {
+                    tracing::info!(key_id = %req.key_id, reference = %name, "reference values changed; re-deciding");
+                    continue;
+                }
+                Err(
+                    e @ (StoreError::NonceReplayed
+                    | StoreError::KeyRevoked(_)
+                    | StoreError::VersionRevoked { .. }
+                    | StoreError::UnknownReference(_)),
+                ) => {
+                    break Denied {
                         body: store_error(e),
                         nonce_expires_at: Some(nonce_expires_at),
                         subject: Some(subject),
-                    },
-                    Err(e) => return Err(store_error(e)),
+                    };
                 }
+                Err(e) => return Err(store_error(e)),
             }
-            Err(denied) => denied,
         };
         let Denied { body, nonce_expires_at, subject } = outcome;
         if body.code.is_denial() {
@@ -341,7 +387,97 @@ impl Service {
         Err(body)
     }
 
-    async fn decide(&self, req: &ReleaseRequest) -> Result<(ReleaseResponse, Subject, i64), Denied> {
+    /// Resolves the reference values `policy` names, as stored now: the appraiser to use
+    /// (None: the policy names none, use its own) and the (name, document digest) pairs the
+    /// commit must find unchanged. A name that is no longer imported denies the release.
+    async fn resolve_references(
+        &self,
+        key_id: &str,
+        policy: &Arc<ReleasePolicy>,
+    ) -> Result<(Option<Arc<Appraiser>>, Vec<(String, [u8; 32])>), ErrorBody> {
+        if policy.reference_values.is_empty() {
+            return Ok((None, Vec::new()));
+        }
+        let rows = self.store.references(&policy.reference_values).await.map_err(store_error)?;
+        if let Some(missing) = policy.reference_values.iter().find(|n| !rows.iter().any(|r| &r.name == *n)) {
+            return Err(ErrorBody::new(
+                ErrorCode::UnknownReference,
+                format!(
+                    "the key's release policy names reference values {missing:?}, which are not imported"
+                ),
+            ));
+        }
+        let digests: Vec<[u8; 32]> = rows.iter().map(ReferenceRow::digest).collect();
+        let pairs = rows.iter().zip(&digests).map(|(r, d)| (r.name.clone(), *d)).collect();
+        {
+            let cache = self.resolved.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(r) = cache.get(key_id)
+                && Arc::ptr_eq(&r.policy, policy)
+                && r.digests == digests
+            {
+                return Ok((Some(r.appraiser.clone()), pairs));
+            }
+        }
+        let values =
+            rows.iter().zip(&digests).map(|(r, d)| self.reference(r, d)).collect::<Result<Vec<_>, _>>()?;
+        let appraiser =
+            Arc::new(policy.resolve(&values.iter().map(Arc::as_ref).collect::<Vec<_>>()).map_err(|e| {
+                tracing::error!(key_id, error = %e, "stored reference values do not resolve");
+                ErrorBody::new(ErrorCode::Internal, "stored reference values are invalid")
+            })?);
+        self.resolved.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            key_id.to_owned(),
+            ResolvedPolicy { policy: policy.clone(), digests, appraiser: appraiser.clone() },
+        );
+        Ok((Some(appraiser), pairs))
+    }
+
+    /// A stored reference-values document, verified under this service's trusted signers and
+    /// parsed once per distinct document.
+    fn reference(&self, row: &ReferenceRow, digest: &[u8; 32]) -> Result<Arc<ReferenceValues>, ErrorBody> {
+        if let Some(v) = self.references.lock().unwrap_or_else(|p| p.into_inner()).get(digest) {
+            return Ok(v.clone());
+        }
+        let verified =
+            ReferenceValues::verify(row.document.as_bytes(), row.signature.as_bytes(), &self.image_signers)
+                .and_then(|v| {
+                    if v.name == row.name {
+                        Ok(v)
+                    } else {
+                        Err(ReferenceError::Format(format!(
+                            "stored under {:?} but named {:?}",
+                            row.name, v.name
+                        )))
+                    }
+                });
+        let values = match verified {
+            Ok(v) => Arc::new(v),
+            Err(ReferenceError::UntrustedSigner(signer)) => {
+                return Err(ErrorBody::new(
+                    ErrorCode::UntrustedSigner,
+                    format!(
+                        "reference values {:?} are signed by {signer}, which this service does not trust",
+                        row.name
+                    ),
+                ));
+            }
+            Err(e) => {
+                tracing::error!(name = %row.name, error = %e, "stored reference values do not verify");
+                return Err(ErrorBody::new(ErrorCode::Internal, "stored reference values are invalid"));
+            }
+        };
+        let mut cache = self.references.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= REFERENCE_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(*digest, values.clone());
+        Ok(values)
+    }
+
+    async fn decide(
+        &self,
+        req: &ReleaseRequest,
+    ) -> Result<(ReleaseResponse, Subject, i64, Vec<(String, [u8; 32])>), Denied> {
         let now = now_unix();
         let nonce = self
             .nonces
@@ -383,6 +519,8 @@ impl Service {
         if !policy.in_window(now) {
             return Err(denied(ErrorBody::new(ErrorCode::OutsideWindow, "outside the key's release window")));
         }
+        let (resolved, references) =
+            self.resolve_references(&req.key_id, &policy).await.map_err(&mut denied)?;
 
         // The evidence must bind exactly this nonce, this HPKE key and this key id.
         let expected = KeyReleaseBinding {
@@ -395,7 +533,8 @@ impl Service {
         let t = Instant::now();
         let (verifier, evidence, policy2) = (self.verifier.clone(), req.evidence.clone(), policy.clone());
         let verdict = tokio::task::spawn_blocking(move || {
-            verifier.appraise(&policy2.appraiser, &evidence, ExpectedReportData::Exact(expected), now_unix())
+            let appraiser = resolved.as_deref().unwrap_or(&policy2.appraiser);
+            verifier.appraise(appraiser, &evidence, ExpectedReportData::Exact(expected), now_unix())
         })
         .await
         .map_err(|_| denied(ErrorBody::new(ErrorCode::Internal, "verification task failed")))?;
@@ -449,7 +588,7 @@ impl Service {
             attestation_result: ByteBuf::from(signed),
             audit_seq: 0, // set once the audit record is committed
         };
-        Ok((response, subject, nonce.expires_at))
+        Ok((response, subject, nonce.expires_at, references))
     }
 
     // ---- admin ----------------------------------------------------------------------------
@@ -543,8 +682,20 @@ impl Service {
         Ok(key)
     }
 
-    fn check_policy(text: &str) -> Result<(), ErrorBody> {
-        ReleasePolicy::parse(text).map(drop).map_err(|e| ErrorBody::new(ErrorCode::Malformed, e))
+    /// A policy parses, and every reference-values name it has is imported.
+    async fn check_policy(&self, text: &str) -> Result<(), ErrorBody> {
+        let policy = ReleasePolicy::parse(text).map_err(|e| ErrorBody::new(ErrorCode::Malformed, e))?;
+        if policy.reference_values.is_empty() {
+            return Ok(());
+        }
+        let rows = self.store.references(&policy.reference_values).await.map_err(store_error)?;
+        match policy.reference_values.iter().find(|n| !rows.iter().any(|r| &r.name == *n)) {
+            Some(missing) => Err(ErrorBody::new(
+                ErrorCode::UnknownReference,
+                format!("the policy names reference values {missing:?}, which are not imported"),
+            )),
+            None => Ok(()),
+        }
     }
 
     pub async fn create_key(
@@ -555,7 +706,7 @@ impl Service {
     ) -> Result<KeyInfo, ErrorBody> {
         check_key_id(&req.key_id)?;
         let key = Self::data_key(&req.data_key)?;
-        Self::check_policy(&req.policy)?;
+        self.check_policy(&req.policy).await?;
         let kek = &self.keyring.current;
         let wrapped =
             kek.seal(&req.key_id, 1, &key).map_err(|e| ErrorBody::new(ErrorCode::Internal, e.to_string()))?;
@@ -622,7 +773,7 @@ impl Service {
         source: IpAddr,
     ) -> Result<KeyInfo, ErrorBody> {
         check_key_id(key_id)?;
-        Self::check_policy(&req.policy)?;
+        self.check_policy(&req.policy).await?;
         let digest =
             hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, req.policy.as_bytes()));
         let audit = self.admin_audit(
@@ -638,8 +789,111 @@ impl Service {
         self.key_info(key_id).await
     }
 
+    /// Imports signed reference values: the signature must verify over the exact document bytes
+    /// under one of `trusted_image_signers` (checked before the document is parsed). Replaces
+    /// the reference values of the same name. Every refusal is audited.
+    pub async fn import_reference(
+        &self,
+        who: &Principal,
+        req: &ReferenceImport,
+        source: IpAddr,
+    ) -> Result<ReferenceInfo, ErrorBody> {
+        let verified = ReferenceValues::verify_signed(&req.document, &req.signature, &self.image_signers);
+        let (values, signer) = match verified {
+            Ok(v) => v,
+            Err(e) => {
+                let code = match e {
+                    ReferenceError::UntrustedSigner(_) => ErrorCode::UntrustedSigner,
+                    ReferenceError::BadSignature => ErrorCode::BadSignature,
+                    ReferenceError::Format(_) | ReferenceError::Key(_) => ErrorCode::Malformed,
+                };
+                let mut reason = e.to_string();
+                if code == ErrorCode::UntrustedSigner && self.image_signers.is_empty() {
+                    reason.push_str(" (trusted_image_signers is empty: no import is possible)");
+                }
+                return Err(self.refuse_import(who, ErrorBody::new(code, reason), source).await);
+            }
+        };
+        // Both verified as JSON above, hence UTF-8.
+        let text = |b: &[u8]| String::from_utf8(b.to_vec());
+        let (Ok(document), Ok(signature)) = (text(&req.document), text(&req.signature)) else {
+            let body = ErrorBody::new(ErrorCode::Malformed, "reference values must be UTF-8");
+            return Err(self.refuse_import(who, body, source).await);
+        };
+        let row = ReferenceRow {
+            name: values.name.clone(),
+            document,
+            signature,
+            signer: hex::encode(signer),
+            imported_at: now_unix(),
+        };
+        let digest = row.digest();
+        let tees = |tee: &str| values.measurements.iter().filter(|m| m.tee == tee).count();
+        let reason = format!(
+            "reference values {} (document sha256 {}) signed by {}: {} measurements (sim {}, snp {}, tdx {})",
+            row.name,
+            hex::encode(digest),
+            row.signer,
+            values.measurements.len(),
+            tees("sim"),
+            tees("snp"),
+            tees("tdx"),
+        );
+        let audit = self.admin_audit(who, "reference_import", None, None, (true, Some(reason)), source);
+        self.store.import_reference(&row, audit).await.map_err(store_error)?;
+        self.admin_done("reference_import");
+        tracing::info!(name = %row.name, signer = %row.signer, "reference values imported");
+        let info = reference_info(&row, &values);
+        let mut cache = self.references.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() < REFERENCE_CACHE_MAX {
+            cache.insert(digest, Arc::new(values));
+        }
+        Ok(info)
+    }
+
+    /// Audits a refused import by `who` and returns the refusal.
+    pub async fn refuse_import(&self, who: &Principal, body: ErrorBody, source: IpAddr) -> ErrorBody {
+        tracing::warn!(%source, actor = %who.name, code = %body.code, reason = %body.reason, "reference import refused");
+        let audit = self.admin_audit(
+            who,
+            "reference_import",
+            None,
+            None,
+            (false, Some(format!("{}: {}", body.code, body.reason))),
+            source,
+        );
+        match self.store.commit_denial(audit, None).await {
+            Ok(_) => body,
+            Err(e) => store_error(e),
+        }
+    }
+
+    /// Every imported reference-values document, by name.
+    pub async fn list_references(&self) -> Result<Vec<ReferenceInfo>, ErrorBody> {
+        let rows = self.store.list_references().await.map_err(store_error)?;
+        rows.iter()
+            .map(|row| {
+                let values = ReferenceValues::parse_unverified(row.document.as_bytes()).map_err(|e| {
+                    tracing::error!(name = %row.name, error = %e, "stored reference values do not parse");
+                    ErrorBody::new(ErrorCode::Internal, "stored reference values are invalid")
+                })?;
+                Ok(reference_info(row, &values))
+            })
+            .collect()
+    }
+
     pub async fn audit_page(&self, after: i64, limit: i64) -> Result<Vec<AuditRecord>, ErrorBody> {
         self.store.audit_page(after, limit.clamp(1, 10_000)).await.map_err(store_error)
+    }
+}
+
+fn reference_info(row: &ReferenceRow, values: &ReferenceValues) -> ReferenceInfo {
+    ReferenceInfo {
+        name: row.name.clone(),
+        signer: row.signer.clone(),
+        imported_at: row.imported_at,
+        document_sha256: hex::encode(row.digest()),
+        measurements: values.measurements.clone(),
     }
 }
 

@@ -35,6 +35,10 @@ pub enum StoreError {
     VersionRevoked { key_id: String, version: u32 },
     #[error("stored value out of range: {0}")]
     Corrupt(String),
+    #[error("reference values {0} are not imported")]
+    UnknownReference(String),
+    #[error("reference values {0} were replaced while the release was decided")]
+    ReferenceChanged(String),
 }
 
 /// An audit entry before it is chained.
@@ -87,6 +91,32 @@ pub struct ReleaseCommit<'a> {
     pub audit: AuditEntry,
 }
 
+/// Imported reference values: the signed document and its signature, byte for byte.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReferenceRow {
+    pub name: String,
+    pub document: String,
+    pub signature: String,
+    /// Hex Ed25519 public key.
+    pub signer: String,
+    /// Unix seconds.
+    pub imported_at: i64,
+}
+
+impl ReferenceRow {
+    /// SHA-256 of the document: what caches of its parsed form are keyed by.
+    pub fn digest(&self) -> [u8; 32] {
+        document_digest(&self.document)
+    }
+}
+
+/// SHA-256 of a reference-values document.
+pub fn document_digest(document: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, document.as_bytes()).as_ref());
+    out
+}
+
 struct WriteTx {
     tx: Transaction<'static, Any>,
     head: (i64, String),
@@ -102,14 +132,20 @@ pub struct Store {
 }
 
 fn migrator() -> Migrator {
-    Migrator {
-        migrations: Cow::Owned(vec![Migration::new(
-            1,
-            Cow::Borrowed("initial"),
+    let migration = |version, name, sql| {
+        Migration::new(
+            version,
+            Cow::Borrowed(name),
             MigrationType::Simple,
-            sqlx::SqlStr::from_static(include_str!("../migrations/0001_initial.sql")),
+            sqlx::SqlStr::from_static(sql),
             false,
-        )]),
+        )
+    };
+    Migrator {
+        migrations: Cow::Owned(vec![
+            migration(1, "initial", include_str!("../migrations/0001_initial.sql")),
+            migration(2, "reference values", include_str!("../migrations/0002_reference_values.sql")),
+        ]),
         ..Migrator::DEFAULT
     }
 }
@@ -272,6 +308,17 @@ impl Store {
     /// Commits a release: re-checks revocation under the chain lock, consumes the nonce and
     /// appends the audit record. Fails (and writes nothing) on replay or revocation.
     pub async fn commit_release(&self, c: ReleaseCommit<'_>) -> Result<AuditRecord, StoreError> {
+        self.commit_release_checked(c, &[]).await
+    }
+
+    /// [`Store::commit_release`] for a release appraised under reference values: each
+    /// (name, document digest) must still be the stored one under the chain lock, so an
+    /// import committed before this release commits always takes effect (no stale decision).
+    pub async fn commit_release_checked(
+        &self,
+        c: ReleaseCommit<'_>,
+        references: &[(String, [u8; 32])],
+    ) -> Result<AuditRecord, StoreError> {
         {
             let mut w = self.begin_write().await?;
             let (tx, head) = (&mut w.tx, w.head.clone());
@@ -293,6 +340,17 @@ impl Store {
                         key_id: c.key_id.to_owned(),
                         version: c.version,
                     });
+                }
+                for (name, digest) in references {
+                    let document = sqlx::query("SELECT document FROM reference_values WHERE name = $1")
+                        .bind(name.clone())
+                        .fetch_optional(&mut **tx)
+                        .await?
+                        .ok_or_else(|| StoreError::UnknownReference(name.clone()))?
+                        .try_get::<String, _>("document")?;
+                    if document_digest(&document) != *digest {
+                        return Err(StoreError::ReferenceChanged(name.clone()));
+                    }
                 }
                 let inserted = sqlx::query(
                 "INSERT INTO used_nonces (nonce, expires_at) VALUES ($1, $2) ON CONFLICT (nonce) DO NOTHING",
@@ -560,6 +618,75 @@ impl Store {
         }
     }
 
+    /// Imports reference values: inserts `row`, or replaces the row of the same name, and
+    /// appends `audit` (whose reason gets the replaced document's digest) in one transaction.
+    /// Returns the digest of the document it replaced, if any.
+    pub async fn import_reference(
+        &self,
+        row: &ReferenceRow,
+        mut audit: AuditEntry,
+    ) -> Result<(Option<[u8; 32]>, AuditRecord), StoreError> {
+        let mut w = self.begin_write().await?;
+        let (tx, head) = (&mut w.tx, w.head.clone());
+        let out = async {
+            let previous = sqlx::query("SELECT document FROM reference_values WHERE name = $1")
+                .bind(row.name.clone())
+                .fetch_optional(&mut **tx)
+                .await?
+                .map(|r| r.try_get::<String, _>("document").map(|d| document_digest(&d)))
+                .transpose()?;
+            sqlx::query(
+                "INSERT INTO reference_values (name, document, signature, signer, imported_at) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO UPDATE SET \
+                 document = excluded.document, signature = excluded.signature, \
+                 signer = excluded.signer, imported_at = excluded.imported_at",
+            )
+            .bind(row.name.clone())
+            .bind(row.document.clone())
+            .bind(row.signature.clone())
+            .bind(row.signer.clone())
+            .bind(row.imported_at)
+            .execute(&mut **tx)
+            .await?;
+            if let (Some(old), Some(reason)) = (previous, audit.reason.as_mut()) {
+                reason.push_str(&format!("; replaces document sha256 {}", hex::encode(old)));
+            }
+            Ok::<_, StoreError>((previous, Self::append(tx, head, audit).await?))
+        }
+        .await?;
+        w.tx.commit().await?;
+        Ok(out)
+    }
+
+    /// The reference values named `names` that exist, in the order of `names` (a missing name
+    /// is simply absent from the result).
+    pub async fn references(&self, names: &[String]) -> Result<Vec<ReferenceRow>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            let row = sqlx::query(
+                "SELECT name, document, signature, signer, imported_at FROM reference_values WHERE name = $1",
+            )
+            .bind(name.clone())
+            .fetch_optional(&mut *conn)
+            .await?;
+            if let Some(r) = row {
+                out.push(reference_row(&r)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every imported reference-values row, by name.
+    pub async fn list_references(&self) -> Result<Vec<ReferenceRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT name, document, signature, signer, imported_at FROM reference_values ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(reference_row).collect()
+    }
+
     /// Audit records with `seq > after`, at most `limit`, in order.
     pub async fn audit_page(&self, after: i64, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
         let rows = sqlx::query(
@@ -626,6 +753,16 @@ fn version_row(r: &AnyRow) -> Result<VersionRow, StoreError> {
         wrapped_key: hex_of(&r.try_get::<String, _>("wrapped_key")?, "wrapped_key")?,
         created_at: r.try_get("created_at")?,
         revoked: r.try_get::<i64, _>("revoked")? != 0,
+    })
+}
+
+fn reference_row(r: &AnyRow) -> Result<ReferenceRow, StoreError> {
+    Ok(ReferenceRow {
+        name: r.try_get("name")?,
+        document: r.try_get("document")?,
+        signature: r.try_get("signature")?,
+        signer: r.try_get("signer")?,
+        imported_at: r.try_get("imported_at")?,
     })
 }
 

@@ -7,7 +7,7 @@ mod common;
 
 use common::{Harness, MEASUREMENT, policy_for};
 use nacre_attestation_client::{Client, ClientError};
-use nacre_attestation_service::store::{ChainBreak, verify_chain};
+use nacre_attestation_service::store::{AuditEntry, ChainBreak, ReleaseCommit, StoreError, verify_chain};
 use nacre_protocol::ErrorCode;
 use nacre_protocol::messages::ReleaseRequest;
 use nacre_protocol::wrap::RecipientKey;
@@ -212,6 +212,198 @@ async fn sqlite() {
     suite(None).await;
 }
 
+/// Signed reference values for `name` allowing `sim` measurements (and one SNP measurement).
+fn reference_values(pkcs8: &[u8], name: &str, sim: &[[u8; 48]]) -> (Vec<u8>, Vec<u8>) {
+    use nacre_protocol::reference::{Expected, FORMAT, ImageDigests, ReferenceValues};
+    let expected = |tee: &str, m: &[u8; 48]| Expected {
+        tee: tee.into(),
+        measurement: hex::encode(m),
+        firmware_sha256: "f".repeat(64),
+        vcpus: Some(1),
+        vcpu_type: Some("EPYC-v4".into()),
+    };
+    let mut measurements: Vec<Expected> = sim.iter().map(|m| expected("sim", m)).collect();
+    measurements.push(expected("snp", &[0x44; 48]));
+    let values = ReferenceValues {
+        format: FORMAT.into(),
+        name: name.into(),
+        image: ImageDigests {
+            vmlinuz_sha256: "a".repeat(64),
+            initrd_sha256: "b".repeat(64),
+            cmdline: "console=ttyS0".into(),
+        },
+        measurements,
+    };
+    let (doc, sig) = values.sign(pkcs8).unwrap();
+    // reference-values.sig as `nacre image build` writes it (JSON).
+    let sig = format!(
+        "{{\n  \"algorithm\": \"{}\",\n  \"public_key\": \"{}\",\n  \"signature\": \"{}\"\n}}",
+        sig.algorithm, sig.public_key, sig.signature
+    );
+    (doc, sig.into_bytes())
+}
+
+/// Reference values end to end: import (trusted signer only, every refusal audited), a policy
+/// naming them, release-time resolution (a re-import takes effect at once, on every replica),
+/// fail-closed when they go away or their signer is no longer trusted.
+async fn reference_suite(database: Option<&str>) {
+    use nacre_protocol::reference::generate_signing_key;
+    let (key, pk) = generate_signing_key().unwrap();
+    let (untrusted, untrusted_pk) = generate_signing_key().unwrap();
+    let trust = move |t: String| {
+        t.replace("denial_burst = 10", "denial_burst = 1000")
+            .replace("[limits]", &format!("trusted_image_signers = [\"{}\"]\n\n[limits]", hex::encode(pk)))
+    };
+    let h = Harness::start(database, trust).await;
+    assert_eq!(h.config.image_signers().unwrap(), [pk]);
+    let (admin, guest, auditor) = (h.admin(), h.guest(), h.auditor());
+    let other_measurement = [0x66; 48];
+
+    // ---- import ----------------------------------------------------------------------------
+    let (doc, sig) = reference_values(&key, "img", &[MEASUREMENT]);
+    let info = admin.import_reference_values(&doc, &sig).await.unwrap();
+    assert_eq!((info.name.as_str(), info.signer.clone()), ("img", hex::encode(pk)));
+    assert_eq!(info.measurements.len(), 2);
+
+    // Signed by a key the service does not trust (a valid signature all the same).
+    let (udoc, usig) = reference_values(&untrusted, "img", &[MEASUREMENT, other_measurement]);
+    let e = refused(admin.import_reference_values(&udoc, &usig).await);
+    assert_eq!(e.code, ErrorCode::UntrustedSigner, "{e}");
+    assert_eq!(e.code.http_status(), 403);
+    // One measurement edited after signing.
+    let tampered = String::from_utf8(doc.clone())
+        .unwrap()
+        .replace(&hex::encode(MEASUREMENT), &hex::encode(other_measurement))
+        .into_bytes();
+    assert_ne!(tampered, doc);
+    let e = refused(admin.import_reference_values(&tampered, &sig).await);
+    assert_eq!(e.code, ErrorCode::BadSignature, "{e}");
+    // Not a signature file at all.
+    assert_eq!(refused(admin.import_reference_values(&doc, b"{}").await).code, ErrorCode::Malformed);
+    // Auditors may list but not import.
+    assert_eq!(refused(auditor.import_reference_values(&doc, &sig).await).code, ErrorCode::Forbidden);
+    assert_eq!(refused(guest.list_reference_values().await).code, ErrorCode::Unauthorized);
+    let listed = auditor.list_reference_values().await.unwrap();
+    assert_eq!(listed, std::slice::from_ref(&info));
+
+    // ---- policies naming them ----------------------------------------------------------------
+    let policy = "reference_values = [\"img\"]\n";
+    let e = refused(admin.create_key("r", &[0x31; 32], "reference_values = [\"nope\"]\n").await);
+    assert_eq!(e.code, ErrorCode::UnknownReference, "{e}");
+    assert!(e.reason.contains("nope"), "{e}");
+    admin.create_key("r", &[0x31; 32], policy).await.unwrap();
+    let e = refused(admin.set_policy("r", "reference_values = [\"img\", \"nope\"]\n").await);
+    assert_eq!(e.code, ErrorCode::UnknownReference, "{e}");
+    assert_eq!(admin.key("r").await.unwrap().policy, policy, "the refused policy was not stored");
+
+    // The guest whose sim measurement the reference values list gets the key; another does not.
+    assert_eq!(fetch(&h, "r", 1).await.unwrap(), [0x31; 32]);
+    let (req, _) = request(&h, &guest, "r", 1, other_measurement).await;
+    let e = refused(guest.release(&req).await);
+    assert_eq!(e.code, ErrorCode::Evidence, "{e}");
+
+    // A second replica on the same database resolves (and caches) the same reference values.
+    let replica = nacre_attestation_service::service::Service::start(&h.config).await.unwrap();
+    let source: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    let (req, _) = request(&h, &guest, "r", 1, MEASUREMENT).await;
+    replica.release(req, source).await.unwrap();
+
+    // ---- re-import without that measurement: the very next release is denied, everywhere -----
+    let (doc2, sig2) = reference_values(&key, "img", &[other_measurement]);
+    let info2 = admin.import_reference_values(&doc2, &sig2).await.unwrap();
+    assert_ne!(info2.document_sha256, info.document_sha256);
+    let e = refused(fetch(&h, "r", 1).await);
+    assert_eq!(e.code, ErrorCode::Evidence, "{e}");
+    let (req, _) = request(&h, &guest, "r", 1, MEASUREMENT).await;
+    assert_eq!(replica.release(req, source).await.unwrap_err().code, ErrorCode::Evidence);
+    let (req, _) = request(&h, &guest, "r", 1, other_measurement).await;
+    guest.release(&req).await.unwrap();
+    assert_eq!(auditor.list_reference_values().await.unwrap(), std::slice::from_ref(&info2));
+
+    // A release decided under replaced reference values does not commit (no stale decision).
+    let store = h.service.store();
+    let stale = [("img".to_owned(), [0u8; 32])];
+    let commit = |tag: &'static str| ReleaseCommit {
+        nonce_hex: tag,
+        nonce_expires_at: i64::MAX,
+        key_id: "r",
+        version: 1,
+        audit: AuditEntry { action: "release", allow: true, ..AuditEntry::default() },
+    };
+    let head = store.audit_head().await.unwrap();
+    assert!(matches!(
+        store.commit_release_checked(commit("stale"), &stale).await,
+        Err(StoreError::ReferenceChanged(n)) if n == "img"
+    ));
+    let gone = [("gone".to_owned(), [0u8; 32])];
+    assert!(matches!(
+        store.commit_release_checked(commit("gone"), &gone).await,
+        Err(StoreError::UnknownReference(n)) if n == "gone"
+    ));
+    assert_eq!(store.audit_head().await.unwrap(), head, "nothing was written");
+
+    // ---- audit ---------------------------------------------------------------------------------
+    let records = auditor.audit_export().await.unwrap();
+    let head = store.audit_head().await.unwrap();
+    assert_eq!(verify_chain(&records, Some((head.0, &head.1))), Ok(records.len()));
+    let imports: Vec<_> = records.iter().filter(|r| r.action == "reference_import").collect();
+    let reason = |r: &&nacre_protocol::messages::AuditRecord| r.reason.clone().unwrap_or_default();
+    let allowed: Vec<_> = imports.iter().filter(|r| r.decision == "allow").map(reason).collect();
+    assert_eq!(allowed.len(), 2, "{allowed:#?}");
+    assert!(allowed[0].contains("img") && allowed[0].contains(&hex::encode(pk)), "{}", allowed[0]);
+    assert!(allowed[0].contains("2 measurements (sim 1, snp 1, tdx 0)"), "{}", allowed[0]);
+    assert!(
+        allowed[1].contains(&format!("replaces document sha256 {}", info.document_sha256)),
+        "{}",
+        allowed[1]
+    );
+    let denied: Vec<_> = imports.iter().filter(|r| r.decision == "deny").map(reason).collect();
+    assert_eq!(denied.len(), 4, "every refused import is audited: {denied:#?}");
+    assert!(denied[0].starts_with("untrusted_signer") && denied[0].contains(&hex::encode(untrusted_pk)));
+    assert!(denied[1].starts_with("bad_signature"), "{}", denied[1]);
+    assert!(denied[2].starts_with("malformed"), "{}", denied[2]);
+    assert!(denied[3].contains("reference_import needs the admin role"), "{}", denied[3]);
+    assert!(imports.iter().all(|r| r.key_id.is_none() && r.source.as_deref() == Some("127.0.0.1")));
+    replica.store().close().await;
+
+    // ---- fail closed ---------------------------------------------------------------------------
+    // The signer is no longer trusted (a replica configured without it): no release.
+    let h = h.restart(|t| t.replace(&format!("trusted_image_signers = [\"{}\"]", hex::encode(pk)), "")).await;
+    assert!(h.config.trusted_image_signers.is_empty());
+    let e = refused(h.admin().import_reference_values(&doc2, &sig2).await);
+    assert_eq!(e.code, ErrorCode::UntrustedSigner);
+    assert!(e.reason.contains("trusted_image_signers is empty"), "{e}");
+    let (req, _) = request(&h, &h.guest(), "r", 1, other_measurement).await;
+    let e = refused(h.guest().release(&req).await);
+    assert_eq!(e.code, ErrorCode::UntrustedSigner, "{e}");
+    // Trusted again, but the named reference values have gone from the database.
+    let h = h.restart(trust).await;
+    let (req, _) = request(&h, &h.guest(), "r", 1, other_measurement).await;
+    h.guest().release(&req).await.unwrap();
+    sqlx::query("DELETE FROM reference_values WHERE name = 'img'")
+        .execute(h.service.store().pool())
+        .await
+        .unwrap();
+    let (req, _) = request(&h, &h.guest(), "r", 1, other_measurement).await;
+    let e = refused(h.guest().release(&req).await);
+    assert_eq!(e.code, ErrorCode::UnknownReference, "{e}");
+    assert!(e.reason.contains("\"img\""), "{e}");
+    let records = h.service.store().audit_page(0, 10_000).await.unwrap();
+    let last = records.last().unwrap();
+    assert_eq!((last.action.as_str(), last.decision.as_str()), ("deny", "deny"));
+    assert!(last.reason.as_deref().unwrap().starts_with("unknown_reference"), "{last:?}");
+    assert!(records.iter().any(|r| {
+        r.reason.as_deref().is_some_and(|r| r.starts_with("untrusted_signer: reference values \"img\""))
+    }));
+    assert_eq!(verify_chain(&records, None), Ok(records.len()));
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reference_values_sqlite() {
+    reference_suite(None).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_bodies_limits_and_rate_limiting() {
     let h = Harness::start(None, |t| t.replace("denial_burst = 10", "denial_burst = 4")).await;
@@ -293,6 +485,16 @@ async fn postgres() {
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}"))).execute(&admin_pool).await.unwrap();
     let (base, _) = url.rsplit_once('/').unwrap();
     suite(Some(&format!("{base}/{db}"))).await;
+    let refs_db = format!("{db}_refs");
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {refs_db}")))
+        .execute(&admin_pool)
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {refs_db}")))
+        .execute(&admin_pool)
+        .await
+        .unwrap();
+    reference_suite(Some(&format!("{base}/{refs_db}"))).await;
     admin_pool.close().await;
     if let Some(dir) = started {
         let _ = std::process::Command::new(repo.join("scripts/postgres.sh")).arg("stop").arg(&dir).status();

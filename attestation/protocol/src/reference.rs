@@ -1,6 +1,7 @@
 //! Signed reference values: what an image is (digests of its boot inputs) and the measurement
-//! each TEE should report for it, signed with an image-signing key (Ed25519). The attestation
-//! service imports them only when it trusts the signer.
+//! each TEE should report for it, signed with an image-signing key (Ed25519). A cross-component
+//! format: the image builder (`nacre image build`) writes it, the attestation service imports
+//! it (only when it trusts the signer) and release policies name it.
 //!
 //! On disk: `reference-values.json` (the signed bytes, exactly) and `reference-values.sig`
 //! (`{"algorithm":"ed25519","public_key":HEX,"signature":HEX}`). Ed25519 signatures are
@@ -66,18 +67,27 @@ pub enum ReferenceError {
     Key(String),
 }
 
+/// Longest reference-values name.
+pub const MAX_NAME_LEN: usize = 128;
+
+/// Checks a reference-values name: 1–128 characters of `[A-Za-z0-9._-]`.
+pub fn check_name(name: &str) -> Result<(), ReferenceError> {
+    if name.is_empty()
+        || name.len() > MAX_NAME_LEN
+        || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        return Err(ReferenceError::Format(format!("name {name:?}: 1–{MAX_NAME_LEN} of [A-Za-z0-9._-]")));
+    }
+    Ok(())
+}
+
 impl ReferenceValues {
     fn check(&self) -> Result<(), ReferenceError> {
         let bad = |m: String| Err(ReferenceError::Format(m));
         if self.format != FORMAT {
             return bad(format!("format {:?}, expected {FORMAT:?}", self.format));
         }
-        if self.name.is_empty()
-            || self.name.len() > 128
-            || !self.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        {
-            return bad(format!("name {:?}: 1–128 of [A-Za-z0-9._-]", self.name));
-        }
+        check_name(&self.name)?;
         let hex_of = |s: &str, n: usize| {
             s.len() == 2 * n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         };
@@ -119,6 +129,27 @@ impl ReferenceValues {
     /// Verifies `sig` over the exact bytes of `doc`, by one of `trusted` (Ed25519 public keys),
     /// then parses `doc` strictly. The signer is checked before anything is parsed.
     pub fn verify(doc: &[u8], sig: &[u8], trusted: &[[u8; 32]]) -> Result<ReferenceValues, ReferenceError> {
+        Self::verify_signed(doc, sig, trusted).map(|(values, _)| values)
+    }
+
+    /// Parses and checks a document WITHOUT verifying any signature: for showing documents that
+    /// were verified before (e.g. when they were imported), never for trusting new ones.
+    pub fn parse_unverified(doc: &[u8]) -> Result<ReferenceValues, ReferenceError> {
+        if doc.len() > MAX_LEN {
+            return Err(ReferenceError::Format("too large".into()));
+        }
+        let values: ReferenceValues =
+            serde_json::from_slice(doc).map_err(|e| ReferenceError::Format(e.to_string()))?;
+        values.check()?;
+        Ok(values)
+    }
+
+    /// [`ReferenceValues::verify`], also returning the signer's public key.
+    pub fn verify_signed(
+        doc: &[u8],
+        sig: &[u8],
+        trusted: &[[u8; 32]],
+    ) -> Result<(ReferenceValues, [u8; 32]), ReferenceError> {
         if doc.len() > MAX_LEN || sig.len() > 4096 {
             return Err(ReferenceError::Format("too large".into()));
         }
@@ -137,10 +168,7 @@ impl ReferenceValues {
         UnparsedPublicKey::new(&ED25519, &pk)
             .verify(doc, &signature)
             .map_err(|_| ReferenceError::BadSignature)?;
-        let values: ReferenceValues =
-            serde_json::from_slice(doc).map_err(|e| ReferenceError::Format(e.to_string()))?;
-        values.check()?;
-        Ok(values)
+        Ok((Self::parse_unverified(doc)?, pk))
     }
 }
 
@@ -185,6 +213,8 @@ mod tests {
         let (doc, sig) = sample().sign(&key).unwrap();
         let sig_json = serde_json::to_vec(&sig).unwrap();
         assert_eq!(ReferenceValues::verify(&doc, &sig_json, &[other_pk, pk]).unwrap(), sample());
+        assert_eq!(ReferenceValues::verify_signed(&doc, &sig_json, &[other_pk, pk]).unwrap().1, pk);
+        assert_eq!(ReferenceValues::parse_unverified(&doc).unwrap(), sample());
         // Deterministic.
         assert_eq!(sample().sign(&key).unwrap(), (doc.clone(), sig.clone()));
         // Untrusted signer, even with a valid signature.
@@ -205,5 +235,15 @@ mod tests {
         let mut odd = sample();
         odd.measurements[0].tee = "sgx".into();
         assert!(odd.sign(&key).is_err());
+    }
+
+    #[test]
+    fn names() {
+        for good in ["img", "fraud-mlp_guest.v2", &"a".repeat(MAX_NAME_LEN)] {
+            assert!(check_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "a b", "ä", "x/y", &"a".repeat(MAX_NAME_LEN + 1)] {
+            assert!(check_name(bad).is_err(), "{bad}");
+        }
     }
 }
