@@ -20,21 +20,10 @@
 # so the load average before and after is printed: trust ratios only when it stayed low.
 set -euo pipefail
 
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
-
-run=1
-if [[ "${1:-}" == "--table-only" ]]; then
-    run=0
-    shift
-fi
-[[ "${1:-}" == "--" ]] && shift
-
-target=${CARGO_TARGET_DIR:-$(cargo metadata --format-version 1 --no-deps |
-    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')}
+# shellcheck source=bench-common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/bench-common.sh"
 crit=${CRITERION_HOME:-$target/criterion}
-logs="$target/bench-logs"
 peers="$logs/sealed-peers.jsonl"
-mkdir -p "$logs"
 
 # One `openssl speed -mr` figure in bytes/s at 16 KiB blocks.
 openssl_rate() {

@@ -14,20 +14,10 @@
 # stayed low.
 set -euo pipefail
 
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
-
-run=1
-if [[ "${1:-}" == "--table-only" ]]; then
-    run=0
-    shift
-fi
-[[ "${1:-}" == "--" ]] && shift
-
+# shellcheck source=bench-common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/bench-common.sh"
 # Where criterion writes: $CRITERION_HOME, else <cargo target dir>/criterion.
-target=${CARGO_TARGET_DIR:-$(cargo metadata --format-version 1 --no-deps |
-    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')}
 crit=${CRITERION_HOME:-$target/criterion}
-mkdir -p "$target/bench-logs"
 log="$target/bench-logs/verify.log"
 start=$(date +%s)
 if ((run)); then
