@@ -56,6 +56,18 @@ async fn wait_for(what: &str, timeout: Duration, mut cond: impl AsyncFnMut() -> 
     }
 }
 
+/// Kills the VM's QEMU if the test fails before stopping it (no stray VMs after a failure).
+struct KillOnDrop(PathBuf);
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = std::fs::read_to_string(&self.0).ok().and_then(|s| s.trim().parse::<u32>().ok())
+            && nacre_host::vm::alive(pid)
+        {
+            nacre_host::vm::kill(pid);
+        }
+    }
+}
+
 async fn info(agent: &Agent) -> VmInfo {
     agent.ps().await.into_iter().next().unwrap()
 }
@@ -118,6 +130,7 @@ async fn sim_vm_reports_verify_restart_and_adoption() {
         .await
         .unwrap();
     assert_eq!(info0.measurement, hex::encode(expected), "the agent measured what it boots");
+    let _guard = KillOnDrop(info0.dir.join("qemu.pid"));
     let console = info0.dir.join("console.log");
     let started = Instant::now();
     wait_for("the first report", Duration::from_secs(120), async || !reports(&console).is_empty()).await;
