@@ -166,10 +166,11 @@ const ROUTES: &str = "nacre_attestation_request_duration_seconds";
 
 // ---- CPU time by thread group -----------------------------------------------------------------
 
-const GROUPS: [(&str, &str); 5] = [
+const GROUPS: [(&str, &str); 6] = [
     ("srv-worker", "service async workers: TLS, HTTP, CBOR, nonce, HPKE wrap, result signature, sqlx glue"),
     ("srv-blocking", "service blocking pool: evidence appraisal (P-384 verify, policy)"),
     ("sqlx-sqlite", "service SQLite threads: SQL execution, WAL writes, fsync syscalls"),
+    ("release-writer", "service release writer: group commit (batch SQL, audit hashing)"),
     ("load-gen", "load generator: client TLS, CBOR encode/decode"),
     ("", "other threads (main: awaiting the workers)"),
 ];

@@ -161,7 +161,7 @@ fn store_error(e: StoreError) -> ErrorBody {
         StoreError::ReferenceChanged(_) => {
             ErrorBody::new(ErrorCode::Unavailable, format!("{e}; retry with a new challenge"))
         }
-        StoreError::Db(_) | StoreError::Migrate(_) | StoreError::Corrupt(_) => {
+        StoreError::Db(_) | StoreError::Migrate(_) | StoreError::Corrupt(_) | StoreError::BatchFailed(_) => {
             tracing::error!(error = %e, "storage failure");
             ErrorBody::new(ErrorCode::Internal, "storage failure")
         }

@@ -4,7 +4,8 @@
 //! Every write is one transaction whose first statement advances the audit chain head, so
 //! audit appends, and the revocation checks made inside them, are totally ordered on either
 //! database. A release commits its nonce, its checks and its audit record together; the
-//! response is sent only after that commit.
+//! response is sent only after that commit. Releases are group-committed: one writer per
+//! store commits whatever is queued as one such transaction ([`batch`]).
 
 use std::borrow::Cow;
 
@@ -12,6 +13,8 @@ use nacre_protocol::messages::{AuditRecord, GENESIS_HASH};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{Any, AnyPool, Row, Transaction};
+
+mod batch;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -39,6 +42,9 @@ pub enum StoreError {
     UnknownReference(String),
     #[error("reference values {0} were replaced while the release was decided")]
     ReferenceChanged(String),
+    /// The release batch this release was in did not commit (nothing in it was released).
+    #[error("release batch: {0}")]
+    BatchFailed(String),
 }
 
 /// An audit entry before it is chained.
@@ -129,6 +135,8 @@ pub struct Store {
     /// SQLite allows one writer; queueing writers here (FIFO) instead of in SQLite's busy
     /// handler, which sleeps in growing steps, keeps tail latency flat under concurrency.
     write_lock: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
+    /// The release writer's queue ([`batch`]); None only in the writer's own copy.
+    releases: Option<batch::Queue>,
 }
 
 fn migrator() -> Migrator {
@@ -167,6 +175,9 @@ impl Store {
         let url = if sqlite && !url.contains('?') { format!("{url}?mode=rwc") } else { url.to_owned() };
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections.max(1))
+            // A ping before every checkout is a round trip per statement batch; an embedded
+            // SQLite connection cannot have gone away (PostgreSQL's can: keep it there).
+            .test_before_acquire(!sqlite)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if sqlite {
@@ -184,25 +195,30 @@ impl Store {
             .await?;
         migrator().run(&pool).await?;
         let write_lock = sqlite.then(|| std::sync::Arc::new(tokio::sync::Mutex::new(())));
-        Ok(Store { pool, write_lock })
+        let mut store = Store { pool, write_lock, releases: None };
+        store.releases = Some(batch::spawn(store.clone(), sqlite)?);
+        Ok(store)
     }
 
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
 
-    /// Begins a write transaction whose first statement takes the audit chain head.
     /// Waits for open connections to finish and closes the pool (SQLite checkpoints its WAL).
     pub async fn close(&self) {
         self.pool.close().await;
     }
 
+    /// Begins a write transaction whose first statement takes the audit chain head.
     async fn begin_write(&self) -> Result<WriteTx, StoreError> {
+        // The connection first: the write lock is then held only while the head is advanced
+        // and the transaction's own statements run. (SQLite's BEGIN is deferred: it takes no
+        // database lock until the first write, the head update below.)
+        let mut tx = self.pool.begin().await?;
         let guard = match &self.write_lock {
             Some(lock) => Some(lock.clone().lock_owned().await),
             None => None,
         };
-        let mut tx = self.pool.begin().await?;
         let head = sqlx::query("UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, hash")
             .fetch_one(&mut *tx)
             .await?;
@@ -216,23 +232,7 @@ impl Store {
         (seq, prev_hash): (i64, String),
         entry: AuditEntry,
     ) -> Result<AuditRecord, StoreError> {
-        let mut rec = AuditRecord {
-            seq,
-            time_ms: entry.time_ms,
-            action: entry.action.to_owned(),
-            actor: entry.actor,
-            key_id: entry.key_id,
-            key_version: entry.key_version.map(i64::from),
-            decision: if entry.allow { "allow" } else { "deny" }.to_owned(),
-            reason: entry.reason,
-            tee: entry.tee,
-            measurement: entry.measurement,
-            chip_id: entry.chip_id,
-            source: entry.source,
-            prev_hash,
-            hash: String::new(),
-        };
-        rec.hash = rec.compute_hash();
+        let rec = chain_record(entry, seq, prev_hash);
         sqlx::query(
             "INSERT INTO audit_log (seq, time_ms, action, actor, key_id, key_version, decision, reason, \
              tee, measurement, chip_id, source, prev_hash, hash) \
@@ -319,55 +319,19 @@ impl Store {
         c: ReleaseCommit<'_>,
         references: &[(String, [u8; 32])],
     ) -> Result<AuditRecord, StoreError> {
-        {
-            let mut w = self.begin_write().await?;
-            let (tx, head) = (&mut w.tx, w.head.clone());
-            let out = async {
-                let row = sqlx::query(
-                    "SELECT k.revoked AS key_revoked, v.revoked AS version_revoked FROM keys k \
-                 JOIN key_versions v ON v.key_id = k.key_id WHERE k.key_id = $1 AND v.version = $2",
-                )
-                .bind(c.key_id.to_owned())
-                .bind(i64::from(c.version))
-                .fetch_optional(&mut **tx)
-                .await?
-                .ok_or_else(|| StoreError::UnknownKey(c.key_id.to_owned()))?;
-                if row.try_get::<i64, _>("key_revoked")? != 0 {
-                    return Err(StoreError::KeyRevoked(c.key_id.to_owned()));
-                }
-                if row.try_get::<i64, _>("version_revoked")? != 0 {
-                    return Err(StoreError::VersionRevoked {
-                        key_id: c.key_id.to_owned(),
-                        version: c.version,
-                    });
-                }
-                for (name, digest) in references {
-                    let document = sqlx::query("SELECT document FROM reference_values WHERE name = $1")
-                        .bind(name.clone())
-                        .fetch_optional(&mut **tx)
-                        .await?
-                        .ok_or_else(|| StoreError::UnknownReference(name.clone()))?
-                        .try_get::<String, _>("document")?;
-                    if document_digest(&document) != *digest {
-                        return Err(StoreError::ReferenceChanged(name.clone()));
-                    }
-                }
-                let inserted = sqlx::query(
-                "INSERT INTO used_nonces (nonce, expires_at) VALUES ($1, $2) ON CONFLICT (nonce) DO NOTHING",
-            )
-            .bind(c.nonce_hex.to_owned())
-            .bind(c.nonce_expires_at)
-            .execute(&mut **tx)
-            .await?;
-                if inserted.rows_affected() != 1 {
-                    return Err(StoreError::NonceReplayed);
-                }
-                Self::append(tx, head, c.audit).await
-            }
-            .await?;
-            w.tx.commit().await?;
-            Ok(out)
-        }
+        let queue = self
+            .releases
+            .as_ref()
+            .ok_or_else(|| StoreError::BatchFailed("this store has no release writer".into()))?;
+        let release = batch::Release {
+            nonce_hex: c.nonce_hex.to_owned(),
+            nonce_expires_at: c.nonce_expires_at,
+            key_id: c.key_id.to_owned(),
+            version: c.version,
+            references: references.to_vec(),
+            audit: c.audit,
+        };
+        batch::submit(queue, release).await
     }
 
     /// Records a denial; an authentic nonce that came with it is consumed too, so evidence
@@ -714,6 +678,28 @@ impl Store {
             .await?
             .rows_affected())
     }
+}
+
+/// `entry` as the record at `seq` after `prev_hash`, hashed.
+fn chain_record(entry: AuditEntry, seq: i64, prev_hash: String) -> AuditRecord {
+    let mut rec = AuditRecord {
+        seq,
+        time_ms: entry.time_ms,
+        action: entry.action.to_owned(),
+        actor: entry.actor,
+        key_id: entry.key_id,
+        key_version: entry.key_version.map(i64::from),
+        decision: if entry.allow { "allow" } else { "deny" }.to_owned(),
+        reason: entry.reason,
+        tee: entry.tee,
+        measurement: entry.measurement,
+        chip_id: entry.chip_id,
+        source: entry.source,
+        prev_hash,
+        hash: String::new(),
+    };
+    rec.hash = rec.compute_hash();
+    rec
 }
 
 async fn live_key(tx: &mut Transaction<'static, Any>, key_id: &str) -> Result<KeyRow, StoreError> {

@@ -404,6 +404,114 @@ async fn reference_values_sqlite() {
     reference_suite(None).await;
 }
 
+/// Group commit (src/store/batch.rs). Which releases share a transaction depends on timing;
+/// the outcomes must not: exactly one release per nonce, refusals write nothing (their denial
+/// is audited on its own), released records are consecutive and the chain verifies.
+async fn batch_suite(database: Option<&str>) {
+    let h = Harness::start(database, |t| t.replace("denial_burst = 10", "denial_burst = 1000")).await;
+    let (admin, guest) = (h.admin(), h.guest());
+    admin.create_key("b", &[0x41; 32], &policy_for(&MEASUREMENT)).await.unwrap();
+    admin.create_key("gone", &[0x42; 32], &policy_for(&MEASUREMENT)).await.unwrap();
+    let store = h.service.store().clone();
+    let source: std::net::IpAddr = "127.0.0.3".parse().unwrap();
+
+    // The same request twice at once: one release; the other is a replay, audited as denied.
+    let (req, _) = request(&h, &guest, "b", 1, MEASUREMENT).await;
+    let replayed_nonce = hex::encode(&req.nonce);
+    let before = store.audit_head().await.unwrap();
+    let (a, b) = tokio::join!(h.service.release(req.clone(), source), h.service.release(req, source));
+    let (released, denied) = match (a, b) {
+        (Ok(r), Err(e)) | (Err(e), Ok(r)) => (r, e),
+        (a, b) => panic!("expected one release and one refusal, got {a:?} and {b:?}"),
+    };
+    assert_eq!(denied.code, ErrorCode::NonceReplayed, "{denied}");
+    let records = store.audit_page(before.0, 100).await.unwrap();
+    assert_eq!(records.len(), 2, "{records:?}");
+    let allow = records.iter().find(|r| r.seq == released.audit_seq).unwrap();
+    assert_eq!((allow.action.as_str(), allow.decision.as_str()), ("release", "allow"));
+    let deny = records.iter().find(|r| r.seq != released.audit_seq).unwrap();
+    assert_eq!(deny.decision, "deny");
+    assert!(deny.reason.as_deref().unwrap().starts_with("nonce_replayed"), "{deny:?}");
+
+    // Many commits at once, as decided before `gone` was revoked (a revocation between decide
+    // and commit), mixing releases and every refusal a commit can make.
+    admin.revoke_key("gone", None).await.unwrap();
+    let none: Vec<(String, [u8; 32])> = Vec::new();
+    type Case = (String, &'static str, u32, Vec<(String, [u8; 32])>); // nonce, key, version, references
+    let mut cases: Vec<Case> = (0..8).map(|i| (format!("fresh-{i}"), "b", 1, none.clone())).collect();
+    cases.push(("dup".into(), "b", 1, none.clone())); // 8 and 9: one nonce
+    cases.push(("dup".into(), "b", 1, none.clone()));
+    cases.push(("revoked".into(), "gone", 1, none.clone())); // 10
+    cases.push(("no-version".into(), "b", 7, none.clone())); // 11
+    cases.push(("no-reference".into(), "b", 1, vec![("nope".into(), [0; 32])])); // 12
+    cases.push((replayed_nonce, "b", 1, none.clone())); // 13: used by the release above
+    cases.push(("after-refusals".into(), "b", 1, none)); // 14
+    let before = store.audit_head().await.unwrap();
+    let mut set = tokio::task::JoinSet::new();
+    for (i, (nonce, key_id, version, references)) in cases.into_iter().enumerate() {
+        let store = store.clone();
+        set.spawn(async move {
+            let commit = ReleaseCommit {
+                nonce_hex: &nonce,
+                nonce_expires_at: i64::MAX,
+                key_id,
+                version,
+                audit: AuditEntry {
+                    action: "release",
+                    actor: format!("case-{i}"),
+                    key_id: Some(key_id.into()),
+                    key_version: Some(version),
+                    allow: true,
+                    ..AuditEntry::default()
+                },
+            };
+            (i, store.commit_release_checked(commit, &references).await)
+        });
+    }
+    let mut outcomes: Vec<_> = set.join_all().await;
+    outcomes.sort_by_key(|(i, _)| *i);
+    let mut released = Vec::new();
+    for (i, outcome) in &outcomes {
+        match (i, outcome) {
+            (0..=7 | 14, Ok(r)) => released.push(r.clone()),
+            (8 | 9, Ok(r)) => released.push(r.clone()),
+            (8 | 9, Err(StoreError::NonceReplayed)) => {}
+            (10, Err(StoreError::KeyRevoked(k))) if k == "gone" => {}
+            (11, Err(StoreError::UnknownKey(k))) if k == "b" => {}
+            (12, Err(StoreError::UnknownReference(n))) if n == "nope" => {}
+            (13, Err(StoreError::NonceReplayed)) => {}
+            other => panic!("unexpected outcome {other:?}"),
+        }
+    }
+    assert_eq!(released.len(), 10, "8 fresh, one of the two duplicates, and the last: {outcomes:?}");
+    // The records are the stored ones, consecutive after the head, and nothing else was written.
+    released.sort_by_key(|r| r.seq);
+    let stored = store.audit_page(before.0, 100).await.unwrap();
+    assert_eq!(stored, released);
+    assert!(stored.iter().zip(before.0 + 1..).all(|(r, seq)| r.seq == seq && r.decision == "allow"));
+    let head = store.audit_head().await.unwrap();
+    assert_eq!(head, (before.0 + 10, stored.last().unwrap().hash.clone()));
+    // A refused commit consumed nothing: its nonce still commits once the cause is gone.
+    let retry = ReleaseCommit {
+        nonce_hex: "no-version",
+        nonce_expires_at: i64::MAX,
+        key_id: "b",
+        version: 1,
+        audit: AuditEntry { action: "release", allow: true, ..AuditEntry::default() },
+    };
+    assert_eq!(store.commit_release(retry).await.unwrap().seq, head.0 + 1);
+
+    let records = store.audit_page(0, 10_000).await.unwrap();
+    let head = store.audit_head().await.unwrap();
+    assert_eq!(verify_chain(&records, Some((head.0, &head.1))), Ok(records.len()));
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_commit_sqlite() {
+    batch_suite(None).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_bodies_limits_and_rate_limiting() {
     let h = Harness::start(None, |t| t.replace("denial_burst = 10", "denial_burst = 4")).await;
@@ -495,6 +603,16 @@ async fn postgres() {
         .await
         .unwrap();
     reference_suite(Some(&format!("{base}/{refs_db}"))).await;
+    let batch_db = format!("{db}_batch");
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {batch_db}")))
+        .execute(&admin_pool)
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {batch_db}")))
+        .execute(&admin_pool)
+        .await
+        .unwrap();
+    batch_suite(Some(&format!("{base}/{batch_db}"))).await;
     admin_pool.close().await;
     if let Some(dir) = started {
         let _ = std::process::Command::new(repo.join("scripts/postgres.sh")).arg("stop").arg(&dir).status();

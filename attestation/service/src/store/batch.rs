@@ -1,0 +1,414 @@
+//! Group commit of key releases.
+//!
+//! Each [`Store`] has one writer task. [`Store::commit_release_checked`] queues its release
+//! here and waits; the writer takes everything queued (at most [`MAX_BATCH`]) and commits it
+//! as one write transaction, so a batch of N releases costs one chain-head update and one
+//! fsync instead of N, and releases no longer queue one by one on the database's write lock.
+//!
+//! Invariants, the same as committing each release on its own:
+//! - The batch is an ordinary write ([`Store::begin_write`]): its first statement advances
+//!   the audit chain head, so it is ordered with admin writes and with other replicas'
+//!   writes exactly like a single release, and the checks made inside it see every write
+//!   committed before it (a revocation or re-import committed before the batch refuses it).
+//! - Each item is checked in the order a single commit checks it: the key version exists and
+//!   neither it nor the key is revoked (queried once per (key, version) per batch); each
+//!   reference-values document it was appraised under is still the stored one (queried once
+//!   per name per batch); its nonce is new. All nonces go into one multi-row
+//!   `INSERT … ON CONFLICT (nonce) DO NOTHING RETURNING nonce` (chunked); a nonce not returned
+//!   was used before; of two items with the same nonce, the earlier one in the queue wins and
+//!   the other is [`StoreError::NonceReplayed`].
+//! - A refused item writes nothing, as a failed single commit wrote nothing. Its caller gets
+//!   the typed error and records the denial as before ([`Store::commit_denial`], its own
+//!   transaction, consuming the nonce), so the audit log reads as it did without batching.
+//! - The released items get audit records with consecutive seqs from the head, in queue
+//!   order, each chained to the one before; the head ends at the last one. If nothing was
+//!   released, the transaction is rolled back (undoing the head's advance).
+//! - Nobody is answered before the transaction ends: on COMMIT, each caller gets its own
+//!   record or refusal; if any statement or the COMMIT fails, every caller in the batch gets
+//!   [`StoreError::BatchFailed`] and nothing was released.
+
+use std::collections::{HashMap, HashSet};
+
+use nacre_protocol::messages::AuditRecord;
+use sqlx::{AnyConnection, Row};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{AuditEntry, Store, StoreError, chain_record, document_digest};
+
+/// The most releases one transaction commits.
+pub(super) const MAX_BATCH: usize = 256;
+/// Bound parameters per statement: within SQLite's most conservative limit (999) and far
+/// within PostgreSQL's (65,535).
+const MAX_PARAMS: usize = 999;
+
+/// What one release writes, all or nothing.
+#[derive(Debug)]
+pub(super) struct Release {
+    pub nonce_hex: String,
+    pub nonce_expires_at: i64,
+    pub key_id: String,
+    pub version: u32,
+    /// (name, document digest) pairs that must still be the stored ones.
+    pub references: Vec<(String, [u8; 32])>,
+    pub audit: AuditEntry,
+}
+
+type Reply = oneshot::Sender<Result<AuditRecord, StoreError>>;
+pub(super) type Queue = mpsc::UnboundedSender<(Release, Reply)>;
+
+/// Starts the writer of `store` (which must not itself hold a queue, or the writer would keep
+/// its own channel open forever). It stops when every sender is gone.
+///
+/// On SQLite (`own_thread`) the writer runs on a thread of its own, with a single-threaded
+/// runtime: a batch makes several round trips to SQLite's connection thread, and on a busy
+/// multi-threaded runtime each wake-up would wait behind request tasks (TLS, HPKE), which
+/// stretches every batch and so every release's latency. sqlx's SQLite connections do not
+/// depend on the runtime they were made on. PostgreSQL connections are sockets registered
+/// with the runtime that opened them, so there the writer is a task on the caller's runtime.
+pub(super) fn spawn(store: Store, own_thread: bool) -> Result<Queue, StoreError> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    if own_thread {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::BatchFailed(format!("cannot start the release writer: {e}")))?;
+        std::thread::Builder::new()
+            .name("release-writer".into())
+            .spawn(move || runtime.block_on(writer(store, rx)))
+            .map_err(|e| StoreError::BatchFailed(format!("cannot start the release writer: {e}")))?;
+    } else {
+        tokio::spawn(writer(store, rx));
+    }
+    Ok(tx)
+}
+
+/// Queues `release` and waits for the outcome of the batch it lands in.
+pub(super) async fn submit(queue: &Queue, release: Release) -> Result<AuditRecord, StoreError> {
+    let stopped = || StoreError::BatchFailed("the release writer stopped".into());
+    let (reply, answer) = oneshot::channel();
+    queue.send((release, reply)).map_err(|_| stopped())?;
+    answer.await.map_err(|_| stopped())?
+}
+
+async fn writer(store: Store, mut rx: mpsc::UnboundedReceiver<(Release, Reply)>) {
+    let mut queued = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut queued, MAX_BATCH).await > 0 {
+        let (releases, replies): (Vec<Release>, Vec<Reply>) = queued.drain(..).unzip();
+        match commit(&store, releases).await {
+            Ok(outcomes) => {
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    let _ = reply.send(outcome);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, releases = replies.len(), "release batch failed");
+                let e = e.to_string();
+                for reply in replies {
+                    let _ = reply.send(Err(StoreError::BatchFailed(e.clone())));
+                }
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum KeyState {
+    Live,
+    Unknown,
+    KeyRevoked,
+    VersionRevoked,
+}
+
+/// Commits `releases` in one transaction: the outcome of each, in order. `Err` if the
+/// transaction failed (nothing was written).
+async fn commit(
+    store: &Store,
+    mut releases: Vec<Release>,
+) -> Result<Vec<Result<AuditRecord, StoreError>>, StoreError> {
+    let mut w = store.begin_write().await?;
+    let conn: &mut AnyConnection = &mut w.tx;
+
+    // Revocation and reference values, once per (key, version) and per name.
+    let mut keys: HashMap<(String, u32), KeyState> = HashMap::new();
+    let mut documents: HashMap<String, Option<[u8; 32]>> = HashMap::new();
+    let mut outcomes: Vec<Option<Result<AuditRecord, StoreError>>> = Vec::with_capacity(releases.len());
+    let mut checked = Vec::with_capacity(releases.len());
+    for (i, r) in releases.iter().enumerate() {
+        let refusal = match key_state(conn, &mut keys, &r.key_id, r.version).await? {
+            KeyState::Unknown => Some(StoreError::UnknownKey(r.key_id.clone())),
+            KeyState::KeyRevoked => Some(StoreError::KeyRevoked(r.key_id.clone())),
+            KeyState::VersionRevoked => {
+                Some(StoreError::VersionRevoked { key_id: r.key_id.clone(), version: r.version })
+            }
+            KeyState::Live => reference_refusal(conn, &mut documents, &r.references).await?,
+        };
+        outcomes.push(refusal.map(Err));
+        if outcomes[i].is_none() {
+            checked.push(i);
+        }
+    }
+
+    // Nonces; then the audit records of those whose nonce was new, chained in queue order.
+    let mut fresh = insert_nonces(conn, checked.iter().map(|&i| &releases[i])).await?;
+    let (mut seq, mut prev_hash) = w.head.clone();
+    let mut records = Vec::with_capacity(checked.len());
+    for i in checked {
+        if !fresh.remove(&releases[i].nonce_hex) {
+            outcomes[i] = Some(Err(StoreError::NonceReplayed));
+            continue;
+        }
+        let record = chain_record(std::mem::take(&mut releases[i].audit), seq, prev_hash);
+        (seq, prev_hash) = (seq + 1, record.hash.clone());
+        records.push((i, record));
+    }
+
+    if records.is_empty() {
+        w.tx.rollback().await?;
+    } else {
+        insert_records(conn, records.iter().map(|(_, r)| r)).await?;
+        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+            .bind(seq - 1)
+            .bind(prev_hash)
+            .execute(&mut *conn)
+            .await?;
+        w.tx.commit().await?;
+    }
+    for (i, record) in records {
+        outcomes[i] = Some(Ok(record));
+    }
+    outcomes
+        .into_iter()
+        .map(|o| o.ok_or_else(|| StoreError::Corrupt("a release in the batch got no outcome".into())))
+        .collect()
+}
+
+async fn key_state(
+    conn: &mut AnyConnection,
+    cache: &mut HashMap<(String, u32), KeyState>,
+    key_id: &str,
+    version: u32,
+) -> Result<KeyState, StoreError> {
+    if let Some(state) = cache.get(&(key_id.to_owned(), version)) {
+        return Ok(*state);
+    }
+    let row = sqlx::query(
+        "SELECT k.revoked AS key_revoked, v.revoked AS version_revoked FROM keys k \
+         JOIN key_versions v ON v.key_id = k.key_id WHERE k.key_id = $1 AND v.version = $2",
+    )
+    .bind(key_id.to_owned())
+    .bind(i64::from(version))
+    .fetch_optional(&mut *conn)
+    .await?;
+    let state = match row {
+        None => KeyState::Unknown,
+        Some(r) if r.try_get::<i64, _>("key_revoked")? != 0 => KeyState::KeyRevoked,
+        Some(r) if r.try_get::<i64, _>("version_revoked")? != 0 => KeyState::VersionRevoked,
+        Some(_) => KeyState::Live,
+    };
+    cache.insert((key_id.to_owned(), version), state);
+    Ok(state)
+}
+
+/// The first of `references` that is no longer imported or no longer the stored document.
+async fn reference_refusal(
+    conn: &mut AnyConnection,
+    cache: &mut HashMap<String, Option<[u8; 32]>>,
+    references: &[(String, [u8; 32])],
+) -> Result<Option<StoreError>, StoreError> {
+    for (name, digest) in references {
+        let stored = match cache.get(name) {
+            Some(stored) => *stored,
+            None => {
+                let stored = sqlx::query("SELECT document FROM reference_values WHERE name = $1")
+                    .bind(name.clone())
+                    .fetch_optional(&mut *conn)
+                    .await?
+                    .map(|r| r.try_get::<String, _>("document").map(|d| document_digest(&d)))
+                    .transpose()?;
+                cache.insert(name.clone(), stored);
+                stored
+            }
+        };
+        match stored {
+            None => return Ok(Some(StoreError::UnknownReference(name.clone()))),
+            Some(stored) if stored != *digest => return Ok(Some(StoreError::ReferenceChanged(name.clone()))),
+            Some(_) => {}
+        }
+    }
+    Ok(None)
+}
+
+/// `($1, $2), ($3, $4), …`: `rows` rows of `columns` placeholders.
+fn placeholders(rows: usize, columns: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let row: Vec<String> = (1..=columns).map(|c| format!("${}", r * columns + c)).collect();
+            format!("({})", row.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Inserts the nonces of `releases`; returns those that were new (each once).
+async fn insert_nonces<'a>(
+    conn: &mut AnyConnection,
+    releases: impl Iterator<Item = &'a Release>,
+) -> Result<HashSet<String>, StoreError> {
+    let releases: Vec<&Release> = releases.collect();
+    let mut fresh = HashSet::with_capacity(releases.len());
+    for chunk in releases.chunks(MAX_PARAMS / 2) {
+        let sql = format!(
+            "INSERT INTO used_nonces (nonce, expires_at) VALUES {} ON CONFLICT (nonce) DO NOTHING RETURNING nonce",
+            placeholders(chunk.len(), 2)
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for r in chunk {
+            q = q.bind(r.nonce_hex.clone()).bind(r.nonce_expires_at);
+        }
+        for row in q.fetch_all(&mut *conn).await? {
+            fresh.insert(row.try_get::<String, _>("nonce")?);
+        }
+    }
+    Ok(fresh)
+}
+
+async fn insert_records<'a>(
+    conn: &mut AnyConnection,
+    records: impl Iterator<Item = &'a AuditRecord>,
+) -> Result<(), StoreError> {
+    const COLUMNS: usize = 14;
+    let records: Vec<&AuditRecord> = records.collect();
+    for chunk in records.chunks(MAX_PARAMS / COLUMNS) {
+        let sql = format!(
+            "INSERT INTO audit_log (seq, time_ms, action, actor, key_id, key_version, decision, reason, \
+             tee, measurement, chip_id, source, prev_hash, hash) VALUES {}",
+            placeholders(chunk.len(), COLUMNS)
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for r in chunk {
+            q = q
+                .bind(r.seq)
+                .bind(r.time_ms)
+                .bind(r.action.clone())
+                .bind(r.actor.clone())
+                .bind(r.key_id.clone())
+                .bind(r.key_version)
+                .bind(r.decision.clone())
+                .bind(r.reason.clone())
+                .bind(r.tee.clone())
+                .bind(r.measurement.clone())
+                .bind(r.chip_id.clone())
+                .bind(r.source.clone())
+                .bind(r.prev_hash.clone())
+                .bind(r.hash.clone());
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+    use super::*;
+    use crate::store::verify_chain;
+
+    fn release(nonce: &str, key_id: &str, version: u32, references: &[(&str, [u8; 32])]) -> Release {
+        Release {
+            nonce_hex: nonce.into(),
+            nonce_expires_at: i64::MAX,
+            key_id: key_id.into(),
+            version,
+            references: references.iter().map(|(n, d)| ((*n).to_owned(), *d)).collect(),
+            audit: AuditEntry {
+                action: "release",
+                actor: nonce.into(),
+                allow: true,
+                ..AuditEntry::default()
+            },
+        }
+    }
+
+    fn admin(action: &'static str) -> AuditEntry {
+        AuditEntry { action, actor: "admin".into(), allow: true, ..AuditEntry::default() }
+    }
+
+    /// One deterministic batch with every kind of item, on SQLite, or on PostgreSQL when
+    /// `NACRE_TEST_POSTGRES_URL` names an empty database.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_batch_with_releases_and_refusals() {
+        let dir = std::env::temp_dir().join(format!("nacre-batch-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = std::env::var("NACRE_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| format!("sqlite:{}", dir.join("store.db").display()));
+        let store = Store::connect(&url, 4).await.unwrap();
+        store.create_key("k", "", "kek", b"w", admin("create")).await.unwrap();
+        store.create_key("r", "", "kek", b"w", admin("create")).await.unwrap();
+        store.rotate("k", None, "kek", |_| Ok(b"w2".to_vec()), admin("rotate")).await.unwrap();
+        store.revoke("r", None, admin("revoke")).await.unwrap();
+        store.revoke("k", Some(2), admin("revoke")).await.unwrap();
+        let document = "{\"reference\": 1}";
+        let row = crate::store::ReferenceRow {
+            name: "img".into(),
+            document: document.into(),
+            signature: String::new(),
+            signer: String::new(),
+            imported_at: 0,
+        };
+        store.import_reference(&row, admin("import")).await.unwrap();
+        let digest = document_digest(document);
+        // Used before the batch.
+        store
+            .commit_release(super::super::ReleaseCommit {
+                nonce_hex: "old",
+                nonce_expires_at: i64::MAX,
+                key_id: "k",
+                version: 1,
+                audit: admin("release"),
+            })
+            .await
+            .unwrap();
+        let head = store.audit_head().await.unwrap();
+
+        let batch = vec![
+            release("a", "k", 1, &[("img", digest)]),
+            release("dup", "k", 1, &[]),
+            release("dup", "k", 1, &[]),
+            release("old", "k", 1, &[]),
+            release("b", "r", 1, &[]),
+            release("c", "k", 2, &[]),
+            release("d", "k", 9, &[]),
+            release("e", "k", 1, &[("img", [0; 32])]),
+            release("f", "k", 1, &[("gone", digest)]),
+            release("g", "k", 1, &[("img", digest)]),
+        ];
+        let outcomes = commit(&store, batch).await.unwrap();
+        let seqs: Vec<Option<i64>> = outcomes.iter().map(|o| o.as_ref().ok().map(|r| r.seq)).collect();
+        let (s, n) = (head.0 + 1, None);
+        assert_eq!(seqs, [Some(s), Some(s + 1), n, n, n, n, n, n, n, Some(s + 2)], "{outcomes:?}");
+        assert!(matches!(outcomes[2], Err(StoreError::NonceReplayed)));
+        assert!(matches!(outcomes[3], Err(StoreError::NonceReplayed)));
+        assert!(matches!(&outcomes[4], Err(StoreError::KeyRevoked(k)) if k == "r"));
+        assert!(matches!(&outcomes[5], Err(StoreError::VersionRevoked { version: 2, .. })));
+        assert!(matches!(&outcomes[6], Err(StoreError::UnknownKey(k)) if k == "k"));
+        assert!(matches!(&outcomes[7], Err(StoreError::ReferenceChanged(n)) if n == "img"));
+        assert!(matches!(&outcomes[8], Err(StoreError::UnknownReference(n)) if n == "gone"));
+
+        let records = store.audit_page(0, 1000).await.unwrap();
+        let actors: Vec<&str> = records[head.0 as usize..].iter().map(|r| r.actor.as_str()).collect();
+        assert_eq!(actors, ["a", "dup", "g"]);
+        let head = store.audit_head().await.unwrap();
+        assert_eq!(verify_chain(&records, Some((head.0, &head.1))), Ok(records.len()));
+
+        // Nothing to release: rolled back, the head does not move; the refused nonces are unused.
+        let outcomes =
+            commit(&store, vec![release("b", "r", 1, &[]), release("a", "k", 1, &[])]).await.unwrap();
+        assert!(outcomes.iter().all(|o| o.is_err()), "{outcomes:?}");
+        assert_eq!(store.audit_head().await.unwrap(), head);
+        let outcomes = commit(&store, vec![release("b", "k", 1, &[])]).await.unwrap();
+        assert_eq!(outcomes[0].as_ref().unwrap().seq, head.0 + 1);
+        store.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
