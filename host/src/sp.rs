@@ -57,6 +57,9 @@ pub struct SecureProcessor {
     identity: Arc<SimIdentity>,
     measurement: [u8; 48],
     host_data: [u8; 32],
+    /// Reports in the current one-second window, shared by every connection: a guest that
+    /// forces a reconnect (a malformed request closes the connection) gets no fresh allowance.
+    window: std::sync::Mutex<(Instant, u32)>,
 }
 
 impl core::fmt::Debug for SecureProcessor {
@@ -67,7 +70,12 @@ impl core::fmt::Debug for SecureProcessor {
 
 impl SecureProcessor {
     pub fn new(identity: Arc<SimIdentity>, measurement: [u8; 48], host_data: [u8; 32]) -> Self {
-        SecureProcessor { identity, measurement, host_data }
+        SecureProcessor {
+            identity,
+            measurement,
+            host_data,
+            window: std::sync::Mutex::new((Instant::now(), 0)),
+        }
     }
 
     /// A signed report binding `report_data`, with the certificate chain and CRL.
@@ -103,7 +111,6 @@ impl SecureProcessor {
     }
 
     async fn connection(&self, mut stream: UnixStream) -> Result<(), String> {
-        let mut window = (Instant::now(), 0u32);
         loop {
             let mut req = [0u8; REQUEST_LEN];
             // Idle is fine (the port stays connected for the VM's life); a begun request is not.
@@ -116,19 +123,21 @@ impl SecureProcessor {
                 .await
                 .map_err(|_| "request not completed within 5 s".to_owned())?
                 .map_err(|e| e.to_string())?;
-            if window.0.elapsed() >= Duration::from_secs(1) {
-                window = (Instant::now(), 0);
-            }
-            window.1 += 1;
+            let over_limit = {
+                let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
+                if w.0.elapsed() >= Duration::from_secs(1) {
+                    *w = (Instant::now(), 0);
+                }
+                w.1 += 1;
+                w.1 > REPORTS_PER_SECOND
+            };
             let reply = match decode_request(&req) {
                 Err(e) => {
                     let _ =
                         stream.write_all(&encode_refusal(&e.to_string()).map_err(|e| e.to_string())?).await;
                     return Err(format!("malformed request: {e}"));
                 }
-                Ok(_) if window.1 > REPORTS_PER_SECOND => {
-                    encode_refusal("rate limited: at most 50 reports per second")
-                }
+                Ok(_) if over_limit => encode_refusal("rate limited: at most 50 reports per second"),
                 Ok(rd) => match self.report(rd) {
                     Ok(ev) => encode_report(&ev),
                     Err(e) => encode_refusal(&format!("signing failed: {e}")),

@@ -161,19 +161,18 @@ impl Client {
         Ok(sender)
     }
 
-    async fn call<Req: Serialize, Resp: DeserializeOwned>(
+    /// Sends one request on the kept-alive connection (reconnecting when it was closed), with
+    /// the bearer token if any, and reads a bounded response, all within [`TIMEOUT`].
+    async fn send(
         &self,
         method: Method,
         uri: &str,
-        body: Option<&Req>,
-    ) -> Result<Resp, ClientError> {
-        let bytes = match body {
-            Some(b) => cbor::to_vec(b).map_err(|e| ClientError::Protocol(e.to_string()))?,
-            None => Vec::new(),
-        };
+        content_type: Option<&str>,
+        bytes: Vec<u8>,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
         let mut builder = Request::builder().method(method).uri(uri).header(header::HOST, &self.host);
-        if body.is_some() {
-            builder = builder.header(header::CONTENT_TYPE, CONTENT_TYPE);
+        if let Some(ct) = content_type {
+            builder = builder.header(header::CONTENT_TYPE, ct);
         }
         if let Some(t) = &self.token {
             builder = builder.header(header::AUTHORIZATION, format!("Bearer {t}"));
@@ -201,8 +200,20 @@ impl Client {
                 .to_bytes();
             Ok::<_, ClientError>((status, body))
         };
-        let (status, body) =
-            tokio::time::timeout(TIMEOUT, exchange).await.map_err(|_| ClientError::Timeout)??;
+        tokio::time::timeout(TIMEOUT, exchange).await.map_err(|_| ClientError::Timeout)?
+    }
+
+    async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        method: Method,
+        uri: &str,
+        body: Option<&Req>,
+    ) -> Result<Resp, ClientError> {
+        let bytes = match body {
+            Some(b) => cbor::to_vec(b).map_err(|e| ClientError::Protocol(e.to_string()))?,
+            None => Vec::new(),
+        };
+        let (status, body) = self.send(method, uri, body.is_some().then_some(CONTENT_TYPE), bytes).await?;
         if status.is_success() {
             cbor::from_slice(&body).map_err(|e| ClientError::Protocol(e.to_string()))
         } else {
@@ -377,24 +388,7 @@ impl Client {
         content_type: &str,
         body: Vec<u8>,
     ) -> Result<(StatusCode, Vec<u8>), ClientError> {
-        let mut builder = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header(header::HOST, &self.host)
-            .header(header::CONTENT_TYPE, content_type);
-        if let Some(t) = &self.token {
-            builder = builder.header(header::AUTHORIZATION, format!("Bearer {t}"));
-        }
-        let request =
-            builder.body(Full::new(Bytes::from(body))).map_err(|e| ClientError::Http(e.to_string()))?;
-        let mut sender = self.connect().await?;
-        let response = sender.send_request(request).await.map_err(|e| ClientError::Http(e.to_string()))?;
-        let status = response.status();
-        let body = Limited::new(response.into_body(), MAX_RESPONSE)
-            .collect()
-            .await
-            .map_err(|e| ClientError::Http(e.to_string()))?
-            .to_bytes();
+        let (status, body) = self.send(method, uri, Some(content_type), body).await?;
         Ok((status, body.to_vec()))
     }
 }
