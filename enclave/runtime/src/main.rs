@@ -7,6 +7,8 @@
 #![forbid(unsafe_code)]
 
 mod attest;
+mod config;
+mod lifecycle;
 
 use std::process::ExitCode;
 

@@ -1,0 +1,114 @@
+//! The enclave's configuration. It comes only from measured sources: `/etc/nacre/enclave.toml`
+//! in the initrd (covered by the launch measurement) and `nacre.*` words of the kernel command
+//! line (also measured). Nothing the host can change after launch (disks, network, fw_cfg
+//! outside the measured blobs) is read as configuration.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+pub const CONFIG_PATH: &str = "/etc/nacre/enclave.toml";
+const MAX_CONFIG: usize = 64 * 1024;
+
+/// Which attester produces evidence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TeeKind {
+    Sim,
+    Snp,
+    Tdx,
+}
+
+fn listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 8443))
+}
+fn sealed_device() -> PathBuf {
+    PathBuf::from("/dev/vda")
+}
+fn max_model() -> u64 {
+    8 << 30
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnclaveConfig {
+    /// `https://HOST:PORT` of the attestation service as the guest reaches it.
+    pub service_url: String,
+    /// The service's CA (PEM) that the guest pins.
+    pub service_ca: PathBuf,
+    pub tee: TeeKind,
+    /// The key the sealed model is sealed under, and the model this image is built to serve:
+    /// the sealed header must name the same key, model and digest, or the enclave refuses.
+    pub key_id: String,
+    pub model_name: String,
+    /// Hex SHA-256 of the plaintext model (the sealed header's digest).
+    pub model_digest: String,
+    #[serde(default = "listen")]
+    pub listen: SocketAddr,
+    #[serde(default = "sealed_device")]
+    pub sealed_device: PathBuf,
+    #[serde(default = "max_model")]
+    pub max_model_bytes: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl EnclaveConfig {
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        if text.len() > MAX_CONFIG {
+            return Err(ConfigError("larger than 64 KiB".into()));
+        }
+        let c: EnclaveConfig = toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
+        c.check()?;
+        Ok(c)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError(m));
+        if !self.service_url.starts_with("https://") {
+            return bad(format!("service_url {:?} is not https://", self.service_url));
+        }
+        if self.key_id.is_empty() || self.key_id.len() > 128 {
+            return bad("key_id: 1–128 bytes".into());
+        }
+        if self.model_digest.len() != 64 || !self.model_digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return bad("model_digest: 64 hex digits".into());
+        }
+        Ok(())
+    }
+
+    pub fn model_digest(&self) -> [u8; 32] {
+        let mut d = [0u8; 32];
+        let _ = hex::decode_to_slice(&self.model_digest, &mut d);
+        d
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const GOOD: &str = r#"
+service_url = "https://10.0.2.100:8443"
+service_ca = "/etc/nacre/service-ca.pem"
+tee = "sim"
+key_id = "fraud-mlp"
+model_name = "fraud-mlp"
+model_digest = "0000000000000000000000000000000000000000000000000000000000000000"
+"#;
+
+    #[test]
+    fn parses_with_defaults_and_refuses_the_rest() {
+        let c = EnclaveConfig::parse(GOOD).unwrap();
+        assert_eq!(c.listen.port(), 8443);
+        assert_eq!(c.sealed_device, PathBuf::from("/dev/vda"));
+        assert!(EnclaveConfig::parse(&format!("{GOOD}\nsurprise = 1\n")).is_err());
+        assert!(EnclaveConfig::parse(&GOOD.replace("https://", "http://")).is_err());
+        assert!(EnclaveConfig::parse(&GOOD.replace("\"sim\"", "\"sgx\"")).is_err());
+        assert!(EnclaveConfig::parse(&GOOD.replace(&"0".repeat(64), "00")).is_err());
+    }
+}
