@@ -9,6 +9,7 @@
 mod attest;
 mod config;
 mod lifecycle;
+mod serve;
 
 use std::process::ExitCode;
 

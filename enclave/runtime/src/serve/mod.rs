@@ -1,0 +1,3 @@
+//! Attested inference serving (DESIGN.md §7).
+
+pub mod kserve;
