@@ -2,6 +2,7 @@
 //! measured configuration, never from anything the host can change at run time.
 
 pub mod sim;
+pub mod tsm;
 
 use nacre_wire::Evidence;
 
