@@ -10,6 +10,7 @@ mod attest;
 mod config;
 mod lifecycle;
 mod serve;
+mod unlock;
 
 use std::process::ExitCode;
 

@@ -1,0 +1,81 @@
+//! Key release and unsealing: the sealed header names the key version; the attestation
+//! service releases that version's data key to this guest's evidence (through the client
+//! library: challenge → evidence with the `nacre/v1/key-release` binding → release → HPKE
+//! unwrap → signed result checked); the model is opened from the virtio disk into one
+//! wiped-on-drop buffer; tract loads it; the buffer and the key are wiped.
+//!
+//! The disk is the host's: its header is only a hint for which version to ask for. What is
+//! trusted is what `open` returns after every chunk authenticated under the released key,
+//! and that must name the key, model and digest of the measured configuration.
+
+use std::fs::File;
+use std::io::BufReader;
+
+use nacre_attestation_client::Client;
+use nacre_sealed::{AwsLcGcm, DataKey, Header};
+
+use crate::attest::Attester;
+use crate::config::EnclaveConfig;
+use crate::lifecycle::Failure;
+
+pub struct Unlocked {
+    pub header: Header,
+    pub model: nacre_model::Model,
+    /// The service's COSE_Sign1 attestation result.
+    pub attestation_result: Vec<u8>,
+}
+
+pub fn unlock(config: &EnclaveConfig, attester: &mut dyn Attester) -> Result<Unlocked, Failure> {
+    let unseal = |m: String| Failure::Unseal(m);
+    let device = &config.sealed_device;
+    let mut disk = File::open(device).map_err(|e| unseal(format!("{}: {e}", device.display())))?;
+    let (hint, _) = Header::read(&mut disk).map_err(|e| unseal(format!("{}: {e}", device.display())))?;
+    if hint.key_id != config.key_id {
+        return Err(unseal(format!(
+            "the disk holds a model sealed under key {:?}; this image serves {:?}",
+            hint.key_id, config.key_id
+        )));
+    }
+    let ca = std::fs::read(&config.service_ca)
+        .map_err(|e| Failure::KeyRelease(format!("{}: {e}", config.service_ca.display())))?;
+    let client = Client::new(&config.service_url, &ca).map_err(|e| Failure::KeyRelease(e.to_string()))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::KeyRelease(e.to_string()))?;
+    let released = rt
+        .block_on(async {
+            let result_key = client.result_key().await?;
+            client
+                .fetch_key(&config.key_id, hint.key_version, &result_key, |rd| {
+                    let evidence = attester.attest(&rd).map_err(|e| e.to_string());
+                    async move { evidence }
+                })
+                .await
+        })
+        .map_err(|e| Failure::KeyRelease(e.to_string()))?;
+    let cipher =
+        AwsLcGcm::new(&DataKey::from_bytes(*released.data_key)).map_err(|e| unseal(e.to_string()))?;
+    drop(released.data_key);
+    let disk = File::open(device).map_err(|e| unseal(format!("{}: {e}", device.display())))?;
+    let (header, plain) = nacre_sealed::open(BufReader::new(disk), &cipher, config.max_model_bytes)
+        .map_err(|e| unseal(e.to_string()))?;
+    drop(cipher);
+    if header.key_id != config.key_id
+        || header.model_name != config.model_name
+        || header.model_digest != config.model_digest()
+    {
+        return Err(unseal(format!(
+            "the sealed model is {} (key {}, digest {}), not the {} (key {}, digest {}) this image serves",
+            header.model_name,
+            header.key_id,
+            hex::encode(header.model_digest),
+            config.model_name,
+            config.key_id,
+            config.model_digest
+        )));
+    }
+    let model = nacre_model::Model::load(plain.as_slice()).map_err(|e| Failure::Model(e.to_string()))?;
+    drop(plain); // wiped: tract holds its own copy of the weights
+    Ok(Unlocked { header, model, attestation_result: released.attestation_result })
+}
