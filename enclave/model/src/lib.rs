@@ -9,6 +9,7 @@ use std::io::Cursor;
 use std::sync::Arc;
 
 use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::DimLike;
 
 /// Why a model could not be loaded or run. tract's own message is kept whole.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -18,6 +19,30 @@ pub enum ModelError {
     Load(String),
     #[error("inference failed: {0}")]
     Run(String),
+}
+
+/// One declared input or output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorInfo {
+    pub name: String,
+    /// KServe v2 datatype name.
+    pub datatype: String,
+    pub shape: Vec<Option<usize>>,
+}
+
+fn kserve_datatype(t: DatumType) -> &'static str {
+    match t {
+        DatumType::F32 => "FP32",
+        DatumType::F64 => "FP64",
+        DatumType::F16 => "FP16",
+        DatumType::I64 => "INT64",
+        DatumType::I32 => "INT32",
+        DatumType::I16 => "INT16",
+        DatumType::I8 => "INT8",
+        DatumType::U8 => "UINT8",
+        DatumType::Bool => "BOOL",
+        _ => "UNSUPPORTED",
+    }
 }
 
 /// An optimized, runnable model; cheap to clone and share between requests.
@@ -50,6 +75,51 @@ impl Model {
             .collect()
     }
 
+    /// Names, element types and shapes (`None` = dynamic) of the model's inputs and outputs,
+    /// as the serving layer declares them to clients and validates requests against.
+    pub fn signature(&self) -> Result<(Vec<TensorInfo>, Vec<TensorInfo>), ModelError> {
+        let m = self.plan.model();
+        let info = |outlet: &OutletId, fact: &TypedFact| TensorInfo {
+            name: m.node(outlet.node).name.clone(),
+            datatype: kserve_datatype(fact.datum_type).to_owned(),
+            shape: fact.shape.iter().map(|d| d.to_usize().ok()).collect(),
+        };
+        let mut inputs = Vec::new();
+        for (i, o) in m.inputs.iter().enumerate() {
+            inputs.push(info(o, m.input_fact(i).map_err(|e| ModelError::Load(format!("{e:#}")))?));
+        }
+        let mut outputs = Vec::new();
+        for (i, o) in m.outputs.iter().enumerate() {
+            outputs.push(info(o, m.output_fact(i).map_err(|e| ModelError::Load(format!("{e:#}")))?));
+        }
+        Ok((inputs, outputs))
+    }
+
+    /// Runs one inference on FP32 inputs (in model input order) and returns FP32 outputs
+    /// with their shapes.
+    #[allow(clippy::type_complexity)] // (shape, row-major data) pairs: clearer spelled out
+    pub fn run_f32(
+        &self,
+        inputs: Vec<(Vec<usize>, Vec<f32>)>,
+    ) -> Result<Vec<(Vec<usize>, Vec<f32>)>, ModelError> {
+        let run = |e: TractError| ModelError::Run(format!("{e:#}"));
+        let tensors = inputs
+            .into_iter()
+            .map(|(shape, data)| {
+                tract_ndarray::ArrayD::from_shape_vec(shape, data).map(|a| a.into_tensor().into())
+            })
+            .collect::<Result<TVec<TValue>, _>>()
+            .map_err(|e| ModelError::Run(e.to_string()))?;
+        let outputs = self.plan.run(tensors).map_err(run)?;
+        outputs
+            .iter()
+            .map(|t| {
+                let view = t.to_plain_array_view::<f32>().map_err(run)?;
+                Ok((view.shape().to_vec(), view.iter().copied().collect()))
+            })
+            .collect()
+    }
+
     /// Runs one inference.
     pub fn run(&self, inputs: TVec<TValue>) -> Result<TVec<TValue>, ModelError> {
         self.plan.run(inputs).map_err(|e| ModelError::Run(format!("{e:#}")))
@@ -73,6 +143,23 @@ mod tests {
         for (a, b) in y.iter().zip(expected.iter()) {
             assert!((a - b).abs() < 1e-5, "{a} vs {b}");
         }
+    }
+
+    #[test]
+    fn signature_and_f32_runs() {
+        let model = Model::load(&sample::mlp_onnx()).unwrap();
+        let (inputs, outputs) = model.signature().unwrap();
+        assert_eq!(inputs.len(), 1);
+        assert_eq!(inputs[0].datatype, "FP32");
+        assert_eq!(inputs[0].shape.last(), Some(&Some(4)));
+        assert_eq!(outputs[0].shape.last(), Some(&Some(2)));
+        let out = model.run_f32(vec![(vec![1, 4], vec![1.0, 2.0, 3.0, 4.0])]).unwrap();
+        let expected = sample::mlp_reference(&[1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(out[0].0, vec![1, 2]);
+        for (a, b) in out[0].1.iter().zip(expected.iter()) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
+        assert!(model.run_f32(vec![(vec![1, 3], vec![1.0, 2.0, 3.0])]).is_err());
     }
 
     #[test]
