@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod attestation;
+mod client;
 mod evidence;
 mod host;
 mod image;
@@ -57,6 +58,11 @@ enum Command {
     /// The host agent: launch and supervise confidential VMs under QEMU.
     #[command(subcommand)]
     Host(host::HostCmd),
+    /// Verify an enclave's attestation (certificate evidence, then a fresh channel-bound one),
+    /// claim by claim: exit 0 accept, 1 refuse.
+    Verify(client::VerifyArgs),
+    /// Verify an enclave, then send it one KServe v2 inference request and print the outputs.
+    Infer(client::InferArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -167,6 +173,8 @@ fn main() -> ExitCode {
         Command::Image(cmd) => image::image(cmd),
         Command::Host(cmd) => host::host(cmd),
         Command::Seal(args) => seal::seal(args),
+        Command::Verify(args) => client::verify(args),
+        Command::Infer(args) => client::infer(args),
         Command::Unseal(args) => seal::unseal(args),
         Command::Model(ModelCmd::Sample { out }) => std::fs::write(&out, nacre_model::sample::mlp_onnx())
             .map(|()| ExitCode::SUCCESS)

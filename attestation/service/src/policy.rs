@@ -29,8 +29,8 @@
 //! would release to any guest on genuine hardware; it is refused when set.
 
 use nacre_protocol::reference::{ReferenceValues, check_name};
-use nacre_verifier::policy::Hex;
 use nacre_verifier::{Appraiser, Policy};
+use nacre_wire::Tee;
 use serde::Deserialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -78,10 +78,7 @@ impl ReleasePolicy {
         let raw: ReleasePolicyToml = toml::from_str(text).map_err(|e| format!("release policy: {e}"))?;
         let mut appraisal =
             Policy::from_toml(&raw.appraisal.to_string()).map_err(|e| format!("[appraisal]: {e}"))?;
-        let pinned = appraisal.snp.measurements.as_ref().is_some_and(|m| !m.is_empty())
-            || appraisal.sim.measurements.as_ref().is_some_and(|m| !m.is_empty())
-            || appraisal.tdx.mrtd.as_ref().is_some_and(|m| !m.is_empty());
-        if !pinned && raw.reference_values.is_empty() {
+        if !appraisal.pins_a_measurement() && raw.reference_values.is_empty() {
             return Err("[appraisal] pins no measurement (snp/sim `measurements` or tdx `mrtd`) and \
                         `reference_values` names none: it would release the key to any guest"
                 .into());
@@ -125,16 +122,13 @@ impl ReleasePolicy {
                 let mut value = [0u8; 48];
                 hex::decode_to_slice(&m.measurement, &mut value)
                     .map_err(|_| format!("reference values {}: bad {} measurement", r.name, m.tee))?;
-                let list = match m.tee.as_str() {
-                    "sim" => &mut policy.sim.measurements,
-                    "snp" => &mut policy.snp.measurements,
-                    "tdx" => &mut policy.tdx.mrtd,
+                let tee = match m.tee.as_str() {
+                    "sim" => Tee::Sim,
+                    "snp" => Tee::Snp,
+                    "tdx" => Tee::Tdx,
                     other => return Err(format!("reference values {}: unknown TEE {other:?}", r.name)),
                 };
-                let list = list.get_or_insert_with(Vec::new);
-                if !list.contains(&Hex(value)) {
-                    list.push(Hex(value));
-                }
+                policy.allow_measurement(tee, value);
             }
         }
         Ok(Appraiser::new(policy))

@@ -180,6 +180,27 @@ impl Policy {
         toml::to_string(self).map_err(|e| ConfigError::Policy(e.to_string()))
     }
 
+    /// Adds `measurement` to `tee`'s allow-list (SNP/sim `measurements`, TDX `mrtd`), creating
+    /// the list if the policy had none. (Signed reference values are applied this way, by the
+    /// attestation service and by clients.)
+    pub fn allow_measurement(&mut self, tee: Tee, measurement: [u8; 48]) {
+        let list = match tee {
+            Tee::Sim => &mut self.sim.measurements,
+            Tee::Snp => &mut self.snp.measurements,
+            Tee::Tdx => &mut self.tdx.mrtd,
+        };
+        let list = list.get_or_insert_with(Vec::new);
+        if !list.contains(&Hex(measurement)) {
+            list.push(Hex(measurement));
+        }
+    }
+
+    /// Whether any TEE's allow-list names at least one measurement.
+    pub fn pins_a_measurement(&self) -> bool {
+        let some = |l: &Option<Vec<Hex<48>>>| l.as_ref().is_some_and(|m| !m.is_empty());
+        some(&self.snp.measurements) || some(&self.sim.measurements) || some(&self.tdx.mrtd)
+    }
+
     /// The SNP-format section for `tee` (SNP or sim).
     pub fn snp_section(&self, tee: Tee) -> &SnpPolicy {
         if tee == Tee::Sim { &self.sim } else { &self.snp }

@@ -79,8 +79,9 @@ impl Model {
     /// as the serving layer declares them to clients and validates requests against.
     pub fn signature(&self) -> Result<(Vec<TensorInfo>, Vec<TensorInfo>), ModelError> {
         let m = self.plan.model();
+        // An output's ONNX name is its outlet label; the producing node has its own name.
         let info = |outlet: &OutletId, fact: &TypedFact| TensorInfo {
-            name: m.node(outlet.node).name.clone(),
+            name: m.outlet_label(*outlet).unwrap_or(&m.node(outlet.node).name).to_owned(),
             datatype: kserve_datatype(fact.datum_type).to_owned(),
             shape: fact.shape.iter().map(|d| d.to_usize().ok()).collect(),
         };
@@ -150,6 +151,7 @@ mod tests {
         let model = Model::load(&sample::mlp_onnx()).unwrap();
         let (inputs, outputs) = model.signature().unwrap();
         assert_eq!(inputs.len(), 1);
+        assert_eq!((inputs[0].name.as_str(), outputs[0].name.as_str()), ("x", "y"));
         assert_eq!(inputs[0].datatype, "FP32");
         assert_eq!(inputs[0].shape.last(), Some(&Some(4)));
         assert_eq!(outputs[0].shape.last(), Some(&Some(2)));

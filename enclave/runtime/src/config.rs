@@ -29,6 +29,18 @@ fn sealed_device() -> PathBuf {
 fn max_model() -> u64 {
     8 << 30
 }
+fn max_request() -> usize {
+    16 << 20
+}
+fn rate() -> u32 {
+    50
+}
+fn burst() -> u32 {
+    100
+}
+fn sans() -> Vec<String> {
+    vec!["localhost".into(), "127.0.0.1".into()]
+}
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -50,6 +62,28 @@ pub struct EnclaveConfig {
     pub sealed_device: PathBuf,
     #[serde(default = "max_model")]
     pub max_model_bytes: u64,
+    /// `sim` only, for running the serving stack as a host process (benchmarks, tests): the
+    /// host's simulated secure processor as a Unix socket instead of the guest's virtio port.
+    #[serde(default)]
+    pub sim_socket: Option<PathBuf>,
+    /// Optional bearer token for inference: hex SHA-256 of the token (the token itself is
+    /// never in the image).
+    #[serde(default)]
+    pub inference_token_sha256: Option<String>,
+    /// Largest request body, bytes.
+    #[serde(default = "max_request")]
+    pub max_request_bytes: usize,
+    /// Per-client request rate (inference and fresh attestation): sustained per second, burst.
+    #[serde(default = "rate")]
+    pub rate_per_second: u32,
+    #[serde(default = "burst")]
+    pub rate_burst: u32,
+    /// Accept NaN and ±infinity in inputs (refused by default).
+    #[serde(default)]
+    pub allow_non_finite: bool,
+    /// Names in the attested certificate (clients do not rely on them).
+    #[serde(default = "sans")]
+    pub subject_alt_names: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -77,7 +111,24 @@ impl EnclaveConfig {
         if self.model_digest.len() != 64 || !self.model_digest.bytes().all(|b| b.is_ascii_hexdigit()) {
             return bad("model_digest: 64 hex digits".into());
         }
+        if let Some(t) = &self.inference_token_sha256
+            && (t.len() != 64 || !t.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return bad("inference_token_sha256: 64 hex digits".into());
+        }
+        if self.sim_socket.is_some() && self.tee != TeeKind::Sim {
+            return bad("sim_socket is for tee = \"sim\" only".into());
+        }
+        if self.rate_per_second == 0 || self.rate_burst == 0 {
+            return bad("rate_per_second and rate_burst must be positive".into());
+        }
         Ok(())
+    }
+
+    pub fn inference_token_sha256(&self) -> Option<[u8; 32]> {
+        let mut d = [0u8; 32];
+        hex::decode_to_slice(self.inference_token_sha256.as_deref()?, &mut d).ok()?;
+        Some(d)
     }
 
     pub fn model_digest(&self) -> [u8; 32] {
@@ -110,5 +161,9 @@ model_digest = "0000000000000000000000000000000000000000000000000000000000000000
         assert!(EnclaveConfig::parse(&GOOD.replace("https://", "http://")).is_err());
         assert!(EnclaveConfig::parse(&GOOD.replace("\"sim\"", "\"sgx\"")).is_err());
         assert!(EnclaveConfig::parse(&GOOD.replace(&"0".repeat(64), "00")).is_err());
+        assert!(EnclaveConfig::parse(&format!("{GOOD}\ninference_token_sha256 = \"ab\"\n")).is_err());
+        assert!(EnclaveConfig::parse(&format!("{GOOD}\nrate_burst = 0\n")).is_err());
+        let snp = GOOD.replace("\"sim\"", "\"snp\"");
+        assert!(EnclaveConfig::parse(&format!("{snp}\nsim_socket = \"/tmp/sp.sock\"\n")).is_err());
     }
 }

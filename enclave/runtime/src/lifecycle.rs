@@ -47,8 +47,6 @@ pub enum Failure {
     Unseal(String),
     #[error("model: {0}")]
     Model(String),
-    #[error("serving: {0}")]
-    Serve(String),
 }
 
 impl Booted {

@@ -1,9 +1,13 @@
-//! `nacre-enclave`: the guest runtime, started by the image's init.
+//! `nacre-enclave`: the guest runtime, started by the image's init as
+//! `nacre-enclave --config /etc/nacre/enclave.toml` (a file inside the measured initrd).
 //!
-//! So far: the attesters and a self-test mode for the image and host-agent tests
-//! (`nacre.selftest=report:HEX` on the measured command line asks the secure processor for a
-//! report binding those 64 bytes and prints it on the console). Key release, unsealing and
-//! serving follow (the "Enclave runtime" issue).
+//! It listens at once (health only), then walks the lifecycle — attester → key release →
+//! unseal → tract → attested certificate — and serves the model. A failure is printed on the
+//! console as `NACRE-ENCLAVE-FAILED <reason>`, shown by `/v2/health/ready`, and retried after
+//! an exponential backoff (1 s … 5 min), never in a tight loop.
+//!
+//! `nacre.selftest=report:HEX` on the measured command line instead asks the secure processor
+//! for reports binding those 64 bytes and prints them (the image and host-agent tests).
 #![forbid(unsafe_code)]
 
 mod attest;
@@ -13,8 +17,13 @@ mod serve;
 mod unlock;
 
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 
-use attest::Attester;
+use attest::{AttestError, Attester};
+use config::{EnclaveConfig, TeeKind};
+use lifecycle::{Booted, Failure, Serving};
+use nacre_atls::{AttestedCert, CertOptions};
+use serve::{App, Ready};
 
 fn cmdline_value(cmdline: &str, key: &str) -> Option<String> {
     cmdline
@@ -51,6 +60,84 @@ fn selftest(spec: &str) -> Result<(), String> {
     }
 }
 
+type BoxedAttester = Box<dyn Attester + Send>;
+
+fn open_attester(config: &EnclaveConfig) -> Result<BoxedAttester, AttestError> {
+    let tsm = |tee| attest::tsm::TsmAttester::open(std::path::Path::new(attest::tsm::ROOT), tee);
+    let mut attester: BoxedAttester = match (config.tee, &config.sim_socket) {
+        (TeeKind::Sim, Some(socket)) => Box::new(attest::sim::SimAttester::connect(socket)?),
+        (TeeKind::Sim, None) => Box::new(attest::sim::SimAttester::open()?),
+        (TeeKind::Snp, _) => Box::new(tsm(nacre_wire::Tee::Snp)?),
+        (TeeKind::Tdx, _) => Box::new(tsm(nacre_wire::Tee::Tdx)?),
+    };
+    // One report proves the attester answers before anything depends on it.
+    attester.attest(&[0u8; 64])?;
+    Ok(attester)
+}
+
+/// Boot → attest → release the key and open the model → attested certificate → serve.
+fn start(config: EnclaveConfig, app: &App) -> Result<Serving<()>, Failure> {
+    let t0 = std::time::Instant::now();
+    let stage = |name: &str| println!("NACRE-ENCLAVE-STAGE {name} {:.3}", t0.elapsed().as_secs_f64());
+    let attested = Booted::new(config).attest(open_attester)?;
+    stage("attested");
+    let released = attested.release_key(|config, attester| {
+        let unlocked = unlock::unlock(config, attester.as_mut(), &|s| stage(s))?;
+        let result = unlocked.attestation_result.clone();
+        Ok((unlocked, result))
+    })?;
+    stage("model-ready");
+    released.serve(|r| {
+        let header = &r.model.header;
+        let metadata = Ready::metadata(&r.model.model, &header.model_name, &header.model_version)
+            .map_err(Failure::Model)?;
+        let mut attester = r.attester;
+        let options = CertOptions::new(r.config.subject_alt_names.clone(), time::OffsetDateTime::now_utc());
+        let cert = AttestedCert::generate(&options, header.model_digest, |rd| attester.attest(&rd))
+            .map_err(|e| Failure::Attestation(format!("attested certificate: {e}")))?;
+        stage("certificate");
+        app.serve_model(Ready {
+            model: r.model.model,
+            metadata,
+            cert: Arc::new(cert),
+            attester: Mutex::new(attester),
+            attestation_result: r.attestation_result,
+        });
+        Ok(())
+    })
+}
+
+fn run(config: EnclaveConfig) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("runtime: {e}"))?;
+    let app = App::new(&config)?;
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(config.listen))
+        .map_err(|e| format!("listening on {}: {e}", config.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    println!("NACRE-ENCLAVE-LISTENING {addr}");
+    rt.spawn(serve::serve(app.clone(), listener));
+    let mut attempt = 0;
+    loop {
+        match start(config.clone(), &app) {
+            Ok(Serving { server: () }) => {
+                println!("NACRE-ENCLAVE-SERVING {addr}");
+                // The server runs on the runtime's threads until the guest powers off.
+                rt.block_on(std::future::pending::<()>());
+            }
+            Err(failure) => {
+                let delay = lifecycle::backoff(attempt);
+                println!("NACRE-ENCLAVE-FAILED {failure} (retrying in {} s)", delay.as_secs());
+                app.fail(failure.to_string());
+                std::thread::sleep(delay);
+                attempt = attempt.saturating_add(1);
+            }
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     if let Some(spec) = cmdline_value(&cmdline, "nacre.selftest") {
@@ -62,6 +149,30 @@ fn main() -> ExitCode {
             }
         };
     }
-    eprintln!("nacre-enclave: serving is not built yet (see the Enclave runtime issue)");
-    ExitCode::from(2)
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let path = match args.as_slice() {
+        [] => config::CONFIG_PATH.to_owned(),
+        [flag, path] if flag == "--config" => path.clone(),
+        _ => {
+            eprintln!("usage: nacre-enclave [--config FILE]");
+            return ExitCode::from(2);
+        }
+    };
+    let config = match std::fs::read_to_string(&path)
+        .map_err(|e| format!("{path}: {e}"))
+        .and_then(|text| EnclaveConfig::parse(&text).map_err(|e| format!("{path}: {e}")))
+    {
+        Ok(c) => c,
+        Err(e) => {
+            println!("NACRE-ENCLAVE-FAILED {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            println!("NACRE-ENCLAVE-FAILED {e}");
+            ExitCode::from(1)
+        }
+    }
 }

@@ -25,7 +25,13 @@ pub struct Unlocked {
     pub attestation_result: Vec<u8>,
 }
 
-pub fn unlock(config: &EnclaveConfig, attester: &mut dyn Attester) -> Result<Unlocked, Failure> {
+/// `stage` is told when the key is released and when the model is unsealed (cold-start
+/// breakdown on the console).
+pub fn unlock(
+    config: &EnclaveConfig,
+    attester: &mut dyn Attester,
+    stage: &dyn Fn(&str),
+) -> Result<Unlocked, Failure> {
     let unseal = |m: String| Failure::Unseal(m);
     let device = &config.sealed_device;
     let mut disk = File::open(device).map_err(|e| unseal(format!("{}: {e}", device.display())))?;
@@ -54,6 +60,7 @@ pub fn unlock(config: &EnclaveConfig, attester: &mut dyn Attester) -> Result<Unl
                 .await
         })
         .map_err(|e| Failure::KeyRelease(e.to_string()))?;
+    stage("key-released");
     let cipher =
         AwsLcGcm::new(&DataKey::from_bytes(*released.data_key)).map_err(|e| unseal(e.to_string()))?;
     drop(released.data_key);
@@ -61,6 +68,7 @@ pub fn unlock(config: &EnclaveConfig, attester: &mut dyn Attester) -> Result<Unl
     let (header, plain) = nacre_sealed::open(BufReader::new(disk), &cipher, config.max_model_bytes)
         .map_err(|e| unseal(e.to_string()))?;
     drop(cipher);
+    stage("unsealed");
     if header.key_id != config.key_id
         || header.model_name != config.model_name
         || header.model_digest != config.model_digest()

@@ -1,9 +1,13 @@
 //! The simulated TEE's attester: asks the host's simulated secure processor over the
 //! virtio-serial port named `org.nacre.sp` (framing in `nacre_wire::sp`). The answer is
 //! untrusted input: bounded, strictly parsed, and REPORT_DATA is checked to be ours.
+//!
+//! Running the serving stack as a host process (benchmarks, tests), the same protocol goes over
+//! the secure processor's Unix socket instead (`sim_socket` in the configuration).
 
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -37,11 +41,42 @@ const O_NONBLOCK: i32 = 0o4000;
 /// How long one report request may take.
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
+/// The two ends the framing runs over. Both are non-blocking.
+enum Port {
+    /// The guest's virtio-serial port: reading 0 bytes means the host side is not connected yet.
+    Virtio(File),
+    /// The host's socket: reading 0 bytes means it closed.
+    Unix(UnixStream),
+}
+
+impl Port {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Port::Virtio(f) => f.read(buf),
+            Port::Unix(s) => s.read(buf),
+        }
+    }
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Port::Virtio(f) => f.write(buf),
+            Port::Unix(s) => s.write(buf),
+        }
+    }
+}
+
 pub struct SimAttester {
-    port: File,
+    port: Port,
 }
 
 impl SimAttester {
+    /// The host's simulated secure processor at a Unix socket (host-process mode).
+    pub fn connect(socket: &Path) -> Result<Self, AttestError> {
+        let stream = UnixStream::connect(socket)
+            .map_err(|e| AttestError::NoDevice(format!("{}: {e}", socket.display())))?;
+        stream.set_nonblocking(true).map_err(|e| AttestError::Io(e.to_string()))?;
+        Ok(SimAttester { port: Port::Unix(stream) })
+    }
+
     pub fn open() -> Result<Self, AttestError> {
         use std::os::unix::fs::OpenOptionsExt;
         let path = find_port(Path::new("/sys"), Path::new("/dev"), PORT_NAME)?;
@@ -51,7 +86,7 @@ impl SimAttester {
             .custom_flags(O_NONBLOCK)
             .open(&path)
             .map_err(|e| AttestError::NoDevice(format!("{}: {e}", path.display())))?;
-        Ok(SimAttester { port })
+        Ok(SimAttester { port: Port::Virtio(port) })
     }
 
     /// Discards bytes left from an earlier, abandoned exchange.
@@ -76,6 +111,9 @@ impl SimAttester {
     fn read_exact(&mut self, mut buf: &mut [u8], deadline: Instant) -> Result<(), AttestError> {
         while !buf.is_empty() {
             match self.port.read(buf) {
+                Ok(0) if matches!(self.port, Port::Unix(_)) => {
+                    return Err(AttestError::Io("the secure processor closed the connection".into()));
+                }
                 // The host side is not connected (yet): like "nothing yet".
                 Ok(0) => wait(deadline)?,
                 Ok(n) => buf = &mut buf[n..],

@@ -1,3 +1,496 @@
-//! Attested inference serving (DESIGN.md §7).
+//! The enclave's HTTPS server: the Open Inference Protocol (KServe v2, JSON tensors) and the
+//! fresh, channel-bound attestation of DESIGN.md §7, on one TLS 1.3 listener.
+//!
+//! | route | |
+//! |---|---|
+//! | `GET /v2/health/live` | 200 while the process runs |
+//! | `GET /v2/health/ready` | 200 when serving; 503 with the state and, after a failure, why |
+//! | `GET /v2` | server metadata |
+//! | `GET /v2/models/{name}`, `…/ready` | model metadata (inputs, outputs, datatypes, shapes) |
+//! | `POST /v2/models/{name}/infer` | inference (validated before tract sees it) |
+//! | `GET /v1/attestation?nonce=HEX` | fresh evidence binding the nonce and this connection's TLS exporter (CBOR) |
+//! | `GET /v1/attestation/result` | the attestation service's signed result for this guest (COSE_Sign1) |
+//! | `GET /metrics` | Prometheus |
+//!
+//! Until the model is loaded (or after a failure) the server presents an unattested
+//! certificate and answers only the health and metrics routes: every other route is 503 with
+//! the reason. Inference and attestation are limited per client; inference can require a bearer
+//! token. Errors are KServe's `{"error": "…"}` with a status that says whose fault it is.
 
 pub mod kserve;
+pub mod limit;
+pub mod metrics;
+pub mod tls;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::Extension;
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http_body_util::BodyExt;
+use nacre_atls::AttestedCert;
+use nacre_atls::fresh::{self, Exporter};
+use serde::Serialize;
+use tokio::net::TcpListener;
+
+use crate::attest::Attester;
+use crate::config::EnclaveConfig;
+use kserve::{InferRequest, InferResponse, ModelMetadata, OutputTensor, TensorSpec};
+use limit::Limiter;
+use metrics::{Metrics, Reason, Request, Route};
+use tls::CurrentCert;
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_CONNECTIONS: usize = 256;
+
+/// Everything serving needs once the model is loaded.
+pub struct Ready {
+    pub model: nacre_model::Model,
+    pub metadata: ModelMetadata,
+    pub cert: Arc<AttestedCert>,
+    /// Serialises fresh attestations (one request at a time to the secure processor).
+    pub attester: Mutex<Box<dyn Attester + Send>>,
+    /// The attestation service's COSE_Sign1 result for this guest.
+    pub attestation_result: Vec<u8>,
+}
+
+impl Ready {
+    /// The model's declared signature as KServe metadata. Only FP32 tensors are served.
+    pub fn metadata(model: &nacre_model::Model, name: &str, version: &str) -> Result<ModelMetadata, String> {
+        let (inputs, outputs) = model.signature().map_err(|e| e.to_string())?;
+        let spec = |t: nacre_model::TensorInfo| -> Result<TensorSpec, String> {
+            if t.datatype != "FP32" {
+                return Err(format!("tensor {:?} is {}; only FP32 tensors are served", t.name, t.datatype));
+            }
+            let shape = t.shape.iter().map(|d| d.map_or(-1, |n| n as i64)).collect();
+            Ok(TensorSpec { name: t.name, datatype: t.datatype, shape })
+        };
+        Ok(ModelMetadata {
+            name: name.to_owned(),
+            versions: vec![version.to_owned()],
+            platform: "onnx_tract".into(),
+            inputs: inputs.into_iter().map(spec).collect::<Result<_, _>>()?,
+            outputs: outputs.into_iter().map(spec).collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+enum Phase {
+    Starting,
+    Failed { reason: String },
+    Serving(Arc<Ready>),
+}
+
+pub struct App {
+    phase: RwLock<Phase>,
+    cert: Arc<CurrentCert>,
+    tls: Arc<rustls::ServerConfig>,
+    limiter: Limiter,
+    metrics: Metrics,
+    token_sha256: Option<[u8; 32]>,
+    max_request: usize,
+    allow_non_finite: bool,
+    /// Bounds concurrent inferences to the cores; the rest wait (their clients see latency,
+    /// not errors).
+    infer_slots: tokio::sync::Semaphore,
+}
+
+impl core::fmt::Debug for App {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("App").finish_non_exhaustive()
+    }
+}
+
+impl App {
+    pub fn new(config: &EnclaveConfig) -> Result<Arc<Self>, String> {
+        let cert = tls::current(tls::unattested(&config.subject_alt_names)?);
+        let tls = Arc::new(tls::server_config(cert.clone())?);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Ok(Arc::new(App {
+            phase: RwLock::new(Phase::Starting),
+            cert,
+            tls,
+            limiter: Limiter::new(config.rate_per_second, config.rate_burst),
+            metrics: Metrics::default(),
+            token_sha256: config.inference_token_sha256(),
+            max_request: config.max_request_bytes,
+            allow_non_finite: config.allow_non_finite,
+            infer_slots: tokio::sync::Semaphore::new(cores),
+        }))
+    }
+
+    /// Health-only, saying why.
+    pub fn fail(&self, reason: String) {
+        *self.phase.write().unwrap_or_else(|p| p.into_inner()) = Phase::Failed { reason };
+    }
+
+    /// Presents the attested certificate and serves the model.
+    pub fn serve_model(&self, ready: Ready) {
+        self.cert.set(ready.cert.certified_key());
+        *self.phase.write().unwrap_or_else(|p| p.into_inner()) = Phase::Serving(Arc::new(ready));
+    }
+
+    fn ready(&self) -> Result<Arc<Ready>, Reject> {
+        match &*self.phase.read().unwrap_or_else(|p| p.into_inner()) {
+            Phase::Serving(r) => Ok(r.clone()),
+            Phase::Starting => Err(Reject::unavailable("the enclave is starting")),
+            Phase::Failed { reason } => Err(Reject::unavailable(&format!("the enclave failed: {reason}"))),
+        }
+    }
+
+    /// The bearer token's hash when inference is authenticated (the client's identity for
+    /// rate limiting).
+    fn authorize(&self, headers: &HeaderMap) -> Result<Option<[u8; 32]>, Reject> {
+        let Some(want) = &self.token_sha256 else { return Ok(None) };
+        let token = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                Reject::new(StatusCode::UNAUTHORIZED, "unauthorized", "a bearer token is required")
+            })?;
+        let got = sha256(token.as_bytes());
+        // Comparing digests: timing reveals nothing usable about the token.
+        if &got != want {
+            return Err(Reject::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "the bearer token is not valid",
+            ));
+        }
+        Ok(Some(got))
+    }
+
+    fn limit(&self, conn: &Conn, identity: Option<[u8; 32]>) -> Result<(), Reject> {
+        let key = match identity {
+            Some(token) => token.to_vec(),
+            None => match conn.peer {
+                IpAddr::V4(a) => a.octets().to_vec(),
+                IpAddr::V6(a) => a.octets().to_vec(),
+            },
+        };
+        if self.limiter.take(&key) {
+            Ok(())
+        } else {
+            Err(Reject::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests; slow down"))
+        }
+    }
+
+    fn finish(&self, route: &'static str, start: Instant, result: Result<Response, Reject>) -> Response {
+        let response = match result {
+            Ok(r) => r,
+            Err(reject) => {
+                self.metrics.rejections.get_or_create(&Reason { reason: reject.reason }).inc();
+                json(reject.status, &ErrorBody { error: reject.message })
+            }
+        };
+        self.metrics.requests.get_or_create(&Request { route, status: response.status().as_u16() }).inc();
+        self.metrics.latency.get_or_create(&Route { route }).observe(start.elapsed().as_secs_f64());
+        response
+    }
+
+    pub fn metrics_text(&self) -> String {
+        self.metrics.encode()
+    }
+}
+
+fn sha256(data: &[u8]) -> [u8; 32] {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// A refused request: the status, a fixed metric label, the message for the client.
+#[derive(Debug)]
+struct Reject {
+    status: StatusCode,
+    reason: &'static str,
+    message: String,
+}
+
+impl Reject {
+    fn new(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Self {
+        Reject { status, reason, message: message.into() }
+    }
+    fn unavailable(message: &str) -> Self {
+        Reject::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", message)
+    }
+    fn bad(reason: &'static str, message: impl Into<String>) -> Self {
+        Reject::new(StatusCode::BAD_REQUEST, reason, message)
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody {
+    error: String,
+}
+
+fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(body) => (status, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// What the connection's TLS session contributes to each request on it.
+#[derive(Clone, Debug)]
+struct Conn {
+    peer: IpAddr,
+    exporter: Exporter,
+}
+
+type Shared = State<Arc<App>>;
+
+async fn live(State(app): Shared) -> Response {
+    let t = Instant::now();
+    app.finish("live", t, Ok(json(StatusCode::OK, &serde_json::json!({"live": true}))))
+}
+
+async fn ready(State(app): Shared) -> Response {
+    let t = Instant::now();
+    let (status, body) = match &*app.phase.read().unwrap_or_else(|p| p.into_inner()) {
+        Phase::Serving(_) => (StatusCode::OK, serde_json::json!({"ready": true})),
+        Phase::Starting => {
+            (StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({"ready": false, "state": "starting"}))
+        }
+        Phase::Failed { reason } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({"ready": false, "state": "failed", "reason": reason}),
+        ),
+    };
+    app.finish("ready", t, Ok(json(status, &body)))
+}
+
+async fn server_metadata(State(app): Shared) -> Response {
+    let t = Instant::now();
+    let body = serde_json::json!({
+        "name": "nacre-enclave",
+        "version": env!("CARGO_PKG_VERSION"),
+        "extensions": ["nacre-attestation"],
+    });
+    app.finish("server_metadata", t, Ok(json(StatusCode::OK, &body)))
+}
+
+fn model_of(app: &App, name: &str) -> Result<Arc<Ready>, Reject> {
+    let ready = app.ready()?;
+    if ready.metadata.name != name {
+        return Err(Reject::new(StatusCode::NOT_FOUND, "unknown_model", format!("no model named {name:?}")));
+    }
+    Ok(ready)
+}
+
+async fn model_metadata(State(app): Shared, Path(name): Path<String>) -> Response {
+    let t = Instant::now();
+    let r = model_of(&app, &name).map(|ready| json(StatusCode::OK, &ready.metadata));
+    app.finish("model_metadata", t, r)
+}
+
+async fn model_ready(State(app): Shared, Path(name): Path<String>) -> Response {
+    let t = Instant::now();
+    let r = model_of(&app, &name)
+        .map(|_| json(StatusCode::OK, &serde_json::json!({"name": name, "ready": true})));
+    app.finish("model_ready", t, r)
+}
+
+async fn read_limited(body: Body, limit: usize) -> Result<Bytes, Reject> {
+    let too_large = || {
+        Reject::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the request body exceeds {limit} bytes"),
+        )
+    };
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(e) => Err(Reject::bad("bad_body", format!("reading the request body: {e}"))),
+    }
+}
+
+async fn infer(
+    State(app): Shared,
+    Extension(conn): Extension<Conn>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let t = Instant::now();
+    let r = infer_inner(&app, &conn, &name, &headers, body).await;
+    app.finish("infer", t, r)
+}
+
+async fn infer_inner(
+    app: &App,
+    conn: &Conn,
+    name: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, Reject> {
+    let ready = model_of(app, name)?;
+    let identity = app.authorize(headers)?;
+    app.limit(conn, identity)?;
+    if headers.contains_key("inference-header-content-length") {
+        return Err(Reject::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported",
+            "the binary tensor extension is not supported; send JSON tensors",
+        ));
+    }
+    if let Some(declared) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok())
+        && declared.parse::<u64>().map_or(true, |n| n > app.max_request as u64)
+    {
+        return Err(Reject::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the request body exceeds {} bytes", app.max_request),
+        ));
+    }
+    let bytes = read_limited(body, app.max_request).await?;
+    let request: InferRequest = serde_json::from_slice(&bytes)
+        .map_err(|e| Reject::bad("malformed", format!("malformed request: {e}")))?;
+    let meta = &ready.metadata;
+    let inputs = kserve::validate(&request, &meta.inputs, &meta.outputs, app.allow_non_finite)
+        .map_err(|e| Reject::bad("invalid_input", e.to_string()))?;
+    let _slot =
+        app.infer_slots.acquire().await.map_err(|_| Reject::unavailable("the server is shutting down"))?;
+    let model = ready.model.clone();
+    let outputs = tokio::task::spawn_blocking(move || {
+        model.run_f32(inputs.into_iter().map(|i| (i.shape, i.data)).collect())
+    })
+    .await
+    .map_err(|e| Reject::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+    .map_err(|e| Reject::new(StatusCode::INTERNAL_SERVER_ERROR, "inference_failed", e.to_string()))?;
+    let wanted = request.outputs.as_ref();
+    let outputs = meta
+        .outputs
+        .iter()
+        .zip(outputs)
+        .filter(|(spec, _)| wanted.is_none_or(|w| w.iter().any(|o| o.name == spec.name)))
+        .map(|(spec, (shape, data))| OutputTensor {
+            name: spec.name.clone(),
+            shape: shape.iter().map(|&d| d as i64).collect(),
+            datatype: "FP32".into(),
+            data,
+        })
+        .collect();
+    let response = InferResponse {
+        model_name: meta.name.clone(),
+        model_version: meta.versions.first().cloned(),
+        id: request.id,
+        outputs,
+    };
+    Ok(json(StatusCode::OK, &response))
+}
+
+async fn attestation(
+    State(app): Shared,
+    Extension(conn): Extension<Conn>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let t = Instant::now();
+    let r = attestation_inner(&app, &conn, query.as_deref().unwrap_or("")).await;
+    app.finish("attestation", t, r)
+}
+
+async fn attestation_inner(app: &App, conn: &Conn, query: &str) -> Result<Response, Reject> {
+    let ready = app.ready()?;
+    app.limit(conn, None)?;
+    let nonce = fresh::parse_query(query).map_err(|e| Reject::bad("bad_nonce", e.to_string()))?;
+    let report_data = ready
+        .cert
+        .fresh_report_data(&nonce, &conn.exporter)
+        .map_err(|e| Reject::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let evidence = tokio::task::spawn_blocking(move || {
+        ready.attester.lock().unwrap_or_else(|p| p.into_inner()).attest(&report_data)
+    })
+    .await
+    .map_err(|e| Reject::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+    .map_err(|e| Reject::unavailable(&format!("attestation failed: {e}")))?;
+    let body = fresh::encode_response(&evidence)
+        .map_err(|e| Reject::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    Ok(([(header::CONTENT_TYPE, HeaderValue::from_static(fresh::CONTENT_TYPE))], body).into_response())
+}
+
+async fn attestation_result(State(app): Shared) -> Response {
+    let t = Instant::now();
+    let r = app.ready().map(|ready| {
+        let ct = HeaderValue::from_static("application/cose; cose-type=\"cose-sign1\"");
+        ([(header::CONTENT_TYPE, ct)], ready.attestation_result.clone()).into_response()
+    });
+    app.finish("attestation_result", t, r)
+}
+
+async fn metrics(State(app): Shared) -> Response {
+    let ct = HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8");
+    ([(header::CONTENT_TYPE, ct)], app.metrics_text()).into_response()
+}
+
+async fn not_found(State(app): Shared) -> Response {
+    let t = Instant::now();
+    app.finish("not_found", t, Err(Reject::new(StatusCode::NOT_FOUND, "not_found", "no such route")))
+}
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/v2/health/live", get(live))
+        .route("/v2/health/ready", get(ready))
+        .route("/v2", get(server_metadata))
+        .route("/v2/models/{name}", get(model_metadata))
+        .route("/v2/models/{name}/ready", get(model_ready))
+        .route("/v2/models/{name}/infer", post(infer))
+        .route(fresh::PATH, get(attestation))
+        .route("/v1/attestation/result", get(attestation_result))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .with_state(app)
+}
+
+/// Serves HTTPS on `listener` until the process ends.
+pub async fn serve(app: Arc<App>, listener: TcpListener) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(app.tls.clone());
+    let routes = router(app);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let (tcp, peer): (_, SocketAddr) = match listener.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("nacre-enclave: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else { continue };
+        let (acceptor, routes) = (acceptor.clone(), routes.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let _ = tcp.set_nodelay(true);
+            let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await else {
+                return;
+            };
+            let Ok(exporter) = nacre_atls::exporter::<rustls::server::ServerConnectionData>(tls.get_ref().1)
+            else {
+                return;
+            };
+            let conn = Conn { peer: peer.ip(), exporter };
+            let service =
+                hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(conn.clone());
+                    tower::ServiceExt::oneshot(routes.clone(), req)
+                });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .keep_alive(true)
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                .await;
+        });
+    }
+}

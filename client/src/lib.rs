@@ -1,0 +1,262 @@
+//! The verifying client (DESIGN.md §7): before any input leaves, an [`AttestedSession`]
+//!
+//! 1. completes a TLS 1.3 handshake whose server certificate passes the attested-TLS verifier —
+//!    its evidence goes through the appraisal pipeline and the client's [`ClientPolicy`], and
+//!    binds the certificate's key and the expected model digest;
+//! 2. asks `GET /v1/attestation?nonce=…` with a fresh random nonce on that same connection and
+//!    verifies the answer: new evidence from the same guest binding the nonce and this
+//!    connection's TLS exporter (so a relay holding a leaked certificate key fails).
+//!
+//! Only a session that passed both exists; inference (KServe v2 JSON) goes over it.
+#![forbid(unsafe_code)]
+
+pub mod policy;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Bytes;
+use hyper::client::conn::http1::SendRequest;
+use hyper::{Method, Request, StatusCode, header};
+use hyper_util::rt::TokioIo;
+use nacre_atls::fresh::{self, Exporter, Nonce};
+use nacre_atls::{AtlsError, AttestedPeer, AttestedServerVerifier, Evidence};
+use nacre_verifier::{Claims, Verified};
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+
+pub use policy::{ClientPolicy, PolicyError};
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest response accepted (a batch of outputs as JSON).
+pub const MAX_RESPONSE: usize = 64 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("URL {0:?}: expected https://HOST[:PORT]")]
+    Url(String),
+    #[error("connecting to {addr}: {message}")]
+    Connect { addr: String, message: String },
+    /// The server's certificate failed attestation: nothing was sent.
+    #[error("the server's attested certificate was refused: {0}")]
+    Certificate(AtlsError),
+    /// The fresh, channel-bound attestation failed: nothing but the nonce was sent.
+    #[error("the fresh attestation was refused: {0}")]
+    Fresh(AtlsError),
+    #[error("the server answered {status}: {message}")]
+    Status { status: u16, message: String },
+    #[error("HTTP: {0}")]
+    Http(String),
+    #[error("request timed out")]
+    Timeout,
+    #[error("unexpected response: {0}")]
+    Protocol(String),
+}
+
+fn parse_url(url: &str) -> Result<(String, u16), ClientError> {
+    let bad = || ClientError::Url(url.to_owned());
+    let rest = url.strip_prefix("https://").ok_or_else(bad)?.trim_end_matches('/');
+    if rest.is_empty() || rest.contains(['/', '@', '?', '#']) {
+        return Err(bad());
+    }
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (h, p.parse().map_err(|_| bad())?),
+        _ => (rest, 443),
+    };
+    Ok((host.trim_start_matches('[').trim_end_matches(']').to_owned(), port))
+}
+
+/// One HTTP/1.1 connection over TLS.
+struct Channel {
+    sender: SendRequest<Full<Bytes>>,
+    authority: String,
+    token: Option<String>,
+}
+
+/// An HTTPS connection to an enclave that passed both attestations.
+pub struct AttestedSession {
+    channel: Channel,
+    peer: Arc<AttestedPeer>,
+    fresh: Verified<Claims>,
+    exporter: Exporter,
+}
+
+impl core::fmt::Debug for AttestedSession {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("AttestedSession").field("authority", &self.channel.authority).finish_non_exhaustive()
+    }
+}
+
+async fn timed<T>(f: impl Future<Output = T>) -> Result<T, ClientError> {
+    tokio::time::timeout(TIMEOUT, f).await.map_err(|_| ClientError::Timeout)
+}
+
+impl AttestedSession {
+    /// Connects to `url`, verifies the certificate and a fresh attestation under `policy`.
+    pub async fn connect(url: &str, policy: &ClientPolicy) -> Result<Self, ClientError> {
+        let (host, port) = parse_url(url)?;
+        let addr = format!("{host}:{port}");
+        let verifier = AttestedServerVerifier::new(policy.attestation.clone());
+        let mut config = verifier.client_config().map_err(ClientError::Certificate)?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let connect_err = |message: String| ClientError::Connect { addr: addr.clone(), message };
+        let tcp = timed(TcpStream::connect((host.as_str(), port)))
+            .await?
+            .map_err(|e| connect_err(e.to_string()))?;
+        let _ = tcp.set_nodelay(true);
+        // Names are not what is verified (the evidence is); any syntactically valid one will do.
+        let name = ServerName::try_from(host.clone())
+            .unwrap_or(ServerName::try_from("enclave").map_err(|e| connect_err(e.to_string()))?);
+        let tls = timed(tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name.to_owned(), tcp))
+            .await?
+            .map_err(|e| match AtlsError::from_io(&e) {
+                Some(refusal) => ClientError::Certificate(refusal.clone()),
+                None => connect_err(format!("TLS: {e}")),
+            })?;
+        let conn = tls.get_ref().1;
+        let peer = verifier.peer(conn).ok_or_else(|| {
+            ClientError::Protocol("the handshake completed without a verified certificate".into())
+        })?;
+        let exporter =
+            nacre_atls::exporter::<rustls::client::ClientConnectionData>(conn).map_err(ClientError::Fresh)?;
+        let (sender, driver) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        tokio::spawn(driver);
+        let mut channel = Channel { sender, authority: addr, token: None };
+        let nonce = Nonce::random().map_err(ClientError::Fresh)?;
+        let evidence = channel.fresh_evidence(&nonce).await?;
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let fresh = nacre_atls::verify_fresh(&policy.attestation, &peer, &evidence, &nonce, &exporter, now)
+            .map_err(ClientError::Fresh)?;
+        Ok(AttestedSession { channel, peer, fresh, exporter })
+    }
+
+    /// Sends `token` as the bearer token of inference requests.
+    pub fn with_token(mut self, token: impl Into<String>) -> Self {
+        self.channel.token = Some(token.into());
+        self
+    }
+
+    /// What the certificate's evidence showed.
+    pub fn peer(&self) -> &AttestedPeer {
+        &self.peer
+    }
+
+    /// What the fresh, channel-bound evidence showed.
+    pub fn fresh(&self) -> &Verified<Claims> {
+        &self.fresh
+    }
+
+    /// This connection's TLS exporter value (client side).
+    pub fn exporter(&self) -> &Exporter {
+        &self.exporter
+    }
+
+    /// Asks for fresh evidence binding `nonce` on this connection (not verified here; see
+    /// [`nacre_atls::verify_fresh`]).
+    pub async fn fresh_evidence(&mut self, nonce: &Nonce) -> Result<Evidence, ClientError> {
+        self.channel.fresh_evidence(nonce).await
+    }
+
+    /// `GET /v2/models/{model}`.
+    pub async fn metadata(&mut self, model: &str) -> Result<serde_json::Value, ClientError> {
+        self.channel.json(Method::GET, &format!("/v2/models/{}", path_segment(model)?), None).await
+    }
+
+    /// `POST /v2/models/{model}/infer` with a KServe v2 JSON request.
+    pub async fn infer(
+        &mut self,
+        model: &str,
+        request: &serde_json::Value,
+    ) -> Result<serde_json::Value, ClientError> {
+        let body = serde_json::to_vec(request).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        self.channel
+            .json(Method::POST, &format!("/v2/models/{}/infer", path_segment(model)?), Some(body))
+            .await
+    }
+
+    /// `POST /v2/models/{model}/infer` with a raw body (for tests of the server's validation).
+    pub async fn infer_raw(&mut self, model: &str, body: Vec<u8>) -> Result<Bytes, ClientError> {
+        self.channel
+            .request(Method::POST, &format!("/v2/models/{}/infer", path_segment(model)?), Some(body))
+            .await
+    }
+}
+
+impl Channel {
+    async fn fresh_evidence(&mut self, nonce: &Nonce) -> Result<Evidence, ClientError> {
+        let body = self.request(Method::GET, &fresh::request_target(nonce), None).await?;
+        fresh::decode_response(&body).map_err(ClientError::Fresh)
+    }
+
+    async fn request(
+        &mut self,
+        method: Method,
+        target: &str,
+        json: Option<Vec<u8>>,
+    ) -> Result<Bytes, ClientError> {
+        let mut req = Request::builder().method(method).uri(target).header(header::HOST, &self.authority);
+        if let Some(token) = &self.token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let body = match json {
+            Some(bytes) => {
+                req = req.header(header::CONTENT_TYPE, "application/json");
+                Full::new(Bytes::from(bytes))
+            }
+            None => Full::new(Bytes::new()),
+        };
+        let req = req.body(body).map_err(|e| ClientError::Http(e.to_string()))?;
+        let response =
+            timed(self.sender.send_request(req)).await?.map_err(|e| ClientError::Http(e.to_string()))?;
+        let status = response.status();
+        let body = timed(Limited::new(response.into_body(), MAX_RESPONSE).collect())
+            .await?
+            .map_err(|e| ClientError::Http(e.to_string()))?
+            .to_bytes();
+        if status != StatusCode::OK {
+            let message = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+                .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned());
+            return Err(ClientError::Status { status: status.as_u16(), message });
+        }
+        Ok(body)
+    }
+
+    async fn json(
+        &mut self,
+        method: Method,
+        target: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<serde_json::Value, ClientError> {
+        let bytes = self.request(method, target, body).await?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(format!("not JSON: {e}")))
+    }
+}
+
+fn path_segment(name: &str) -> Result<&str, ClientError> {
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+        return Err(ClientError::Url(format!("model name {name:?}: [A-Za-z0-9._-]+")));
+    }
+    Ok(name)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(parse_url("https://127.0.0.1:8443").unwrap(), ("127.0.0.1".into(), 8443));
+        assert_eq!(parse_url("https://enclave/").unwrap(), ("enclave".into(), 443));
+        assert_eq!(parse_url("https://[::1]:9").unwrap(), ("::1".into(), 9));
+        for bad in ["http://x", "https://", "https://x/p", "https://u@x", "https://x:y", "https://x?q"] {
+            assert!(parse_url(bad).is_err(), "{bad}");
+        }
+        assert!(path_segment("../x").is_err());
+    }
+}

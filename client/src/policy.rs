@@ -1,0 +1,151 @@
+//! The client's policy file: what an enclave must prove before any input leaves.
+//!
+//! ```toml
+//! # SHA-256 of the plaintext model (the sealed header's digest; `nacre seal` prints it).
+//! model_digest = "<64 hex digits>"
+//!
+//! # Signed reference values (`nacre image build`): their measurements are allowed, per TEE.
+//! # Paths are relative to this file. `signer` is the Ed25519 public key the client trusts.
+//! [[reference_values]]
+//! document = "image/reference-values.json"
+//! signature = "image/reference-values.sig"
+//! signer = "<64 hex digits>"
+//!
+//! # Endorsements cache for SNP/TDX (optional; evidence may carry its own chain).
+//! # collateral_dir = "collateral"
+//! # Development only: accept simulated-TEE evidence signed under this root (PEM or DER).
+//! # insecure_sim_root = "sim/ark.pem"
+//!
+//! # The appraisal, in the verifier's policy format: TCB floors, debug, VMPL, explicit
+//! # measurements, chip allow-list, TDX TCB status, …
+//! [appraisal.snp]
+//! min_tcb = { bootloader = 3, tee = 0, snp = 8, microcode = 115 }
+//! ```
+//!
+//! A policy that ends up pinning no measurement (no reference values and none in
+//! `[appraisal]`) is refused: it would accept any guest.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use nacre_atls::AttestationPolicy;
+use nacre_protocol::reference::ReferenceValues;
+use nacre_verifier::collateral::{CollateralSource, FileCache};
+use nacre_verifier::{Appraiser, EvidenceVerifier, Policy, SnpRoots};
+use nacre_wire::Tee;
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyToml {
+    model_digest: String,
+    #[serde(default)]
+    reference_values: Vec<ReferenceToml>,
+    #[serde(default)]
+    collateral_dir: Option<PathBuf>,
+    #[serde(default)]
+    insecure_sim_root: Option<PathBuf>,
+    #[serde(default)]
+    appraisal: Option<toml::Table>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReferenceToml {
+    document: PathBuf,
+    signature: PathBuf,
+    signer: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("client policy {path}: {message}")]
+pub struct PolicyError {
+    pub path: String,
+    pub message: String,
+}
+
+/// A loaded client policy, and what it was built from (for `nacre verify` to show).
+#[derive(Clone, Debug)]
+pub struct ClientPolicy {
+    pub attestation: AttestationPolicy,
+    /// Names of the signed reference values applied.
+    pub reference_values: Vec<String>,
+    /// Whether simulated-TEE evidence is accepted.
+    pub insecure_sim: bool,
+}
+
+impl ClientPolicy {
+    pub fn load(path: &Path) -> Result<Self, PolicyError> {
+        let fail = |message: String| PolicyError { path: path.display().to_string(), message };
+        let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, base).map_err(fail)
+    }
+
+    /// Parses a policy whose relative paths are relative to `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<Self, String> {
+        let raw: PolicyToml = toml::from_str(text).map_err(|e| e.to_string())?;
+        let mut model_digest = [0u8; 32];
+        hex::decode_to_slice(&raw.model_digest, &mut model_digest)
+            .map_err(|_| "model_digest: 64 hex digits".to_owned())?;
+        let read = |p: &Path| {
+            let p = base.join(p);
+            std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))
+        };
+        let mut appraisal = match &raw.appraisal {
+            Some(table) => Policy::from_toml(&table.to_string()).map_err(|e| format!("[appraisal]: {e}"))?,
+            None => Policy::default(),
+        };
+        let mut names = Vec::new();
+        for r in &raw.reference_values {
+            let mut signer = [0u8; 32];
+            hex::decode_to_slice(&r.signer, &mut signer)
+                .map_err(|_| "reference_values.signer: 64 hex digits".to_owned())?;
+            let values = ReferenceValues::verify(&read(&r.document)?, &read(&r.signature)?, &[signer])
+                .map_err(|e| format!("{}: {e}", r.document.display()))?;
+            for m in &values.measurements {
+                let tee = match m.tee.as_str() {
+                    "sim" => Tee::Sim,
+                    "snp" => Tee::Snp,
+                    "tdx" => Tee::Tdx,
+                    other => return Err(format!("{}: unknown TEE {other:?}", values.name)),
+                };
+                let mut value = [0u8; 48];
+                hex::decode_to_slice(&m.measurement, &mut value)
+                    .map_err(|_| format!("{}: bad {} measurement", values.name, m.tee))?;
+                appraisal.allow_measurement(tee, value);
+            }
+            names.push(values.name);
+        }
+        if !appraisal.pins_a_measurement() {
+            return Err("no measurement is pinned (no reference_values, none in [appraisal]): \
+                        the policy would accept any guest"
+                .into());
+        }
+        let collateral = raw
+            .collateral_dir
+            .as_ref()
+            .map(|d| Arc::new(FileCache::new(base.join(d))) as Arc<dyn CollateralSource>);
+        let mut verifier = EvidenceVerifier::new(collateral);
+        if let Some(root) = &raw.insecure_sim_root {
+            let bytes = read(root)?;
+            let der = pem_or_der(&bytes);
+            verifier = verifier
+                .with_sim(SnpRoots::insecure_sim(&der).map_err(|e| format!("insecure_sim_root: {e}"))?);
+        }
+        Ok(ClientPolicy {
+            attestation: AttestationPolicy::new(verifier, Appraiser::new(appraisal), model_digest),
+            reference_values: names,
+            insecure_sim: raw.insecure_sim_root.is_some(),
+        })
+    }
+}
+
+fn pem_or_der(bytes: &[u8]) -> Vec<u8> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    match CertificateDer::from_pem_slice(bytes) {
+        Ok(der) => der.to_vec(),
+        Err(_) => bytes.to_vec(),
+    }
+}

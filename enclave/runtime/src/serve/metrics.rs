@@ -1,0 +1,58 @@
+//! Prometheus metrics (`GET /metrics`). Labels are route names, status codes and rejection
+//! reasons from a fixed set: never input data, tokens or client addresses.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Request {
+    pub route: &'static str,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Route {
+    pub route: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Reason {
+    pub reason: &'static str,
+}
+
+fn latency() -> Histogram {
+    // 25 µs … ~0.8 s
+    Histogram::new(exponential_buckets(0.000_025, 2.0, 16))
+}
+
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<Request, Counter>,
+    pub latency: Family<Route, Histogram, fn() -> Histogram>,
+    pub rejections: Family<Reason, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("nacre_enclave");
+        let requests = Family::<Request, Counter>::default();
+        let latency = Family::<Route, Histogram, fn() -> Histogram>::new_with_constructor(latency);
+        let rejections = Family::<Reason, Counter>::default();
+        registry.register("requests", "Requests by route and status", requests.clone());
+        registry.register("request_duration_seconds", "Request latency by route", latency.clone());
+        registry.register("rejections", "Requests refused, by reason", rejections.clone());
+        Metrics { registry, requests, latency, rejections }
+    }
+}
+
+impl Metrics {
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
