@@ -160,6 +160,11 @@ impl AttestedSession {
         self.channel.fresh_evidence(nonce).await
     }
 
+    /// `GET target` on the verified connection (health, metrics, …); the body of a 200.
+    pub async fn get(&mut self, target: &str) -> Result<Bytes, ClientError> {
+        self.channel.request(Method::GET, target, None).await
+    }
+
     /// `GET /v2/models/{model}`.
     pub async fn metadata(&mut self, model: &str) -> Result<serde_json::Value, ClientError> {
         self.channel.json(Method::GET, &format!("/v2/models/{}", path_segment(model)?), None).await
@@ -209,12 +214,13 @@ impl Channel {
             None => Full::new(Bytes::new()),
         };
         let req = req.body(body).map_err(|e| ClientError::Http(e.to_string()))?;
+        timed(self.sender.ready()).await?.map_err(|e| http_error(&e))?;
         let response =
-            timed(self.sender.send_request(req)).await?.map_err(|e| ClientError::Http(e.to_string()))?;
+            timed(self.sender.send_request(req)).await?.map_err(|e| http_error(&e))?;
         let status = response.status();
         let body = timed(Limited::new(response.into_body(), MAX_RESPONSE).collect())
             .await?
-            .map_err(|e| ClientError::Http(e.to_string()))?
+            .map_err(|e| http_error(&*e))?
             .to_bytes();
         if status != StatusCode::OK {
             let message = serde_json::from_slice::<serde_json::Value>(&body)
@@ -235,6 +241,17 @@ impl Channel {
         let bytes = self.request(method, target, body).await?;
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(format!("not JSON: {e}")))
     }
+}
+
+/// An HTTP error with its causes ("operation was canceled" alone says little).
+fn http_error(e: &(dyn std::error::Error + 'static)) -> ClientError {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        message.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    ClientError::Http(message)
 }
 
 fn path_segment(name: &str) -> Result<&str, ClientError> {

@@ -1,0 +1,219 @@
+//! The enclave's serving stack as a host process (sim attester over the secure processor's Unix
+//! socket), against a real attestation service: key release, unsealing, attested TLS, fresh
+//! attestation, KServe v2 inference, and every refusal on the way.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{MEASUREMENT, Options, Stack};
+use nacre_atls::fresh::Nonce;
+use nacre_atls::{AtlsError, Malformed};
+use nacre_client::{AttestedSession, ClientError};
+use serde_json::json;
+
+const SERVING: Duration = Duration::from_secs(60);
+
+fn sample() -> Options {
+    Options::new(nacre_model::sample::mlp_onnx(), "sample-mlp")
+}
+
+fn request(x: [f32; 4]) -> serde_json::Value {
+    json!({"id": "r1", "inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": x}]})
+}
+
+#[test]
+fn serves_verified_inference_and_survives_bad_requests() {
+    let stack = Stack::start(sample());
+    stack.wait_for("NACRE-ENCLAVE-SERVING", SERVING);
+    let policy = stack.policy();
+    stack.rt.block_on(async {
+        let mut s = AttestedSession::connect(&stack.url, &policy).await.unwrap();
+        assert_eq!(s.peer().claims().measurement, MEASUREMENT);
+        assert_eq!(s.fresh().measurement, MEASUREMENT);
+        assert_eq!(s.peer().model_digest(), &stack.model_digest);
+
+        let meta = s.metadata("sample-mlp").await.unwrap();
+        assert_eq!(meta["inputs"][0], json!({"name": "x", "datatype": "FP32", "shape": [1, 4]}));
+        assert_eq!(meta["outputs"][0]["name"], "y");
+
+        let x = [0.5f32, -1.0, 2.0, 0.25];
+        let out = s.infer("sample-mlp", &request(x)).await.unwrap();
+        assert_eq!(out["id"], "r1");
+        assert_eq!(out["outputs"][0]["shape"], json!([1, 2]));
+        let got: Vec<f32> = out["outputs"][0]["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        let want = nacre_model::sample::mlp_reference(&x);
+        for (g, w) in got.iter().zip(want.iter()) {
+            assert!((g - w).abs() < 1e-5, "{got:?} vs {want:?}");
+        }
+
+        // Malformed requests: 400 (or 413/404/415) naming the problem; the server keeps serving.
+        let bad: &[(&[u8], u16, &str)] = &[
+            (b"{not json", 400, "malformed request"),
+            (
+                br#"{"inputs":[{"name":"x","shape":[1,5],"datatype":"FP32","data":[1,2,3,4,5]}]}"#,
+                400,
+                "shape",
+            ),
+            (br#"{"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","data":[1,2,3]}]}"#, 400, "3 values"),
+            (
+                br#"{"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","data":[1,2,1e39,4]}]}"#,
+                400,
+                "not finite",
+            ),
+            (
+                br#"{"inputs":[{"name":"x","shape":[1,4],"datatype":"INT64","data":[1,2,3,4]}]}"#,
+                400,
+                "datatype",
+            ),
+            (
+                br#"{"inputs":[{"name":"z","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}"#,
+                400,
+                "not an input",
+            ),
+            (br#"{"inputs":[],"surprise":1}"#, 400, "unknown field"),
+        ];
+        for (body, status, reason) in bad {
+            match s.infer_raw("sample-mlp", body.to_vec()).await {
+                Err(ClientError::Status { status: st, message }) => {
+                    assert_eq!(st, *status, "{message}");
+                    assert!(message.contains(reason), "{reason:?} not in {message:?}");
+                }
+                other => panic!("{:?}: {other:?}", String::from_utf8_lossy(body)),
+            }
+        }
+        match s.infer_raw("other-model", request(x).to_string().into_bytes()).await {
+            Err(ClientError::Status { status: 404, .. }) => {}
+            other => panic!("unknown model: {other:?}"),
+        }
+        // An oversized body is refused (the server may close the connection mid-upload).
+        match s.infer_raw("sample-mlp", vec![b' '; 17 << 20]).await {
+            Err(ClientError::Status { status: 413, .. }) | Err(ClientError::Http(_)) => {}
+            other => panic!("oversized body: {other:?}"),
+        }
+        // Still serving, on a new connection.
+        let mut s = AttestedSession::connect(&stack.url, &policy).await.unwrap();
+        let again = s.infer("sample-mlp", &request(x)).await.unwrap();
+        assert_eq!(again["outputs"], out["outputs"]);
+
+        // Metrics count rejections by reason and never contain input values.
+        let metrics = String::from_utf8(s.get("/metrics").await.unwrap().to_vec()).unwrap();
+        assert!(metrics.contains("nacre_enclave_rejections_total{reason=\"invalid_input\"} 5"), "{metrics}");
+        assert!(metrics.contains("nacre_enclave_rejections_total{reason=\"malformed\"} 2"), "{metrics}");
+        assert!(!metrics.contains("0.25") && !metrics.contains("1e39"));
+        let ready = s.get("/v2/health/ready").await.unwrap();
+        assert_eq!(serde_json::from_slice::<serde_json::Value>(&ready).unwrap()["ready"], true);
+    });
+}
+
+#[test]
+fn clients_refuse_another_measurement_or_model_before_sending_input() {
+    let stack = Stack::start(sample());
+    stack.wait_for("NACRE-ENCLAVE-SERVING", SERVING);
+    stack.rt.block_on(async {
+        let other_measurement = stack.client_policy([0x11; 48], stack.model_digest);
+        match AttestedSession::connect(&stack.url, &other_measurement).await {
+            Err(ClientError::Certificate(AtlsError::Evidence(e))) => {
+                assert!(e.to_string().contains("measurement"), "{e}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let other_model = stack.client_policy(MEASUREMENT, [0x22; 32]);
+        match AttestedSession::connect(&stack.url, &other_model).await {
+            Err(ClientError::Certificate(AtlsError::Evidence(e))) => {
+                assert!(e.to_string().to_lowercase().contains("report_data"), "{e}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // The server saw no inference request and no fresh-attestation request.
+        let mut s = AttestedSession::connect(&stack.url, &stack.policy()).await.unwrap();
+        let metrics = String::from_utf8(s.get("/metrics").await.unwrap().to_vec()).unwrap();
+        assert!(!metrics.contains("route=\"infer\""), "{metrics}");
+        assert!(
+            metrics.contains("nacre_enclave_requests_total{route=\"attestation\",status=\"200\"} 1"),
+            "{metrics}"
+        );
+    });
+}
+
+#[test]
+fn fresh_attestation_binds_the_nonce_and_the_connection() {
+    let stack = Stack::start(sample());
+    stack.wait_for("NACRE-ENCLAVE-SERVING", SERVING);
+    let policy = stack.policy();
+    stack.rt.block_on(async {
+        let mut a = AttestedSession::connect(&stack.url, &policy).await.unwrap();
+        let mut b = AttestedSession::connect(&stack.url, &policy).await.unwrap();
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let n1 = Nonce::random().unwrap();
+        let evidence = a.fresh_evidence(&n1).await.unwrap();
+        let check = |evidence: &nacre_atls::Evidence, nonce: &Nonce, session: &AttestedSession| {
+            nacre_atls::verify_fresh(
+                &policy.attestation,
+                session.peer(),
+                evidence,
+                nonce,
+                session.exporter(),
+                now,
+            )
+        };
+        check(&evidence, &n1, &a).unwrap();
+        // Replayed under a new nonce: refused.
+        let n2 = Nonce::random().unwrap();
+        assert!(matches!(check(&evidence, &n2, &a), Err(AtlsError::FreshEvidence(_))));
+        // Carried to another connection (a relay): refused.
+        assert!(matches!(check(&evidence, &n1, &b), Err(AtlsError::FreshEvidence(_))));
+        // The other connection's own answer for the same nonce differs and verifies there.
+        let on_b = b.fresh_evidence(&n1).await.unwrap();
+        check(&on_b, &n1, &b).unwrap();
+        assert_ne!(on_b.report, evidence.report);
+        // Malformed nonces are refused by the server.
+        for q in ["/v1/attestation", "/v1/attestation?nonce=00", "/v1/attestation?nonce=zz"] {
+            assert!(matches!(a.get(q).await, Err(ClientError::Status { status: 400, .. })), "{q}");
+        }
+    });
+}
+
+#[test]
+fn a_tampered_sealed_disk_is_refused_and_only_health_is_served() {
+    let mut options = sample();
+    options.tamper = Some(|sealed: &mut Vec<u8>| {
+        let last = sealed.len() - 20;
+        sealed[last] ^= 1;
+    });
+    let stack = Stack::start(options);
+    let failed = stack.wait_for("NACRE-ENCLAVE-FAILED ", SERVING);
+    assert!(failed.starts_with("unsealing:") && failed.contains("chunk"), "{failed}");
+    assert!(failed.contains("retrying in 1 s"), "{failed}");
+    stack.rt.block_on(async {
+        match AttestedSession::connect(&stack.url, &stack.policy()).await {
+            Err(ClientError::Certificate(AtlsError::Malformed(Malformed::NoEvidence))) => {}
+            other => panic!("{other:?}"),
+        }
+    });
+    assert!(!stack.lines.lock().unwrap().iter().any(|l| l.starts_with("NACRE-ENCLAVE-SERVING")));
+}
+
+#[test]
+fn a_guest_the_release_policy_does_not_allow_gets_no_key() {
+    let mut options = sample();
+    options.release_measurement = [0x33; 48];
+    let stack = Stack::start(options);
+    let failed = stack.wait_for("NACRE-ENCLAVE-FAILED ", SERVING);
+    assert!(failed.starts_with("key release:") && failed.contains("measurement"), "{failed}");
+    let admin = nacre_attestation_client::Client::new(&stack.service_url, &stack.service_ca)
+        .unwrap()
+        .with_token(stack.admin_token.clone());
+    let audit = stack.rt.block_on(admin.audit_export()).unwrap();
+    let denial = audit.iter().find(|r| r.action == "deny").expect("a denial in the audit log");
+    assert_eq!(denial.key_id.as_deref(), Some(common::KEY_ID));
+    let reason = denial.reason.as_deref().unwrap_or("");
+    assert!(reason.contains("measurement") && reason.contains(&hex::encode(MEASUREMENT)), "{reason}");
+    assert!(!audit.iter().any(|r| r.action == "release"), "no key left the service");
+}
