@@ -11,6 +11,9 @@
 #   when missing.
 # - sev-snp-measure 0.0.13 from PyPI in a virtualenv under the cache (the reference the SNP
 #   digests are compared with).
+# - onnx, onnxruntime and numpy, pinned, from PyPI in a second virtualenv (NACRE_PYTHON): the
+#   demo's models are built with onnx and its outputs compared with onnxruntime's
+#   (scripts/models.py).
 # Cache: $NACRE_INPUTS (default: <repo>/target/inputs). Re-running is cheap: everything is checked,
 # nothing is fetched twice.
 set -euo pipefail
@@ -29,6 +32,9 @@ die() {
 # shellcheck source=../images/kernel.pin
 . "$repo/images/kernel.pin"
 SEV_SNP_MEASURE=0.0.13
+# Wheels for CPython 3.11 (Debian 12) on x86_64; onnxruntime 1.20 is the first line built
+# against numpy 2.
+MODEL_PIP_PINS=(onnx==1.17.0 onnxruntime==1.20.1 numpy==2.2.6)
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -80,9 +86,21 @@ if [ ! -x "$venv/bin/sev-snp-measure" ]; then
     "$venv/bin/pip" install -q --disable-pip-version-check "sev-snp-measure==$SEV_SNP_MEASURE" >&2
 fi
 
+# onnx / onnxruntime / numpy in their own virtualenv, named by the pins (a new pin, a new venv).
+models_venv=$cache/venv-models-$(printf '%s\n' "${MODEL_PIP_PINS[@]}" | sha256sum | cut -c1-12)
+if [ ! -f "$models_venv/.done" ]; then
+    log "installing ${MODEL_PIP_PINS[*]} (pip)"
+    rm -rf "$models_venv"
+    python3 -m venv "$models_venv" >&2
+    "$models_venv/bin/pip" install -q --disable-pip-version-check "${MODEL_PIP_PINS[@]}" >&2
+    "$models_venv/bin/python" -c 'import onnx, onnxruntime, numpy' >&2
+    touch "$models_venv/.done"
+fi
+
 echo "NACRE_INPUTS=$cache"
 echo "NACRE_KERNEL=$vmlinuz"
 echo "NACRE_KERNEL_MODULES=$kdir/lib/modules/$kver"
 echo "NACRE_OVMF=/usr/share/ovmf/OVMF.fd"
 echo "NACRE_SEABIOS=/usr/share/seabios/bios-256k.bin"
 echo "NACRE_SEV_SNP_MEASURE=$venv/bin/sev-snp-measure"
+echo "NACRE_PYTHON=$models_venv/bin/python"

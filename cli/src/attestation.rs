@@ -20,6 +20,10 @@ pub enum AttestationCmd {
         dir: PathBuf,
         #[arg(long, default_value = "127.0.0.1:8443")]
         listen: std::net::SocketAddr,
+        /// Another name for the TLS certificate (repeatable): an IP address or a DNS name, e.g.
+        /// `--san 10.0.2.100`, where sim guests reach the service through the host agent.
+        #[arg(long = "san", value_name = "IP|DNS")]
+        sans: Vec<String>,
         /// `sqlite://PATH` (default: attestation.db in DIR) or `postgres://…`.
         #[arg(long)]
         database: Option<String>,
@@ -186,10 +190,11 @@ fn read_key(path: &Path) -> Result<KeyFile> {
 pub fn attestation(cmd: AttestationCmd) -> Result<ExitCode> {
     let rt = runtime()?;
     match cmd {
-        AttestationCmd::Init { dir, listen, database, insecure_sim_root } => {
+        AttestationCmd::Init { dir, listen, sans, database, insecure_sim_root } => {
             let out = nacre_attestation_service::setup::init(
                 &dir,
                 listen,
+                &sans,
                 database.as_deref(),
                 insecure_sim_root.as_deref(),
             )

@@ -113,6 +113,7 @@ pub fn host(cmd: HostCmd) -> Result<ExitCode> {
 
 /// stdin → TCP and TCP → stdout until either side closes. Only loopback targets.
 fn relay(addr: std::net::SocketAddr) -> Result<ExitCode> {
+    use std::io::{Read, Write};
     if !addr.ip().is_loopback() {
         bail!("relay target {addr} is not a loopback address");
     }
@@ -123,7 +124,22 @@ fn relay(addr: std::net::SocketAddr) -> Result<ExitCode> {
         let _ = std::io::copy(&mut std::io::stdin().lock(), &mut up);
         let _ = up.shutdown(std::net::Shutdown::Write);
     });
-    let _ = std::io::copy(&mut down, &mut std::io::stdout().lock());
+    // Rust's stdout is line-buffered: every chunk is flushed as it comes, or the tail of a
+    // TLS record without a newline byte would wait in the buffer and stall the handshake.
+    let mut out = std::io::stdout().lock();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match down.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if out.write_all(&buf[..n]).and_then(|()| out.flush()).is_err() {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
     let _ = t.join();
     Ok(ExitCode::SUCCESS)
 }

@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::{Args, Subcommand};
-use nacre_images::build::{ImageSpec, build};
+use clap::{Args, Subcommand, ValueEnum};
+use nacre_images::build::{ImageSpec, ModelBinding, Tee, build};
 use nacre_images::measure::sim::{SimLaunch, digest_of};
 use nacre_images::measure::snp::{SnpLaunch, VcpuType, launch_digest};
 use nacre_protocol::reference::{Expected, FORMAT, ImageDigests, ReferenceValues, generate_signing_key};
@@ -142,6 +142,13 @@ pub struct BuildArgs {
     service_url: String,
     #[arg(long)]
     service_ca: PathBuf,
+    /// The sealed model the image serves: its header's key id, model name and model digest
+    /// go into the measured configuration, and the enclave serves no other model.
+    #[arg(long)]
+    sealed: PathBuf,
+    /// The attester the enclave uses.
+    #[arg(long, value_enum, default_value_t = TeeArg::Sim)]
+    tee: TeeArg,
     #[arg(long, default_value = "")]
     extra_cmdline: String,
     /// Image-signing key (from `nacre image keygen`).
@@ -158,6 +165,35 @@ pub struct BuildArgs {
     tdx_firmware: Option<PathBuf>,
     #[command(flatten)]
     shape: Shape,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum TeeArg {
+    Sim,
+    Snp,
+    Tdx,
+}
+
+impl From<TeeArg> for Tee {
+    fn from(t: TeeArg) -> Tee {
+        match t {
+            TeeArg::Sim => Tee::Sim,
+            TeeArg::Snp => Tee::Snp,
+            TeeArg::Tdx => Tee::Tdx,
+        }
+    }
+}
+
+/// The binding from a sealed model's header (only the header is read; no key is needed).
+fn model_binding(sealed: &Path) -> Result<ModelBinding> {
+    let file = std::fs::File::open(sealed).with_context(|| format!("opening {}", sealed.display()))?;
+    let (header, _) = nacre_sealed::Header::read(&mut std::io::BufReader::new(file))
+        .with_context(|| format!("{}: sealed header", sealed.display()))?;
+    Ok(ModelBinding {
+        key_id: header.key_id,
+        model_name: header.model_name,
+        model_digest: header.model_digest,
+    })
 }
 
 pub fn image(cmd: ImageCmd) -> Result<ExitCode> {
@@ -198,6 +234,7 @@ fn build_image(a: BuildArgs) -> Result<ExitCode> {
             (k.vmlinuz, k.modules)
         }
     };
+    let model = model_binding(&a.sealed)?;
     let image = build(&ImageSpec {
         kernel,
         modules_dir,
@@ -205,6 +242,8 @@ fn build_image(a: BuildArgs) -> Result<ExitCode> {
         enclave: a.enclave,
         service_url: a.service_url,
         service_ca: a.service_ca,
+        tee: a.tee.into(),
+        model: model.clone(),
         extra_cmdline: a.extra_cmdline,
     })?;
     let sha = nacre_images::build::Image::sha256;
@@ -267,11 +306,15 @@ fn build_image(a: BuildArgs) -> Result<ExitCode> {
     std::fs::write(a.out.join("reference-values.json"), &doc)?;
     std::fs::write(a.out.join("reference-values.sig"), serde_json::to_vec_pretty(&sig)?)?;
     eprintln!(
-        "built {} in {:.2} s: initrd {} bytes, modules {}",
+        "built {} in {:.2} s: initrd {} bytes, modules {}; serves {} (key {}, digest {}) with the {} attester",
         a.out.display(),
         started.elapsed().as_secs_f64(),
         image.initrd.len(),
-        image.modules.join(",")
+        image.modules.join(","),
+        model.model_name,
+        model.key_id,
+        hex::encode(model.model_digest),
+        Tee::from(a.tee),
     );
     println!("{}", String::from_utf8_lossy(&doc));
     Ok(ExitCode::SUCCESS)

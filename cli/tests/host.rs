@@ -79,3 +79,43 @@ fn agent_cli_refuses_with_reasons() {
     assert_eq!(serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap(), serde_json::json!([]));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Regression: the relay QEMU runs for the guest's connections to the attestation service
+/// copied TCP → stdout through Rust's line-buffered stdout. With a socket as stdout (as QEMU's
+/// guestfwd gives it) no splice applies, so bytes after the last newline waited in the buffer
+/// and a TLS handshake through the relay stalled until the guest timed out.
+#[test]
+fn relay_passes_bytes_without_newlines_at_once() {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    // An echo server for one connection.
+    std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 || s.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+    });
+    // The relay's stdin and stdout are one end of a socket pair, as under QEMU.
+    let (mut guest, relay_end) = UnixStream::pair().unwrap();
+    let stdin = std::os::fd::OwnedFd::from(relay_end.try_clone().unwrap());
+    let stdout = std::os::fd::OwnedFd::from(relay_end);
+    let mut relay = Command::new(env!("CARGO_BIN_EXE_nacre"))
+        .args(["host", "relay", &addr.to_string()])
+        .stdin(stdin)
+        .stdout(stdout)
+        .spawn()
+        .unwrap();
+    guest.write_all(b"\x16\x03\x01ab").unwrap(); // no newline, and the connection stays open
+    guest.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut got = [0u8; 5];
+    let r = guest.read_exact(&mut got);
+    let _ = relay.kill();
+    let _ = relay.wait();
+    r.expect("the relay held the bytes back");
+    assert_eq!(got, *b"\x16\x03\x01ab");
+}

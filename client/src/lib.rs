@@ -215,8 +215,7 @@ impl Channel {
         };
         let req = req.body(body).map_err(|e| ClientError::Http(e.to_string()))?;
         timed(self.sender.ready()).await?.map_err(|e| http_error(&e))?;
-        let response =
-            timed(self.sender.send_request(req)).await?.map_err(|e| http_error(&e))?;
+        let response = timed(self.sender.send_request(req)).await?.map_err(|e| http_error(&e))?;
         let status = response.status();
         let body = timed(Limited::new(response.into_body(), MAX_RESPONSE).collect())
             .await?

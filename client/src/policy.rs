@@ -22,8 +22,9 @@
 //! min_tcb = { bootloader = 3, tee = 0, snp = 8, microcode = 115 }
 //! ```
 //!
-//! A policy that ends up pinning no measurement (no reference values and none in
-//! `[appraisal]`) is refused: it would accept any guest.
+//! Only pinned measurements are accepted: a TEE with no measurement from the reference values
+//! or `[appraisal]` accepts none (an unset list does not mean "any" here). A policy that pins
+//! nothing at all is refused.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -96,6 +97,8 @@ impl ClientPolicy {
             Some(table) => Policy::from_toml(&table.to_string()).map_err(|e| format!("[appraisal]: {e}"))?,
             None => Policy::default(),
         };
+        // Only what is pinned is allowed: an unset list would accept any measurement of its TEE.
+        appraisal.close_unpinned();
         let mut names = Vec::new();
         for r in &raw.reference_values {
             let mut signer = [0u8; 32];

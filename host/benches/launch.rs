@@ -16,7 +16,7 @@ use common::{input, scratch};
 use nacre_host::agent::Agent;
 use nacre_host::spec::{Backend, LaunchSpec};
 use nacre_host::vm::Tools;
-use nacre_images::build::{ImageSpec, build};
+use nacre_images::build::{ImageSpec, ModelBinding, Tee, build};
 
 const RUNS: usize = 5;
 
@@ -49,6 +49,13 @@ fn main() {
         enclave,
         service_url: "https://10.0.2.100:8443".into(),
         service_ca: dir.join("ca.pem"),
+        tee: Tee::Sim,
+        // Self-test images serve no model; the binding only has to be well-formed.
+        model: ModelBinding {
+            key_id: "selftest".into(),
+            model_name: "selftest".into(),
+            model_digest: [0; 32],
+        },
         extra_cmdline: format!("nacre.selftest=report:{}", "00".repeat(64)),
     };
     let mut builds = Vec::new();

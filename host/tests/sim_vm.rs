@@ -16,7 +16,7 @@ use common::{input, scratch};
 use nacre_host::agent::Agent;
 use nacre_host::spec::{Backend, LaunchSpec};
 use nacre_host::vm::{Tools, VmInfo};
-use nacre_images::build::{ImageSpec, build};
+use nacre_images::build::{ImageSpec, ModelBinding, Tee, build};
 use nacre_images::measure::sim::{SimLaunch, digest_of};
 
 const REPORT_DATA: [u8; 64] = [0x5c; 64];
@@ -87,6 +87,13 @@ async fn sim_vm_reports_verify_restart_and_adoption() {
         enclave: enclave(),
         service_url: "https://10.0.2.100:8443".into(),
         service_ca: dir.join("ca.pem"),
+        tee: Tee::Sim,
+        // Self-test images serve no model; the binding only has to be well-formed.
+        model: ModelBinding {
+            key_id: "selftest".into(),
+            model_name: "selftest".into(),
+            model_digest: [0; 32],
+        },
         extra_cmdline: format!("nacre.selftest=report:{}", hex::encode(REPORT_DATA)),
     })
     .unwrap();
@@ -141,7 +148,7 @@ async fn sim_vm_reports_verify_restart_and_adoption() {
     let verifier = nacre_verifier::evidence::EvidenceVerifier::new(None)
         .with_sim(nacre_verifier::snp::SnpRoots::insecure_sim(ca.ark_der()).unwrap());
     let evidence = nacre_wire::Evidence {
-        tee: nacre_wire::Tee::Sim,
+        tee: Tee::Sim,
         report,
         certs: certs.into_iter().map(serde_bytes::ByteBuf::from).collect(),
     };

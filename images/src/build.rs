@@ -1,8 +1,9 @@
 //! `nacre image build`: kernel + a reproducible initrd (busybox, the needed kernel modules,
-//! the static `nacre-enclave`, the attestation service's URL and CA) + command line. Every
-//! output is a function of the inputs' bytes alone: entries are sorted, timestamps, owners
-//! and devices are zero, the archive is not compressed (no codec whose output could change
-//! between versions), and nothing from the build machine (time, paths, user) goes in.
+//! the static `nacre-enclave`, the attestation service's URL and CA, the TEE and the sealed
+//! model the image serves) + command line. Every output is a function of the inputs' bytes
+//! alone: entries are sorted, timestamps, owners and devices are zero, the archive is not
+//! compressed (no codec whose output could change between versions), and nothing from the
+//! build machine (time, paths, user) goes in.
 
 use std::path::{Path, PathBuf};
 
@@ -10,6 +11,8 @@ use aws_lc_rs::digest::{SHA256, digest};
 
 use crate::cpio::{self, Entry};
 use crate::modules::{self, ModuleError};
+
+pub use nacre_wire::Tee;
 
 /// Modules the guest needs from Debian's cloud kernel (virtio is built as modules there).
 pub const DEFAULT_MODULES: &[&str] = &["virtio_pci", "virtio_blk", "virtio_net", "virtio_console"];
@@ -36,7 +39,25 @@ pub struct ImageSpec {
     pub service_url: String,
     /// The service's CA certificate (PEM), pinned by the guest.
     pub service_ca: PathBuf,
+    /// Which attester the enclave uses.
+    pub tee: Tee,
+    /// The one sealed model this image serves.
+    pub model: ModelBinding,
     pub extra_cmdline: String,
+}
+
+/// The sealed model an image is built for (from its header: `nacre image build --sealed`).
+/// Measured as part of the initrd, so the enclave serves this model and no other: the key it
+/// asks the attestation service for, and the name and plaintext digest the unsealed model must
+/// have. A release policy that pins the image's measurement thereby pins the model too.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelBinding {
+    /// The attestation service's key id (`[A-Za-z0-9._-]`, 1–128).
+    pub key_id: String,
+    /// The model name in the sealed header (1–256 bytes, no control characters).
+    pub model_name: String,
+    /// SHA-256 of the plaintext model (the sealed header's model digest).
+    pub model_digest: [u8; 32],
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +119,7 @@ pub fn build(spec: &ImageSpec) -> Result<Image, BuildError> {
         return Err(BuildError::Input { what: "service CA", message: "not a PEM certificate".into() });
     }
     check_url(&spec.service_url)?;
+    let config = enclave_config(spec)?;
     let cmdline = cmdline(&spec.extra_cmdline)?;
 
     let mut wanted: Vec<String> = DEFAULT_MODULES.iter().map(|m| m.to_string()).collect();
@@ -123,7 +145,7 @@ pub fn build(spec: &ImageSpec) -> Result<Image, BuildError> {
     entries.push(Entry::File {
         path: "etc/nacre/enclave.toml".into(),
         mode: 0o644,
-        data: format!("# Measured: part of the initrd.\nservice_url = \"{}\"\nservice_ca = \"/etc/nacre/service-ca.pem\"\n", spec.service_url).into_bytes(),
+        data: config.into_bytes(),
     });
     let order: String = mods.iter().map(|m| format!("{}.ko\n", m.name)).collect();
     entries.push(Entry::File { path: "etc/nacre/modules".into(), mode: 0o644, data: order.into_bytes() });
@@ -143,6 +165,51 @@ pub fn build(spec: &ImageSpec) -> Result<Image, BuildError> {
         cmdline,
         modules: mods.into_iter().map(|m| m.name).collect(),
     })
+}
+
+/// `/etc/nacre/enclave.toml`, the enclave's measured configuration (its fields are those of
+/// `nacre-enclave`'s `EnclaveConfig`, which refuses unknown ones).
+fn enclave_config(spec: &ImageSpec) -> Result<String, BuildError> {
+    let m = &spec.model;
+    nacre_protocol::messages::check_key_id(&m.key_id)
+        .map_err(|e| BuildError::Input { what: "key id", message: e.reason })?;
+    if m.model_name.is_empty() || m.model_name.len() > 256 || m.model_name.chars().any(char::is_control) {
+        return Err(BuildError::Input {
+            what: "model name",
+            message: format!("{:?}: 1–256 bytes without control characters", m.model_name),
+        });
+    }
+    Ok(format!(
+        "# Measured: part of the initrd.\n\
+         service_url = {}\n\
+         service_ca = \"/etc/nacre/service-ca.pem\"\n\
+         tee = \"{}\"\n\
+         key_id = {}\n\
+         model_name = {}\n\
+         model_digest = \"{}\"\n",
+        toml_string(&spec.service_url),
+        spec.tee.as_str(),
+        toml_string(&m.key_id),
+        toml_string(&m.model_name),
+        hex::encode(m.model_digest),
+    ))
+}
+
+/// A TOML basic string: quotes, backslashes and control characters escaped, so no value can
+/// end the string and add keys of its own.
+fn toml_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 fn cmdline(extra: &str) -> Result<String, BuildError> {

@@ -6,7 +6,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{input, scratch};
-use nacre_images::build::{ImageSpec, build};
+use nacre_images::build::{ImageSpec, ModelBinding, Tee, build};
 
 fn spec(dir: &Path) -> ImageSpec {
     let ca = dir.join("ca.pem");
@@ -19,8 +19,32 @@ fn spec(dir: &Path) -> ImageSpec {
         enclave: PathBuf::from("/bin/busybox"),
         service_url: "https://10.0.2.2:8443".into(),
         service_ca: ca,
+        tee: Tee::Sim,
+        model: ModelBinding {
+            key_id: "fraud-mlp".into(),
+            model_name: "fraud-mlp".into(),
+            model_digest: [0xab; 32],
+        },
         extra_cmdline: "nacre.test=1".into(),
     }
+}
+
+/// `etc/nacre/enclave.toml` of a built image (the initrd read back with GNU cpio).
+fn enclave_toml(spec: &ImageSpec, dir: &Path) -> toml::Table {
+    let image = build(spec).unwrap();
+    let out = dir.join("x");
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).unwrap();
+    let mut child = std::process::Command::new("cpio")
+        .args(["-i", "--quiet", "--no-absolute-filenames", "--make-directories", "etc/nacre/enclave.toml"])
+        .current_dir(&out)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), &image.initrd).unwrap();
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success());
+    std::fs::read_to_string(out.join("etc/nacre/enclave.toml")).unwrap().parse().unwrap()
 }
 
 #[test]
@@ -76,6 +100,7 @@ fn gnu_cpio_reads_the_initrd_back() {
     assert_eq!(std::fs::metadata(out.join("init")).unwrap().permissions().mode() & 0o777, 0o755);
     let config = std::fs::read_to_string(out.join("etc/nacre/enclave.toml")).unwrap();
     assert!(config.contains("service_url = \"https://10.0.2.2:8443\""), "{config}");
+    assert!(config.contains(&format!("model_digest = \"{}\"", "ab".repeat(32))), "{config}");
     let order = std::fs::read_to_string(out.join("etc/nacre/modules")).unwrap();
     for line in order.lines() {
         assert!(out.join("lib/modules").join(line).is_file(), "{line} listed but absent");
@@ -93,6 +118,11 @@ fn bad_inputs_are_refused_with_the_reason() {
         (Box::new(|s| s.service_url = "https://x\"\ninjected = 1".into()), "https://"),
         (Box::new(|s| s.extra_cmdline = "a\nb".into()), "cmdline"),
         (Box::new(|s| s.service_ca = "/bin/busybox".into()), "PEM"),
+        (Box::new(|s| s.model.key_id = "a b".into()), "key id"),
+        (Box::new(|s| s.model.key_id = String::new()), "key id"),
+        (Box::new(|s| s.model.model_name = String::new()), "model name"),
+        (Box::new(|s| s.model.model_name = "x\ny".into()), "model name"),
+        (Box::new(|s| s.model.model_name = "m".repeat(257)), "model name"),
     ];
     for (edit, reason) in cases {
         let mut s = spec(&dir);
@@ -100,4 +130,30 @@ fn bad_inputs_are_refused_with_the_reason() {
         let e = build(&s).unwrap_err().to_string();
         assert!(e.contains(reason), "{e} should mention {reason}");
     }
+}
+
+/// The enclave's configuration holds exactly the fields `nacre-enclave` requires (it refuses
+/// unknown ones), and no model name, however written, can add a key of its own.
+#[test]
+fn enclave_config_names_the_tee_and_the_sealed_model() {
+    let dir = scratch("image-config");
+    let mut s = spec(&dir);
+    s.tee = Tee::Snp;
+    s.model.model_name = "fraud \"scorer\" \\ v2 – ünïcode\"\ninjected = 1".replace('\n', " ");
+    let t = enclave_toml(&s, &dir);
+    let keys: Vec<&str> = t.keys().map(String::as_str).collect();
+    assert_eq!(keys, ["key_id", "model_digest", "model_name", "service_ca", "service_url", "tee"]);
+    assert_eq!(t["tee"].as_str(), Some("snp"));
+    assert_eq!(t["key_id"].as_str(), Some("fraud-mlp"));
+    assert_eq!(t["model_name"].as_str(), Some(s.model.model_name.as_str()));
+    assert_eq!(t["model_digest"].as_str(), Some("ab".repeat(32).as_str()));
+    assert_eq!(t["service_ca"].as_str(), Some("/etc/nacre/service-ca.pem"));
+    // A different model or TEE is a different initrd, hence a different measurement.
+    let base = build(&spec(&dir)).unwrap().initrd;
+    let mut other = spec(&dir);
+    other.model.model_digest[31] ^= 1;
+    assert_ne!(build(&other).unwrap().initrd, base);
+    let mut other = spec(&dir);
+    other.tee = Tee::Tdx;
+    assert_ne!(build(&other).unwrap().initrd, base);
 }

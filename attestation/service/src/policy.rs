@@ -78,7 +78,10 @@ impl ReleasePolicy {
         let raw: ReleasePolicyToml = toml::from_str(text).map_err(|e| format!("release policy: {e}"))?;
         let mut appraisal =
             Policy::from_toml(&raw.appraisal.to_string()).map_err(|e| format!("[appraisal]: {e}"))?;
-        if !appraisal.pins_a_measurement() && raw.reference_values.is_empty() {
+        // Pinning one TEE closes the others (an unset list would accept any measurement).
+        let pinned = appraisal.pins_a_measurement();
+        appraisal.close_unpinned();
+        if !pinned && raw.reference_values.is_empty() {
             return Err("[appraisal] pins no measurement (snp/sim `measurements` or tdx `mrtd`) and \
                         `reference_values` names none: it would release the key to any guest"
                 .into());
@@ -217,6 +220,16 @@ mod tests {
         {
             assert!(ReleasePolicy::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn pinning_one_tee_closes_the_others() {
+        let p = ReleasePolicy::parse(&format!("[appraisal.sim]\nmeasurements = [\"{}\"]\n", "ab".repeat(48)))
+            .unwrap();
+        let policy = p.appraiser.policy();
+        assert_eq!(policy.snp.measurements, Some(vec![]), "SNP must not be open to any measurement");
+        assert_eq!(policy.tdx.mrtd, Some(vec![]));
+        assert_eq!(policy.sim.measurements.as_ref().map(Vec::len), Some(1));
     }
 
     #[test]

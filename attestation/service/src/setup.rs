@@ -1,5 +1,6 @@
 //! `nacre attestation init DIR`: a complete, working service directory — a private CA and the
-//! service's TLS certificate (for `localhost` and the listen address), a master key, the
+//! service's TLS certificate (for `localhost`, the listen address and any extra names, such as
+//! the address guests reach the service at through the host agent's relay), a master key, the
 //! result-signing key, an admin and an auditor token, and `config.toml`. Secret files are
 //! created 0600 and never overwritten.
 
@@ -34,10 +35,13 @@ fn write_new(path: &Path, data: &[u8], secret: bool) -> Result<(), String> {
     f.write_all(data).and_then(|()| f.sync_all()).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// Creates the service directory `dir` (which must not contain a config yet).
+/// Creates the service directory `dir` (which must not contain a config yet). `extra_names`
+/// are added to the TLS certificate's subject alternative names: IP addresses as IP SANs,
+/// anything else as DNS names.
 pub fn init(
     dir: &Path,
     listen: SocketAddr,
+    extra_names: &[String],
     database: Option<&str>,
     sim_root: Option<&Path>,
 ) -> Result<Initialized, String> {
@@ -53,7 +57,17 @@ pub fn init(
     let issuer = rcgen::Issuer::new(ca, ca_key);
 
     let tls_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(err)?;
-    let mut leaf = CertificateParams::new(vec!["localhost".to_owned()]).map_err(err)?;
+    let mut names = vec!["localhost".to_owned()];
+    for n in extra_names {
+        if n.is_empty() || !n.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:".contains(&b)) {
+            return Err(format!("certificate name {n:?}: an IP address or a DNS name"));
+        }
+        if !names.contains(n) && n.parse::<std::net::IpAddr>().ok() != Some(listen.ip()) {
+            names.push(n.clone());
+        }
+    }
+    // rcgen makes each name that parses as an IP address an IP SAN, the rest DNS names.
+    let mut leaf = CertificateParams::new(names).map_err(err)?;
     leaf.distinguished_name.push(DnType::CommonName, "nacre-attestation");
     leaf.subject_alt_names.push(SanType::IpAddress(listen.ip()));
     leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -108,4 +122,59 @@ pub fn init(
         admin_token: dir.join("admin.token"),
         auditor_token: dir.join("auditor.token"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use rustls::client::WebPkiServerVerifier;
+    use rustls::client::danger::ServerCertVerifier;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("nacre-setup-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    /// The certificate verifies, under the generated CA, for exactly the listen address,
+    /// `localhost` and the extra names (the sim guests' relay address among them).
+    #[test]
+    fn extra_names_are_in_the_tls_certificate() {
+        let dir = scratch("san");
+        let extra = ["10.0.2.100".to_owned(), "attest.internal".to_owned()];
+        init(&dir, "127.0.0.1:8443".parse().unwrap(), &extra, None, None).unwrap();
+        let ca = CertificateDer::from_pem_file(dir.join("ca.pem")).unwrap();
+        let chain: Vec<CertificateDer<'_>> =
+            CertificateDer::pem_file_iter(dir.join("tls.pem")).unwrap().collect::<Result<_, _>>().unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca).unwrap();
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let verifier =
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider).build().unwrap();
+        let verify = |name: &str| {
+            let name = ServerName::try_from(name.to_owned()).unwrap();
+            verifier.verify_server_cert(&chain[0], &chain[1..], &name, &[], UnixTime::now()).is_ok()
+        };
+        for ok in ["127.0.0.1", "localhost", "10.0.2.100", "attest.internal"] {
+            assert!(verify(ok), "{ok} should be in the certificate");
+        }
+        for not in ["10.0.2.101", "example.com"] {
+            assert!(!verify(not), "{not} should not be in the certificate");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn malformed_names_are_refused_before_anything_is_written() {
+        let dir = scratch("bad-san");
+        let e = init(&dir, "127.0.0.1:8443".parse().unwrap(), &["a b".into()], None, None).unwrap_err();
+        assert!(e.contains("\"a b\""), "{e}");
+        assert!(!dir.join("config.toml").exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

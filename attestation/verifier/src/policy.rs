@@ -195,6 +195,15 @@ impl Policy {
         }
     }
 
+    /// Turns every unset allow-list into an empty one (nothing allowed). A policy that pins a
+    /// measurement for one TEE must not leave another TEE open to any measurement: a
+    /// sim-only policy would otherwise accept any guest on real hardware.
+    pub fn close_unpinned(&mut self) {
+        for list in [&mut self.snp.measurements, &mut self.sim.measurements, &mut self.tdx.mrtd] {
+            list.get_or_insert_with(Vec::new);
+        }
+    }
+
     /// Whether any TEE's allow-list names at least one measurement.
     pub fn pins_a_measurement(&self) -> bool {
         let some = |l: &Option<Vec<Hex<48>>>| l.as_ref().is_some_and(|m| !m.is_empty());

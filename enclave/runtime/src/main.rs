@@ -63,16 +63,39 @@ fn selftest(spec: &str) -> Result<(), String> {
 type BoxedAttester = Box<dyn Attester + Send>;
 
 fn open_attester(config: &EnclaveConfig) -> Result<BoxedAttester, AttestError> {
-    let tsm = |tee| attest::tsm::TsmAttester::open(std::path::Path::new(attest::tsm::ROOT), tee);
-    let mut attester: BoxedAttester = match (config.tee, &config.sim_socket) {
-        (TeeKind::Sim, Some(socket)) => Box::new(attest::sim::SimAttester::connect(socket)?),
-        (TeeKind::Sim, None) => Box::new(attest::sim::SimAttester::open()?),
-        (TeeKind::Snp, _) => Box::new(tsm(nacre_wire::Tee::Snp)?),
-        (TeeKind::Tdx, _) => Box::new(tsm(nacre_wire::Tee::Tdx)?),
-    };
-    // One report proves the attester answers before anything depends on it.
-    attester.attest(&[0u8; 64])?;
-    Ok(attester)
+    // An attester counts once it has answered: one report proves it works before anything
+    // depends on it (configfs-tsm can exist without a provider behind it, a device without a
+    // reachable QGS).
+    fn answering(mut attester: BoxedAttester) -> Result<BoxedAttester, AttestError> {
+        attester.attest(&[0u8; 64])?;
+        Ok(attester)
+    }
+    // Hardware TEEs: the kernel's configfs-tsm first (Linux ≥ 6.7), else the guest device.
+    fn hardware(
+        tee: nacre_wire::Tee,
+        device: &'static str,
+        open_device: fn() -> Result<BoxedAttester, AttestError>,
+    ) -> Result<BoxedAttester, AttestError> {
+        let tsm = attest::tsm::TsmAttester::open(std::path::Path::new(attest::tsm::ROOT), tee)
+            .and_then(|a| answering(Box::new(a)));
+        tsm.or_else(|tsm| {
+            open_device().and_then(answering).map_err(|device_error| AttestError::Unavailable {
+                tsm: Box::new(tsm),
+                device,
+                device_error: Box::new(device_error),
+            })
+        })
+    }
+    match (config.tee, &config.sim_socket) {
+        (TeeKind::Sim, Some(socket)) => answering(Box::new(attest::sim::SimAttester::connect(socket)?)),
+        (TeeKind::Sim, None) => answering(Box::new(attest::sim::SimAttester::open()?)),
+        (TeeKind::Snp, _) => hardware(nacre_wire::Tee::Snp, nacre_guest_ioctl::sev::DEVICE, || {
+            Ok(Box::new(attest::sev_guest::SevGuestAttester::open()?))
+        }),
+        (TeeKind::Tdx, _) => hardware(nacre_wire::Tee::Tdx, nacre_guest_ioctl::tdx::DEVICE, || {
+            Ok(Box::new(attest::tdx_guest::TdxGuestAttester::open()?))
+        }),
+    }
 }
 
 /// Boot → attest → release the key and open the model → attested certificate → serve.

@@ -9,7 +9,7 @@
 //! and that must name the key, model and digest of the measured configuration.
 
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufReader, Read, Seek, SeekFrom};
 
 use nacre_attestation_client::Client;
 use nacre_sealed::{AwsLcGcm, DataKey, Header};
@@ -35,7 +35,10 @@ pub fn unlock(
     let unseal = |m: String| Failure::Unseal(m);
     let device = &config.sealed_device;
     let mut disk = File::open(device).map_err(|e| unseal(format!("{}: {e}", device.display())))?;
-    let (hint, _) = Header::read(&mut disk).map_err(|e| unseal(format!("{}: {e}", device.display())))?;
+    let (hint, header_bytes) =
+        Header::read(&mut disk).map_err(|e| unseal(format!("{}: {e}", device.display())))?;
+    let sealed_len = header_bytes.len() as u64 + hint.body_len();
+    check_padding(&mut disk, sealed_len).map_err(|e| unseal(format!("{}: {e}", device.display())))?;
     if hint.key_id != config.key_id {
         return Err(unseal(format!(
             "the disk holds a model sealed under key {:?}; this image serves {:?}",
@@ -65,8 +68,10 @@ pub fn unlock(
         AwsLcGcm::new(&DataKey::from_bytes(*released.data_key)).map_err(|e| unseal(e.to_string()))?;
     drop(released.data_key);
     let disk = File::open(device).map_err(|e| unseal(format!("{}: {e}", device.display())))?;
-    let (header, plain) = nacre_sealed::open(BufReader::new(disk), &cipher, config.max_model_bytes)
-        .map_err(|e| unseal(e.to_string()))?;
+    // A block device ends on a sector boundary: read exactly the sealed length.
+    let (header, plain) =
+        nacre_sealed::open(BufReader::new(disk.take(sealed_len)), &cipher, config.max_model_bytes)
+            .map_err(|e| unseal(e.to_string()))?;
     drop(cipher);
     stage("unsealed");
     if header.key_id != config.key_id
@@ -86,4 +91,31 @@ pub fn unlock(
     let model = nacre_model::Model::load(plain.as_slice()).map_err(|e| Failure::Model(e.to_string()))?;
     drop(plain); // wiped: tract holds its own copy of the weights
     Ok(Unlocked { header, model, attestation_result: released.attestation_result })
+}
+
+/// Largest padding after the sealed stream: a block device rounds its size up to a sector.
+const SECTOR: u64 = 512;
+
+/// The disk may hold the sealed stream followed by less than a sector of zeros (a virtio disk
+/// of a file whose length is not a multiple of 512); anything else after it is refused. The
+/// length comes from the unauthenticated header, which is safe: `open` authenticates every
+/// chunk and the final-chunk flag, so a header that lies about the length fails there.
+fn check_padding(disk: &mut File, sealed_len: u64) -> Result<(), String> {
+    let end = disk.seek(SeekFrom::End(0)).map_err(|e| e.to_string())?;
+    if end < sealed_len {
+        // Truncated: `open` names the chunk.
+        disk.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
+        return Ok(());
+    }
+    if end - sealed_len >= SECTOR {
+        return Err(format!("{} bytes after the sealed model", end - sealed_len));
+    }
+    let mut tail = Vec::with_capacity(SECTOR as usize);
+    disk.seek(SeekFrom::Start(sealed_len)).map_err(|e| e.to_string())?;
+    disk.by_ref().take(SECTOR).read_to_end(&mut tail).map_err(|e| e.to_string())?;
+    if tail.iter().any(|&b| b != 0) {
+        return Err("non-zero bytes after the sealed model".into());
+    }
+    disk.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
+    Ok(())
 }

@@ -217,3 +217,18 @@ fn a_guest_the_release_policy_does_not_allow_gets_no_key() {
     assert!(reason.contains("measurement") && reason.contains(&hex::encode(MEASUREMENT)), "{reason}");
     assert!(!audit.iter().any(|r| r.action == "release"), "no key left the service");
 }
+
+#[test]
+fn a_disk_padded_to_a_sector_serves_and_other_trailing_bytes_are_refused() {
+    // A virtio disk rounds the file up to a whole sector with zeros.
+    let mut options = sample();
+    options.tamper = Some(|sealed: &mut Vec<u8>| sealed.resize(sealed.len() + 300, 0));
+    let stack = Stack::start(options);
+    stack.wait_for("NACRE-ENCLAVE-SERVING", SERVING);
+    drop(stack);
+    let mut options = sample();
+    options.tamper = Some(|sealed: &mut Vec<u8>| sealed.push(1));
+    let stack = Stack::start(options);
+    let failed = stack.wait_for("NACRE-ENCLAVE-FAILED ", SERVING);
+    assert!(failed.contains("non-zero bytes after the sealed model"), "{failed}");
+}

@@ -58,6 +58,7 @@ impl Harness {
         let init = nacre_attestation_service::setup::init(
             &dir,
             "127.0.0.1:0".parse().unwrap(),
+            &[],
             database,
             Some(&dir.join("sim-ark.der")),
         )

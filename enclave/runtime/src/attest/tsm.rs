@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use nacre_wire::{Evidence, Tee};
 use serde_bytes::ByteBuf;
 
-use super::{AttestError, Attester};
+use super::{AttestError, Attester, check_snp_report_data, check_tdx_quote_report_data};
 
 pub const ROOT: &str = "/sys/kernel/config/tsm/report";
 const MAX_OUTBLOB: usize = 64 * 1024;
@@ -18,10 +18,10 @@ const MAX_AUXBLOB: usize = 64 * 1024;
 const RETRIES: u32 = 3;
 
 /// GUIDs of the SNP extended-report certificate table (AMD GHCB spec), in their byte order.
-const GUID_ARK: &str = "c0b406a4-a803-4952-9743-3fb6014cd0ae";
-const GUID_ASK: &str = "4ab7b379-bbac-4fe4-a02f-05aef327c782";
-const GUID_VCEK: &str = "63da758d-e664-4564-adc5-f4b93be8accd";
-const GUID_VLEK: &str = "a8074bc2-a25a-483e-aae6-39c045a0b8a1";
+pub(crate) const GUID_ARK: &str = "c0b406a4-a803-4952-9743-3fb6014cd0ae";
+pub(crate) const GUID_ASK: &str = "4ab7b379-bbac-4fe4-a02f-05aef327c782";
+pub(crate) const GUID_VCEK: &str = "63da758d-e664-4564-adc5-f4b93be8accd";
+pub(crate) const GUID_VLEK: &str = "a8074bc2-a25a-483e-aae6-39c045a0b8a1";
 
 pub struct TsmAttester {
     root: PathBuf,
@@ -71,6 +71,11 @@ impl TsmAttester {
                 std::fs::read_to_string(dir.join("generation")).map_err(|e| io("generation", e))?;
             if gen_before != gen_after {
                 return Ok(None);
+            }
+            // The answer must be for this request (SNP: the report; TDX: the quote).
+            match self.tee {
+                Tee::Snp => check_snp_report_data(&report, report_data)?,
+                _ => check_tdx_quote_report_data(&report, report_data)?,
             }
             let certs = if aux.is_empty() { Vec::new() } else { cert_table(&aux)? };
             let evidence = Evidence { tee: self.tee, report, certs };
@@ -154,11 +159,11 @@ pub fn cert_table(aux: &[u8]) -> Result<Vec<ByteBuf>, AttestError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    fn table(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    pub(crate) fn table(entries: &[(&str, &[u8])]) -> Vec<u8> {
         let header = 24 * (entries.len() + 1);
         let mut out = Vec::new();
         let mut data = Vec::new();
