@@ -74,9 +74,17 @@ for v in NACRE_KERNEL NACRE_KERNEL_MODULES NACRE_SEABIOS NACRE_PYTHON; do
     [ -n "${!v:-}" ] || die "scripts/inputs.sh gave no $v"
 done
 
-stage "build: nacre (release) and the static nacre-enclave"
-cargo build -q --release -p nacre-cli
-NACRE=$repo/target/release/nacre
+# NACRE_DEMO_PROFILE=dev (the test suite) reuses the debug build `cargo test` made; dependencies
+# are optimised in that profile too (Cargo.toml), so the flow is the same, only built faster.
+profile=${NACRE_DEMO_PROFILE:-release}
+stage "build: nacre ($profile) and the static nacre-enclave"
+if [ "$profile" = dev ]; then
+    cargo build -q -p nacre-cli
+    NACRE=$repo/target/debug/nacre
+else
+    cargo build -q --release -p nacre-cli
+    NACRE=$repo/target/release/nacre
+fi
 ENCLAVE=$(scripts/build-enclave.sh)
 note "nacre         $NACRE"
 note "nacre-enclave $ENCLAVE"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The project's test command: formatting, clippy (warnings are errors), every test of the workspace,
-# then the supply-chain checks (scripts/audit.sh). Needs ../shared/vectors beside the checkout.
+# the end-to-end demo, then the supply-chain checks (scripts/audit.sh). Needs ../shared/vectors beside the checkout.
 # Runs every step even after a failure, prints a summary, and exits non-zero if any step failed.
 set -euo pipefail
 
@@ -35,6 +35,9 @@ run_tests() { cargo test --workspace 2>&1 | tee "$test_log"; }
 step "cargo fmt --check" cargo fmt --all -- --check
 step "cargo clippy -D warnings" cargo clippy --workspace --all-targets -- -D warnings
 step "cargo test" run_tests
+# The README's main command as an integration test: the whole flow in a sim CVM, outputs equal
+# to onnxruntime's within 1e-5 (the script fails otherwise).
+step "end to end (scripts/demo.sh)" env NACRE_DEMO_PROFILE=dev scripts/demo.sh
 step "supply chain (scripts/audit.sh)" scripts/audit.sh
 
 echo

@@ -130,7 +130,9 @@ pub fn verify(args: VerifyArgs) -> Result<ExitCode> {
     let (nb, na) = peer.validity();
     ok("certificate validity", format!("{nb} .. {na} (Unix seconds)"));
     ok("fresh attestation", "same guest, binds our nonce and this connection's TLS exporter".into());
-    for w in c.warnings.iter().chain(&fresh.get().warnings) {
+    let mut warnings: Vec<&String> = c.warnings.iter().chain(&fresh.get().warnings).collect();
+    warnings.dedup();
+    for w in warnings {
         println!("  ! warning: {w}");
     }
     Ok(ExitCode::SUCCESS)

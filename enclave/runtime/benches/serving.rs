@@ -34,8 +34,11 @@ fn row(what: String, mut samples: Vec<f64>, per_sec: f64) -> Row {
     Row { what, p50_us: percentile(&samples, 0.5) * 1e6, p99_us: percentile(&samples, 0.99) * 1e6, per_sec }
 }
 
+/// Input tensors as `nacre_model::Model::run_f32` takes them: (shape, row-major data).
+type Tensors = Vec<(Vec<usize>, Vec<f32>)>;
+
 /// A deterministic batch-1 request for `metadata`'s inputs (dynamic dimensions = 1).
-fn request_for(metadata: &serde_json::Value) -> (serde_json::Value, Vec<(Vec<usize>, Vec<f32>)>) {
+fn request_for(metadata: &serde_json::Value) -> (serde_json::Value, Tensors) {
     let mut inputs = Vec::new();
     let mut tensors = Vec::new();
     let mut seed = 0x2545_f491_u32;

@@ -31,7 +31,7 @@ use super::AttestError;
 /// `QGS_MSG_LIB_MAJOR_VER`: the only major version there is.
 pub const MAJOR_VERSION: u16 = 1;
 /// The minor version we send (QEMU's and current DCAP's `QGS_MSG_LIB_MINOR_VER`).
-pub const MINOR_VERSION: u16 = 1;
+pub const MINOR_VERSION: u16 = 0;
 /// Minor versions published so far (older DCAP releases send 0). Intel treats minor changes as
 /// compatible; we accept only the ones that exist.
 pub const KNOWN_MINOR_VERSIONS: [u16; 2] = [0, 1];
@@ -412,10 +412,10 @@ pub(crate) mod tests {
     fn a_qgs_that_hangs_up_mid_answer_is_an_io_error() {
         let mut answer = framed(&response(1, 1, 0, b"", b"a quote"));
         answer.truncate(answer.len() - 3);
-        let (mut stream, qgs) = fake_qgs(answer);
-        qgs.join().unwrap(); // its end is closed now
+        // The fake closes its end once it has written: EOF three bytes early, not a timeout.
+        let (mut stream, _qgs) = fake_qgs(answer);
         let err = get_quote(&mut stream, &tdreport(), Instant::now() + Duration::from_secs(10)).unwrap_err();
-        assert!(matches!(err, AttestError::Io(_)), "{err}");
+        assert!(matches!(err, AttestError::Io(ref m) if m.contains("closed")), "{err}");
     }
 
     #[test]
