@@ -226,6 +226,33 @@ def ort_run(model_path, request_path, model_name=None):
     }
 
 
+def ort_time(model_path, request_path, iters):
+    """onnxruntime's latency on one request, in process, one thread: p50/p99 µs and runs/s."""
+    import time
+
+    import onnxruntime as ort
+
+    with open(request_path) as f:
+        req = json.load(f)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    sess = ort.InferenceSession(model_path, opts, providers=["CPUExecutionProvider"])
+    feeds = {t["name"]: np.asarray(t["data"], dtype=np.float32).reshape(t["shape"]) for t in req["inputs"]}
+    names = [o.name for o in sess.get_outputs()]
+    for _ in range(100):
+        sess.run(names, feeds)
+    samples = []
+    start = time.perf_counter()
+    for _ in range(iters):
+        t = time.perf_counter()
+        sess.run(names, feeds)
+        samples.append(time.perf_counter() - t)
+    total = time.perf_counter() - start
+    samples.sort()
+    pick = lambda q: samples[round((len(samples) - 1) * q)] * 1e6  # noqa: E731
+    return {"p50_us": pick(0.5), "p99_us": pick(0.99), "per_sec": iters / total}
+
+
 def main(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -241,6 +268,10 @@ def main(argv):
     o.add_argument("model")
     o.add_argument("request")
     o.add_argument("--model-name")
+    t = sub.add_parser("time", help="onnxruntime latency on a request (JSON: p50_us, p99_us, per_sec)")
+    t.add_argument("model")
+    t.add_argument("request")
+    t.add_argument("--iters", type=int, default=2000)
     a = p.parse_args(argv)
     if a.cmd == "make":
         model = MODELS[a.model]()
@@ -252,6 +283,9 @@ def main(argv):
         with open(a.out, "w") as f:
             json.dump(request(a.model, a.batch, a.seed), f)
             f.write("\n")
+    elif a.cmd == "time":
+        json.dump(ort_time(a.model, a.request, a.iters), sys.stdout)
+        sys.stdout.write("\n")
     else:
         json.dump(ort_run(a.model, a.request, a.model_name), sys.stdout)
         sys.stdout.write("\n")

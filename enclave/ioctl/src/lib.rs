@@ -17,5 +17,7 @@
 //! Everything these calls return is untrusted (the host can shape the SNP certificate table and
 //! sees every request): this crate only moves bytes; the callers parse them strictly.
 
+#![deny(unsafe_op_in_unsafe_fn)]
+
 pub mod sev;
 pub mod tdx;

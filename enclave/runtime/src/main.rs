@@ -130,7 +130,21 @@ fn start(config: EnclaveConfig, app: &App) -> Result<Serving<()>, Failure> {
     })
 }
 
+/// Keeps the key, the plaintext model and tract's copy of the weights out of swap: every page
+/// mapped now or later is locked once touched. Not for the host-process mode (`sim_socket`),
+/// which shares a machine with other work.
+fn lock_memory(config: &EnclaveConfig) {
+    use rustix::mm::{MlockAllFlags, mlockall};
+    if config.sim_socket.is_some() {
+        return;
+    }
+    if let Err(e) = mlockall(MlockAllFlags::CURRENT | MlockAllFlags::FUTURE | MlockAllFlags::ONFAULT) {
+        println!("NACRE-ENCLAVE-WARNING memory is not locked (mlockall: {e}); pages could be swapped");
+    }
+}
+
 fn run(config: EnclaveConfig) -> Result<(), String> {
+    lock_memory(&config);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

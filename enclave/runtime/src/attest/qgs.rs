@@ -31,7 +31,7 @@ use super::AttestError;
 /// `QGS_MSG_LIB_MAJOR_VER`: the only major version there is.
 pub const MAJOR_VERSION: u16 = 1;
 /// The minor version we send (QEMU's and current DCAP's `QGS_MSG_LIB_MINOR_VER`).
-pub const MINOR_VERSION: u16 = 0;
+pub const MINOR_VERSION: u16 = 1;
 /// Minor versions published so far (older DCAP releases send 0). Intel treats minor changes as
 /// compatible; we accept only the ones that exist.
 pub const KNOWN_MINOR_VERSIONS: [u16; 2] = [0, 1];
