@@ -32,7 +32,7 @@ done
 
 echo
 echo "cold start (scripts/demo.sh, sim CVM under QEMU 7.2 TCG):"
-scripts/demo.sh >"$work/demo.log" 2>&1 || { tail -40 "$work/demo.log"; exit 1; }
+NACRE_DEMO_PROFILE=${NACRE_DEMO_PROFILE:-dev} scripts/demo.sh >"$work/demo.log" 2>&1 || { tail -40 "$work/demo.log"; exit 1; }
 "$NACRE_PYTHON" - "$work/demo.log" <<'PY'
 import re, sys
 text = open(sys.argv[1]).read()
