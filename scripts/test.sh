@@ -30,7 +30,7 @@ step() {
 # cargo test's output stays on screen (CI reads its "test result:" lines); a copy is kept for the totals.
 test_log=$(mktemp)
 trap 'rm -f "$test_log"' EXIT
-run_tests() { cargo test --workspace 2>&1 | tee "$test_log"; }
+run_tests() { cargo test --workspace --no-fail-fast 2>&1 | tee "$test_log"; }
 
 step "cargo fmt --check" cargo fmt --all -- --check
 step "cargo clippy -D warnings" cargo clippy --workspace --all-targets -- -D warnings
