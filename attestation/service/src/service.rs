@@ -27,7 +27,7 @@ use crate::metrics::Metrics;
 use crate::nonce::NonceIssuer;
 use crate::policy::ReleasePolicy;
 use crate::ratelimit::DenialLimiter;
-use crate::store::{AuditEntry, ReferenceRow, ReleaseCommit, Store, StoreError};
+use crate::store::{AuditEntry, DecidedUnder, KeyRow, ReferenceRow, ReleaseCommit, Store, StoreError};
 use crate::tokens::{Principal, Role, Tokens};
 
 pub struct Service {
@@ -50,7 +50,46 @@ pub struct Service {
     /// Appraisers of policies that name reference values, by key id, each valid only for the
     /// policy (same parse) and the document digests it was built from.
     resolved: Mutex<HashMap<String, ResolvedPolicy>>,
+    /// One permit per CPU for evidence appraisal, handed out first come, first served: more
+    /// appraisals at once than cores only adds blocking threads that preempt each other (and
+    /// the TLS work) and lets late requests overtake early ones, which stretches the tail.
+    appraisals: Arc<tokio::sync::Semaphore>,
+    /// Key and reference-values rows as last read for releases, so that a release reads no
+    /// row from the database before its commit. Only a hint: the commit refuses a release
+    /// whose key or documents changed since the rows were read (another replica's write, or a
+    /// race with an admin call here) and the release is decided again on fresh rows; a denial
+    /// decided on cached rows stands only if fresh rows equal them. Admin calls here drop
+    /// what they change.
+    rows: Mutex<RowCache>,
     epoch: Instant,
+}
+
+#[derive(Default)]
+struct RowCache {
+    keys: HashMap<String, Arc<KeyRow>>,
+    references: HashMap<String, Arc<(ReferenceRow, [u8; 32])>>,
+}
+
+/// Bound on each map of the row cache (cleared when exceeded; it refills on use).
+const ROW_CACHE_MAX: usize = 4096;
+
+/// The rows a release was decided under.
+#[derive(Clone)]
+struct Basis {
+    key: Arc<KeyRow>,
+    /// (name, document digest) of the reference values the policy names, in its order.
+    references: Vec<(String, [u8; 32])>,
+    /// Whether any of it came from the row cache rather than from a read just made.
+    cached: bool,
+}
+
+impl Basis {
+    fn decided_under(&self) -> DecidedUnder {
+        DecidedUnder {
+            key: Some((self.key.current_version, self.key.policy.clone())),
+            references: self.references.clone(),
+        }
+    }
 }
 
 /// A release policy with its reference values resolved.
@@ -158,7 +197,7 @@ fn store_error(e: StoreError) -> ErrorBody {
         StoreError::VersionRevoked { .. } => ErrorBody::new(ErrorCode::VersionRevoked, e.to_string()),
         StoreError::NonceReplayed => ErrorBody::new(ErrorCode::NonceReplayed, e.to_string()),
         StoreError::UnknownReference(_) => ErrorBody::new(ErrorCode::UnknownReference, e.to_string()),
-        StoreError::ReferenceChanged(_) => {
+        StoreError::ReferenceChanged(_) | StoreError::KeyChanged(_) => {
             ErrorBody::new(ErrorCode::Unavailable, format!("{e}; retry with a new challenge"))
         }
         StoreError::Db(_) | StoreError::Migrate(_) | StoreError::Corrupt(_) | StoreError::BatchFailed(_) => {
@@ -192,11 +231,13 @@ struct Denied {
     body: ErrorBody,
     nonce_expires_at: Option<i64>,
     subject: Option<Subject>,
+    /// The rows the denial was decided on, if it depends on any.
+    basis: Option<Basis>,
 }
 
 impl From<ErrorBody> for Denied {
     fn from(body: ErrorBody) -> Self {
-        Denied { body, nonce_expires_at: None, subject: None }
+        Denied { body, nonce_expires_at: None, subject: None, basis: None }
     }
 }
 
@@ -238,6 +279,10 @@ impl Service {
             image_signers,
             references: Mutex::default(),
             resolved: Mutex::default(),
+            appraisals: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            )),
+            rows: Mutex::default(),
             epoch: Instant::now(),
         })
     }
@@ -320,10 +365,21 @@ impl Service {
         };
         let nonce_hex = hex::encode(&req.nonce);
         let mut attempt = 0;
+        let mut fresh = false;
         let outcome = loop {
             attempt += 1;
-            let (response, subject, nonce_expires_at, references) = match self.decide(&req).await {
+            let (response, subject, nonce_expires_at, basis) = match self.decide(&req, fresh).await {
                 Ok(decided) => decided,
+                // Denied on cached rows: the denial stands only if the stored rows are the same.
+                Err(Denied { body, basis: Some(basis), .. })
+                    if body.code.is_denial()
+                        && basis.cached
+                        && attempt < RELEASE_ATTEMPTS
+                        && self.changed_since(&req.key_id, &basis).await.map_err(store_error)? =>
+                {
+                    fresh = true;
+                    continue;
+                }
                 Err(denied) => break denied,
             };
             let t = Instant::now();
@@ -337,7 +393,7 @@ impl Service {
                         version: req.key_version,
                         audit: audit(true, None, Some(&subject)),
                     },
-                    &references,
+                    &basis.decided_under(),
                 )
                 .await;
             self.metrics.stage("storage", t.elapsed().as_secs_f64());
@@ -349,10 +405,14 @@ impl Service {
                     tracing::info!(key_id = %req.key_id, version = req.key_version, %source, "key released");
                     return Ok(response);
                 }
-                // Reference values were re-imported between the appraisal and the commit:
-                // decide again under the new ones (nothing was written).
-                Err(StoreError::ReferenceChanged(name)) if attempt < RELEASE_ATTEMPTS => {
-                    tracing::info!(key_id = %req.key_id, reference = %name, "reference values changed; re-deciding");
+                // The key or its reference values changed between the read and the commit
+                // (nothing was written): decide again on fresh rows.
+                Err(e @ (StoreError::ReferenceChanged(_) | StoreError::KeyChanged(_)))
+                    if attempt < RELEASE_ATTEMPTS =>
+                {
+                    tracing::info!(key_id = %req.key_id, reason = %e, "re-deciding on fresh rows");
+                    self.forget_key(&req.key_id);
+                    fresh = true;
                     continue;
                 }
                 Err(
@@ -365,12 +425,13 @@ impl Service {
                         body: store_error(e),
                         nonce_expires_at: Some(nonce_expires_at),
                         subject: Some(subject),
+                        basis: None,
                     };
                 }
                 Err(e) => return Err(store_error(e)),
             }
         };
-        let Denied { body, nonce_expires_at, subject } = outcome;
+        let Denied { body, nonce_expires_at, subject, .. } = outcome;
         if body.code.is_denial() {
             self.charge(source, body.code);
             let reason = Some(match &body.check {
@@ -387,19 +448,94 @@ impl Service {
         Err(body)
     }
 
-    /// Resolves the reference values `policy` names, as stored now: the appraiser to use
-    /// (None: the policy names none, use its own) and the (name, document digest) pairs the
-    /// commit must find unchanged. A name that is no longer imported denies the release.
+    /// The key row for a release: from the row cache unless `fresh` (then read, and cached).
+    async fn key_row(&self, key_id: &str, fresh: bool) -> Result<Option<(Arc<KeyRow>, bool)>, StoreError> {
+        if !fresh && let Some(row) = self.rows().keys.get(key_id) {
+            return Ok(Some((row.clone(), true)));
+        }
+        let Some(row) = self.store.key(key_id).await? else { return Ok(None) };
+        let row = Arc::new(row);
+        let mut rows = self.rows();
+        if rows.keys.len() >= ROW_CACHE_MAX {
+            rows.keys.clear();
+        }
+        rows.keys.insert(key_id.to_owned(), row.clone());
+        Ok(Some((row, false)))
+    }
+
+    /// The stored reference-values rows of `names` with their document digests (a missing
+    /// name is absent), and whether any came from the row cache (never unless `fresh` is false).
+    async fn reference_rows(
+        &self,
+        names: &[String],
+        fresh: bool,
+    ) -> Result<(Vec<Arc<(ReferenceRow, [u8; 32])>>, bool), StoreError> {
+        if !fresh {
+            let rows = self.rows();
+            let cached: Vec<_> = names.iter().filter_map(|n| rows.references.get(n).cloned()).collect();
+            if cached.len() == names.len() {
+                return Ok((cached, true));
+            }
+        }
+        let read: Vec<_> = self
+            .store
+            .references(names)
+            .await?
+            .into_iter()
+            .map(|row| {
+                let digest = row.digest();
+                Arc::new((row, digest))
+            })
+            .collect();
+        let mut rows = self.rows();
+        if rows.references.len() + read.len() > ROW_CACHE_MAX {
+            rows.references.clear();
+        }
+        for r in &read {
+            rows.references.insert(r.0.name.clone(), r.clone());
+        }
+        Ok((read, false))
+    }
+
+    fn rows(&self) -> std::sync::MutexGuard<'_, RowCache> {
+        self.rows.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Drops a key's cached row (after an admin change to it, or a refused commit).
+    fn forget_key(&self, key_id: &str) {
+        self.rows().keys.remove(key_id);
+    }
+
+    /// Whether the stored key row or reference values differ from `basis` (the stored ones
+    /// replace the cached ones).
+    async fn changed_since(&self, key_id: &str, basis: &Basis) -> Result<bool, StoreError> {
+        let key_changed = match self.key_row(key_id, true).await? {
+            Some((row, _)) => *row != *basis.key,
+            None => true,
+        };
+        let names: Vec<String> = basis.references.iter().map(|(n, _)| n.clone()).collect();
+        let (rows, _) = self.reference_rows(&names, true).await?;
+        let now: Vec<(String, [u8; 32])> = rows.iter().map(|r| (r.0.name.clone(), r.1)).collect();
+        Ok(key_changed || now != basis.references)
+    }
+
+    /// Resolves the reference values `policy` names, as stored (or cached, unless `fresh`):
+    /// the appraiser to use (None: the policy names none, use its own), the (name, document
+    /// digest) pairs the commit must find unchanged, and whether any row came from the cache.
+    /// A name that is not imported denies the release.
     async fn resolve_references(
         &self,
         key_id: &str,
         policy: &Arc<ReleasePolicy>,
-    ) -> Result<(Option<Arc<Appraiser>>, Vec<(String, [u8; 32])>), ErrorBody> {
+        fresh: bool,
+    ) -> Result<(Option<Arc<Appraiser>>, Vec<(String, [u8; 32])>, bool), ErrorBody> {
         if policy.reference_values.is_empty() {
-            return Ok((None, Vec::new()));
+            return Ok((None, Vec::new(), false));
         }
-        let rows = self.store.references(&policy.reference_values).await.map_err(store_error)?;
-        if let Some(missing) = policy.reference_values.iter().find(|n| !rows.iter().any(|r| &r.name == *n)) {
+        let (rows, cached) =
+            self.reference_rows(&policy.reference_values, fresh).await.map_err(store_error)?;
+        if let Some(missing) = policy.reference_values.iter().find(|n| !rows.iter().any(|r| &r.0.name == *n))
+        {
             return Err(ErrorBody::new(
                 ErrorCode::UnknownReference,
                 format!(
@@ -407,19 +543,18 @@ impl Service {
                 ),
             ));
         }
-        let digests: Vec<[u8; 32]> = rows.iter().map(ReferenceRow::digest).collect();
-        let pairs = rows.iter().zip(&digests).map(|(r, d)| (r.name.clone(), *d)).collect();
+        let digests: Vec<[u8; 32]> = rows.iter().map(|r| r.1).collect();
+        let pairs = rows.iter().map(|r| (r.0.name.clone(), r.1)).collect();
         {
             let cache = self.resolved.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(r) = cache.get(key_id)
                 && Arc::ptr_eq(&r.policy, policy)
                 && r.digests == digests
             {
-                return Ok((Some(r.appraiser.clone()), pairs));
+                return Ok((Some(r.appraiser.clone()), pairs, cached));
             }
         }
-        let values =
-            rows.iter().zip(&digests).map(|(r, d)| self.reference(r, d)).collect::<Result<Vec<_>, _>>()?;
+        let values = rows.iter().map(|r| self.reference(&r.0, &r.1)).collect::<Result<Vec<_>, _>>()?;
         let appraiser =
             Arc::new(policy.resolve(&values.iter().map(Arc::as_ref).collect::<Vec<_>>()).map_err(|e| {
                 tracing::error!(key_id, error = %e, "stored reference values do not resolve");
@@ -429,7 +564,7 @@ impl Service {
             key_id.to_owned(),
             ResolvedPolicy { policy: policy.clone(), digests, appraiser: appraiser.clone() },
         );
-        Ok((Some(appraiser), pairs))
+        Ok((Some(appraiser), pairs, cached))
     }
 
     /// A stored reference-values document, verified under this service's trusted signers and
@@ -474,53 +609,66 @@ impl Service {
         Ok(values)
     }
 
+    /// Decides a release on the key's rows (cached ones unless `fresh`): the response to send
+    /// once committed, the subject, the nonce's expiry and the rows it was decided on.
     async fn decide(
         &self,
         req: &ReleaseRequest,
-    ) -> Result<(ReleaseResponse, Subject, i64, Vec<(String, [u8; 32])>), Denied> {
+        fresh: bool,
+    ) -> Result<(ReleaseResponse, Subject, i64, Basis), Denied> {
         let now = now_unix();
         let nonce = self
             .nonces
             .check(&req.nonce, &req.key_id, now)
             .map_err(|code| ErrorBody::new(code, "the challenge nonce was refused"))?;
-        let mut denied =
-            |body: ErrorBody| Denied { body, nonce_expires_at: Some(nonce.expires_at), subject: None };
-        let key = self.store.key(&req.key_id).await.map_err(store_error)?.ok_or_else(|| {
-            denied(ErrorBody::new(ErrorCode::UnknownKey, format!("key {} is unknown", req.key_id)))
-        })?;
+        let expires = Some(nonce.expires_at);
+        let Some((key, cached)) = self.key_row(&req.key_id, fresh).await.map_err(store_error)? else {
+            let body = ErrorBody::new(ErrorCode::UnknownKey, format!("key {} is unknown", req.key_id));
+            return Err(Denied { body, nonce_expires_at: expires, subject: None, basis: None });
+        };
+        let mut basis = Basis { key, references: Vec::new(), cached };
+        let denied = |body: ErrorBody, basis: &Basis| Denied {
+            body,
+            nonce_expires_at: expires,
+            subject: None,
+            basis: Some(basis.clone()),
+        };
+        let key = basis.key.clone();
         if key.revoked {
-            return Err(denied(ErrorBody::new(
-                ErrorCode::KeyRevoked,
-                format!("key {} is revoked", req.key_id),
-            )));
+            let body = ErrorBody::new(ErrorCode::KeyRevoked, format!("key {} is revoked", req.key_id));
+            return Err(denied(body, &basis));
         }
-        let version = key.version(req.key_version).ok_or_else(|| {
-            denied(ErrorBody::new(
+        let Some(version) = key.version(req.key_version) else {
+            let body = ErrorBody::new(
                 ErrorCode::UnknownKey,
                 format!("key {} has no version {}", req.key_id, req.key_version),
-            ))
-        })?;
+            );
+            return Err(denied(body, &basis));
+        };
         if version.revoked {
-            return Err(denied(ErrorBody::new(
-                ErrorCode::VersionRevoked,
-                format!("version {} is revoked", req.key_version),
-            )));
+            let body =
+                ErrorBody::new(ErrorCode::VersionRevoked, format!("version {} is revoked", req.key_version));
+            return Err(denied(body, &basis));
         }
-        let policy = self.policy_for(&req.key_id, &key.policy).map_err(&mut denied)?;
+        let policy = self.policy_for(&req.key_id, &key.policy).map_err(|b| denied(b, &basis))?;
         if !policy.version_allowed(req.key_version, key.current_version) {
-            return Err(denied(ErrorBody::new(
+            let body = ErrorBody::new(
                 ErrorCode::VersionNotAllowed,
                 format!(
                     "version {} is not current ({}) nor allowed by the policy",
                     req.key_version, key.current_version
                 ),
-            )));
+            );
+            return Err(denied(body, &basis));
         }
         if !policy.in_window(now) {
-            return Err(denied(ErrorBody::new(ErrorCode::OutsideWindow, "outside the key's release window")));
+            let body = ErrorBody::new(ErrorCode::OutsideWindow, "outside the key's release window");
+            return Err(denied(body, &basis));
         }
-        let (resolved, references) =
-            self.resolve_references(&req.key_id, &policy).await.map_err(&mut denied)?;
+        let (resolved, references, references_cached) =
+            self.resolve_references(&req.key_id, &policy, fresh).await.map_err(|b| denied(b, &basis))?;
+        basis.references = references;
+        basis.cached |= references_cached;
 
         // The evidence must bind exactly this nonce, this HPKE key and this key id.
         let expected = KeyReleaseBinding {
@@ -529,18 +677,28 @@ impl Service {
             key_id: &req.key_id,
         }
         .report_data()
-        .map_err(|e| denied(ErrorBody::new(ErrorCode::Internal, e.to_string())))?;
+        .map_err(|e| denied(ErrorBody::new(ErrorCode::Internal, e.to_string()), &basis))?;
         let t = Instant::now();
         let (verifier, evidence, policy2) = (self.verifier.clone(), req.evidence.clone(), policy.clone());
+        let permit =
+            self.appraisals.clone().acquire_owned().await.map_err(|_| {
+                denied(ErrorBody::new(ErrorCode::Internal, "verification is shut down"), &basis)
+            })?;
         let verdict = tokio::task::spawn_blocking(move || {
             let appraiser = resolved.as_deref().unwrap_or(&policy2.appraiser);
-            verifier.appraise(appraiser, &evidence, ExpectedReportData::Exact(expected), now_unix())
+            let verdict =
+                verifier.appraise(appraiser, &evidence, ExpectedReportData::Exact(expected), now_unix());
+            // Free the slot now, not when this request's task is next polled.
+            drop(permit);
+            verdict
         })
         .await
-        .map_err(|_| denied(ErrorBody::new(ErrorCode::Internal, "verification task failed")))?;
+        .map_err(|_| denied(ErrorBody::new(ErrorCode::Internal, "verification task failed"), &basis))?;
         self.metrics.stage("verify", t.elapsed().as_secs_f64());
         let claims = verdict
-            .map_err(|e| denied(ErrorBody::new(ErrorCode::Evidence, e.to_string()).with_check(e.check())))?
+            .map_err(|e| {
+                denied(ErrorBody::new(ErrorCode::Evidence, e.to_string()).with_check(e.check()), &basis)
+            })?
             .into_inner();
         let subject = subject(&claims);
 
@@ -588,7 +746,7 @@ impl Service {
             attestation_result: ByteBuf::from(signed),
             audit_seq: 0, // set once the audit record is committed
         };
-        Ok((response, subject, nonce.expires_at, references))
+        Ok((response, subject, nonce.expires_at, basis))
     }
 
     // ---- admin ----------------------------------------------------------------------------
@@ -731,7 +889,9 @@ impl Service {
         let kek = &self.keyring.current;
         let audit = self.admin_audit(who, "key_rotate", Some(key_id), None, (true, None), source);
         let wrap = |v: u32| kek.seal(key_id, v, &key).map_err(|e| StoreError::Corrupt(e.to_string()));
-        self.store.rotate(key_id, req.version, kek.id(), wrap, audit).await.map_err(store_error)?;
+        let result = self.store.rotate(key_id, req.version, kek.id(), wrap, audit).await;
+        self.forget_key(key_id);
+        result.map_err(store_error)?;
         self.admin_done("key_rotate");
         self.key_info(key_id).await
     }
@@ -745,7 +905,9 @@ impl Service {
     ) -> Result<KeyInfo, ErrorBody> {
         check_key_id(key_id)?;
         let audit = self.admin_audit(who, "key_revoke", Some(key_id), req.version, (true, None), source);
-        self.store.revoke(key_id, req.version, audit).await.map_err(store_error)?;
+        let result = self.store.revoke(key_id, req.version, audit).await;
+        self.forget_key(key_id);
+        result.map_err(store_error)?;
         self.admin_done("key_revoke");
         self.key_info(key_id).await
     }
@@ -760,7 +922,9 @@ impl Service {
         check_key_id(key_id)?;
         let audit =
             self.admin_audit(who, "key_rollback", Some(key_id), Some(req.version), (true, None), source);
-        self.store.rollback(key_id, req.version, audit).await.map_err(store_error)?;
+        let result = self.store.rollback(key_id, req.version, audit).await;
+        self.forget_key(key_id);
+        result.map_err(store_error)?;
         self.admin_done("key_rollback");
         self.key_info(key_id).await
     }
@@ -784,7 +948,9 @@ impl Service {
             (true, Some(format!("policy sha256 {digest}"))),
             source,
         );
-        self.store.set_policy(key_id, &req.policy, audit).await.map_err(store_error)?;
+        let result = self.store.set_policy(key_id, &req.policy, audit).await;
+        self.forget_key(key_id);
+        result.map_err(store_error)?;
         self.admin_done("policy_set");
         self.key_info(key_id).await
     }
@@ -840,7 +1006,9 @@ impl Service {
             tees("tdx"),
         );
         let audit = self.admin_audit(who, "reference_import", None, None, (true, Some(reason)), source);
-        self.store.import_reference(&row, audit).await.map_err(store_error)?;
+        let result = self.store.import_reference(&row, audit).await;
+        self.rows().references.remove(&row.name);
+        result.map_err(store_error)?;
         self.admin_done("reference_import");
         tracing::info!(name = %row.name, signer = %row.signer, "reference values imported");
         let info = reference_info(&row, &values);
@@ -897,7 +1065,7 @@ fn reference_info(row: &ReferenceRow, values: &ReferenceValues) -> ReferenceInfo
     }
 }
 
-fn info(row: crate::store::KeyRow) -> KeyInfo {
+fn info(row: KeyRow) -> KeyInfo {
     KeyInfo {
         key_id: row.key_id,
         current_version: row.current_version,

@@ -42,6 +42,9 @@ pub enum StoreError {
     UnknownReference(String),
     #[error("reference values {0} were replaced while the release was decided")]
     ReferenceChanged(String),
+    /// The key's current version or release policy changed after the release was decided.
+    #[error("key {0} was changed while the release was decided")]
+    KeyChanged(String),
     /// The release batch this release was in did not commit (nothing in it was released).
     #[error("release batch: {0}")]
     BatchFailed(String),
@@ -95,6 +98,20 @@ pub struct ReleaseCommit<'a> {
     pub key_id: &'a str,
     pub version: u32,
     pub audit: AuditEntry,
+}
+
+/// What a release was decided under, for its commit to check under the write lock: the
+/// commit refuses the release ([`StoreError::KeyChanged`], [`StoreError::ReferenceChanged`])
+/// if any of it is no longer what is stored, so that no decision made on a row that has
+/// changed since (a cache, another replica's write) is ever committed.
+#[derive(Clone, Debug, Default)]
+pub struct DecidedUnder {
+    /// The key's current version and release policy text as read for the decision (None:
+    /// not checked).
+    pub key: Option<(u32, String)>,
+    /// (name, document digest) of each reference-values document the evidence was appraised
+    /// under.
+    pub references: Vec<(String, [u8; 32])>,
 }
 
 /// Imported reference values: the signed document and its signature, byte for byte.
@@ -308,16 +325,17 @@ impl Store {
     /// Commits a release: re-checks revocation under the chain lock, consumes the nonce and
     /// appends the audit record. Fails (and writes nothing) on replay or revocation.
     pub async fn commit_release(&self, c: ReleaseCommit<'_>) -> Result<AuditRecord, StoreError> {
-        self.commit_release_checked(c, &[]).await
+        self.commit_release_checked(c, &DecidedUnder::default()).await
     }
 
-    /// [`Store::commit_release`] for a release appraised under reference values: each
-    /// (name, document digest) must still be the stored one under the chain lock, so an
-    /// import committed before this release commits always takes effect (no stale decision).
+    /// [`Store::commit_release`] for a release decided under `basis`: the key's current
+    /// version and policy and each (name, document digest) must still be the stored ones under
+    /// the chain lock, so an admin change or an import committed before this release commits
+    /// always takes effect (no stale decision).
     pub async fn commit_release_checked(
         &self,
         c: ReleaseCommit<'_>,
-        references: &[(String, [u8; 32])],
+        basis: &DecidedUnder,
     ) -> Result<AuditRecord, StoreError> {
         let queue = self
             .releases
@@ -328,7 +346,8 @@ impl Store {
             nonce_expires_at: c.nonce_expires_at,
             key_id: c.key_id.to_owned(),
             version: c.version,
-            references: references.to_vec(),
+            key: basis.key.clone(),
+            references: basis.references.clone(),
             audit: c.audit,
         };
         batch::submit(queue, release).await

@@ -7,12 +7,18 @@ mod common;
 
 use common::{Harness, MEASUREMENT, policy_for};
 use nacre_attestation_client::{Client, ClientError};
-use nacre_attestation_service::store::{AuditEntry, ChainBreak, ReleaseCommit, StoreError, verify_chain};
+use nacre_attestation_service::store::{
+    AuditEntry, ChainBreak, DecidedUnder, ReleaseCommit, StoreError, verify_chain,
+};
 use nacre_protocol::ErrorCode;
 use nacre_protocol::messages::ReleaseRequest;
 use nacre_protocol::wrap::RecipientKey;
 use nacre_wire::binding::KeyReleaseBinding;
 use serde_bytes::ByteBuf;
+
+fn under(references: &[(String, [u8; 32])]) -> DecidedUnder {
+    DecidedUnder { key: None, references: references.to_vec() }
+}
 
 fn refused(r: Result<impl std::fmt::Debug, ClientError>) -> nacre_protocol::ErrorBody {
     match r {
@@ -320,6 +326,23 @@ async fn reference_suite(database: Option<&str>) {
     guest.release(&req).await.unwrap();
     assert_eq!(auditor.list_reference_values().await.unwrap(), std::slice::from_ref(&info2));
 
+    // ---- a policy change made through one replica holds at once on the other -----------------
+    // The replica has the key's row cached from its release above. Narrowed elsewhere: its
+    // next release, decided on the cached row, does not commit and is decided again, denied.
+    let (req, _) = request(&h, &guest, "r", 1, other_measurement).await;
+    replica.release(req, source).await.unwrap();
+    admin.set_policy("r", &policy_for(&[0x77; 48])).await.unwrap();
+    let (req, _) = request(&h, &guest, "r", 1, other_measurement).await;
+    let e = replica.release(req, source).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::Evidence, "{e}");
+    // Widened elsewhere: its cached row denies, the stored one does not, so the release goes on.
+    admin.set_policy("r", policy).await.unwrap();
+    let (req, _) = request(&h, &guest, "r", 1, other_measurement).await;
+    let seq = replica.release(req, source).await.unwrap().audit_seq;
+    let audited = auditor.audit_export().await.unwrap();
+    let last_denial = audited.iter().rev().find(|r| r.action == "deny").unwrap();
+    assert!(last_denial.seq < seq && last_denial.reason.as_deref().unwrap_or("").contains("evidence"));
+
     // A release decided under replaced reference values does not commit (no stale decision).
     let store = h.service.store();
     let stale = [("img".to_owned(), [0u8; 32])];
@@ -332,13 +355,28 @@ async fn reference_suite(database: Option<&str>) {
     };
     let head = store.audit_head().await.unwrap();
     assert!(matches!(
-        store.commit_release_checked(commit("stale"), &stale).await,
+        store.commit_release_checked(commit("stale"), &under(&stale)).await,
         Err(StoreError::ReferenceChanged(n)) if n == "img"
     ));
     let gone = [("gone".to_owned(), [0u8; 32])];
     assert!(matches!(
-        store.commit_release_checked(commit("gone"), &gone).await,
+        store.commit_release_checked(commit("gone"), &under(&gone)).await,
         Err(StoreError::UnknownReference(n)) if n == "gone"
+    ));
+    // Nor one decided under a key row whose policy or current version changed since.
+    let row = store.key("r").await.unwrap().unwrap();
+    let edited = DecidedUnder {
+        key: Some((row.current_version, format!("{}# edited\n", row.policy))),
+        references: vec![],
+    };
+    assert!(matches!(
+        store.commit_release_checked(commit("stale-policy"), &edited).await,
+        Err(StoreError::KeyChanged(k)) if k == "r"
+    ));
+    let moved = DecidedUnder { key: Some((row.current_version + 1, row.policy.clone())), references: vec![] };
+    assert!(matches!(
+        store.commit_release_checked(commit("stale-version"), &moved).await,
+        Err(StoreError::KeyChanged(k)) if k == "r"
     ));
     assert_eq!(store.audit_head().await.unwrap(), head, "nothing was written");
 
@@ -387,7 +425,7 @@ async fn reference_suite(database: Option<&str>) {
     let (req, _) = request(&h, &h.guest(), "r", 1, other_measurement).await;
     let e = refused(h.guest().release(&req).await);
     assert_eq!(e.code, ErrorCode::UnknownReference, "{e}");
-    assert!(e.reason.contains("\"img\""), "{e}");
+    assert!(e.reason.contains("img"), "{e}");
     let records = h.service.store().audit_page(0, 10_000).await.unwrap();
     let last = records.last().unwrap();
     assert_eq!((last.action.as_str(), last.decision.as_str()), ("deny", "deny"));
@@ -465,7 +503,7 @@ async fn batch_suite(database: Option<&str>) {
                     ..AuditEntry::default()
                 },
             };
-            (i, store.commit_release_checked(commit, &references).await)
+            (i, store.commit_release_checked(commit, &DecidedUnder { key: None, references }).await)
         });
     }
     let mut outcomes: Vec<_> = set.join_all().await;

@@ -11,7 +11,10 @@
 //!   writes exactly like a single release, and the checks made inside it see every write
 //!   committed before it (a revocation or re-import committed before the batch refuses it).
 //! - Each item is checked in the order a single commit checks it: the key version exists and
-//!   neither it nor the key is revoked (queried once per (key, version) per batch); each
+//!   neither it nor the key is revoked, and the key's current version and release policy are
+//!   still the ones the release was decided under (queried once per (key, version) per
+//!   batch: [`StoreError::KeyChanged`] otherwise, which the service answers by deciding
+//!   again on fresh rows); each
 //!   reference-values document it was appraised under is still the stored one (queried once
 //!   per name per batch); its nonce is new. All nonces go into one multi-row
 //!   `INSERT … ON CONFLICT (nonce) DO NOTHING RETURNING nonce` (chunked); a nonce not returned
@@ -48,6 +51,8 @@ pub(super) struct Release {
     pub nonce_expires_at: i64,
     pub key_id: String,
     pub version: u32,
+    /// The key's current version and release policy as decided under, if checked.
+    pub key: Option<(u32, String)>,
     /// (name, document digest) pairs that must still be the stored ones.
     pub references: Vec<(String, [u8; 32])>,
     pub audit: AuditEntry,
@@ -119,6 +124,13 @@ enum KeyState {
     VersionRevoked,
 }
 
+/// A (key, version) as stored now: its state, and the key's current version and policy.
+struct KeyNow {
+    state: KeyState,
+    current_version: u32,
+    policy: String,
+}
+
 /// Commits `releases` in one transaction: the outcome of each, in order. `Err` if the
 /// transaction failed (nothing was written).
 async fn commit(
@@ -129,18 +141,24 @@ async fn commit(
     let conn: &mut AnyConnection = &mut w.tx;
 
     // Revocation and reference values, once per (key, version) and per name.
-    let mut keys: HashMap<(String, u32), KeyState> = HashMap::new();
+    let mut keys: HashMap<(String, u32), KeyNow> = HashMap::new();
     let mut documents: HashMap<String, Option<[u8; 32]>> = HashMap::new();
     let mut outcomes: Vec<Option<Result<AuditRecord, StoreError>>> = Vec::with_capacity(releases.len());
     let mut checked = Vec::with_capacity(releases.len());
     for (i, r) in releases.iter().enumerate() {
-        let refusal = match key_state(conn, &mut keys, &r.key_id, r.version).await? {
+        let now = key_now(conn, &mut keys, &r.key_id, r.version).await?;
+        let refusal = match now.state {
             KeyState::Unknown => Some(StoreError::UnknownKey(r.key_id.clone())),
             KeyState::KeyRevoked => Some(StoreError::KeyRevoked(r.key_id.clone())),
             KeyState::VersionRevoked => {
                 Some(StoreError::VersionRevoked { key_id: r.key_id.clone(), version: r.version })
             }
-            KeyState::Live => reference_refusal(conn, &mut documents, &r.references).await?,
+            KeyState::Live => match &r.key {
+                Some((current, policy)) if *current != now.current_version || *policy != now.policy => {
+                    Some(StoreError::KeyChanged(r.key_id.clone()))
+                }
+                _ => reference_refusal(conn, &mut documents, &r.references).await?,
+            },
         };
         outcomes.push(refusal.map(Err));
         if outcomes[i].is_none() {
@@ -182,31 +200,39 @@ async fn commit(
         .collect()
 }
 
-async fn key_state(
+async fn key_now<'c>(
     conn: &mut AnyConnection,
-    cache: &mut HashMap<(String, u32), KeyState>,
+    cache: &'c mut HashMap<(String, u32), KeyNow>,
     key_id: &str,
     version: u32,
-) -> Result<KeyState, StoreError> {
-    if let Some(state) = cache.get(&(key_id.to_owned(), version)) {
-        return Ok(*state);
+) -> Result<&'c KeyNow, StoreError> {
+    let id = (key_id.to_owned(), version);
+    if !cache.contains_key(&id) {
+        let row = sqlx::query(
+            "SELECT k.revoked AS key_revoked, v.revoked AS version_revoked, k.current_version, k.policy \
+             FROM keys k JOIN key_versions v ON v.key_id = k.key_id WHERE k.key_id = $1 AND v.version = $2",
+        )
+        .bind(key_id.to_owned())
+        .bind(i64::from(version))
+        .fetch_optional(&mut *conn)
+        .await?;
+        let now = match row {
+            None => KeyNow { state: KeyState::Unknown, current_version: 0, policy: String::new() },
+            Some(r) => KeyNow {
+                state: if r.try_get::<i64, _>("key_revoked")? != 0 {
+                    KeyState::KeyRevoked
+                } else if r.try_get::<i64, _>("version_revoked")? != 0 {
+                    KeyState::VersionRevoked
+                } else {
+                    KeyState::Live
+                },
+                current_version: super::u32_of(r.try_get("current_version")?, "current_version")?,
+                policy: r.try_get("policy")?,
+            },
+        };
+        cache.insert(id.clone(), now);
     }
-    let row = sqlx::query(
-        "SELECT k.revoked AS key_revoked, v.revoked AS version_revoked FROM keys k \
-         JOIN key_versions v ON v.key_id = k.key_id WHERE k.key_id = $1 AND v.version = $2",
-    )
-    .bind(key_id.to_owned())
-    .bind(i64::from(version))
-    .fetch_optional(&mut *conn)
-    .await?;
-    let state = match row {
-        None => KeyState::Unknown,
-        Some(r) if r.try_get::<i64, _>("key_revoked")? != 0 => KeyState::KeyRevoked,
-        Some(r) if r.try_get::<i64, _>("version_revoked")? != 0 => KeyState::VersionRevoked,
-        Some(_) => KeyState::Live,
-    };
-    cache.insert((key_id.to_owned(), version), state);
-    Ok(state)
+    cache.get(&id).ok_or_else(|| StoreError::Corrupt("key state cache".into()))
 }
 
 /// The first of `references` that is no longer imported or no longer the stored document.
@@ -320,6 +346,7 @@ mod tests {
             nonce_expires_at: i64::MAX,
             key_id: key_id.into(),
             version,
+            key: None,
             references: references.iter().map(|(n, d)| ((*n).to_owned(), *d)).collect(),
             audit: AuditEntry {
                 action: "release",
@@ -370,6 +397,11 @@ mod tests {
             .await
             .unwrap();
         let head = store.audit_head().await.unwrap();
+        let current = store.key("k").await.unwrap().unwrap().current_version;
+        let under = |nonce: &str, key: (u32, &str)| Release {
+            key: Some((key.0, key.1.to_owned())),
+            ..release(nonce, "k", 1, &[])
+        };
 
         let batch = vec![
             release("a", "k", 1, &[("img", digest)]),
@@ -382,11 +414,18 @@ mod tests {
             release("e", "k", 1, &[("img", [0; 32])]),
             release("f", "k", 1, &[("gone", digest)]),
             release("g", "k", 1, &[("img", digest)]),
+            under("h", (current, "")),
+            under("i", (current, "edited")),
+            under("j", (current + 1, "")),
         ];
         let outcomes = commit(&store, batch).await.unwrap();
         let seqs: Vec<Option<i64>> = outcomes.iter().map(|o| o.as_ref().ok().map(|r| r.seq)).collect();
         let (s, n) = (head.0 + 1, None);
-        assert_eq!(seqs, [Some(s), Some(s + 1), n, n, n, n, n, n, n, Some(s + 2)], "{outcomes:?}");
+        assert_eq!(
+            seqs,
+            [Some(s), Some(s + 1), n, n, n, n, n, n, n, Some(s + 2), Some(s + 3), n, n],
+            "{outcomes:?}"
+        );
         assert!(matches!(outcomes[2], Err(StoreError::NonceReplayed)));
         assert!(matches!(outcomes[3], Err(StoreError::NonceReplayed)));
         assert!(matches!(&outcomes[4], Err(StoreError::KeyRevoked(k)) if k == "r"));
@@ -394,10 +433,12 @@ mod tests {
         assert!(matches!(&outcomes[6], Err(StoreError::UnknownKey(k)) if k == "k"));
         assert!(matches!(&outcomes[7], Err(StoreError::ReferenceChanged(n)) if n == "img"));
         assert!(matches!(&outcomes[8], Err(StoreError::UnknownReference(n)) if n == "gone"));
+        assert!(matches!(&outcomes[11], Err(StoreError::KeyChanged(k)) if k == "k"));
+        assert!(matches!(&outcomes[12], Err(StoreError::KeyChanged(k)) if k == "k"));
 
         let records = store.audit_page(0, 1000).await.unwrap();
         let actors: Vec<&str> = records[head.0 as usize..].iter().map(|r| r.actor.as_str()).collect();
-        assert_eq!(actors, ["a", "dup", "g"]);
+        assert_eq!(actors, ["a", "dup", "g", "h"]);
         let head = store.audit_head().await.unwrap();
         assert_eq!(verify_chain(&records, Some((head.0, &head.1))), Ok(records.len()));
 
