@@ -18,7 +18,7 @@
 //! Where the time goes:
 //! - the service's own `release_stage_duration_seconds` (verify / wrap / storage) and
 //!   `request_duration_seconds{route="release"}` histograms, read before and after each run;
-//!   stage times are wall times and include queueing (the blocking pool for verify, the SQLite
+//!   stage times are wall times and include queueing (the appraisal queue for verify, the SQLite
 //!   write lock for storage);
 //! - the same clients and concurrency against `GET /v1/result-key` (no work behind it): the
 //!   floor of TLS + HTTP + scheduling;
@@ -166,9 +166,10 @@ const ROUTES: &str = "nacre_attestation_request_duration_seconds";
 
 // ---- CPU time by thread group -----------------------------------------------------------------
 
-const GROUPS: [(&str, &str); 6] = [
+const GROUPS: [(&str, &str); 7] = [
     ("srv-worker", "service async workers: TLS, HTTP, CBOR, nonce, HPKE wrap, result signature, sqlx glue"),
-    ("srv-blocking", "service blocking pool: evidence appraisal (P-384 verify, policy)"),
+    ("appraise", "service appraisal threads: evidence appraisal (P-384 verify, policy)"),
+    ("srv-blocking", "service blocking pool (unused by releases)"),
     ("sqlx-sqlite", "service SQLite threads: SQL execution, WAL writes, fsync syscalls"),
     ("release-writer", "service release writer: group commit (batch SQL, audit hashing)"),
     ("load-gen", "load generator: client TLS, CBOR encode/decode"),
@@ -748,7 +749,7 @@ fn main() {
     }
     println!();
     println!(
-        "verify = evidence appraisal in the blocking pool, including the wait for a thread and a core; \
+        "verify = evidence appraisal on the appraisal threads, including the wait in their queue and for a core; \
          wrap = data-key unseal, HPKE wrap, Ed25519 result signature; storage = the release commit, including \
          the wait for the SQLite write lock; rest of handler = body read, CBOR decode, nonce MAC, key + \
          versions read (2 SELECTs), response encoding; outside handler = TLS, HTTP, task scheduling and the client's own work \

@@ -2,6 +2,7 @@
 //! guest whose evidence passes the attestation core and the key's release policy.
 #![forbid(unsafe_code)]
 
+pub mod appraisal;
 pub mod config;
 pub mod http;
 pub mod master;

@@ -21,6 +21,7 @@ use nacre_verifier::{Appraiser, Claims, EvidenceVerifier, ExpectedReportData, Pl
 use nacre_wire::binding::KeyReleaseBinding;
 use serde_bytes::ByteBuf;
 
+use crate::appraisal::AppraisalPool;
 use crate::config::{Config, Limits};
 use crate::master::{Keyring, MasterKey};
 use crate::metrics::Metrics;
@@ -50,10 +51,8 @@ pub struct Service {
     /// Appraisers of policies that name reference values, by key id, each valid only for the
     /// policy (same parse) and the document digests it was built from.
     resolved: Mutex<HashMap<String, ResolvedPolicy>>,
-    /// One permit per CPU for evidence appraisal, handed out first come, first served: more
-    /// appraisals at once than cores only adds blocking threads that preempt each other (and
-    /// the TLS work) and lets late requests overtake early ones, which stretches the tail.
-    appraisals: Arc<tokio::sync::Semaphore>,
+    /// Evidence appraisal: one thread per CPU, first come, first served.
+    appraisals: AppraisalPool,
     /// Key and reference-values rows as last read for releases, so that a release reads no
     /// row from the database before its commit. Only a hint: the commit refuses a release
     /// whose key or documents changed since the rows were read (another replica's write, or a
@@ -279,9 +278,10 @@ impl Service {
             image_signers,
             references: Mutex::default(),
             resolved: Mutex::default(),
-            appraisals: Arc::new(tokio::sync::Semaphore::new(
+            appraisals: AppraisalPool::start(
                 std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
-            )),
+            )
+            .map_err(|e| load("evidence appraisal threads", e))?,
             rows: Mutex::default(),
             epoch: Instant::now(),
         })
@@ -680,20 +680,14 @@ impl Service {
         .map_err(|e| denied(ErrorBody::new(ErrorCode::Internal, e.to_string()), &basis))?;
         let t = Instant::now();
         let (verifier, evidence, policy2) = (self.verifier.clone(), req.evidence.clone(), policy.clone());
-        let permit =
-            self.appraisals.clone().acquire_owned().await.map_err(|_| {
-                denied(ErrorBody::new(ErrorCode::Internal, "verification is shut down"), &basis)
-            })?;
-        let verdict = tokio::task::spawn_blocking(move || {
-            let appraiser = resolved.as_deref().unwrap_or(&policy2.appraiser);
-            let verdict =
-                verifier.appraise(appraiser, &evidence, ExpectedReportData::Exact(expected), now_unix());
-            // Free the slot now, not when this request's task is next polled.
-            drop(permit);
-            verdict
-        })
-        .await
-        .map_err(|_| denied(ErrorBody::new(ErrorCode::Internal, "verification task failed"), &basis))?;
+        let verdict = self
+            .appraisals
+            .run(move || {
+                let appraiser = resolved.as_deref().unwrap_or(&policy2.appraiser);
+                verifier.appraise(appraiser, &evidence, ExpectedReportData::Exact(expected), now_unix())
+            })
+            .await
+            .ok_or_else(|| denied(ErrorBody::new(ErrorCode::Internal, "verification task failed"), &basis))?;
         self.metrics.stage("verify", t.elapsed().as_secs_f64());
         let claims = verdict
             .map_err(|e| {
