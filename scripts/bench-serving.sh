@@ -27,7 +27,7 @@ echo "| onnxruntime in-process, 1 thread (batch 1) | p50 µs | p99 µs | runs/s 
 echo "|---|---:|---:|---:|"
 for m in fraud-mlp small-cnn; do
     "$NACRE_PYTHON" scripts/models.py time "$work/$m.onnx" "$work/$m.json" --iters 2000 \
-        | "$NACRE_PYTHON" -c 'import json,sys; d=json.load(sys.stdin); print(f"| {sys.argv[1]}: onnxruntime | {d[\"p50_us\"]:.1f} | {d[\"p99_us\"]:.1f} | {d[\"per_sec\"]:.0f} |")' "$m"
+        | "$NACRE_PYTHON" -c 'import json,sys; d=json.load(sys.stdin); print("| %s: onnxruntime | %.1f | %.1f | %.0f |" % (sys.argv[1], d["p50_us"], d["p99_us"], d["per_sec"]))' "$m"
 done
 
 echo

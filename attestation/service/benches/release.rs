@@ -751,8 +751,8 @@ fn main() {
     println!(
         "verify = evidence appraisal on the appraisal threads, including the wait in their queue and for a core; \
          wrap = data-key unseal, HPKE wrap, Ed25519 result signature; storage = the release commit, including \
-         the wait for the SQLite write lock; rest of handler = body read, CBOR decode, nonce MAC, key + \
-         versions read (2 SELECTs), response encoding; outside handler = TLS, HTTP, task scheduling and the client's own work \
+         the wait for its group commit (the batch before it, then its own: one transaction, one fsync); \
+         rest of handler = body read, CBOR decode, nonce MAC, key and policy from the row cache, response encoding; outside handler = TLS, HTTP, task scheduling and the client's own work \
          (p99 bounds are histogram bucket bounds)."
     );
 
@@ -800,7 +800,7 @@ fn main() {
         inproc.appraise
     );
     println!("| guest: sim report signature (P-384 sign) + evidence assembly | {:.3} ms |", inproc.sim_sign);
-    println!("| key + versions read (`Store::key`, 2 SELECTs) | {:.3} ms |", inproc.key_read);
+    println!("| key + versions read (`Store::key`, 2 SELECTs; releases now take it from the row cache) | {:.3} ms |", inproc.key_read);
     println!(
         "| release commit (`Store::commit_release`: write lock, pool connection, BEGIN, 5 statements, COMMIT \
          with fsync), one at a time: the section the write lock serialises | {:.3} ms (≤ {:.0} commits/s) |",
