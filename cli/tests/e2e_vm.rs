@@ -259,6 +259,7 @@ async fn sealed_model_served_in_a_sim_cvm_and_a_changed_initrd_gets_no_key() {
     let denial = audit.iter().rev().find(|r| r.action == "deny").expect("the denial is audited");
     assert_eq!(denial.key_id.as_deref(), Some("e2e-mlp"));
     assert!(denial.reason.as_deref().unwrap_or("").contains(&bad.measurement), "{:?}", denial.reason);
+    assert_eq!(denial.measurement.as_deref(), Some(bad.measurement.as_str()), "{denial:?}");
     assert_eq!(audit.iter().filter(|r| r.action == "release").count(), 1, "only the good guest got the key");
     match AttestedSession::connect(&format!("https://127.0.0.1:{port}"), &policy).await {
         Err(ClientError::Certificate(_)) => {}

@@ -800,7 +800,10 @@ fn main() {
         inproc.appraise
     );
     println!("| guest: sim report signature (P-384 sign) + evidence assembly | {:.3} ms |", inproc.sim_sign);
-    println!("| key + versions read (`Store::key`, 2 SELECTs; releases now take it from the row cache) | {:.3} ms |", inproc.key_read);
+    println!(
+        "| key + versions read (`Store::key`, 2 SELECTs; releases now take it from the row cache) | {:.3} ms |",
+        inproc.key_read
+    );
     println!(
         "| release commit (`Store::commit_release`: write lock, pool connection, BEGIN, 5 statements, COMMIT \
          with fsync), one at a time: the section the write lock serialises | {:.3} ms (≤ {:.0} commits/s) |",

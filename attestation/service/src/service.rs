@@ -684,14 +684,25 @@ impl Service {
             .appraisals
             .run(move || {
                 let appraiser = resolved.as_deref().unwrap_or(&policy2.appraiser);
-                verifier.appraise(appraiser, &evidence, ExpectedReportData::Exact(expected), now_unix())
+                verifier.appraise_reporting(
+                    appraiser,
+                    &evidence,
+                    ExpectedReportData::Exact(expected),
+                    now_unix(),
+                )
             })
             .await
             .ok_or_else(|| denied(ErrorBody::new(ErrorCode::Internal, "verification task failed"), &basis))?;
         self.metrics.stage("verify", t.elapsed().as_secs_f64());
         let claims = verdict
-            .map_err(|e| {
-                denied(ErrorBody::new(ErrorCode::Evidence, e.to_string()).with_check(e.check()), &basis)
+            .map_err(|refusal| {
+                let e = refusal.error;
+                let mut d =
+                    denied(ErrorBody::new(ErrorCode::Evidence, e.to_string()).with_check(e.check()), &basis);
+                // Authentic evidence refused by the binding or the policy: the audit record
+                // names the TEE, measurement and chip it came from.
+                d.subject = refusal.authentic.as_deref().map(subject);
+                d
             })?
             .into_inner();
         let subject = subject(&claims);

@@ -117,6 +117,19 @@ async fn suite(database: Option<&str>) {
     let e = refused(guest.release(&req).await);
     assert_eq!(e.code, ErrorCode::Evidence, "{e}");
     assert!(e.reason.contains("measurement"), "{e}");
+    // Its denial is audited with the TEE, measurement and chip of the (authentic) evidence.
+    let records = h.service.store().audit_page(0, 10_000).await.unwrap();
+    let denial = records.last().unwrap();
+    assert_eq!((denial.action.as_str(), denial.tee.as_deref()), ("deny", Some("sim")), "{denial:?}");
+    assert_eq!(denial.measurement.as_deref(), Some(hex::encode([0x66; 48]).as_str()), "{denial:?}");
+    assert!(denial.chip_id.as_deref().is_some_and(|c| c.len() == 128), "{denial:?}");
+    // Evidence that is not authentic names no measurement.
+    let (mut req, _) = request(&h, &guest, "fraud-mlp", 1, MEASUREMENT).await;
+    req.evidence.report[0x90] ^= 1; // a measurement byte: the signature no longer verifies
+    assert_eq!(refused(guest.release(&req).await).code, ErrorCode::Evidence);
+    let records = h.service.store().audit_page(0, 10_000).await.unwrap();
+    let denial = records.last().unwrap();
+    assert_eq!((denial.action.as_str(), denial.measurement.as_deref()), ("deny", None), "{denial:?}");
 
     // Unknown key.
     let (req, _) = request(&h, &guest, "nope", 1, MEASUREMENT).await;
@@ -177,7 +190,7 @@ async fn suite(database: Option<&str>) {
     assert_eq!(count("release", "allow"), 7);
     let reasons: Vec<_> =
         records.iter().filter(|r| r.action == "deny").map(|r| r.reason.clone().unwrap_or_default()).collect();
-    assert_eq!(reasons.len(), 10, "every denial is audited: {reasons:#?}");
+    assert_eq!(reasons.len(), 11, "every denial is audited: {reasons:#?}");
     assert_eq!(count("key_create", "deny"), 1, "the auditor's attempt is audited");
     let denial =
         records.iter().find(|r| r.reason.as_deref().is_some_and(|r| r.contains("nonce_replayed"))).unwrap();

@@ -9,7 +9,7 @@ use nacre_wire::{Evidence, Tee};
 
 use crate::collateral::CollateralSource;
 use crate::error::{ConfigError, MalformedError, VerifyError};
-use crate::pipeline::{Appraiser, ExpectedReportData, SnpEvidence, TdxEvidence, Verified};
+use crate::pipeline::{Appraiser, ExpectedReportData, Refusal, SnpEvidence, TdxEvidence, Verified};
 use crate::snp::{SnpRoots, SnpVerifier};
 use crate::tdx::{TdxVerifier, quote_fmspc};
 use crate::{CertSet, Claims, Product};
@@ -63,21 +63,38 @@ impl EvidenceVerifier {
         expected: ExpectedReportData,
         now: i64,
     ) -> Result<Verified<Claims>, VerifyError> {
-        evidence.check_limits().map_err(MalformedError::from)?;
+        self.appraise_reporting(appraiser, evidence, expected, now).map_err(|r| r.error)
+    }
+
+    /// [`EvidenceVerifier::appraise`], keeping the authentic claims of evidence that the
+    /// binding or the policy refused ([`Refusal::authentic`]).
+    pub fn appraise_reporting(
+        &self,
+        appraiser: &Appraiser,
+        evidence: &Evidence,
+        expected: ExpectedReportData,
+        now: i64,
+    ) -> Result<Verified<Claims>, Refusal> {
+        evidence.check_limits().map_err(|e| VerifyError::from(MalformedError::from(e)))?;
         match evidence.tee {
             Tee::Snp => self.appraise_snp(&self.snp, appraiser, evidence, expected, now),
             Tee::Sim => {
-                let sim = self.sim.as_ref().ok_or(ConfigError::NoSimRoot)?;
+                let sim = self.sim.as_ref().ok_or(VerifyError::from(ConfigError::NoSimRoot))?;
                 self.appraise_snp(sim, appraiser, evidence, expected, now)
             }
             Tee::Tdx => {
                 let collateral = self
                     .collateral
                     .as_ref()
-                    .ok_or_else(|| ConfigError::Collateral("no TDX collateral source configured".into()))?
-                    .tdx_collateral(&quote_fmspc(&evidence.report)?)?;
+                    .ok_or_else(|| {
+                        VerifyError::from(ConfigError::Collateral(
+                            "no TDX collateral source configured".into(),
+                        ))
+                    })?
+                    .tdx_collateral(&quote_fmspc(&evidence.report).map_err(VerifyError::from)?)
+                    .map_err(VerifyError::from)?;
                 let tdx = TdxEvidence { quote: &evidence.report, collateral: &collateral };
-                appraiser.appraise(self.tdx.as_ref(), tdx, expected, now)
+                appraiser.appraise_reporting(self.tdx.as_ref(), tdx, expected, now)
             }
         }
     }
@@ -89,14 +106,14 @@ impl EvidenceVerifier {
         evidence: &Evidence,
         expected: ExpectedReportData,
         now: i64,
-    ) -> Result<Verified<Claims>, VerifyError> {
+    ) -> Result<Verified<Claims>, Refusal> {
         let mut certs = CertSet::default();
         for der in &evidence.certs {
-            certs.add(der)?;
+            certs.add(der).map_err(VerifyError::from)?;
         }
         self.complete_snp(&mut certs, &evidence.report)?;
         let snp = SnpEvidence { report: &evidence.report, certs: &certs };
-        appraiser.appraise(verifier, snp, expected, now)
+        appraiser.appraise_reporting(verifier, snp, expected, now)
     }
 
     /// Fills in from the cache what the envelope lacks: the whole chain when it brought none,

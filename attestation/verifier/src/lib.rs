@@ -22,7 +22,7 @@ pub use claims::{Claims, PlatformClaims, SnpClaims, TdReport, TdxClaims, TdxTcbS
 pub use error::{ChainError, ConfigError, MalformedError, PolicyViolation, VerifyError};
 pub use evidence::EvidenceVerifier;
 pub use nacre_wire::snp::Product;
-pub use pipeline::{Appraiser, ExpectedReportData, Platform, SnpEvidence, TdxEvidence, Verified};
+pub use pipeline::{Appraiser, ExpectedReportData, Platform, Refusal, SnpEvidence, TdxEvidence, Verified};
 pub use policy::Policy;
 pub use snp::{SnpRoots, SnpVerifier};
 pub use tdx::TdxVerifier;

@@ -6,8 +6,9 @@
 //! 3. REPORT_DATA must equal the expected 64-byte binding exactly,
 //! 4. the claims are appraised against the policy.
 //!
-//! Only [`Appraiser::appraise`] constructs a [`Verified`], so code that takes a
-//! `Verified<Claims>` (key release, attested TLS) cannot be handed unchecked claims.
+//! Only the pipeline ([`Appraiser::appraise`]) constructs a [`Verified`], so code that takes
+//! a `Verified<Claims>` (key release, attested TLS) cannot be handed unchecked claims. A
+//! refusal may carry the authentic claims it refused ([`Refusal`]), never as `Verified`.
 
 use dcap_qvl::QuoteCollateralV3;
 use nacre_wire::Tee;
@@ -72,7 +73,7 @@ pub enum ExpectedReportData {
     InsecureUnbound,
 }
 
-/// Claims that went through the whole pipeline. Only [`Appraiser::appraise`] creates one.
+/// Claims that went through the whole pipeline. Only [`Appraiser::appraise_reporting`] creates one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Verified<T> {
     inner: T,
@@ -91,6 +92,21 @@ impl<T> core::ops::Deref for Verified<T> {
     type Target = T;
     fn deref(&self) -> &T {
         &self.inner
+    }
+}
+
+/// Why an appraisal failed, and, when the evidence itself was authentic and only the binding or
+/// the policy refused it, the claims it carried: who was refused (measurement, chip) is worth an
+/// audit record. These claims passed no policy; never act on them.
+#[derive(Debug)]
+pub struct Refusal {
+    pub error: VerifyError,
+    pub authentic: Option<Box<Claims>>,
+}
+
+impl From<VerifyError> for Refusal {
+    fn from(error: VerifyError) -> Self {
+        Refusal { error, authentic: None }
     }
 }
 
@@ -123,24 +139,40 @@ impl Appraiser {
         expected: ExpectedReportData,
         now: i64,
     ) -> Result<Verified<Claims>, VerifyError> {
+        self.appraise_reporting(platform, evidence, expected, now).map_err(|r| r.error)
+    }
+
+    /// [`Appraiser::appraise`], keeping the authentic claims of evidence that the binding or
+    /// the policy refused ([`Refusal::authentic`]).
+    pub fn appraise_reporting<P: Platform>(
+        &self,
+        platform: &P,
+        evidence: P::Evidence<'_>,
+        expected: ExpectedReportData,
+        now: i64,
+    ) -> Result<Verified<Claims>, Refusal> {
         let ctx = AuthContext { now, allow_missing_crl: self.allow_missing_crl };
         let mut claims = platform.authenticate(evidence, &ctx)?;
-        check_validity(&claims, now)?;
+        check_validity(&claims, now).map_err(VerifyError::from)?;
+        let refused =
+            |error: VerifyError, claims: Claims| Refusal { error, authentic: Some(Box::new(claims)) };
         match expected {
             ExpectedReportData::Exact(want) if want != claims.report_data => {
-                return Err(PolicyViolation::ReportData {
+                let error = PolicyViolation::ReportData {
                     expected: hex::encode(want),
                     actual: hex::encode(claims.report_data),
-                }
-                .into());
+                };
+                return Err(refused(error.into(), claims));
             }
             ExpectedReportData::Exact(_) => {}
             ExpectedReportData::InsecureUnbound => {
                 claims.warnings.push("REPORT_DATA was not checked against a binding: no freshness".into())
             }
         }
-        self.check_policy(&mut claims)?;
-        Ok(Verified { inner: claims })
+        match self.check_policy(&mut claims) {
+            Ok(()) => Ok(Verified { inner: claims }),
+            Err(e) => Err(refused(e, claims)),
+        }
     }
 
     fn check_policy(&self, claims: &mut Claims) -> Result<(), VerifyError> {
