@@ -12,11 +12,10 @@
 //!   committed before it (a revocation or re-import committed before the batch refuses it).
 //! - Each item is checked in the order a single commit checks it: the key version exists and
 //!   neither it nor the key is revoked, and the key's current version and release policy are
-//!   still the ones the release was decided under (queried once per (key, version) per
-//!   batch: [`StoreError::KeyChanged`] otherwise, which the service answers by deciding
-//!   again on fresh rows); each
-//!   reference-values document it was appraised under is still the stored one (queried once
-//!   per name per batch); its nonce is new. All nonces go into one multi-row
+//!   still the ones the release was decided under (queried once per (key, version) per batch;
+//!   [`StoreError::KeyChanged`] otherwise, which the service answers by deciding again on
+//!   fresh rows); each reference-values document it was appraised under is still the stored
+//!   one (queried once per name per batch); its nonce is new. All nonces go into one multi-row
 //!   `INSERT … ON CONFLICT (nonce) DO NOTHING RETURNING nonce` (chunked); a nonce not returned
 //!   was used before; of two items with the same nonce, the earlier one in the queue wins and
 //!   the other is [`StoreError::NonceReplayed`].
