@@ -60,8 +60,17 @@ pub struct Service {
     /// decided on cached rows stands only if fresh rows equal them. Admin calls here drop
     /// what they change.
     rows: Mutex<RowCache>,
+    /// Per-key locks (striped by key id, so their number is fixed): a release holds its key's
+    /// for reading from its decision to its commit, an admin change to the key for writing.
+    /// So on this replica a change waits for the releases of that key in flight (first come,
+    /// first served), and they never have to be decided again because of it; only a change
+    /// made through another replica can make a commit refuse (`KeyChanged`).
+    key_locks: Box<[tokio::sync::RwLock<()>]>,
     epoch: Instant,
 }
+
+/// Number of per-key lock stripes.
+const KEY_LOCK_STRIPES: usize = 64;
 
 #[derive(Default)]
 struct RowCache {
@@ -283,6 +292,7 @@ impl Service {
             )
             .map_err(|e| load("evidence appraisal threads", e))?,
             rows: Mutex::default(),
+            key_locks: (0..KEY_LOCK_STRIPES).map(|_| tokio::sync::RwLock::new(())).collect(),
             epoch: Instant::now(),
         })
     }
@@ -364,6 +374,7 @@ impl Service {
             source: Some(source.to_string()),
         };
         let nonce_hex = hex::encode(&req.nonce);
+        let _key = self.key_lock(&req.key_id).read().await;
         let mut attempt = 0;
         let mut fresh = false;
         let outcome = loop {
@@ -495,6 +506,13 @@ impl Service {
             rows.references.insert(r.0.name.clone(), r.clone());
         }
         Ok((read, false))
+    }
+
+    fn key_lock(&self, key_id: &str) -> &tokio::sync::RwLock<()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        key_id.hash(&mut h);
+        &self.key_locks[(h.finish() % KEY_LOCK_STRIPES as u64) as usize]
     }
 
     fn rows(&self) -> std::sync::MutexGuard<'_, RowCache> {
@@ -894,8 +912,10 @@ impl Service {
         let kek = &self.keyring.current;
         let audit = self.admin_audit(who, "key_rotate", Some(key_id), None, (true, None), source);
         let wrap = |v: u32| kek.seal(key_id, v, &key).map_err(|e| StoreError::Corrupt(e.to_string()));
+        let locked = self.key_lock(key_id).write().await;
         let result = self.store.rotate(key_id, req.version, kek.id(), wrap, audit).await;
         self.forget_key(key_id);
+        drop(locked);
         result.map_err(store_error)?;
         self.admin_done("key_rotate");
         self.key_info(key_id).await
@@ -910,8 +930,10 @@ impl Service {
     ) -> Result<KeyInfo, ErrorBody> {
         check_key_id(key_id)?;
         let audit = self.admin_audit(who, "key_revoke", Some(key_id), req.version, (true, None), source);
+        let locked = self.key_lock(key_id).write().await;
         let result = self.store.revoke(key_id, req.version, audit).await;
         self.forget_key(key_id);
+        drop(locked);
         result.map_err(store_error)?;
         self.admin_done("key_revoke");
         self.key_info(key_id).await
@@ -927,8 +949,10 @@ impl Service {
         check_key_id(key_id)?;
         let audit =
             self.admin_audit(who, "key_rollback", Some(key_id), Some(req.version), (true, None), source);
+        let locked = self.key_lock(key_id).write().await;
         let result = self.store.rollback(key_id, req.version, audit).await;
         self.forget_key(key_id);
+        drop(locked);
         result.map_err(store_error)?;
         self.admin_done("key_rollback");
         self.key_info(key_id).await
@@ -953,8 +977,10 @@ impl Service {
             (true, Some(format!("policy sha256 {digest}"))),
             source,
         );
+        let locked = self.key_lock(key_id).write().await;
         let result = self.store.set_policy(key_id, &req.policy, audit).await;
         self.forget_key(key_id);
+        drop(locked);
         result.map_err(store_error)?;
         self.admin_done("policy_set");
         self.key_info(key_id).await
