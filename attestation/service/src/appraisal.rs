@@ -25,7 +25,7 @@ const NICE: i32 = 10;
 
 #[derive(Debug)]
 pub struct AppraisalPool {
-    jobs: Mutex<mpsc::Sender<Job>>,
+    jobs: mpsc::Sender<Job>,
 }
 
 impl AppraisalPool {
@@ -52,7 +52,7 @@ impl AppraisalPool {
                 }
             })?;
         }
-        Ok(AppraisalPool { jobs: Mutex::new(tx) })
+        Ok(AppraisalPool { jobs: tx })
     }
 
     /// Runs `f` on the pool after the appraisals queued before it. `None` if it panicked.
@@ -61,7 +61,7 @@ impl AppraisalPool {
         let job: Job = Box::new(move || {
             let _ = reply.send(f());
         });
-        self.jobs.lock().unwrap_or_else(|p| p.into_inner()).send(job).ok()?;
+        self.jobs.send(job).ok()?;
         answer.await.ok()
     }
 }

@@ -422,8 +422,7 @@ impl Service {
                     if attempt < RELEASE_ATTEMPTS =>
                 {
                     tracing::info!(key_id = %req.key_id, reason = %e, "re-deciding on fresh rows");
-                    self.forget_key(&req.key_id);
-                    fresh = true;
+                    fresh = true; // the fresh read replaces the cached rows
                     continue;
                 }
                 Err(
