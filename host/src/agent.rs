@@ -1,6 +1,6 @@
 //! The agent daemon: VM registry in a state directory, adoption of VMs that outlived a
-//! previous agent, and the local API (JSON lines on a Unix socket, mode 0600: only the
-//! agent's user can use it).
+//! previous agent, and the local API (JSON lines on a Unix socket in the state directory,
+//! which is mode 0700 before the socket is bound: only the agent's user can reach it).
 //!
 //! ```text
 //! {"op":"launch","spec":{…}}   {"op":"ps"}   {"op":"stop","name":N}
@@ -77,6 +77,7 @@ impl Agent {
     /// Opens the state directory and takes over every VM recorded there: a running QEMU is
     /// adopted, a dead one is restarted; stopped VMs are listed.
     pub async fn open(state: &Path, tools: Tools) -> Result<Arc<Agent>, VmError> {
+        private_dir(state)?;
         std::fs::create_dir_all(state.join("vms")).map_err(|e| vm::io(state, e))?;
         let agent = Arc::new(Agent { state: state.to_owned(), tools, vms: Mutex::new(BTreeMap::new()) });
         let mut vms = agent.vms.lock().await;
@@ -206,13 +207,12 @@ impl Agent {
     /// Serves the API on `STATE/agent.sock` until `shutdown` resolves; VMs keep running.
     pub async fn serve(self: Arc<Self>, shutdown: impl Future<Output = ()>) -> Result<(), VmError> {
         let path = socket_path(&self.state);
+        // The socket takes its mode from the umask at `bind`; a chmod after it would leave a
+        // window in which others can connect. The directory closes that window instead: it is
+        // 0700 and ours before the socket exists.
+        private_dir(&self.state)?;
         let _ = std::fs::remove_file(&path);
         let listener = UnixListener::bind(&path).map_err(|e| vm::io(&path, e))?;
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-                .map_err(|e| vm::io(&path, e))?;
-        }
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -253,6 +253,25 @@ impl Agent {
     }
 }
 
+/// Makes `dir` (creating it if needed) a directory that only the effective user can enter:
+/// mode 0700 and owned by that user. A symlink or another user's directory is refused.
+fn private_dir(dir: &Path) -> Result<(), VmError> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let refuse = |m: &str| Err(vm::io(dir, m));
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| vm::io(dir, e))?;
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| vm::io(dir, e))?;
+    if !meta.is_dir() {
+        return refuse("the state directory is not a directory (a symlink is refused)");
+    }
+    if meta.uid() != rustix::process::geteuid().as_raw() {
+        return refuse("the state directory belongs to another user");
+    }
+    if meta.mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| vm::io(dir, e))?;
+    }
+    Ok(())
+}
+
 /// One API call (the CLI's side).
 pub async fn call(state: &Path, req: &Request) -> Result<serde_json::Value, String> {
     let path = socket_path(state);
@@ -267,4 +286,53 @@ pub async fn call(state: &Path, req: &Request) -> Result<serde_json::Value, Stri
     BufReader::new(r.take(8 << 20)).read_line(&mut line).await.map_err(|e| e.to_string())?;
     let reply: Reply = serde_json::from_str(&line).map_err(|e| format!("agent reply: {e}"))?;
     if reply.ok { Ok(reply.result.unwrap_or_default()) } else { Err(reply.error.unwrap_or_default()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::symlink_metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    /// Issue 12 §6: the API socket is bound inside a 0700 directory, never chmod'ed after
+    /// `bind`. Even a state directory that already exists open to everyone is closed before the
+    /// socket appears: whenever the socket exists, its directory is 0700.
+    #[test]
+    fn agent_socket_is_never_group_or_other_accessible() {
+        let state = std::env::temp_dir().join(format!("nacre-agent-socket-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&state);
+        std::fs::create_dir_all(&state).unwrap();
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let tools =
+                Tools { qemu: "/nonexistent/qemu".into(), nacre: "/nonexistent/nacre".into(), sim: None };
+            let agent = Agent::open(&state, tools).await.unwrap();
+            assert_eq!(mode(&state), 0o700, "open closes the state directory");
+            std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let server = tokio::spawn(agent.serve(async {
+                let _ = stopped.await;
+            }));
+            let socket = socket_path(&state);
+            let mut seen = false;
+            for _ in 0..5000 {
+                if std::fs::symlink_metadata(&socket).is_ok_and(|m| m.file_type().is_socket()) {
+                    assert_eq!(mode(&state), 0o700, "the socket exists in an open directory");
+                    seen = true;
+                    break;
+                }
+                tokio::task::yield_now().await;
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            assert!(seen, "the agent never bound its socket");
+            assert_eq!(call(&state, &Request::Ps).await.unwrap(), serde_json::json!([]));
+            stop.send(()).unwrap();
+            server.await.unwrap().unwrap();
+        });
+        let _ = std::fs::remove_dir_all(&state);
+    }
 }
