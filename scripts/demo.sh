@@ -189,7 +189,8 @@ stage "seal: fraud-mlp.sealed, key registered with the service (never on disk)"
 # below. Every TEE is closed explicitly: the service treats an allow-list left unset as "any".
 cat >"$WORK/locked.toml" <<EOF
 # Locked: no launch measures all zeros, and [] allows nothing. Replaced once the image's
-# reference values are imported.
+# reference values are imported. Sim evidence unlocks a key only by explicit opt-in.
+insecure_sim = true
 [appraisal.sim]
 measurements = ["$(printf '0%.0s' $(seq 96))"]
 [appraisal.snp]
@@ -219,11 +220,14 @@ note "sim measurement $MEASUREMENT"
     --doc "$WORK/image/reference-values.json" --sig "$WORK/image/reference-values.sig" >/dev/null
 cat >"$WORK/release.toml" <<'EOF'
 # Release the key only to a guest whose launch measurement is one of the signed reference
-# values "fraud-guest" (resolved from the service's database at every release).
+# values "fraud-guest" (resolved from the service's database at every release). The demo's
+# guest is a sim CVM: its sim entry applies only because this key opts into sim (never do so
+# for a production key).
 reference_values = ["fraud-guest"]
+insecure_sim = true
 EOF
 "$NACRE" attestation policy set fraud-mlp "${ADMIN[@]}" --policy "$WORK/release.toml" >/dev/null
-note "release policy of fraud-mlp: reference_values = [\"fraud-guest\"]"
+note "release policy of fraud-mlp: reference_values = [\"fraud-guest\"], insecure_sim = true"
 
 # --- host: agent and the sim CVM --------------------------------------------------------------
 stage "host: agent (sim secure processor) and launch of the sim CVM"

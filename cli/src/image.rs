@@ -160,7 +160,8 @@ pub struct BuildArgs {
     /// Also give the SNP launch digest for this AmdSev OVMF.
     #[arg(long)]
     snp_ovmf: Option<PathBuf>,
-    /// Also give the TDX MRTD for this TDVF (the RTMRs are not covered: see docs/measurements.md).
+    /// Refused for now: a TDX reference value needs RTMR0–2 besides the MRTD, and this builder
+    /// computes the MRTD alone (see docs/measurements.md).
     #[arg(long)]
     tdx_firmware: Option<PathBuf>,
     #[command(flatten)]
@@ -217,7 +218,18 @@ pub fn image(cmd: ImageCmd) -> Result<ExitCode> {
     }
 }
 
+/// Why no TDX reference value is written: the MRTD covers the firmware only. The kernel, command
+/// line and initrd (`nacre-enclave`, its measured configuration, the service URL and CA, the
+/// model binding) are measured into RTMR1/RTMR2, which this builder does not compute yet; a
+/// value pinning the MRTD alone would let a host boot the published firmware with its own initrd.
+const NO_TDX_REFERENCE: &str = "no TDX reference value is written: the builder computes the MRTD \
+     (firmware only) and not RTMR0–2 (firmware configuration, kernel, command line, initrd), and \
+     services and clients refuse a TDX allow-list without them";
+
 fn build_image(a: BuildArgs) -> Result<ExitCode> {
+    if a.tdx_firmware.is_some() {
+        anyhow::bail!("--tdx-firmware: {NO_TDX_REFERENCE}");
+    }
     let started = std::time::Instant::now();
     let (kernel, modules_dir) = match (a.kernel, a.modules) {
         (Some(k), Some(m)) => (k, m),
@@ -283,14 +295,8 @@ fn build_image(a: BuildArgs) -> Result<ExitCode> {
             vcpu_type: Some(a.shape.vcpu_type.to_string()),
         });
     }
-    if let Some(fw) = &a.tdx_firmware {
-        measurements.push(Expected {
-            tee: "tdx".into(),
-            measurement: hex::encode(mrtd(fw)?),
-            firmware_sha256: sha(&read(fw)?),
-            vcpus: None,
-            vcpu_type: None,
-        });
+    if a.tee == TeeArg::Tdx {
+        eprintln!("warning: {NO_TDX_REFERENCE}");
     }
     let values = ReferenceValues {
         format: FORMAT.into(),

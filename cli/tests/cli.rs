@@ -96,6 +96,71 @@ fn tdx_json_has_typed_claims() {
     assert_eq!(j["mrtd"].as_str().unwrap().len(), 96);
 }
 
+/// Issue 12 §1: `nacre evidence verify` refuses a real TDX quote under a policy that pins its
+/// MRTD without RTMR0–2, naming the check and the register.
+#[test]
+fn evidence_verify_refuses_tdx_pinned_by_mrtd_alone() {
+    let d = "tdx/v4-b0c06f-phala";
+    let dir = tmp("tdx-mrtd-alone");
+    let policy = dir.join("policy.toml");
+    std::fs::write(
+        &policy,
+        "[tdx]\nmrtd = [\"91eb2b44d141d4ece09f0c75c2c53d247a3c68edd7fafe8a3520c942a604a407de03ae6dc5f87f27428b2538873118b7\"]\n",
+    )
+    .unwrap();
+    let out = nacre(&[
+        "evidence",
+        "verify",
+        "--tee",
+        "tdx",
+        "--evidence",
+        &v(&format!("{d}/quote.bin")),
+        "--collateral",
+        &v(&format!("{d}/collateral.json")),
+        "--at",
+        "2025-07-04T10:00:00Z",
+        "--policy",
+        policy.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let j = json(&out);
+    assert_eq!(j["check"], "tdx_boot_chain");
+    assert!(j["reason"].as_str().unwrap().contains("rtmr0"), "{j}");
+}
+
+/// Issue 12 §1: until the builder computes RTMR0–2, `nacre image build` writes no TDX reference
+/// value and says why.
+#[test]
+fn image_build_writes_no_tdx_reference_value() {
+    let dir = tmp("image-tdx");
+    let missing = dir.join("absent").display().to_string();
+    let out = nacre(&[
+        "image",
+        "build",
+        "--out",
+        &missing,
+        "--name",
+        "g",
+        "--enclave",
+        &missing,
+        "--service-url",
+        "https://127.0.0.1:1",
+        "--service-ca",
+        &missing,
+        "--sealed",
+        &missing,
+        "--signing-key",
+        &missing,
+        "--tdx-firmware",
+        &missing,
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no TDX reference value") && err.contains("RTMR0"), "{err}");
+    assert!(!dir.join("absent").exists(), "nothing was written");
+}
+
 #[test]
 fn usage_errors_exit_2() {
     assert_eq!(

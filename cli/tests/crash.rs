@@ -59,7 +59,7 @@ fn material(round: usize, key: usize, version: u32) -> [u8; 32] {
 fn policy(max: u32, tag: &str) -> String {
     let versions: Vec<String> = (1..=max).map(|v| v.to_string()).collect();
     format!(
-        "# {tag}\nallowed_versions = [{}]\n[appraisal.sim]\nmeasurements = [\"{}\"]\n",
+        "# {tag}\nallowed_versions = [{}]\ninsecure_sim = true\n[appraisal.sim]\nmeasurements = [\"{}\"]\n",
         versions.join(", "),
         hex::encode(MEASUREMENT)
     )

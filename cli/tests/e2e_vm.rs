@@ -179,7 +179,10 @@ async fn sealed_model_served_in_a_sim_cvm_and_a_changed_initrd_gets_no_key() {
         std::fs::read(image.join("reference-values.sig")).unwrap(),
     );
     admin.import_reference_values(&doc, &sig).await.unwrap();
-    admin.create_key("e2e-mlp", key.expose(), "reference_values = [\"e2e-guest\"]\n").await.unwrap();
+    admin
+        .create_key("e2e-mlp", key.expose(), "reference_values = [\"e2e-guest\"]\ninsecure_sim = true\n")
+        .await
+        .unwrap();
 
     // The host agent launches the guest: sealed disk, relay to the service, serving port.
     let identity = Arc::new(nacre_host::sp::SimIdentity::load(&dir.join("sim")).unwrap());

@@ -68,7 +68,7 @@ fn seal_register_creates_then_rotates_and_never_leaves_an_orphan() {
     assert!(nacre(&["model", "sample", "--out", &p("m.onnx")]).status.success());
     std::fs::write(
         dir.join("policy.toml"),
-        format!("[appraisal.sim]\nmeasurements = [\"{}\"]\n", "5a".repeat(48)),
+        format!("insecure_sim = true\n[appraisal.sim]\nmeasurements = [\"{}\"]\n", "5a".repeat(48)),
     )
     .unwrap();
     let model = p("m.onnx");

@@ -24,7 +24,9 @@
 //!
 //! Only pinned measurements are accepted: a TEE with no measurement from the reference values
 //! or `[appraisal]` accepts none (an unset list does not mean "any" here). A policy that pins
-//! nothing at all is refused.
+//! nothing at all is refused, and so is one that pins a TEE in part: TDX MRTD without RTMR0–2
+//! (TDX entries of signed reference values, which carry MRTD alone, are not applied), SNP
+//! measurements without a TCB floor (`min_tcb`). Sim entries apply only with `insecure_sim_root`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -33,7 +35,6 @@ use nacre_atls::AttestationPolicy;
 use nacre_protocol::reference::ReferenceValues;
 use nacre_verifier::collateral::{CollateralSource, FileCache};
 use nacre_verifier::{Appraiser, EvidenceVerifier, Policy, SnpRoots};
-use nacre_wire::Tee;
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -97,6 +98,8 @@ impl ClientPolicy {
             Some(table) => Policy::from_toml(&table.to_string()).map_err(|e| format!("[appraisal]: {e}"))?,
             None => Policy::default(),
         };
+        // A partial pin (TDX MRTD without RTMR0–2, SNP without a TCB floor) is refused outright.
+        appraisal.check_pinning().map_err(|e| format!("[appraisal]: {e}"))?;
         // Only what is pinned is allowed: an unset list would accept any measurement of its TEE.
         appraisal.close_unpinned();
         let mut names = Vec::new();
@@ -106,20 +109,17 @@ impl ClientPolicy {
                 .map_err(|_| "reference_values.signer: 64 hex digits".to_owned())?;
             let values = ReferenceValues::verify(&read(&r.document)?, &read(&r.signature)?, &[signer])
                 .map_err(|e| format!("{}: {e}", r.document.display()))?;
-            for m in &values.measurements {
-                let tee = match m.tee.as_str() {
-                    "sim" => Tee::Sim,
-                    "snp" => Tee::Snp,
-                    "tdx" => Tee::Tdx,
-                    other => return Err(format!("{}: unknown TEE {other:?}", values.name)),
-                };
-                let mut value = [0u8; 48];
-                hex::decode_to_slice(&m.measurement, &mut value)
-                    .map_err(|_| format!("{}: bad {} measurement", values.name, m.tee))?;
+            // Sim entries apply only with the explicit insecure sim root; TDX entries of this
+            // format (MRTD alone) never.
+            for (tee, value) in
+                values.applicable(raw.insecure_sim_root.is_some()).map_err(|e| e.to_string())?
+            {
                 appraisal.allow_measurement(tee, value);
             }
             names.push(values.name);
         }
+        // Reference values may have added SNP measurements: they need a floor too.
+        appraisal.check_pinning().map_err(|e| format!("{e} (set [appraisal.snp] min_tcb)"))?;
         if !appraisal.pins_a_measurement() {
             return Err("no measurement is pinned (no reference_values, none in [appraisal]): \
                         the policy would accept any guest"
@@ -150,5 +150,48 @@ fn pem_or_der(bytes: &[u8]) -> Vec<u8> {
     match CertificateDer::from_pem_slice(bytes) {
         Ok(der) => der.to_vec(),
         Err(_) => bytes.to_vec(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const DIGEST: &str =
+        "model_digest = \"0000000000000000000000000000000000000000000000000000000000000000\"\n";
+
+    fn m(byte: &str) -> String {
+        format!("\"{}\"", byte.repeat(48))
+    }
+
+    /// Issue 12 §1: a client never accepts TDX on the firmware measurement alone.
+    #[test]
+    fn client_refuses_tdx_mrtd_without_rtmr0_2() {
+        let e =
+            ClientPolicy::parse(&format!("{DIGEST}[appraisal.tdx]\nmrtd = [{}]\n", m("aa")), Path::new("."))
+                .unwrap_err();
+        assert!(e.contains("rtmr0"), "{e}");
+        let whole = format!(
+            "{DIGEST}[appraisal.tdx]\nmrtd = [{0}]\nrtmr0 = {0}\nrtmr1 = {0}\nrtmr2 = {0}\n",
+            m("aa")
+        );
+        assert!(ClientPolicy::parse(&whole, Path::new(".")).is_ok());
+    }
+
+    /// Issue 12 §3: a client policy that allows SNP has a TCB floor.
+    #[test]
+    fn client_refuses_snp_without_a_tcb_floor() {
+        let e = ClientPolicy::parse(
+            &format!("{DIGEST}[appraisal.snp]\nmeasurements = [{}]\n", m("aa")),
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert!(e.contains("TCB floor"), "{e}");
+        let floored = format!(
+            "{DIGEST}[appraisal.snp]\nmeasurements = [{}]\nmin_tcb = {{ bootloader = 3, tee = 0, snp = 8, microcode = 115 }}\n",
+            m("aa")
+        );
+        assert!(ClientPolicy::parse(&floored, Path::new(".")).is_ok());
     }
 }

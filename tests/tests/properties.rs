@@ -4,6 +4,7 @@
 //! mutated inputs, must never panic, and round-trips where a re-encoding exists.
 
 use nacre_tests::read_vector;
+use nacre_verifier::policy::{ProductFloors, TcbFloor};
 use nacre_verifier::{CertSet, Policy};
 use nacre_wire::snp::{Cpuid, FwVersion, REPORT_LEN, RawTcb, SigningKey, SnpReport};
 use proptest::prelude::*;
@@ -149,7 +150,12 @@ proptest! {
         let mut meas = [0u8; 48];
         meas[..32].copy_from_slice(&m);
         p.sim.measurements = Some(vec![nacre_verifier::policy::Hex(meas)]);
-        p.snp.min_tcb.bootloader = bl;
+        let floor = nacre_wire::snp::TcbVersion { bootloader: bl, ..Default::default() };
+        p.snp.min_tcb = Some(if debug {
+            TcbFloor::Every(floor)
+        } else {
+            TcbFloor::PerProduct(ProductFloors { genoa: Some(floor), ..Default::default() })
+        });
         prop_assert_eq!(Policy::from_toml(&p.to_toml().unwrap()).unwrap(), p);
     }
 }

@@ -3,7 +3,7 @@
 //! template, changes exactly one thing, re-signs, and expects the named check to fail.
 
 use nacre_sim::{ASK_SERIAL, EK_SERIAL, SimCa, SimParams};
-use nacre_verifier::policy::Hex;
+use nacre_verifier::policy::{Hex, TcbFloor};
 use nacre_verifier::{
     Appraiser, CertSet, ChainError, Claims, ExpectedReportData, MalformedError, Policy, PolicyViolation,
     SnpEvidence, SnpRoots, SnpVerifier, Verified, VerifyError,
@@ -103,7 +103,7 @@ fn each_tcb_component_below_the_floor() {
     let fx = Fixture::milan();
     let tcb = fx.ca.params().tcb;
     let layout = Product::Milan.tcb_layout();
-    let floor = sim_policy(|p| p.min_tcb = tcb);
+    let floor = sim_policy(|p| p.min_tcb = Some(TcbFloor::Every(tcb)));
     assert!(fx.one_change(floor.clone(), |_| {}).is_ok());
     // The template's TEE SVN is 0: nothing lies below it, so TEE is covered by the floor test
     // at the end instead.
@@ -140,7 +140,7 @@ fn each_tcb_component_below_the_floor() {
         }
     }
     // A floor above what the VCEK certifies rejects REPORTED_TCB itself.
-    let high = sim_policy(|p| p.min_tcb = TcbVersion { snp: tcb.snp + 1, ..tcb });
+    let high = sim_policy(|p| p.min_tcb = Some(TcbFloor::Every(TcbVersion { snp: tcb.snp + 1, ..tcb })));
     let r = fx.one_change(high, |_| {});
     assert!(
         matches!(

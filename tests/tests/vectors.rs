@@ -287,13 +287,56 @@ fn explicit_policy_decides_vmpl_and_measurement() {
     p.snp.max_vmpl = 0;
     let r = appraise_snp("milan-v3-vlek-trustee", p, SNP_NOW);
     assert!(matches!(r, Err(VerifyError::Policy(PolicyViolation::Vmpl { vmpl: 1, max: 0 }))), "{r:?}");
-    let p = Policy::from_toml(&format!("[snp]\nmeasurements = [\"{}\"]", SNP_CASES[3].measurement)).unwrap();
+    let p = Policy::from_toml(&format!(
+        "[snp]\nmeasurements = [\"{}\"]\n{GENOA_FLOOR}",
+        SNP_CASES[3].measurement
+    ))
+    .unwrap();
     assert!(appraise_snp("genoa-v3-azure-trustee", p.clone(), SNP_NOW).is_ok());
     let r = appraise_snp("milan-v2-virtee-sev", p, SNP_NOW);
     assert!(
         matches!(r, Err(VerifyError::Policy(PolicyViolation::NotAllowed { field: "measurement", .. }))),
         "{r:?}"
     );
+}
+
+/// The TCB of `genoa-v3-azure-trustee` (the vectors' README), as a per-product floor.
+const GENOA_FLOOR: &str = "[snp.min_tcb.genoa]\nbootloader = 10\ntee = 0\nsnp = 23\nmicrocode = 84\n";
+
+/// Firmware floors (issue 12 §3): a real report below the floor is refused with the component
+/// and the TCB it failed; a pinned SNP policy without a floor for the report's product refuses
+/// it, naming the product.
+#[test]
+fn snp_vector_below_the_firmware_floor_is_refused() {
+    let pinned = format!("[snp]\nmeasurements = [\"{}\"]\n", SNP_CASES[3].measurement);
+    let above = Policy::from_toml(&format!(
+        "{pinned}min_tcb = {{ bootloader = 10, tee = 0, snp = 23, microcode = 85 }}"
+    ))
+    .unwrap();
+    let r = appraise_snp("genoa-v3-azure-trustee", above, SNP_NOW);
+    assert!(
+        matches!(
+            r,
+            Err(VerifyError::Policy(PolicyViolation::TcbFloor {
+                which: "REPORTED_TCB",
+                component: "microcode",
+                value: 84,
+                floor: 85
+            }))
+        ),
+        "{r:?}"
+    );
+    let milan_only = Policy::from_toml(&format!(
+        "{pinned}[snp.min_tcb.milan]\nbootloader = 3\ntee = 0\nsnp = 8\nmicrocode = 115\n"
+    ))
+    .unwrap();
+    let r = appraise_snp("genoa-v3-azure-trustee", milan_only, SNP_NOW);
+    assert!(matches!(r, Err(VerifyError::Policy(PolicyViolation::NoTcbFloor { product: "Genoa" }))), "{r:?}");
+    let none = Policy::from_toml(&pinned).unwrap();
+    let r = appraise_snp("genoa-v3-azure-trustee", none, SNP_NOW);
+    assert!(matches!(r, Err(VerifyError::Policy(PolicyViolation::NoTcbFloor { product: "Genoa" }))), "{r:?}");
+    let at = Policy::from_toml(&format!("{pinned}{GENOA_FLOOR}")).unwrap();
+    assert!(appraise_snp("genoa-v3-azure-trustee", at, SNP_NOW).is_ok());
 }
 
 #[test]
@@ -402,7 +445,11 @@ fn tdx_policy_fields_are_enforced() {
     let p = Policy::from_toml(&format!("[tdx]\nrtmr3 = \"{}\"", "11".repeat(48))).unwrap();
     let r = appraise_tdx(&TDX_UPTODATE, &q, p, TDX_UPTODATE.now);
     assert!(matches!(r, Err(VerifyError::Policy(PolicyViolation::Mismatch { field: "rtmr3", .. }))), "{r:?}");
-    let p = Policy::from_toml(&format!("[tdx]\nmrtd = [\"{}\"]", "22".repeat(48))).unwrap();
+    let p = Policy::from_toml(&format!(
+        "[tdx]\nmrtd = [\"{0}\"]\nrtmr0 = \"{0}\"\nrtmr1 = \"{0}\"\nrtmr2 = \"{0}\"",
+        "22".repeat(48)
+    ))
+    .unwrap();
     let r = appraise_tdx(&TDX_UPTODATE, &q, p, TDX_UPTODATE.now);
     assert!(
         matches!(r, Err(VerifyError::Policy(PolicyViolation::NotAllowed { field: "mrtd", .. }))),
@@ -411,6 +458,34 @@ fn tdx_policy_fields_are_enforced() {
     let p = Policy::from_toml("[tdx]\nallowed_tcb_statuses = []").unwrap();
     let r = appraise_tdx(&TDX_UPTODATE, &q, p, TDX_UPTODATE.now);
     assert!(matches!(r, Err(VerifyError::Policy(PolicyViolation::TdxTcbStatus { .. }))), "{r:?}");
+}
+
+/// Issue 12 §1: MRTD covers the firmware only. A policy pinning the real quote's MRTD without
+/// RTMR0–2 refuses it, naming the first missing register; with the quote's RTMR0–2 it passes,
+/// and one wrong RTMR refuses it.
+#[test]
+fn tdx_release_on_the_firmware_measurement_alone_is_refused() {
+    let q = quote(&TDX_UPTODATE);
+    let v = appraise_tdx(&TDX_UPTODATE, &q, Policy::default(), TDX_UPTODATE.now).unwrap();
+    let PlatformClaims::Tdx(t) = &v.platform else { panic!() };
+    let (mrtd, rtmr) = (hex::encode(t.td.mrtd), t.td.rtmr.map(hex::encode));
+    let mut text = format!("[tdx]\nmrtd = [\"{mrtd}\"]\n");
+    for (i, missing) in ["rtmr0", "rtmr1", "rtmr2"].into_iter().enumerate() {
+        let p = Policy::from_toml(&text).unwrap();
+        assert!(!p.pins_a_measurement(), "MRTD without {missing} pins nothing");
+        let r = appraise_tdx(&TDX_UPTODATE, &q, p, TDX_UPTODATE.now);
+        assert!(
+            matches!(r, Err(VerifyError::Policy(PolicyViolation::TdxBootChainUnpinned { register })) if register == missing),
+            "{r:?}"
+        );
+        text.push_str(&format!("{missing} = \"{}\"\n", rtmr[i]));
+    }
+    let p = Policy::from_toml(&text).unwrap();
+    assert!(p.pins_a_measurement());
+    assert!(appraise_tdx(&TDX_UPTODATE, &q, p, TDX_UPTODATE.now).is_ok());
+    let wrong = text.replace(&rtmr[1], &"00".repeat(48));
+    let r = appraise_tdx(&TDX_UPTODATE, &q, Policy::from_toml(&wrong).unwrap(), TDX_UPTODATE.now);
+    assert!(matches!(r, Err(VerifyError::Policy(PolicyViolation::Mismatch { field: "rtmr1", .. }))), "{r:?}");
 }
 
 #[test]

@@ -13,7 +13,7 @@
 //! is exactly `nonce=<64 hex digits>` (so at most [`MAX_QUERY_LEN`] bytes); the response body is
 //! CBOR evidence of at most [`MAX_EVIDENCE_LEN`] bytes.
 
-use nacre_verifier::{Claims, Verified};
+use nacre_verifier::{Claims, PlatformClaims, Verified};
 use nacre_wire::binding::TlsBinding;
 use nacre_wire::{Evidence, WireError};
 
@@ -171,22 +171,36 @@ pub fn verify_fresh(
     let report_data = fresh_report_data(peer.spki_sha256(), policy.model_digest(), nonce, exporter)
         .map_err(AtlsError::Binding)?;
     let fresh = policy.appraise(evidence, report_data, now).map_err(AtlsError::FreshEvidence)?;
-    let certified = peer.claims();
+    same_guest(peer.claims(), &fresh)?;
+    Ok(fresh)
+}
+
+/// Whether two verified pieces of evidence come from the same guest: the same TEE and launch
+/// measurement, and on TDX also RTMR0–3 (MRTD is the firmware alone: the kernel, command line
+/// and initrd are in RTMR1/RTMR2, and RTMR3 is what the guest extended since).
+fn same_guest(certified: &Claims, fresh: &Claims) -> Result<(), AtlsError> {
+    let differ = |what, certificate: String, fresh: String| {
+        Err(AtlsError::DifferentGuest { what, certificate, fresh })
+    };
     if fresh.tee != certified.tee {
-        return Err(AtlsError::DifferentGuest {
-            what: "TEE",
-            certificate: certified.tee.to_string(),
-            fresh: fresh.tee.to_string(),
-        });
+        return differ("TEE", certified.tee.to_string(), fresh.tee.to_string());
     }
     if fresh.measurement != certified.measurement {
-        return Err(AtlsError::DifferentGuest {
-            what: "measurement",
-            certificate: hex::encode(certified.measurement),
-            fresh: hex::encode(fresh.measurement),
-        });
+        return differ("measurement", hex::encode(certified.measurement), hex::encode(fresh.measurement));
     }
-    Ok(fresh)
+    match (&certified.platform, &fresh.platform) {
+        (PlatformClaims::Snp(_), PlatformClaims::Snp(_)) => Ok(()),
+        (PlatformClaims::Tdx(c), PlatformClaims::Tdx(f)) => {
+            const RTMR: [&str; 4] = ["rtmr0", "rtmr1", "rtmr2", "rtmr3"];
+            for (i, what) in RTMR.into_iter().enumerate() {
+                if c.td.rtmr[i] != f.td.rtmr[i] {
+                    return differ(what, hex::encode(c.td.rtmr[i]), hex::encode(f.td.rtmr[i]));
+                }
+            }
+            Ok(())
+        }
+        _ => differ("platform", certified.tee.to_string(), fresh.tee.to_string()),
+    }
 }
 
 #[cfg(test)]
@@ -217,6 +231,52 @@ mod tests {
             &format!("Nonce={}", "0".repeat(64)),
         ] {
             assert!(matches!(parse_query(bad), Err(AtlsError::BadMessage(_))), "{bad:?}");
+        }
+    }
+
+    fn tdx_claims(rtmr: [[u8; 48]; 4]) -> Claims {
+        use nacre_verifier::{TdReport, TdxClaims, TdxTcbStatus};
+        let td = TdReport {
+            quote_version: 4,
+            mrtd: [1; 48],
+            rtmr,
+            report_data: [0; 64],
+            mrconfigid: [0; 48],
+            mrowner: [0; 48],
+            mrownerconfig: [0; 48],
+            mrseam: [0; 48],
+            td_attributes: [0; 8],
+            xfam: [0; 8],
+            tee_tcb_svn: [0; 16],
+        };
+        Claims {
+            tee: nacre_wire::Tee::Tdx,
+            measurement: td.mrtd,
+            report_data: [0; 64],
+            debug: false,
+            validity: Vec::new(),
+            warnings: Vec::new(),
+            platform: PlatformClaims::Tdx(Box::new(TdxClaims {
+                tcb_status: TdxTcbStatus::UpToDate,
+                advisory_ids: Vec::new(),
+                td,
+            })),
+        }
+    }
+
+    /// Issue 12 §1: the fresh attestation's "same guest" check compares RTMR0–3 as well as
+    /// MRTD: another kernel or initrd on the same firmware is another guest.
+    #[test]
+    fn same_guest_check_compares_every_tdx_rtmr() {
+        let certified = tdx_claims([[0; 48]; 4]);
+        assert!(same_guest(&certified, &tdx_claims([[0; 48]; 4])).is_ok());
+        for (i, name) in ["rtmr0", "rtmr1", "rtmr2", "rtmr3"].into_iter().enumerate() {
+            let mut rtmr = [[0; 48]; 4];
+            rtmr[i][47] = 1;
+            match same_guest(&certified, &tdx_claims(rtmr)) {
+                Err(AtlsError::DifferentGuest { what, .. }) => assert_eq!(what, name),
+                other => panic!("{name}: {other:?}"),
+            }
         }
     }
 

@@ -11,6 +11,9 @@ use aws_lc_rs::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 use serde::{Deserialize, Serialize};
 
 pub const FORMAT: &str = "nacre-reference-values/v1";
+/// Format v1 gives a TDX image its MRTD alone, which covers the firmware and not the kernel,
+/// command line or initrd (RTMR1/RTMR2). Its TDX entries are therefore never applied: see
+/// [`ReferenceValues::applicable`].
 /// Largest reference-values document accepted.
 pub const MAX_LEN: usize = 256 * 1024;
 
@@ -109,6 +112,28 @@ impl ReferenceValues {
             }
         }
         Ok(())
+    }
+
+    /// The measurements a policy may allow from this document, per TEE. TDX entries are left
+    /// out: in this format they carry the MRTD alone (the firmware), and allowing it would
+    /// accept any kernel and initrd booted on that firmware. `sim` entries are returned only when
+    /// `with_sim` (the caller's explicit opt-in into simulated-TEE evidence).
+    pub fn applicable(&self, with_sim: bool) -> Result<Vec<(nacre_wire::Tee, [u8; 48])>, ReferenceError> {
+        use nacre_wire::Tee;
+        let mut out = Vec::with_capacity(self.measurements.len());
+        for m in &self.measurements {
+            let tee = match m.tee.as_str() {
+                "sim" if with_sim => Tee::Sim,
+                "snp" => Tee::Snp,
+                "sim" | "tdx" => continue,
+                other => return Err(ReferenceError::Format(format!("{}: unknown TEE {other:?}", self.name))),
+            };
+            let mut value = [0u8; 48];
+            hex::decode_to_slice(&m.measurement, &mut value)
+                .map_err(|_| ReferenceError::Format(format!("{}: bad {} measurement", self.name, m.tee)))?;
+            out.push((tee, value));
+        }
+        Ok(out)
     }
 
     /// The canonical document bytes (pretty JSON, field order fixed by the types) and its
@@ -235,6 +260,24 @@ mod tests {
         let mut odd = sample();
         odd.measurements[0].tee = "sgx".into();
         assert!(odd.sign(&key).is_err());
+    }
+
+    /// Issue 12 §1 and §2: a v1 TDX entry (MRTD alone) is never applied; sim entries only on
+    /// the caller's opt-in.
+    #[test]
+    fn tdx_entries_of_v1_documents_and_sim_without_opt_in_are_not_applied() {
+        let mut doc = sample();
+        doc.measurements.push(Expected { tee: "tdx".into(), ..doc.measurements[0].clone() });
+        doc.measurements.push(Expected {
+            tee: "snp".into(),
+            measurement: "e".repeat(96),
+            ..doc.measurements[0].clone()
+        });
+        let tees =
+            |with_sim| doc.applicable(with_sim).unwrap().into_iter().map(|(t, _)| t).collect::<Vec<_>>();
+        assert_eq!(tees(false), [nacre_wire::Tee::Snp]);
+        assert_eq!(tees(true), [nacre_wire::Tee::Sim, nacre_wire::Tee::Snp]);
+        assert_eq!(doc.applicable(false).unwrap()[0].1, [0xee; 48]);
     }
 
     #[test]

@@ -26,11 +26,24 @@
 //! release from its database ([`ReleasePolicy::resolve`]), so a re-import takes effect at once.
 //!
 //! A policy that pins no measurement for any TEE (explicitly or through reference values)
-//! would release to any guest on genuine hardware; it is refused when set.
+//! would release to any guest on genuine hardware; it is refused when set. So is one that pins
+//! a TEE only in part ([`Policy::check_pinning`]): a TDX MRTD without RTMR0–2, SNP measurements
+//! without a TCB floor.
+//!
+//! Simulated-TEE evidence gives no confidentiality (the host plays the secure processor), so it
+//! unlocks a key only when the key's own policy opts in by name:
+//!
+//! ```toml
+//! insecure_sim = true
+//! ```
+//!
+//! Without it, `[appraisal.sim]` measurements are refused when the policy is set, and the sim
+//! entries of named reference values (which `nacre image build` always writes) are ignored: a
+//! service that trusts the sim root for development never releases a production key to a
+//! forged sim report.
 
 use nacre_protocol::reference::{ReferenceValues, check_name};
 use nacre_verifier::{Appraiser, Policy};
-use nacre_wire::Tee;
 use serde::Deserialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -47,6 +60,8 @@ struct ReleasePolicyToml {
     #[serde(default)]
     reference_values: Vec<String>,
     #[serde(default)]
+    insecure_sim: bool,
+    #[serde(default)]
     appraisal: toml::Table,
 }
 
@@ -57,6 +72,8 @@ pub struct ReleasePolicy {
     pub not_after: Option<i64>,
     /// Names of imported reference values whose measurements the appraisal also allows.
     pub reference_values: Vec<String>,
+    /// The key may be released to simulated-TEE evidence (`insecure_sim = true`).
+    pub insecure_sim: bool,
     /// The appraisal under the explicit `[appraisal]` table alone. When `reference_values` is
     /// not empty its unset allow-lists are closed (empty), and releases appraise under
     /// [`ReleasePolicy::resolve`] instead.
@@ -78,6 +95,12 @@ impl ReleasePolicy {
         let raw: ReleasePolicyToml = toml::from_str(text).map_err(|e| format!("release policy: {e}"))?;
         let mut appraisal =
             Policy::from_toml(&raw.appraisal.to_string()).map_err(|e| format!("[appraisal]: {e}"))?;
+        appraisal.check_pinning().map_err(|e| format!("[appraisal]: {e}"))?;
+        if !raw.insecure_sim && appraisal.sim.measurements.as_ref().is_some_and(|m| !m.is_empty()) {
+            return Err("[appraisal.sim] pins measurements but the policy does not set `insecure_sim = true`: \
+                        simulated-TEE evidence gives no confidentiality and unlocks a key only by explicit opt-in"
+                .into());
+        }
         // Pinning one TEE closes the others (an unset list would accept any measurement).
         let pinned = appraisal.pins_a_measurement();
         appraisal.close_unpinned();
@@ -112,25 +135,19 @@ impl ReleasePolicy {
             not_before,
             not_after,
             reference_values,
+            insecure_sim: raw.insecure_sim,
             appraiser: Appraiser::new(appraisal),
         })
     }
 
     /// The appraiser of this policy with the measurements of `references` (the documents its
-    /// `reference_values` name, as stored now) added to the allow-lists of their TEEs.
+    /// `reference_values` name, as stored now) added to the allow-lists of their TEEs: sim
+    /// entries only when the policy opts into sim, TDX entries never (format v1 carries MRTD
+    /// alone: [`ReferenceValues::applicable`]).
     pub fn resolve(&self, references: &[&ReferenceValues]) -> Result<Appraiser, String> {
         let mut policy = self.appraiser.policy().clone();
         for r in references {
-            for m in &r.measurements {
-                let mut value = [0u8; 48];
-                hex::decode_to_slice(&m.measurement, &mut value)
-                    .map_err(|_| format!("reference values {}: bad {} measurement", r.name, m.tee))?;
-                let tee = match m.tee.as_str() {
-                    "sim" => Tee::Sim,
-                    "snp" => Tee::Snp,
-                    "tdx" => Tee::Tdx,
-                    other => return Err(format!("reference values {}: unknown TEE {other:?}", r.name)),
-                };
+            for (tee, value) in r.applicable(self.insecure_sim).map_err(|e| e.to_string())? {
                 policy.allow_measurement(tee, value);
             }
         }
@@ -157,7 +174,7 @@ mod tests {
     #[test]
     fn parses_windows_versions_and_appraisal() {
         let p = ReleasePolicy::parse(&format!(
-            "allowed_versions = [1]\nnot_before = \"2026-01-01T00:00:00Z\"\n\
+            "allowed_versions = [1]\nnot_before = \"2026-01-01T00:00:00Z\"\ninsecure_sim = true\n\
              [appraisal.sim]\nmeasurements = [\"{M}\"]\n"
         ))
         .unwrap();
@@ -194,7 +211,7 @@ mod tests {
         let b = "b".repeat(96);
         let c = "c".repeat(96);
         // Naming reference values counts as pinned; unset lists are closed, not "any".
-        let p = ReleasePolicy::parse("reference_values = [\"img\"]\n").unwrap();
+        let p = ReleasePolicy::parse("reference_values = [\"img\"]\ninsecure_sim = true\n").unwrap();
         assert_eq!(p.reference_values, ["img"]);
         let base = p.appraiser.policy();
         assert_eq!(base.sim.measurements, Some(vec![]));
@@ -205,11 +222,11 @@ mod tests {
         let policy = resolved.policy();
         assert_eq!(policy.sim.measurements.as_deref().map(<[_]>::len), Some(1), "deduplicated");
         assert_eq!(hex::encode(policy.sim.measurements.as_ref().unwrap()[0].0), b);
-        assert_eq!(hex::encode(policy.tdx.mrtd.as_ref().unwrap()[0].0), c);
+        assert_eq!(policy.tdx.mrtd, Some(vec![]), "a v1 TDX entry (MRTD alone) is never applied: {c}");
         assert_eq!(policy.snp.measurements, Some(vec![]), "SNP allows nothing");
         // Explicit measurements stay; references add to them.
         let p = ReleasePolicy::parse(&format!(
-            "reference_values = [\"img\"]\n[appraisal.sim]\nmeasurements = [\"{M}\"]\n"
+            "reference_values = [\"img\"]\ninsecure_sim = true\n[appraisal.sim]\nmeasurements = [\"{M}\"]\n"
         ))
         .unwrap();
         let resolved = p.resolve(&[&img]).unwrap();
@@ -224,12 +241,56 @@ mod tests {
 
     #[test]
     fn pinning_one_tee_closes_the_others() {
-        let p = ReleasePolicy::parse(&format!("[appraisal.sim]\nmeasurements = [\"{}\"]\n", "ab".repeat(48)))
-            .unwrap();
+        let p = ReleasePolicy::parse(&format!(
+            "insecure_sim = true\n[appraisal.sim]\nmeasurements = [\"{}\"]\n",
+            "ab".repeat(48)
+        ))
+        .unwrap();
         let policy = p.appraiser.policy();
         assert_eq!(policy.snp.measurements, Some(vec![]), "SNP must not be open to any measurement");
         assert_eq!(policy.tdx.mrtd, Some(vec![]));
         assert_eq!(policy.sim.measurements.as_ref().map(Vec::len), Some(1));
+    }
+
+    /// Issue 12 §2: `nacre image build` always writes a sim entry. Without `insecure_sim` it
+    /// adds nothing to the key's appraisal, and explicit sim measurements are refused.
+    #[test]
+    fn reference_sim_entry_needs_the_keys_sim_opt_in() {
+        let b = "b".repeat(96);
+        let img = reference("img", &[("sim", &b)]);
+        let p = ReleasePolicy::parse("reference_values = [\"img\"]\n").unwrap();
+        assert_eq!(p.resolve(&[&img]).unwrap().policy().sim.measurements, Some(vec![]), "sim stays closed");
+        let p = ReleasePolicy::parse("reference_values = [\"img\"]\ninsecure_sim = true\n").unwrap();
+        assert_eq!(p.resolve(&[&img]).unwrap().policy().sim.measurements.as_ref().map(Vec::len), Some(1));
+        let e = ReleasePolicy::parse(&format!("[appraisal.sim]\nmeasurements = [\"{M}\"]\n")).unwrap_err();
+        assert!(e.contains("insecure_sim"), "{e}");
+    }
+
+    /// Issue 12 §1 and §3, at policy set: a TDX MRTD without RTMR0–2, or SNP measurements
+    /// without a TCB floor, are refused with the reason; TDX pinned whole is accepted.
+    #[test]
+    fn partial_pins_are_refused_when_set() {
+        let e = ReleasePolicy::parse(&format!("[appraisal.tdx]\nmrtd = [\"{M}\"]\n")).unwrap_err();
+        assert!(e.contains("rtmr0"), "{e}");
+        let e = ReleasePolicy::parse(&format!(
+            "[appraisal.tdx]\nmrtd = [\"{M}\"]\nrtmr0 = \"{M}\"\nrtmr1 = \"{M}\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("rtmr2"), "{e}");
+        assert!(
+            ReleasePolicy::parse(&format!(
+                "[appraisal.tdx]\nmrtd = [\"{M}\"]\nrtmr0 = \"{M}\"\nrtmr1 = \"{M}\"\nrtmr2 = \"{M}\"\n"
+            ))
+            .is_ok()
+        );
+        let e = ReleasePolicy::parse(&format!("[appraisal.snp]\nmeasurements = [\"{M}\"]\n")).unwrap_err();
+        assert!(e.contains("TCB floor"), "{e}");
+        assert!(
+            ReleasePolicy::parse(&format!(
+                "[appraisal.snp]\nmeasurements = [\"{M}\"]\nmin_tcb = {{ bootloader = 3, tee = 0, snp = 8, microcode = 115 }}\n"
+            ))
+            .is_ok()
+        );
     }
 
     #[test]
@@ -245,7 +306,7 @@ mod tests {
         );
         let inverted = format!(
             "not_before = \"2027-01-01T00:00:00Z\"\nnot_after = \"2026-01-01T00:00:00Z\"\n\
-             [appraisal.sim]\nmeasurements = [\"{M}\"]\n"
+             insecure_sim = true\n[appraisal.sim]\nmeasurements = [\"{M}\"]\n"
         );
         assert!(ReleasePolicy::parse(&inverted).is_err());
     }

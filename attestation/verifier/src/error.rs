@@ -136,6 +136,12 @@ pub enum PolicyViolation {
     Advisory { id: String },
     #[error("no policy section for {tee} evidence")]
     NoSection { tee: &'static str },
+    #[error(
+        "the policy pins MRTD but not {register}: MRTD covers the firmware only, not the kernel, command line and initrd"
+    )]
+    TdxBootChainUnpinned { register: &'static str },
+    #[error("the policy pins SNP measurements but sets no TCB floor for {product}")]
+    NoTcbFloor { product: &'static str },
 }
 
 impl PolicyViolation {
@@ -150,6 +156,8 @@ impl PolicyViolation {
             PolicyViolation::TdxTcbStatus { .. } => "tcb_status",
             PolicyViolation::Advisory { .. } => "advisory",
             PolicyViolation::NoSection { .. } => "policy",
+            PolicyViolation::TdxBootChainUnpinned { .. } => "tdx_boot_chain",
+            PolicyViolation::NoTcbFloor { .. } => "tcb_floor_missing",
         }
     }
 }
@@ -165,4 +173,12 @@ pub enum ConfigError {
     SimRoot(String),
     #[error("collateral source: {0}")]
     Collateral(String),
+    #[error(
+        "the TDX allow-list pins MRTD without {register}: MRTD covers the firmware only; pin MRTD and RTMR0–2 together"
+    )]
+    TdxBootChainUnpinned { register: &'static str },
+    #[error(
+        "the SNP allow-list pins measurements with no TCB floor (snp.min_tcb): firmware with a published attestation-key compromise would pass"
+    )]
+    NoTcbFloor,
 }

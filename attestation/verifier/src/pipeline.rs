@@ -190,13 +190,33 @@ impl Appraiser {
             let detail = if claims.tee == Tee::Tdx { "TD attribute DEBUG" } else { "guest policy DEBUG bit" };
             return Err(PolicyViolation::Debug { detail }.into());
         }
+        let pinned = allowed.is_some_and(|list| !list.is_empty());
+        // Pinning a TEE means pinning all of what it runs: a TDX policy its whole boot chain, an
+        // SNP policy its firmware too (a TCB floor). A partial pin is refused, never half-applied.
+        if claims.tee == Tee::Tdx
+            && pinned
+            && let Some(register) = self.policy.tdx.unpinned_boot_register()
+        {
+            return Err(PolicyViolation::TdxBootChainUnpinned { register }.into());
+        }
         let field = if claims.tee == Tee::Tdx { "mrtd" } else { "measurement" };
         match allowed {
             Some(list) => one_of(field, &claims.measurement, list)?,
             None => claims.warnings.push(format!("{field} not pinned by the policy")),
         }
         match &claims.platform {
-            PlatformClaims::Snp(s) => check_snp(self.policy.snp_section(claims.tee), s),
+            PlatformClaims::Snp(s) => {
+                let section = self.policy.snp_section(claims.tee);
+                let floor = section.min_tcb.as_ref().and_then(|f| f.for_product(s.product));
+                match floor {
+                    None if claims.tee == Tee::Snp && pinned => {
+                        return Err(PolicyViolation::NoTcbFloor { product: s.product.name() }.into());
+                    }
+                    None => claims.warnings.push(format!("no TCB floor for {}", s.product.name())),
+                    Some(_) => {}
+                }
+                check_snp(section, floor, s)
+            }
             PlatformClaims::Tdx(t) => check_tdx(&self.policy.tdx, t, &mut claims.warnings),
         }
     }
@@ -241,7 +261,7 @@ fn exactly<const N: usize>(
     }
 }
 
-fn check_snp(p: &SnpPolicy, s: &SnpClaims) -> Result<(), VerifyError> {
+fn check_snp(p: &SnpPolicy, floor: Option<&TcbVersion>, s: &SnpClaims) -> Result<(), VerifyError> {
     let r = &s.report;
     if r.vmpl > p.max_vmpl {
         return Err(PolicyViolation::Vmpl { vmpl: r.vmpl, max: p.max_vmpl }.into());
@@ -273,12 +293,14 @@ fn check_snp(p: &SnpPolicy, s: &SnpClaims) -> Result<(), VerifyError> {
         }
         .into());
     }
-    for (which, tcb) in [
-        ("REPORTED_TCB", &s.reported_tcb),
-        ("COMMITTED_TCB", &s.committed_tcb),
-        ("LAUNCH_TCB", &s.launch_tcb),
-    ] {
-        tcb_floor(which, tcb, &p.min_tcb)?;
+    if let Some(floor) = floor {
+        for (which, tcb) in [
+            ("REPORTED_TCB", &s.reported_tcb),
+            ("COMMITTED_TCB", &s.committed_tcb),
+            ("LAUNCH_TCB", &s.launch_tcb),
+        ] {
+            tcb_floor(which, tcb, floor)?;
+        }
     }
     exactly("host_data", &r.host_data, p.host_data.as_ref())?;
     if let Some(list) = &p.id_key_digests {

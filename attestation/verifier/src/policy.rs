@@ -7,7 +7,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::claims::TdxTcbStatus;
 use crate::error::ConfigError;
 use nacre_wire::Tee;
-use nacre_wire::snp::TcbVersion;
+use nacre_wire::snp::{Product, TcbVersion};
 
 /// A fixed-length byte string written as hex in policy files.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -71,8 +71,10 @@ pub struct SnpPolicy {
     pub require_single_socket: bool,
     /// Minimum ABI version the guest policy demands (`major.minor`), e.g. "1.51".
     pub min_abi: Option<AbiVersion>,
-    /// Floor for REPORTED_TCB, COMMITTED_TCB and LAUNCH_TCB, per component.
-    pub min_tcb: TcbVersion,
+    /// Floor for REPORTED_TCB, COMMITTED_TCB and LAUNCH_TCB, per component: one for every
+    /// product, or one per product. Required on SNP once a measurement is pinned (firmware with a
+    /// published attestation-key compromise must not pass); optional on sim (no firmware).
+    pub min_tcb: Option<TcbFloor>,
     /// Minimum GUEST_SVN.
     pub min_guest_svn: u32,
     /// Exact HOST_DATA.
@@ -95,12 +97,67 @@ impl Default for SnpPolicy {
             allow_smt: true,
             require_single_socket: false,
             min_abi: None,
-            min_tcb: TcbVersion::default(),
+            min_tcb: None,
             min_guest_svn: 0,
             host_data: None,
             id_key_digests: None,
             author_key_digests: None,
             chip_ids: None,
+        }
+    }
+}
+
+/// An SNP TCB floor. Milan, Genoa and Turin number their firmware and microcode independently
+/// (and only Turin has FMC), so a fleet of several products needs one floor per product:
+///
+/// ```toml
+/// [snp.min_tcb.genoa]
+/// bootloader = 10
+/// tee = 0
+/// snp = 23
+/// microcode = 84
+/// ```
+///
+/// or, for one product, `min_tcb = { bootloader = 3, tee = 0, snp = 8, microcode = 115 }`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TcbFloor {
+    /// Per product; a product without an entry has no floor (its evidence is refused).
+    PerProduct(ProductFloors),
+    /// The same floor for every product.
+    Every(TcbVersion),
+}
+
+/// [`TcbFloor::PerProduct`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProductFloors {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub milan: Option<TcbVersion>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub genoa: Option<TcbVersion>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turin: Option<TcbVersion>,
+}
+
+impl TcbFloor {
+    /// The floor for evidence from `product`, if the policy sets one.
+    pub fn for_product(&self, product: Product) -> Option<&TcbVersion> {
+        match self {
+            TcbFloor::Every(floor) => Some(floor),
+            TcbFloor::PerProduct(p) => match product {
+                Product::Milan => p.milan.as_ref(),
+                Product::Genoa => p.genoa.as_ref(),
+                Product::Turin => p.turin.as_ref(),
+            },
+        }
+    }
+
+    /// Whether it names a floor for any product.
+    fn is_set(&self) -> bool {
+        match self {
+            TcbFloor::Every(_) => true,
+            TcbFloor::PerProduct(p) => p.milan.is_some() || p.genoa.is_some() || p.turin.is_some(),
         }
     }
 }
@@ -131,7 +188,9 @@ impl Serialize for AbiVersion {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TdxPolicy {
-    /// Allowed MRTDs; absent = any (warned), empty = none.
+    /// Allowed MRTDs; absent = any (warned), empty = none. MRTD covers the firmware only: a
+    /// policy that pins it must also pin RTMR0–2 (the firmware's configuration, the kernel, the
+    /// command line and the initrd), or TDX evidence is refused.
     pub mrtd: Option<Vec<Hex<48>>>,
     pub rtmr0: Option<Hex<48>>,
     pub rtmr1: Option<Hex<48>>,
@@ -148,6 +207,16 @@ pub struct TdxPolicy {
     pub allowed_tcb_statuses: Vec<TdxTcbStatus>,
     /// Advisory IDs (e.g. "INTEL-SA-00837") that reject a quote even when its status is allowed.
     pub rejected_advisories: Vec<String>,
+}
+
+impl TdxPolicy {
+    /// The first of RTMR0–2 that the policy leaves unpinned. (RTMR3 is extended at run time by
+    /// the guest itself; pin it when the guest uses it.)
+    pub fn unpinned_boot_register(&self) -> Option<&'static str> {
+        [("rtmr0", &self.rtmr0), ("rtmr1", &self.rtmr1), ("rtmr2", &self.rtmr2)]
+            .into_iter()
+            .find_map(|(name, value)| value.is_none().then_some(name))
+    }
 }
 
 impl Default for TdxPolicy {
@@ -204,10 +273,30 @@ impl Policy {
         }
     }
 
-    /// Whether any TEE's allow-list names at least one measurement.
+    /// Whether any TEE's allow-list names at least one measurement. TDX counts only when its
+    /// whole boot chain is pinned (MRTD and RTMR0–2): MRTD alone is the firmware.
     pub fn pins_a_measurement(&self) -> bool {
         let some = |l: &Option<Vec<Hex<48>>>| l.as_ref().is_some_and(|m| !m.is_empty());
-        some(&self.snp.measurements) || some(&self.sim.measurements) || some(&self.tdx.mrtd)
+        some(&self.snp.measurements)
+            || some(&self.sim.measurements)
+            || (some(&self.tdx.mrtd) && self.tdx.unpinned_boot_register().is_none())
+    }
+
+    /// Refuses a policy that pins a TEE only in part: TDX's MRTD without RTMR0–2 (a host could
+    /// boot the pinned firmware with its own kernel and initrd), SNP measurements without a TCB
+    /// floor (firmware with a published attestation-key compromise would pass). Services and
+    /// clients call it when a policy is set; the pipeline enforces the same rules per appraisal.
+    pub fn check_pinning(&self) -> Result<(), ConfigError> {
+        let some = |l: &Option<Vec<Hex<48>>>| l.as_ref().is_some_and(|m| !m.is_empty());
+        if some(&self.tdx.mrtd)
+            && let Some(register) = self.tdx.unpinned_boot_register()
+        {
+            return Err(ConfigError::TdxBootChainUnpinned { register });
+        }
+        if some(&self.snp.measurements) && !self.snp.min_tcb.as_ref().is_some_and(TcbFloor::is_set) {
+            return Err(ConfigError::NoTcbFloor);
+        }
+        Ok(())
     }
 
     /// The SNP-format section for `tee` (SNP or sim).
@@ -266,6 +355,43 @@ mod tests {
         assert!(Policy::from_toml("[snp]\nhost_data = \"zz\"").is_err());
         assert!(Policy::from_toml("[tdx]\nallowed_tcb_statuses = [\"Fine\"]").is_err());
         assert!(Policy::from_toml("[snp]\nmin_abi = \"1\"").is_err());
+        assert!(
+            Policy::from_toml("[snp.min_tcb.rome]\nbootloader = 1\ntee = 0\nsnp = 1\nmicrocode = 1").is_err()
+        );
+        assert!(Policy::from_toml("[snp.min_tcb]\nbootloader = 1").is_err(), "a floor names every component");
+    }
+
+    const M: &str = "\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"";
+
+    #[test]
+    fn tdx_mrtd_alone_pins_nothing() {
+        let mrtd_only = Policy::from_toml(&format!("[tdx]\nmrtd = [{M}]\nrtmr0 = {M}\nrtmr1 = {M}")).unwrap();
+        assert!(!mrtd_only.pins_a_measurement());
+        assert_eq!(mrtd_only.check_pinning(), Err(ConfigError::TdxBootChainUnpinned { register: "rtmr2" }));
+        let whole = Policy::from_toml(&format!("[tdx]\nmrtd = [{M}]\nrtmr0 = {M}\nrtmr1 = {M}\nrtmr2 = {M}"))
+            .unwrap();
+        assert!(whole.pins_a_measurement());
+        assert_eq!(whole.check_pinning(), Ok(()));
+    }
+
+    #[test]
+    fn snp_without_tcb_floor_is_refused() {
+        let bare = Policy::from_toml(&format!("[snp]\nmeasurements = [{M}]")).unwrap();
+        assert_eq!(bare.check_pinning(), Err(ConfigError::NoTcbFloor));
+        let empty = Policy::from_toml(&format!("[snp]\nmeasurements = [{M}]\n[snp.min_tcb]\n")).unwrap();
+        assert_eq!(
+            empty.check_pinning(),
+            Err(ConfigError::NoTcbFloor),
+            "an empty per-product table is no floor"
+        );
+        let floored = Policy::from_toml(&format!(
+            "[snp]\nmeasurements = [{M}]\nmin_tcb = {{ bootloader = 3, tee = 0, snp = 8, microcode = 115 }}"
+        ))
+        .unwrap();
+        assert_eq!(floored.check_pinning(), Ok(()));
+        // Sim has no firmware to compromise: no floor needed.
+        let sim = Policy::from_toml(&format!("[sim]\nmeasurements = [{M}]")).unwrap();
+        assert_eq!(sim.check_pinning(), Ok(()));
     }
 
     #[test]
@@ -277,13 +403,23 @@ measurements = ["7a1e5c266c0108dbc9bb94fa926951320940915d0aafb42464bd88b579ea158
 max_vmpl = 0
 min_abi = "1.51"
 min_tcb = { bootloader = 3, tee = 0, snp = 8, microcode = 115 }
+[sim.min_tcb.turin]
+fmc = 1
+bootloader = 1
+tee = 0
+snp = 2
+microcode = 71
 [tdx]
 allowed_tcb_statuses = ["UpToDate", "SWHardeningNeeded"]
 rejected_advisories = ["INTEL-SA-00837"]
 "#;
         let p = Policy::from_toml(text).unwrap();
         assert_eq!(p.snp.max_vmpl, 0);
-        assert_eq!(p.snp.min_tcb.microcode, 115);
+        let milan = p.snp.min_tcb.as_ref().and_then(|f| f.for_product(Product::Milan));
+        assert_eq!(milan.map(|t| t.microcode), Some(115));
+        let sim = p.sim.min_tcb.as_ref().unwrap();
+        assert_eq!(sim.for_product(Product::Turin).map(|t| t.fmc), Some(1));
+        assert_eq!(sim.for_product(Product::Genoa), None, "a product without an entry has no floor");
         assert_eq!(p.snp.min_abi, Some(AbiVersion { major: 1, minor: 51 }));
         assert_eq!(Policy::from_toml(&p.to_toml().unwrap()).unwrap(), p);
     }

@@ -15,7 +15,7 @@ use serde_bytes::ByteBuf;
 pub const MEASUREMENT: [u8; 48] = [0x5a; 48];
 
 pub fn policy_for(measurement: &[u8; 48]) -> String {
-    format!("[appraisal.sim]\nmeasurements = [\"{}\"]\n", hex::encode(measurement))
+    format!("insecure_sim = true\n[appraisal.sim]\nmeasurements = [\"{}\"]\n", hex::encode(measurement))
 }
 
 pub fn scratch(name: &str) -> PathBuf {
