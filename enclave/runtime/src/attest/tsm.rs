@@ -118,26 +118,34 @@ fn guid_bytes(text: &str) -> [u8; 16] {
     b
 }
 
+/// Most entries read from a certificate table, known or not: a bound on the host's input.
+const MAX_TABLE_ENTRIES: usize = 64;
+
 /// The SNP certificate table: entries of GUID ‖ offset u32 LE ‖ length u32 LE, ended by an
-/// all-zero entry; offsets are from the table's start. Known GUIDs only, in ARK, ASK, VCEK or
-/// VLEK order for the verifier (which identifies certificates by content anyway).
+/// all-zero entry; offsets are from the table's start. Known GUIDs are returned in ARK, ASK,
+/// VCEK or VLEK order for the verifier (which identifies certificates by content anyway).
+///
+/// An entry with a GUID this code does not know is skipped, unread: the host may add entries
+/// (the GHCB spec lets it, e.g. for other certificates a platform offers), and the table is
+/// the host's anyway — nothing in it is trusted before the verifier checks the chain. Refusing
+/// it would let a host that adds one entry stop every attestation.
 pub fn cert_table(aux: &[u8]) -> Result<Vec<ByteBuf>, AttestError> {
     let bad = |m: String| AttestError::Malformed(format!("certificate table: {m}"));
     let known = [GUID_ARK, GUID_ASK, GUID_VCEK, GUID_VLEK].map(guid_bytes);
     let mut found: Vec<(usize, ByteBuf)> = Vec::new();
-    let mut at = 0;
-    loop {
+    for index in 0..=MAX_TABLE_ENTRIES {
+        if index == MAX_TABLE_ENTRIES {
+            return Err(bad(format!("more than {MAX_TABLE_ENTRIES} entries")));
+        }
+        let at = index * 24;
         let entry = aux.get(at..at + 24).ok_or_else(|| bad("no terminating entry".into()))?;
         if entry.iter().all(|b| *b == 0) {
             break;
         }
         let guid: [u8; 16] = entry[..16].try_into().map_err(|_| bad("entry".into()))?;
+        let Some(rank) = known.iter().position(|g| *g == guid) else { continue };
         let offset = u32::from_le_bytes(entry[16..20].try_into().map_err(|_| bad("entry".into()))?) as usize;
         let len = u32::from_le_bytes(entry[20..24].try_into().map_err(|_| bad("entry".into()))?) as usize;
-        let rank = known
-            .iter()
-            .position(|g| *g == guid)
-            .ok_or_else(|| bad(format!("unknown GUID {}", hex::encode(guid))))?;
         if found.iter().any(|(r, _)| *r == rank) {
             return Err(bad("a certificate appears twice".into()));
         }
@@ -149,10 +157,6 @@ pub fn cert_table(aux: &[u8]) -> Result<Vec<ByteBuf>, AttestError> {
             return Err(bad("empty certificate".into()));
         }
         found.push((rank, ByteBuf::from(der.to_vec())));
-        at += 24;
-        if found.len() > 4 {
-            return Err(bad("too many entries".into()));
-        }
     }
     found.sort_by_key(|(r, _)| *r);
     Ok(found.into_iter().map(|(_, c)| c).collect())
@@ -195,11 +199,31 @@ pub(crate) mod tests {
         t[16] = 0xff; // offset out of range
         assert!(cert_table(&t).is_err());
         assert!(cert_table(&table(&[(GUID_ARK, b"a"), (GUID_ARK, b"b")])).is_err(), "duplicate");
-        assert!(
-            cert_table(&table(&[("00000000-0000-0000-0000-000000000001", b"x")])).is_err(),
-            "unknown GUID"
-        );
         assert!(cert_table(&table(&[(GUID_ARK, b"")])).is_err(), "empty");
+        let endless: Vec<u8> = std::iter::repeat_n(table(&[(UNKNOWN, b"x")])[..24].to_vec(), 65)
+            .flatten()
+            .chain([0; 24])
+            .collect();
+        assert!(cert_table(&endless).is_err(), "more entries than any platform has");
+    }
+
+    const UNKNOWN: &str = "00000000-0000-0000-0000-000000000001";
+
+    /// The host may add entries this guest does not know (issue 12 §6): skipped, not fatal,
+    /// and the known certificates around them are still returned in chain order.
+    #[test]
+    fn unknown_cert_table_guid_is_skipped() {
+        let t = table(&[(GUID_VCEK, b"vcek"), (UNKNOWN, b"other"), (GUID_ARK, b"ark"), (GUID_ASK, b"ask")]);
+        let certs = cert_table(&t).unwrap();
+        assert_eq!(
+            certs.iter().map(|c| c.as_slice()).collect::<Vec<_>>(),
+            vec![&b"ark"[..], b"ask", b"vcek"]
+        );
+        assert!(cert_table(&table(&[(UNKNOWN, b"x")])).unwrap().is_empty());
+        // Skipped unread: even an unknown entry pointing outside the table is no error.
+        let mut t = table(&[(UNKNOWN, b"x"), (GUID_ARK, b"ark")]);
+        t[16..20].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(cert_table(&t).unwrap(), vec![ByteBuf::from(b"ark".to_vec())]);
     }
 
     /// A directory shaped like configfs (the files the kernel would create, pre-filled).
