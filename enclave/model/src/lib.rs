@@ -11,14 +11,87 @@ use std::sync::Arc;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::DimLike;
 
-/// Why a model could not be loaded or run. tract's own message is kept whole.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Which step of using the model failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum ModelError {
-    #[error("tract cannot load the model: {0}")]
-    Load(String),
-    #[error("inference failed: {0}")]
-    Run(String),
+pub enum ModelErrorKind {
+    /// Parsing, optimizing or planning the ONNX model.
+    Load,
+    /// Reading the declared inputs and outputs of a loaded model.
+    Signature,
+    /// Running one inference.
+    Run,
+}
+
+impl ModelErrorKind {
+    /// A stable code for logs, health endpoints and API errors.
+    pub fn code(self) -> &'static str {
+        match self {
+            ModelErrorKind::Load => "model_load_failed",
+            ModelErrorKind::Signature => "model_signature_unreadable",
+            ModelErrorKind::Run => "inference_failed",
+        }
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            ModelErrorKind::Load => "the model cannot be loaded",
+            ModelErrorKind::Signature => "the model's inputs and outputs cannot be read",
+            ModelErrorKind::Run => "inference failed",
+        }
+    }
+}
+
+/// Why a model could not be loaded or run.
+///
+/// `Display` and `Debug` give the kind and its stable code only. tract's own text can describe
+/// the model's constant tensors (its weights), so it is kept apart, in [`ModelError::tract_detail`],
+/// for the model owner's tools (which hold the plaintext model anyway); the enclave never
+/// prints or returns it.
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{} ({})", .kind.message(), .kind.code())]
+pub struct ModelError {
+    kind: ModelErrorKind,
+    detail: String,
+}
+
+impl ModelError {
+    fn new(kind: ModelErrorKind, detail: String) -> Self {
+        ModelError { kind, detail }
+    }
+
+    pub fn kind(&self) -> ModelErrorKind {
+        self.kind
+    }
+
+    /// The stable code of the kind ([`ModelErrorKind::code`]).
+    pub fn code(&self) -> &'static str {
+        self.kind.code()
+    }
+
+    /// tract's message, whole. It can quote constant tensors of the model: show it only to
+    /// someone who may see the plaintext model, never from inside the enclave.
+    pub fn tract_detail(&self) -> &str {
+        &self.detail
+    }
+}
+
+impl core::fmt::Debug for ModelError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ModelError").field("kind", &self.kind).finish_non_exhaustive()
+    }
+}
+
+fn load_error(e: impl core::fmt::Display) -> ModelError {
+    ModelError::new(ModelErrorKind::Load, format!("{e:#}"))
+}
+
+fn signature_error(e: impl core::fmt::Display) -> ModelError {
+    ModelError::new(ModelErrorKind::Signature, format!("{e:#}"))
+}
+
+fn run_error(e: impl core::fmt::Display) -> ModelError {
+    ModelError::new(ModelErrorKind::Run, format!("{e:#}"))
 }
 
 /// One declared input or output.
@@ -64,15 +137,13 @@ impl Model {
         let load = || -> TractResult<Arc<TypedRunnableModel>> {
             tract_onnx::onnx().model_for_read(&mut Cursor::new(onnx))?.into_optimized()?.into_runnable()
         };
-        load().map(|plan| Model { plan }).map_err(|e| ModelError::Load(format!("{e:#}")))
+        load().map(|plan| Model { plan }).map_err(load_error)
     }
 
     /// The declared input facts (dtype and shape), for request validation.
     pub fn input_facts(&self) -> Result<Vec<TypedFact>, ModelError> {
         let m = self.plan.model();
-        (0..m.inputs.len())
-            .map(|i| m.input_fact(i).cloned().map_err(|e| ModelError::Load(format!("{e:#}"))))
-            .collect()
+        (0..m.inputs.len()).map(|i| m.input_fact(i).cloned().map_err(signature_error)).collect()
     }
 
     /// Names, element types and shapes (`None` = dynamic) of the model's inputs and outputs,
@@ -87,11 +158,11 @@ impl Model {
         };
         let mut inputs = Vec::new();
         for (i, o) in m.inputs.iter().enumerate() {
-            inputs.push(info(o, m.input_fact(i).map_err(|e| ModelError::Load(format!("{e:#}")))?));
+            inputs.push(info(o, m.input_fact(i).map_err(signature_error)?));
         }
         let mut outputs = Vec::new();
         for (i, o) in m.outputs.iter().enumerate() {
-            outputs.push(info(o, m.output_fact(i).map_err(|e| ModelError::Load(format!("{e:#}")))?));
+            outputs.push(info(o, m.output_fact(i).map_err(signature_error)?));
         }
         Ok((inputs, outputs))
     }
@@ -103,19 +174,18 @@ impl Model {
         &self,
         inputs: Vec<(Vec<usize>, Vec<f32>)>,
     ) -> Result<Vec<(Vec<usize>, Vec<f32>)>, ModelError> {
-        let run = |e: TractError| ModelError::Run(format!("{e:#}"));
         let tensors = inputs
             .into_iter()
             .map(|(shape, data)| {
                 tract_ndarray::ArrayD::from_shape_vec(shape, data).map(|a| a.into_tensor().into())
             })
             .collect::<Result<TVec<TValue>, _>>()
-            .map_err(|e| ModelError::Run(e.to_string()))?;
-        let outputs = self.plan.run(tensors).map_err(run)?;
+            .map_err(run_error)?;
+        let outputs = self.plan.run(tensors).map_err(run_error)?;
         outputs
             .iter()
             .map(|t| {
-                let view = t.to_plain_array_view::<f32>().map_err(run)?;
+                let view = t.to_plain_array_view::<f32>().map_err(run_error)?;
                 Ok((view.shape().to_vec(), view.iter().copied().collect()))
             })
             .collect()
@@ -123,7 +193,7 @@ impl Model {
 
     /// Runs one inference.
     pub fn run(&self, inputs: TVec<TValue>) -> Result<TVec<TValue>, ModelError> {
-        self.plan.run(inputs).map_err(|e| ModelError::Run(format!("{e:#}")))
+        self.plan.run(inputs).map_err(run_error)
     }
 }
 
@@ -166,9 +236,27 @@ mod tests {
 
     #[test]
     fn refuses_what_is_not_onnx() {
-        assert!(matches!(Model::load(b"not a model"), Err(ModelError::Load(_))));
+        assert_eq!(Model::load(b"not a model").unwrap_err().kind(), ModelErrorKind::Load);
         let mut truncated = sample::mlp_onnx();
         truncated.truncate(truncated.len() / 2);
-        assert!(matches!(Model::load(&truncated), Err(ModelError::Load(_))));
+        assert_eq!(Model::load(&truncated).unwrap_err().kind(), ModelErrorKind::Load);
+    }
+
+    /// tract's messages can quote constant tensors; the error's display and debug forms carry
+    /// the kind and code only, the text stays in `tract_detail`.
+    #[test]
+    fn tract_error_text_is_not_displayed() {
+        let mut truncated = sample::mlp_onnx();
+        truncated.truncate(truncated.len() / 2);
+        let load = Model::load(&truncated).unwrap_err();
+        assert!(!load.tract_detail().is_empty());
+        assert_eq!(load.to_string(), "the model cannot be loaded (model_load_failed)");
+        assert!(!format!("{load:?}").contains(load.tract_detail()));
+        let model = Model::load(&sample::mlp_onnx()).unwrap();
+        let run = model.run_f32(vec![(vec![1, 3], vec![1.0, 2.0, 3.0])]).unwrap_err();
+        assert_eq!(run.kind(), ModelErrorKind::Run);
+        assert!(!run.tract_detail().is_empty());
+        assert_eq!(run.to_string(), "inference failed (inference_failed)");
+        assert!(!format!("{run:?}").contains(run.tract_detail()));
     }
 }
