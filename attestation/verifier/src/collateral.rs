@@ -19,6 +19,10 @@ pub trait CollateralSource: Send + Sync {
     fn snp_certs(&self, product: Product, report: &SnpReport) -> Result<CertSet, ConfigError>;
     /// TCB Info, QE Identity, CRLs and issuer chains for a TDX platform (by FMSPC).
     fn tdx_collateral(&self, fmspc: &[u8; 6]) -> Result<QuoteCollateralV3, ConfigError>;
+    /// The ARK's CRL for `product` alone (None: none cached), to weigh against a CRL the
+    /// evidence brought: the newer of the two is used, whichever brought it. A source that
+    /// caches CRLs must answer here, or a host could keep an older CRL in play.
+    fn snp_crl(&self, product: Product) -> Result<Option<Vec<u8>>, ConfigError>;
 }
 
 /// A directory cache:
@@ -69,6 +73,20 @@ impl CollateralSource for FileCache {
                 .map_err(|e| ConfigError::Collateral(format!("{}: {e}", crl.display())))?;
         }
         Ok(set)
+    }
+
+    fn snp_crl(&self, product: Product) -> Result<Option<Vec<u8>>, ConfigError> {
+        let path = self.root.join("snp").join(product.name()).join("crl.pem");
+        if !path.exists() {
+            return Ok(None);
+        }
+        let mut set = CertSet::default();
+        set.add(&Self::read(&path)?)
+            .map_err(|e| ConfigError::Collateral(format!("{}: {e}", path.display())))?;
+        match (set.crls.pop(), set.certs.is_empty() && set.crls.is_empty()) {
+            (Some(crl), true) => Ok(Some(crl)),
+            _ => Err(ConfigError::Collateral(format!("{}: not exactly one CRL", path.display()))),
+        }
     }
 
     fn tdx_collateral(&self, fmspc: &[u8; 6]) -> Result<QuoteCollateralV3, ConfigError> {
