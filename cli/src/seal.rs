@@ -100,7 +100,8 @@ pub fn seal(args: SealArgs) -> anyhow::Result<ExitCode> {
     };
     let onnx = std::fs::read(&args.model).with_context(|| format!("reading {}", args.model.display()))?;
     if let Err(e) = nacre_model::Model::load(&onnx) {
-        eprintln!("refusing to seal {}: {e}", args.model.display());
+        // The owner's own tool on the owner's own model: tract's whole message is theirs to see.
+        eprintln!("refusing to seal {}: {e}: tract: {}", args.model.display(), e.tract_detail());
         return Ok(ExitCode::from(1));
     }
     drop(onnx);
