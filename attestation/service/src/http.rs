@@ -112,6 +112,51 @@ async fn admin_request<T: DeserializeOwned>(
     Ok((who, read_cbor(headers, body, svc.limits().admin_body_max).await?))
 }
 
+/// What a caller who has not authenticated (the guest's challenge and release) is told: the
+/// code and the check, with a message that depends on nothing else. The full reason names
+/// expected values, measurements, key versions, server paths; it goes to the audit log (a
+/// denial's record) and to this service's log, never to an unauthenticated caller.
+/// Authenticated admin and auditor calls get the full reason.
+fn public(e: ErrorBody) -> ErrorBody {
+    tracing::debug!(code = %e.code, check = ?e.check, reason = %e.reason, "refusal details (not sent)");
+    ErrorBody { reason: public_reason(e.code).to_owned(), ..e }
+}
+
+/// The one message an unauthenticated caller gets for `code`.
+pub fn public_reason(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::Malformed => "the request is malformed",
+        ErrorCode::TooLarge => "the request body is too large",
+        ErrorCode::UnsupportedMediaType => "the content type must be application/cbor",
+        ErrorCode::NotFound => "not found",
+        ErrorCode::UnknownKey => "the key or key version is unknown",
+        ErrorCode::NonceInvalid => "the challenge nonce is invalid",
+        ErrorCode::NonceExpired => "the challenge nonce has expired",
+        ErrorCode::NonceReplayed => "the challenge nonce was already used",
+        ErrorCode::NonceOtherKey => "the challenge nonce was issued for another key",
+        ErrorCode::Evidence => "the evidence was refused",
+        ErrorCode::KeyRevoked => "the key is revoked",
+        ErrorCode::VersionRevoked => "the key version is revoked",
+        ErrorCode::VersionNotAllowed => "the key version is not allowed",
+        ErrorCode::OutsideWindow => "outside the key's release window",
+        ErrorCode::RateLimited => "too many refused requests from this source; retry later",
+        ErrorCode::Unauthorized => "a valid bearer token is required",
+        ErrorCode::Unavailable => "temporarily unavailable; retry with a new challenge",
+        ErrorCode::Internal => "internal error",
+        _ => "refused",
+    }
+}
+
+/// A route open to callers who have not authenticated: timed, and answered per [`public`].
+async fn public_route(
+    svc: &Service,
+    route: &str,
+    f: impl Future<Output = Result<Response, ErrorBody>>,
+) -> Reply {
+    let Reply(out) = timed(svc, route, f).await;
+    Reply(out.map_err(public))
+}
+
 /// Times a handler into the route histogram.
 async fn timed(svc: &Service, route: &str, f: impl Future<Output = Result<Response, ErrorBody>>) -> Reply {
     let t = Instant::now();
@@ -126,7 +171,7 @@ async fn challenge(
     headers: HeaderMap,
     body: Body,
 ) -> Reply {
-    timed(&svc.clone(), "challenge", async move {
+    public_route(&svc.clone(), "challenge", async move {
         svc.admit(src)?;
         let req: ChallengeRequest = read_cbor(&headers, body, svc.limits().challenge_body_max)
             .await
@@ -142,7 +187,7 @@ async fn release(
     headers: HeaderMap,
     body: Body,
 ) -> Reply {
-    timed(&svc.clone(), "release", async move {
+    public_route(&svc.clone(), "release", async move {
         svc.admit(src)?;
         let req: ReleaseRequest = read_cbor(&headers, body, svc.limits().release_body_max)
             .await
@@ -309,12 +354,24 @@ async fn audit(
     .await
 }
 
-async fn metrics(State(svc): Svc) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], svc.metrics.encode()).into_response()
+/// Prometheus metrics, for the auditor role (the bearer token of the other read-only routes):
+/// refusal counts by reason, per-route latencies and admin actions describe the keys' use and
+/// the service's load, which is not for anyone who can reach the port.
+async fn metrics(State(svc): Svc, Extension(Source(src)): Extension<Source>, headers: HeaderMap) -> Response {
+    let allowed = async {
+        svc.admit(src)?;
+        svc.authorize(bearer(&headers), Role::Auditor, "metrics", src).await
+    };
+    match allowed.await {
+        Ok(_) => {
+            ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], svc.metrics.encode()).into_response()
+        }
+        Err(e) => Reply(Err(e)).into_response(),
+    }
 }
 
 async fn not_found() -> Reply {
-    Reply(Err(ErrorBody::new(ErrorCode::NotFound, "no such route")))
+    Reply(Err(public(ErrorBody::new(ErrorCode::NotFound, "no such route"))))
 }
 
 pub fn router(svc: Arc<Service>) -> Router {

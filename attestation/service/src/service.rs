@@ -17,7 +17,10 @@ use nacre_protocol::result::{
 };
 use nacre_protocol::{ErrorBody, ErrorCode, wrap};
 use nacre_verifier::collateral::FileCache;
-use nacre_verifier::{Appraiser, Claims, EvidenceVerifier, ExpectedReportData, PlatformClaims, SnpRoots};
+use nacre_verifier::{
+    Appraiser, Claims, ConfigError, EvidenceVerifier, ExpectedReportData, PlatformClaims, SnpRoots,
+    VerifyError,
+};
 use nacre_wire::binding::KeyReleaseBinding;
 use serde_bytes::ByteBuf;
 
@@ -216,6 +219,24 @@ fn store_error(e: StoreError) -> ErrorBody {
 }
 
 /// What a decided release request contributes to its audit record.
+/// The answer to evidence the verifier did not accept. Evidence that is malformed, not
+/// authentic or refused by the policy is the guest's: a denial ([`ErrorCode::Evidence`],
+/// audited, charged to its source). A verifier that could not decide, because of its own
+/// configuration or a collateral cache that lacks this platform's endorsements, is the
+/// service's fault: a server error (logged here with its details, not audited as the guest's
+/// denial, not charged to it), which names only the check. Sim evidence at a service that
+/// does not trust the sim root is the exception: refusing it is that configuration working,
+/// so it stays a denial.
+fn evidence_error(key_id: &str, e: &VerifyError) -> ErrorBody {
+    match e {
+        VerifyError::Config(c) if !matches!(c, ConfigError::NoSimRoot) => {
+            tracing::error!(key_id, error = %e, "evidence could not be appraised: verifier configuration or collateral");
+            ErrorBody::new(ErrorCode::Internal, "the evidence could not be appraised").with_check(e.check())
+        }
+        _ => ErrorBody::new(ErrorCode::Evidence, e.to_string()).with_check(e.check()),
+    }
+}
+
 struct Subject {
     tee: Option<String>,
     measurement: Option<String>,
@@ -326,9 +347,13 @@ impl Service {
         }
     }
 
-    /// Charges a refusal to `source` and counts it.
+    /// Charges a refusal to `source` and counts it. A server error is the service's fault,
+    /// never charged to the caller.
     pub fn charge(&self, source: IpAddr, code: ErrorCode) {
         self.limiter.record_denial(source, self.mono());
+        if code.http_status() >= 500 {
+            return;
+        }
         self.metrics.deny(code.as_str());
     }
 
@@ -713,9 +738,7 @@ impl Service {
         self.metrics.stage("verify", t.elapsed().as_secs_f64());
         let claims = verdict
             .map_err(|refusal| {
-                let e = refusal.error;
-                let mut d =
-                    denied(ErrorBody::new(ErrorCode::Evidence, e.to_string()).with_check(e.check()), &basis);
+                let mut d = denied(evidence_error(&req.key_id, &refusal.error), &basis);
                 // Authentic evidence refused by the binding or the policy: the audit record
                 // names the TEE, measurement and chip it came from.
                 d.subject = refusal.authentic.as_deref().map(subject);
