@@ -218,7 +218,6 @@ fn store_error(e: StoreError) -> ErrorBody {
     }
 }
 
-/// What a decided release request contributes to its audit record.
 /// The answer to evidence the verifier did not accept. Evidence that is malformed, not
 /// authentic or refused by the policy is the guest's: a denial ([`ErrorCode::Evidence`],
 /// audited, charged to its source). A verifier that could not decide, because of its own
@@ -237,6 +236,7 @@ fn evidence_error(key_id: &str, e: &VerifyError) -> ErrorBody {
     }
 }
 
+/// What a decided release request contributes to its audit record.
 struct Subject {
     tee: Option<String>,
     measurement: Option<String>,
@@ -350,10 +350,10 @@ impl Service {
     /// Charges a refusal to `source` and counts it. A server error is the service's fault,
     /// never charged to the caller.
     pub fn charge(&self, source: IpAddr, code: ErrorCode) {
-        self.limiter.record_denial(source, self.mono());
         if code.http_status() >= 500 {
             return;
         }
+        self.limiter.record_denial(source, self.mono());
         self.metrics.deny(code.as_str());
     }
 
