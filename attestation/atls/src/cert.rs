@@ -34,19 +34,21 @@ pub struct CertOptions {
 }
 
 impl CertOptions {
-    /// How long a certificate is valid by default. The key lives as long as the guest's
-    /// process; a guest that runs longer makes a new key and certificate.
-    pub const DEFAULT_LIFETIME: Duration = Duration::days(7);
+    /// How long a certificate is valid by default. A guest renews it well before then (the
+    /// enclave at half-life: a new key, new evidence, a new certificate); clients check the
+    /// window at each handshake, so a connection made before the renewal is not affected.
+    pub const DEFAULT_LIFETIME: Duration = Duration::hours(24);
     /// Backdating of `not_before`, for clients whose clocks run behind.
     pub const CLOCK_SKEW: Duration = Duration::minutes(5);
 
     /// Valid from `now` − [`Self::CLOCK_SKEW`] for [`Self::DEFAULT_LIFETIME`].
     pub fn new(subject_alt_names: Vec<String>, now: OffsetDateTime) -> Self {
-        CertOptions {
-            subject_alt_names,
-            not_before: now - Self::CLOCK_SKEW,
-            not_after: now + Self::DEFAULT_LIFETIME,
-        }
+        Self::with_lifetime(subject_alt_names, now, Self::DEFAULT_LIFETIME)
+    }
+
+    /// Valid from `now` − [`Self::CLOCK_SKEW`] until `now + lifetime`.
+    pub fn with_lifetime(subject_alt_names: Vec<String>, now: OffsetDateTime, lifetime: Duration) -> Self {
+        CertOptions { subject_alt_names, not_before: now - Self::CLOCK_SKEW, not_after: now + lifetime }
     }
 }
 
@@ -56,6 +58,7 @@ pub struct AttestedCert {
     spki_sha256: [u8; 32],
     model_digest: [u8; 32],
     evidence: Evidence,
+    not_after: OffsetDateTime,
 }
 
 impl core::fmt::Debug for AttestedCert {
@@ -110,7 +113,13 @@ impl AttestedCert {
         }
         let certified = CertifiedKey::new(vec![der], Arc::new(TlsSigningKey(key)));
         certified.keys_match().map_err(|e| CertError::SelfCheck(e.to_string()))?;
-        Ok(AttestedCert { certified: Arc::new(certified), spki_sha256, model_digest, evidence })
+        Ok(AttestedCert {
+            certified: Arc::new(certified),
+            spki_sha256,
+            model_digest,
+            evidence,
+            not_after: options.not_after,
+        })
     }
 
     /// The certificate (DER).
@@ -131,6 +140,11 @@ impl AttestedCert {
     /// The evidence inside the certificate.
     pub fn evidence(&self) -> &Evidence {
         &self.evidence
+    }
+
+    /// The end of the certificate's validity window (clients refuse it after this).
+    pub fn not_after(&self) -> OffsetDateTime {
+        self.not_after
     }
 
     /// The certificate and key as rustls uses them (for a custom `ResolvesServerCert`, e.g. to
@@ -298,6 +312,8 @@ mod tests {
         assert_eq!(san.value.general_names.len(), 2);
         assert!(!parsed.is_ca());
         assert_eq!(parsed.validity().not_after.timestamp(), opts.not_after.unix_timestamp());
+        assert_eq!(cert.not_after(), opts.not_after);
+        assert_eq!(opts.not_after - now, CertOptions::DEFAULT_LIFETIME);
         // Two certificates never share a key.
         let other = AttestedCert::generate(&opts, model, fake_evidence).unwrap();
         assert_ne!(other.spki_sha256(), cert.spki_sha256());

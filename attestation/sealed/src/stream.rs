@@ -22,6 +22,15 @@ impl DataKey {
         DataKey(Zeroizing::new(bytes))
     }
 
+    /// Copies a key held elsewhere (e.g. a released `Zeroizing<[u8; 32]>`) straight into this
+    /// key's wiped-on-drop storage. `from_bytes(*secret)` would first copy it into a by-value
+    /// argument on the stack, which nothing wipes.
+    pub fn copy_from(bytes: &[u8; 32]) -> Self {
+        let mut key = Zeroizing::new([0u8; 32]);
+        key.copy_from_slice(bytes);
+        DataKey(key)
+    }
+
     /// A fresh random key from the operating system's CSPRNG (via aws-lc).
     pub fn generate() -> Result<Self, SealError> {
         let mut k = Zeroizing::new([0u8; 32]);

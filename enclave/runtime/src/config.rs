@@ -41,6 +41,13 @@ fn burst() -> u32 {
 fn sans() -> Vec<String> {
     vec!["localhost".into(), "127.0.0.1".into()]
 }
+fn certificate_lifetime() -> u64 {
+    24 * 3600
+}
+/// Bounds of `certificate_lifetime_secs`: long enough for renewal at half-life to retry with
+/// backoff (up to 5 min between attempts) several times, short enough that evidence is renewed
+/// at least every two weeks.
+const CERTIFICATE_LIFETIME: std::ops::RangeInclusive<u64> = 3600..=30 * 24 * 3600;
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -84,6 +91,10 @@ pub struct EnclaveConfig {
     /// Names in the attested certificate (clients do not rely on them).
     #[serde(default = "sans")]
     pub subject_alt_names: Vec<String>,
+    /// How long each attested certificate is valid, seconds (default 24 h). The enclave makes
+    /// a new one (new key, fresh evidence) at half-life, retrying with backoff on failure.
+    #[serde(default = "certificate_lifetime")]
+    pub certificate_lifetime_secs: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +133,13 @@ impl EnclaveConfig {
         if self.rate_per_second == 0 || self.rate_burst == 0 {
             return bad("rate_per_second and rate_burst must be positive".into());
         }
+        if !CERTIFICATE_LIFETIME.contains(&self.certificate_lifetime_secs) {
+            return bad(format!(
+                "certificate_lifetime_secs: {}–{} seconds",
+                CERTIFICATE_LIFETIME.start(),
+                CERTIFICATE_LIFETIME.end()
+            ));
+        }
         Ok(())
     }
 
@@ -129,6 +147,11 @@ impl EnclaveConfig {
         let mut d = [0u8; 32];
         hex::decode_to_slice(self.inference_token_sha256.as_deref()?, &mut d).ok()?;
         Some(d)
+    }
+
+    /// [`Self::certificate_lifetime_secs`] as a duration (checked to be in range).
+    pub fn certificate_lifetime(&self) -> time::Duration {
+        time::Duration::seconds(i64::try_from(self.certificate_lifetime_secs).unwrap_or(i64::MAX))
     }
 
     pub fn model_digest(&self) -> [u8; 32] {
@@ -139,9 +162,14 @@ impl EnclaveConfig {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// A valid configuration with every default.
+    pub(crate) fn good() -> EnclaveConfig {
+        EnclaveConfig::parse(GOOD).unwrap()
+    }
 
     const GOOD: &str = r#"
 service_url = "https://10.0.2.100:8443"
@@ -157,6 +185,8 @@ model_digest = "0000000000000000000000000000000000000000000000000000000000000000
         let c = EnclaveConfig::parse(GOOD).unwrap();
         assert_eq!(c.listen.port(), 8443);
         assert_eq!(c.sealed_device, PathBuf::from("/dev/vda"));
+        assert_eq!(c.certificate_lifetime(), time::Duration::hours(24));
+        assert!(EnclaveConfig::parse(&format!("{GOOD}\ncertificate_lifetime_secs = 60\n")).is_err());
         assert!(EnclaveConfig::parse(&format!("{GOOD}\nsurprise = 1\n")).is_err());
         assert!(EnclaveConfig::parse(&GOOD.replace("https://", "http://")).is_err());
         assert!(EnclaveConfig::parse(&GOOD.replace("\"sim\"", "\"sgx\"")).is_err());

@@ -4,13 +4,15 @@
 //! It listens at once (health only), then walks the lifecycle — attester → key release →
 //! unseal → tract → attested certificate — and serves the model. A failure is printed on the
 //! console as `NACRE-ENCLAVE-FAILED <reason>`, shown by `/v2/health/ready`, and retried after
-//! an exponential backoff (1 s … 5 min), never in a tight loop.
+//! an exponential backoff (1 s … 5 min), never in a tight loop. Once serving, the attested
+//! certificate is renewed at half-life (`serve::renew`).
 //!
 //! `nacre.selftest=report:HEX` on the measured command line instead asks the secure processor
 //! for reports binding those 64 bytes and prints them (the image and host-agent tests).
 #![forbid(unsafe_code)]
 
 mod attest;
+mod clock;
 mod config;
 mod lifecycle;
 mod serve;
@@ -22,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use attest::{AttestError, Attester};
 use config::{EnclaveConfig, TeeKind};
 use lifecycle::{Booted, Failure, Serving};
-use nacre_atls::{AttestedCert, CertOptions};
+use serve::renew::Schedule;
 use serve::{App, Ready};
 
 fn cmdline_value(cmdline: &str, key: &str) -> Option<String> {
@@ -99,7 +101,7 @@ fn open_attester(config: &EnclaveConfig) -> Result<BoxedAttester, AttestError> {
 }
 
 /// Boot → attest → release the key and open the model → attested certificate → serve.
-fn start(config: EnclaveConfig, app: &App) -> Result<Serving<()>, Failure> {
+fn start(config: EnclaveConfig, app: &App) -> Result<Serving<Schedule>, Failure> {
     let t0 = std::time::Instant::now();
     let stage = |name: &str| println!("NACRE-ENCLAVE-STAGE {name} {:.3}", t0.elapsed().as_secs_f64());
     let attested = Booted::new(config).attest(open_attester)?;
@@ -112,21 +114,16 @@ fn start(config: EnclaveConfig, app: &App) -> Result<Serving<()>, Failure> {
     stage("model-ready");
     released.serve(|r| {
         let header = &r.model.header;
-        let metadata = Ready::metadata(&r.model.model, &header.model_name, &header.model_version)
-            .map_err(Failure::Model)?;
-        let mut attester = r.attester;
-        let options = CertOptions::new(r.config.subject_alt_names.clone(), time::OffsetDateTime::now_utc());
-        let cert = AttestedCert::generate(&options, header.model_digest, |rd| attester.attest(&rd))
-            .map_err(|e| Failure::Attestation(format!("attested certificate: {e}")))?;
-        stage("certificate");
-        app.serve_model(Ready {
+        let metadata = Ready::metadata(&r.model.model, &header.model_name, &header.model_version)?;
+        let schedule = app.serve_model(Ready {
             model: r.model.model,
             metadata,
-            cert: Arc::new(cert),
-            attester: Mutex::new(attester),
+            model_digest: header.model_digest,
+            attester: Mutex::new(r.attester),
             attestation_result: r.attestation_result,
-        });
-        Ok(())
+        })?;
+        stage("certificate");
+        Ok(schedule)
     })
 }
 
@@ -149,7 +146,7 @@ fn run(config: EnclaveConfig) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("runtime: {e}"))?;
-    let app = App::new(&config)?;
+    let app = App::new(&config, Arc::new(clock::SystemClock))?;
     let listener = rt
         .block_on(tokio::net::TcpListener::bind(config.listen))
         .map_err(|e| format!("listening on {}: {e}", config.listen))?;
@@ -159,15 +156,16 @@ fn run(config: EnclaveConfig) -> Result<(), String> {
     let mut attempt = 0;
     loop {
         match start(config.clone(), &app) {
-            Ok(Serving { server: () }) => {
+            Ok(serving) => {
                 println!("NACRE-ENCLAVE-SERVING {addr}");
+                rt.spawn(serve::renew::run(app.clone(), serving.into_server()));
                 // The server runs on the runtime's threads until the guest powers off.
                 rt.block_on(std::future::pending::<()>());
             }
             Err(failure) => {
                 let delay = lifecycle::backoff(attempt);
                 println!("NACRE-ENCLAVE-FAILED {failure} (retrying in {} s)", delay.as_secs());
-                app.fail(failure.to_string());
+                app.fail(&failure);
                 std::thread::sleep(delay);
                 attempt = attempt.saturating_add(1);
             }

@@ -64,9 +64,14 @@ pub fn unlock(
         })
         .map_err(|e| Failure::KeyRelease(e.to_string()))?;
     stage("key-released");
-    let cipher =
-        AwsLcGcm::new(&DataKey::from_bytes(*released.data_key)).map_err(|e| unseal(e.to_string()))?;
-    drop(released.data_key);
+    // The released key is copied once, from its `Zeroizing` into the `DataKey`'s own
+    // `Zeroizing`, by reference: no by-value `[u8; 32]` temporary is left on the stack. Both
+    // copies are wiped when dropped, on the error paths too (`?` drops them as well).
+    let cipher = {
+        let key = DataKey::copy_from(&released.data_key);
+        drop(released.data_key);
+        AwsLcGcm::new(&key).map_err(|e| unseal(e.to_string()))?
+    };
     let disk = File::open(device).map_err(|e| unseal(format!("{}: {e}", device.display())))?;
     // A block device ends on a sector boundary: read exactly the sealed length.
     let (header, plain) =
@@ -88,7 +93,8 @@ pub fn unlock(
             config.model_digest
         )));
     }
-    let model = nacre_model::Model::load(plain.as_slice()).map_err(|e| Failure::Model(e.to_string()))?;
+    // The typed error only: tract's text can quote the model's constant tensors.
+    let model = nacre_model::Model::load(plain.as_slice()).map_err(Failure::Model)?;
     drop(plain); // wiped: tract holds its own copy of the weights
     Ok(Unlocked { header, model, attestation_result: released.attestation_result })
 }

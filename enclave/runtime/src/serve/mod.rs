@@ -4,7 +4,7 @@
 //! | route | |
 //! |---|---|
 //! | `GET /v2/health/live` | 200 while the process runs |
-//! | `GET /v2/health/ready` | 200 when serving; 503 with the state and, after a failure, why |
+//! | `GET /v2/health/ready` | 200 when serving; 503 with the state and, after a failure, why (also when the attested certificate expired and renewal keeps failing) |
 //! | `GET /v2` | server metadata |
 //! | `GET /v2/models/{name}`, `…/ready` | model metadata (inputs, outputs, datatypes, shapes) |
 //! | `POST /v2/models/{name}/infer` | inference (validated before tract sees it) |
@@ -16,10 +16,14 @@
 //! certificate and answers only the health and metrics routes: every other route is 503 with
 //! the reason. Inference and attestation are limited per client; inference can require a bearer
 //! token. Errors are KServe's `{"error": "…"}` with a status that says whose fault it is.
+//!
+//! The attested certificate is renewed at half-life ([`renew`]); each connection keeps the
+//! certificate it was shown ([`tls::Presented`]).
 
 pub mod kserve;
 pub mod limit;
 pub mod metrics;
+pub mod renew;
 pub mod tls;
 
 use std::net::{IpAddr, SocketAddr};
@@ -40,11 +44,14 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 
 use crate::attest::Attester;
+use crate::clock::Clock;
 use crate::config::EnclaveConfig;
+use crate::lifecycle::Failure;
 use kserve::{InferRequest, InferResponse, ModelMetadata, OutputTensor, TensorSpec};
 use limit::Limiter;
 use metrics::{Metrics, Reason, Request, Route};
-use tls::CurrentCert;
+use renew::Schedule;
+use tls::Presented;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -54,8 +61,10 @@ const MAX_CONNECTIONS: usize = 256;
 pub struct Ready {
     pub model: nacre_model::Model,
     pub metadata: ModelMetadata,
-    pub cert: Arc<AttestedCert>,
-    /// Serialises fresh attestations (one request at a time to the secure processor).
+    /// The digest every attested certificate binds.
+    pub model_digest: [u8; 32],
+    /// Serialises attestations (fresh ones and certificate renewals: one request at a time to
+    /// the secure processor).
     pub attester: Mutex<Box<dyn Attester + Send>>,
     /// The attestation service's COSE_Sign1 result for this guest.
     pub attestation_result: Vec<u8>,
@@ -63,11 +72,14 @@ pub struct Ready {
 
 impl Ready {
     /// The model's declared signature as KServe metadata. Only FP32 tensors are served.
-    pub fn metadata(model: &nacre_model::Model, name: &str, version: &str) -> Result<ModelMetadata, String> {
-        let (inputs, outputs) = model.signature().map_err(|e| e.to_string())?;
-        let spec = |t: nacre_model::TensorInfo| -> Result<TensorSpec, String> {
+    pub fn metadata(model: &nacre_model::Model, name: &str, version: &str) -> Result<ModelMetadata, Failure> {
+        let (inputs, outputs) = model.signature().map_err(Failure::Model)?;
+        let spec = |t: nacre_model::TensorInfo| -> Result<TensorSpec, Failure> {
             if t.datatype != "FP32" {
-                return Err(format!("tensor {:?} is {}; only FP32 tensors are served", t.name, t.datatype));
+                return Err(Failure::Unservable(format!(
+                    "tensor {:?} is {}; only FP32 tensors are served",
+                    t.name, t.datatype
+                )));
             }
             let shape = t.shape.iter().map(|d| d.map_or(-1, |n| n as i64)).collect();
             Ok(TensorSpec { name: t.name, datatype: t.datatype, shape })
@@ -90,8 +102,11 @@ enum Phase {
 
 pub struct App {
     phase: RwLock<Phase>,
-    cert: Arc<CurrentCert>,
-    tls: Arc<rustls::ServerConfig>,
+    /// What new connections are shown; replaced whole when the certificate changes.
+    presented: RwLock<Arc<Presented>>,
+    clock: Arc<dyn Clock>,
+    subject_alt_names: Vec<String>,
+    certificate_lifetime: time::Duration,
     limiter: Limiter,
     metrics: Metrics,
     token_sha256: Option<[u8; 32]>,
@@ -109,14 +124,15 @@ impl core::fmt::Debug for App {
 }
 
 impl App {
-    pub fn new(config: &EnclaveConfig) -> Result<Arc<Self>, String> {
-        let cert = tls::current(tls::unattested(&config.subject_alt_names)?);
-        let tls = Arc::new(tls::server_config(cert.clone())?);
+    pub fn new(config: &EnclaveConfig, clock: Arc<dyn Clock>) -> Result<Arc<Self>, String> {
+        let presented = Presented::unattested(&config.subject_alt_names)?;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Ok(Arc::new(App {
             phase: RwLock::new(Phase::Starting),
-            cert,
-            tls,
+            presented: RwLock::new(Arc::new(presented)),
+            clock,
+            subject_alt_names: config.subject_alt_names.clone(),
+            certificate_lifetime: config.certificate_lifetime(),
             limiter: Limiter::new(config.rate_per_second, config.rate_burst),
             metrics: Metrics::default(),
             token_sha256: config.inference_token_sha256(),
@@ -126,19 +142,69 @@ impl App {
         }))
     }
 
-    /// Health-only, saying why.
-    pub fn fail(&self, reason: String) {
+    /// Health-only, saying why. (`Failure`'s text is safe to show: a model failure carries
+    /// tract's error kind and code only.)
+    pub fn fail(&self, failure: &Failure) {
+        let reason = failure.to_string();
         *self.phase.write().unwrap_or_else(|p| p.into_inner()) = Phase::Failed { reason };
     }
 
-    /// Presents the attested certificate and serves the model.
-    pub fn serve_model(&self, ready: Ready) {
-        self.cert.set(ready.cert.certified_key());
+    /// Makes the first attested certificate (as every renewal does, [`Self::renew_certificate`]),
+    /// presents it and serves the model; returns when to renew it.
+    pub fn serve_model(&self, ready: Ready) -> Result<Schedule, Failure> {
+        let issued_at = self.clock.now();
+        let cert = self.issue(&ready, issued_at).map_err(Failure::Attestation)?;
+        self.present(cert).map_err(Failure::Attestation)?;
         *self.phase.write().unwrap_or_else(|p| p.into_inner()) = Phase::Serving(Arc::new(ready));
+        Ok(Schedule::new(self.certificate_lifetime, issued_at))
+    }
+
+    /// A new key, fresh evidence bound to it and the model, and the certificate carrying it,
+    /// valid from now for the configured lifetime.
+    fn issue(&self, ready: &Ready, now: time::OffsetDateTime) -> Result<Arc<AttestedCert>, String> {
+        let options = nacre_atls::CertOptions::with_lifetime(
+            self.subject_alt_names.clone(),
+            now,
+            self.certificate_lifetime,
+        );
+        let mut attester = ready.attester.lock().unwrap_or_else(|p| p.into_inner());
+        AttestedCert::generate(&options, ready.model_digest, |rd| attester.attest(&rd))
+            .map(Arc::new)
+            .map_err(|e| format!("attested certificate: {e}"))
+    }
+
+    /// Shows `cert` to every new connection; connections already open keep theirs.
+    fn present(&self, cert: Arc<AttestedCert>) -> Result<(), String> {
+        let presented = Arc::new(Presented::attested(cert)?);
+        *self.presented.write().unwrap_or_else(|p| p.into_inner()) = presented;
+        Ok(())
+    }
+
+    /// Re-attests and swaps in a new certificate; returns when it was issued. Blocking: the
+    /// attester answers synchronously.
+    pub fn renew_certificate(&self) -> Result<time::OffsetDateTime, String> {
+        let ready = match &*self.phase.read().unwrap_or_else(|p| p.into_inner()) {
+            Phase::Serving(r) => r.clone(),
+            _ => return Err("the enclave is not serving".into()),
+        };
+        let now = self.clock.now();
+        self.present(self.issue(&ready, now)?)?;
+        Ok(now)
+    }
+
+    fn presented(&self) -> Arc<Presented> {
+        self.presented.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The attested certificate's validity ended and no renewal replaced it: clients refuse
+    /// new connections, so the enclave is not ready.
+    fn certificate_expired(&self) -> bool {
+        self.presented().attested.as_ref().is_some_and(|c| self.clock.now() > c.not_after())
     }
 
     fn ready(&self) -> Result<Arc<Ready>, Reject> {
         match &*self.phase.read().unwrap_or_else(|p| p.into_inner()) {
+            Phase::Serving(_) if self.certificate_expired() => Err(Reject::unavailable(CERTIFICATE_EXPIRED)),
             Phase::Serving(r) => Ok(r.clone()),
             Phase::Starting => Err(Reject::unavailable("the enclave is starting")),
             Phase::Failed { reason } => Err(Reject::unavailable(&format!("the enclave failed: {reason}"))),
@@ -201,6 +267,8 @@ impl App {
     }
 }
 
+const CERTIFICATE_EXPIRED: &str = "the attested certificate expired and could not be renewed";
+
 fn sha256(data: &[u8]) -> [u8; 32] {
     let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
     let mut out = [0u8; 32];
@@ -245,6 +313,8 @@ fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
 struct Conn {
     peer: IpAddr,
     exporter: Exporter,
+    /// The attested certificate this connection's handshake presented, if any.
+    cert: Option<Arc<AttestedCert>>,
 }
 
 type Shared = State<Arc<App>>;
@@ -257,6 +327,10 @@ async fn live(State(app): Shared) -> Response {
 async fn ready(State(app): Shared) -> Response {
     let t = Instant::now();
     let (status, body) = match &*app.phase.read().unwrap_or_else(|p| p.into_inner()) {
+        Phase::Serving(_) if app.certificate_expired() => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({"ready": false, "state": "certificate_expired", "reason": CERTIFICATE_EXPIRED}),
+        ),
         Phase::Serving(_) => (StatusCode::OK, serde_json::json!({"ready": true})),
         Phase::Starting => {
             (StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({"ready": false, "state": "starting"}))
@@ -366,8 +440,9 @@ async fn infer_inner(
         model.run_f32(inputs.into_iter().map(|i| (i.shape, i.data)).collect())
     })
     .await
-    .map_err(|e| Reject::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
-    .map_err(|e| Reject::new(StatusCode::INTERNAL_SERVER_ERROR, "inference_failed", e.to_string()))?;
+    // A panic's message is tract's text too: not passed on.
+    .map_err(|_| Reject::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "inference failed"))?
+    .map_err(|e| model_reject(&e))?;
     let wanted = request.outputs.as_ref();
     let outputs = meta
         .outputs
@@ -390,6 +465,12 @@ async fn infer_inner(
     Ok(json(StatusCode::OK, &response))
 }
 
+/// A tract failure as the client sees it: the kind's code and message, never tract's text
+/// (which can quote the model's constant tensors).
+fn model_reject(e: &nacre_model::ModelError) -> Reject {
+    Reject::new(StatusCode::INTERNAL_SERVER_ERROR, e.code(), e.to_string())
+}
+
 async fn attestation(
     State(app): Shared,
     Extension(conn): Extension<Conn>,
@@ -404,8 +485,13 @@ async fn attestation_inner(app: &App, conn: &Conn, query: &str) -> Result<Respon
     let ready = app.ready()?;
     app.limit(conn, None)?;
     let nonce = fresh::parse_query(query).map_err(|e| Reject::bad("bad_nonce", e.to_string()))?;
-    let report_data = ready
+    // Bound to the certificate this connection was shown, which a renewal since may have
+    // replaced for new connections: the client checks the binding against the one it verified.
+    let cert = conn
         .cert
+        .as_ref()
+        .ok_or_else(|| Reject::unavailable("this connection was made before the enclave was attested"))?;
+    let report_data = cert
         .fresh_report_data(&nonce, &conn.exporter)
         .map_err(|e| Reject::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
     let evidence = tokio::task::spawn_blocking(move || {
@@ -455,8 +541,7 @@ pub fn router(app: Arc<App>) -> Router {
 
 /// Serves HTTPS on `listener` until the process ends.
 pub async fn serve(app: Arc<App>, listener: TcpListener) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(app.tls.clone());
-    let routes = router(app);
+    let routes = router(app.clone());
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let (tcp, peer): (_, SocketAddr) = match listener.accept().await {
@@ -468,7 +553,10 @@ pub async fn serve(app: Arc<App>, listener: TcpListener) {
             }
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else { continue };
-        let (acceptor, routes) = (acceptor.clone(), routes.clone());
+        // The connection keeps what it is shown now, whatever a renewal swaps in meanwhile.
+        let presented = app.presented();
+        let acceptor = tokio_rustls::TlsAcceptor::from(presented.tls.clone());
+        let routes = routes.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let _ = tcp.set_nodelay(true);
@@ -479,7 +567,7 @@ pub async fn serve(app: Arc<App>, listener: TcpListener) {
             else {
                 return;
             };
-            let conn = Conn { peer: peer.ip(), exporter };
+            let conn = Conn { peer: peer.ip(), exporter, cert: presented.attested.clone() };
             let service =
                 hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(conn.clone());
@@ -494,3 +582,6 @@ pub async fn serve(app: Arc<App>, listener: TcpListener) {
         });
     }
 }
+
+#[cfg(test)]
+mod tests;
