@@ -319,15 +319,11 @@ pub fn audit(cmd: AuditCmd) -> Result<ExitCode> {
                 (None, Some(config)) => rt.block_on(async {
                     let config = Config::load(&config)?;
                     let store = Store::connect(&config.database, 2).await?;
-                    let mut all: Vec<AuditRecord> = Vec::new();
-                    loop {
-                        let page = store.audit_page(all.last().map_or(0, |r| r.seq), 10_000).await?;
-                        if page.is_empty() {
-                            break;
-                        }
-                        all.extend(page);
-                    }
-                    Ok::<_, anyhow::Error>((all, Some(store.audit_head().await?)))
+                    // Records and head from one snapshot: a release committed between two
+                    // separate reads would look like records cut off the end.
+                    let (all, head) = store.audit_snapshot().await?.read_all().await?;
+                    store.close().await;
+                    Ok::<_, anyhow::Error>((all, Some(head)))
                 })?,
                 _ => bail!("give --file or --config"),
             };

@@ -435,7 +435,7 @@ pub async fn serve(
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
             tick.tick().await;
-            if let Err(e) = store.gc_nonces(crate::service::now_unix() - 60).await {
+            if let Err(e) = store.gc_nonces().await {
                 tracing::warn!(error = %e, "nonce garbage collection failed");
             }
         }

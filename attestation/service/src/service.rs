@@ -207,6 +207,7 @@ fn store_error(e: StoreError) -> ErrorBody {
         StoreError::KeyRevoked(_) => ErrorBody::new(ErrorCode::KeyRevoked, e.to_string()),
         StoreError::VersionRevoked { .. } => ErrorBody::new(ErrorCode::VersionRevoked, e.to_string()),
         StoreError::NonceReplayed => ErrorBody::new(ErrorCode::NonceReplayed, e.to_string()),
+        StoreError::NonceExpired => ErrorBody::new(ErrorCode::NonceExpired, e.to_string()),
         StoreError::UnknownReference(_) => ErrorBody::new(ErrorCode::UnknownReference, e.to_string()),
         StoreError::ReferenceChanged(_) | StoreError::KeyChanged(_) => {
             ErrorBody::new(ErrorCode::Unavailable, format!("{e}; retry with a new challenge"))
@@ -452,6 +453,7 @@ impl Service {
                 }
                 Err(
                     e @ (StoreError::NonceReplayed
+                    | StoreError::NonceExpired
                     | StoreError::KeyRevoked(_)
                     | StoreError::VersionRevoked { .. }
                     | StoreError::UnknownReference(_)),

@@ -24,6 +24,9 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("nonce was already used")]
     NonceReplayed,
+    /// The nonce had expired by the database's clock when the release came to commit.
+    #[error("the nonce expired before the release committed (by the database's clock)")]
+    NonceExpired,
     #[error("key {0} is unknown")]
     UnknownKey(String),
     #[error("key {0} already exists")]
@@ -154,7 +157,22 @@ pub struct Store {
     write_lock: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
     /// The release writer's queue ([`batch`]); None only in the writer's own copy.
     releases: Option<batch::Queue>,
+    /// SQLite (else PostgreSQL): the few statements that are not portable differ.
+    sqlite: bool,
 }
+
+/// How long a used nonce is kept after it expired, by the database's clock.
+///
+/// A release refuses a nonce that has expired by the database's clock inside its commit
+/// (see [`batch`]), so a nonce's row is needed only while a commit could still find it
+/// unexpired: the row may go once the database's clock is past `expires_at`, plus a margin
+/// for what could make a commit read an earlier time than the collector did. Both read the
+/// same clock, so replicas' clock skew does not enter; what enters is the database clock
+/// stepping back (an NTP correction) and, on PostgreSQL, a commit whose clock reading was
+/// taken before the collector's delete but which commits after it (bounded by the commit's
+/// latency: SQLite's busy timeout is 10 s, a batch commits in milliseconds). Ten minutes is
+/// well above both; the cost is ten minutes of extra rows.
+pub const NONCE_GC_MARGIN_SECS: i64 = 600;
 
 fn migrator() -> Migrator {
     let migration = |version, name, sql| {
@@ -212,13 +230,30 @@ impl Store {
             .await?;
         migrator().run(&pool).await?;
         let write_lock = sqlite.then(|| std::sync::Arc::new(tokio::sync::Mutex::new(())));
-        let mut store = Store { pool, write_lock, releases: None };
+        let mut store = Store { pool, write_lock, releases: None, sqlite };
         store.releases = Some(batch::spawn(store.clone(), sqlite)?);
         Ok(store)
     }
 
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// The database's clock, in Unix seconds, as an SQL expression. PostgreSQL's
+    /// `clock_timestamp()` is the time the statement runs (`now()` would be the start of the
+    /// transaction, which may be before its wait for the chain head).
+    fn db_now_sql(&self) -> &'static str {
+        if self.sqlite {
+            "CAST(strftime('%s', 'now') AS INTEGER)"
+        } else {
+            "CAST(FLOOR(EXTRACT(EPOCH FROM clock_timestamp())) AS BIGINT)"
+        }
+    }
+
+    /// The database's clock, in Unix seconds, read on `conn` (in its transaction, if any).
+    async fn db_now(&self, conn: &mut sqlx::AnyConnection) -> Result<i64, StoreError> {
+        let sql = format!("SELECT {} AS now", self.db_now_sql());
+        Ok(sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_one(conn).await?.try_get("now")?)
     }
 
     /// Waits for open connections to finish and closes the pool (SQLite checkpoints its WAL).
@@ -672,31 +707,100 @@ impl Store {
 
     /// Audit records with `seq > after`, at most `limit`, in order.
     pub async fn audit_page(&self, after: i64, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT seq, time_ms, action, actor, key_id, key_version, decision, reason, tee, measurement, \
-             chip_id, source, prev_hash, hash FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2",
-        )
-        .bind(after)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(audit_record).collect()
+        audit_page_in(&mut *self.pool.acquire().await?, after, limit).await
     }
 
     /// The chain head as the database records it: (seq, hash).
     pub async fn audit_head(&self) -> Result<(i64, String), StoreError> {
-        let r = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(&self.pool).await?;
-        Ok((r.try_get("seq")?, r.try_get("hash")?))
+        head_in(&mut *self.pool.acquire().await?).await
     }
 
-    /// Deletes nonces that expired before `before` (they fail their expiry check anyway).
-    pub async fn gc_nonces(&self, before: i64) -> Result<u64, StoreError> {
-        Ok(sqlx::query("DELETE FROM used_nonces WHERE expires_at < $1")
-            .bind(before)
+    /// A read-only view of the audit log and its head as of one moment, for checking the chain
+    /// against the head: read apart, a write committed between the two reads makes the head
+    /// run ahead of the records, a truncation that is not there.
+    ///
+    /// SQLite (WAL) keeps a read transaction on the snapshot its first read took; PostgreSQL
+    /// does so under REPEATABLE READ (its default, READ COMMITTED, takes a new snapshot for
+    /// every statement).
+    pub async fn audit_snapshot(&self) -> Result<AuditSnapshot, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if !self.sqlite {
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(AuditSnapshot { tx })
+    }
+
+    /// Deletes the nonces that expired more than [`NONCE_GC_MARGIN_SECS`] ago by the
+    /// database's clock (a commit refuses them by that clock anyway).
+    pub async fn gc_nonces(&self) -> Result<u64, StoreError> {
+        let sql = format!("DELETE FROM used_nonces WHERE expires_at < {} - $1", self.db_now_sql());
+        Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(NONCE_GC_MARGIN_SECS)
             .execute(&self.pool)
             .await?
             .rows_affected())
     }
+}
+
+/// The audit log and its head as of one moment ([`Store::audit_snapshot`]).
+pub struct AuditSnapshot {
+    tx: Transaction<'static, Any>,
+}
+
+impl core::fmt::Debug for AuditSnapshot {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("AuditSnapshot")
+    }
+}
+
+impl AuditSnapshot {
+    /// Records with `seq > after`, at most `limit`, in order, as of the snapshot.
+    pub async fn page(&mut self, after: i64, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
+        audit_page_in(&mut self.tx, after, limit).await
+    }
+
+    /// The chain head as of the snapshot.
+    pub async fn head(&mut self) -> Result<(i64, String), StoreError> {
+        head_in(&mut self.tx).await
+    }
+
+    /// Every record and the head, as of the snapshot; ends it.
+    pub async fn read_all(mut self) -> Result<(Vec<AuditRecord>, (i64, String)), StoreError> {
+        let mut all: Vec<AuditRecord> = Vec::new();
+        loop {
+            let page = self.page(all.last().map_or(0, |r| r.seq), 10_000).await?;
+            if page.is_empty() {
+                break;
+            }
+            all.extend(page);
+        }
+        let head = self.head().await?;
+        self.tx.rollback().await?;
+        Ok((all, head))
+    }
+}
+
+async fn head_in(conn: &mut sqlx::AnyConnection) -> Result<(i64, String), StoreError> {
+    let r = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(conn).await?;
+    Ok((r.try_get("seq")?, r.try_get("hash")?))
+}
+
+async fn audit_page_in(
+    conn: &mut sqlx::AnyConnection,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<AuditRecord>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT seq, time_ms, action, actor, key_id, key_version, decision, reason, tee, measurement, \
+         chip_id, source, prev_hash, hash FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2",
+    )
+    .bind(after)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(audit_record).collect()
 }
 
 /// `entry` as the record at `seq` after `prev_hash`, hashed.

@@ -10,7 +10,11 @@
 //!   the audit chain head, so it is ordered with admin writes and with other replicas'
 //!   writes exactly like a single release, and the checks made inside it see every write
 //!   committed before it (a revocation or re-import committed before the batch refuses it).
-//! - Each item is checked in the order a single commit checks it: the key version exists and
+//! - Each item is checked in the order a single commit checks it: its nonce has not expired
+//!   by the database's clock, read inside the transaction after the chain head was taken (the
+//!   service checked the expiry by its own clock when it decided; a release that waited for
+//!   the commit past the expiry, or a replica whose clock lags, is refused here:
+//!   [`StoreError::NonceExpired`]); the key version exists and
 //!   neither it nor the key is revoked, and the key's current version and release policy are
 //!   still the ones the release was decided under (queried once per (key, version) per batch;
 //!   [`StoreError::KeyChanged`] otherwise, which the service answers by deciding again on
@@ -138,6 +142,8 @@ async fn commit(
 ) -> Result<Vec<Result<AuditRecord, StoreError>>, StoreError> {
     let mut w = store.begin_write().await?;
     let conn: &mut AnyConnection = &mut w.tx;
+    // After the head: the time at which this transaction holds the chain.
+    let now = store.db_now(conn).await?;
 
     // Revocation and reference values, once per (key, version) and per name.
     let mut keys: HashMap<(String, u32), KeyNow> = HashMap::new();
@@ -145,15 +151,19 @@ async fn commit(
     let mut outcomes: Vec<Option<Result<AuditRecord, StoreError>>> = Vec::with_capacity(releases.len());
     let mut checked = Vec::with_capacity(releases.len());
     for (i, r) in releases.iter().enumerate() {
-        let now = key_now(conn, &mut keys, &r.key_id, r.version).await?;
-        let refusal = match now.state {
+        if now > r.nonce_expires_at {
+            outcomes.push(Some(Err(StoreError::NonceExpired)));
+            continue;
+        }
+        let key = key_now(conn, &mut keys, &r.key_id, r.version).await?;
+        let refusal = match key.state {
             KeyState::Unknown => Some(StoreError::UnknownKey(r.key_id.clone())),
             KeyState::KeyRevoked => Some(StoreError::KeyRevoked(r.key_id.clone())),
             KeyState::VersionRevoked => {
                 Some(StoreError::VersionRevoked { key_id: r.key_id.clone(), version: r.version })
             }
             KeyState::Live => match &r.key {
-                Some((current, policy)) if *current != now.current_version || *policy != now.policy => {
+                Some((current, policy)) if *current != key.current_version || *policy != key.policy => {
                     Some(StoreError::KeyChanged(r.key_id.clone()))
                 }
                 _ => reference_refusal(conn, &mut documents, &r.references).await?,
@@ -416,13 +426,15 @@ mod tests {
             under("h", (current, "")),
             under("i", (current, "edited")),
             under("j", (current + 1, "")),
+            // Expired by the database's clock, though everything else would release it.
+            Release { nonce_expires_at: 1, ..release("late", "k", 1, &[]) },
         ];
         let outcomes = commit(&store, batch).await.unwrap();
         let seqs: Vec<Option<i64>> = outcomes.iter().map(|o| o.as_ref().ok().map(|r| r.seq)).collect();
         let (s, n) = (head.0 + 1, None);
         assert_eq!(
             seqs,
-            [Some(s), Some(s + 1), n, n, n, n, n, n, n, Some(s + 2), Some(s + 3), n, n],
+            [Some(s), Some(s + 1), n, n, n, n, n, n, n, Some(s + 2), Some(s + 3), n, n, n],
             "{outcomes:?}"
         );
         assert!(matches!(outcomes[2], Err(StoreError::NonceReplayed)));
@@ -434,6 +446,7 @@ mod tests {
         assert!(matches!(&outcomes[8], Err(StoreError::UnknownReference(n)) if n == "gone"));
         assert!(matches!(&outcomes[11], Err(StoreError::KeyChanged(k)) if k == "k"));
         assert!(matches!(&outcomes[12], Err(StoreError::KeyChanged(k)) if k == "k"));
+        assert!(matches!(&outcomes[13], Err(StoreError::NonceExpired)));
 
         let records = store.audit_page(0, 1000).await.unwrap();
         let actors: Vec<&str> = records[head.0 as usize..].iter().map(|r| r.actor.as_str()).collect();
