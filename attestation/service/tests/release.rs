@@ -4,6 +4,12 @@
 //! on SQLite and on a real PostgreSQL server (scripts/postgres.sh).
 
 mod common;
+// One test binary for the service (each binary links the whole service): the commit-path and
+// disclosure suites are modules of it.
+#[path = "release/commit.rs"]
+mod commit;
+#[path = "release/disclosure.rs"]
+mod disclosure;
 
 use common::{Harness, MEASUREMENT, policy_for};
 use nacre_attestation_client::{Client, ClientError};
@@ -305,8 +311,25 @@ async fn reference_suite(database: Option<&str>) {
     let listed = auditor.list_reference_values().await.unwrap();
     assert_eq!(listed, std::slice::from_ref(&info));
 
+    // ---- issue 12 §2: sim_reference_entry_unlocks_no_key_without_the_keys_opt_in -------------
+    // The image's sim entry is in the document (as `nacre image build` always writes it), the
+    // service trusts the sim root, the report is correctly bound and carries that measurement:
+    // a key whose policy names the document without `insecure_sim` is still denied.
+    admin.create_key("no-sim", &[0x32; 32], "reference_values = [\"img\"]\n").await.unwrap();
+    let e = refused(fetch(&h, "no-sim", 1).await);
+    assert_eq!(e.code, ErrorCode::Evidence, "{e}");
+    let e = refused(
+        admin
+            .set_policy(
+                "no-sim",
+                &format!("[appraisal.sim]\nmeasurements = [\"{}\"]\n", hex::encode(MEASUREMENT)),
+            )
+            .await,
+    );
+    assert!(e.reason.contains("insecure_sim"), "{e}");
+
     // ---- policies naming them ----------------------------------------------------------------
-    let policy = "reference_values = [\"img\"]\n";
+    let policy = "reference_values = [\"img\"]\ninsecure_sim = true\n";
     let e = refused(admin.create_key("r", &[0x31; 32], "reference_values = [\"nope\"]\n").await);
     assert_eq!(e.code, ErrorCode::UnknownReference, "{e}");
     assert!(e.reason.contains("nope"), "{e}");

@@ -4,7 +4,7 @@
 //! clock, and used nonces are kept a margin past their expiry. On SQLite, and on PostgreSQL
 //! (`NACRE_TEST_POSTGRES_URL`, or a throwaway server from scripts/postgres.sh).
 
-mod common;
+use crate::common;
 
 use common::{Harness, MEASUREMENT, policy_for};
 use nacre_attestation_client::ClientError;

@@ -3,7 +3,7 @@
 //! the check, never the details; `/metrics` is for the auditor role; a failure of the service's
 //! own configuration or collateral is a server error, not the guest's denial.
 
-mod common;
+use crate::common;
 
 use common::{Harness, MEASUREMENT, policy_for};
 use hyper::{Method, StatusCode};
