@@ -138,8 +138,10 @@ impl Stack {
         }
         let sealed_path = dir.join("model.sealed");
         std::fs::write(&sealed_path, &sealed).unwrap();
-        let policy =
-            format!("insecure_sim = true\n[appraisal.sim]\nmeasurements = [\"{}\"]\n", hex::encode(options.release_measurement));
+        let policy = format!(
+            "insecure_sim = true\n[appraisal.sim]\nmeasurements = [\"{}\"]\n",
+            hex::encode(options.release_measurement)
+        );
         let admin = Client::new(&service_url, &service_ca).unwrap().with_token(admin_token.clone());
         rt.block_on(admin.create_key(KEY_ID, key.expose(), &policy)).unwrap();
         // The enclave.
