@@ -198,7 +198,7 @@ fn evidence(sim: &SimCa, report_data: [u8; 64]) -> Evidence {
     let signed = sim.sign(&report).unwrap();
     let mut certs: Vec<_> = sim.chain_der().into_iter().map(Into::into).collect();
     certs.push(sim.crl_der().to_vec().into());
-    Evidence { tee: Tee::Sim, report: signed.to_vec(), certs }
+    Evidence { tee: Tee::Sim, report: signed.to_vec(), certs, event_log: None }
 }
 
 /// One release, by hand (challenge, sim evidence, release, unwrap), so the response's

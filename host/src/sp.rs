@@ -86,7 +86,7 @@ impl SecureProcessor {
         report.host_data = self.host_data;
         let signed = self.identity.signer.sign(&report).map_err(|e| e.to_string())?;
         let certs = self.identity.certs.iter().map(|c| ByteBuf::from(c.clone())).collect();
-        Ok(Evidence { tee: Tee::Sim, report: signed.to_vec(), certs })
+        Ok(Evidence { tee: Tee::Sim, report: signed.to_vec(), certs, event_log: None })
     }
 
     /// Serves every connection on `listener` until the task is dropped.

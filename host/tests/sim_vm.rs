@@ -151,6 +151,7 @@ async fn sim_vm_reports_verify_restart_and_adoption() {
         tee: Tee::Sim,
         report,
         certs: certs.into_iter().map(serde_bytes::ByteBuf::from).collect(),
+        event_log: None,
     };
     // The policy pins the measurement computed from the files, so acceptance is the check.
     let policy = format!("[sim]\nmeasurements = [\"{}\"]\n", hex::encode(expected));

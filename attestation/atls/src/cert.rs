@@ -277,7 +277,7 @@ mod tests {
     use nacre_wire::Tee;
 
     fn fake_evidence(rd: [u8; 64]) -> Result<Evidence, std::convert::Infallible> {
-        Ok(Evidence { tee: Tee::Sim, report: rd.to_vec(), certs: vec![] })
+        Ok(Evidence { tee: Tee::Sim, report: rd.to_vec(), certs: vec![], event_log: None })
     }
 
     #[test]
@@ -336,6 +336,7 @@ mod tests {
                 tee: Tee::Sim,
                 report: vec![0; nacre_wire::evidence::MAX_REPORT_LEN + 1],
                 certs: vec![],
+                event_log: None,
             })
         };
         assert!(matches!(AttestedCert::generate(&opts, [0; 32], huge), Err(CertError::Evidence(_))));

@@ -120,7 +120,12 @@ mod tests {
     use serde_bytes::ByteBuf;
 
     fn evidence(report_len: usize) -> Evidence {
-        Evidence { tee: Tee::Sim, report: vec![7; report_len], certs: vec![ByteBuf::from(vec![1, 2, 3])] }
+        Evidence {
+            tee: Tee::Sim,
+            report: vec![7; report_len],
+            certs: vec![ByteBuf::from(vec![1, 2, 3])],
+            event_log: None,
+        }
     }
 
     #[test]

@@ -45,7 +45,7 @@ impl SimTee {
         let signed = self.ca.sign(&report).unwrap();
         let mut certs: Vec<ByteBuf> = self.ca.chain_der().into_iter().map(ByteBuf::from).collect();
         certs.push(ByteBuf::from(self.ca.crl_der().to_vec()));
-        Evidence { tee: Tee::Sim, report: signed.to_vec(), certs }
+        Evidence { tee: Tee::Sim, report: signed.to_vec(), certs, event_log: None }
     }
 
     fn cert_with(&self, options: &CertOptions) -> Arc<AttestedCert> {

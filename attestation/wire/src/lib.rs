@@ -1,11 +1,12 @@
 //! Nacre's evidence wire formats: the SEV-SNP attestation report (also used, byte for byte, by
-//! the simulated TEE) and the REPORT_DATA bindings of DESIGN.md §3.
+//! the simulated TEE), the TD's CCEL event log, and the REPORT_DATA bindings of DESIGN.md §3.
 //!
 //! This crate parses and encodes; it verifies nothing and does no I/O. Verification lives in
 //! `nacre-verifier`, which checks signatures over the bytes this crate hands back unchanged.
 #![forbid(unsafe_code)]
 
 pub mod binding;
+pub mod ccel;
 pub mod error;
 pub mod evidence;
 pub mod snp;

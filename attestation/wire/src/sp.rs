@@ -130,7 +130,7 @@ pub fn decode_response_body(status: u8, body: &[u8]) -> Result<Response, WireErr
     if !rest.is_empty() {
         return Err(WireError::Inconsistent { what: "trailing bytes after the certificates" });
     }
-    let evidence = Evidence { tee: Tee::Sim, report, certs };
+    let evidence = Evidence { tee: Tee::Sim, report, certs, event_log: None };
     evidence.check_limits()?;
     Ok(Response::Report(evidence))
 }
@@ -145,6 +145,7 @@ mod tests {
             tee: Tee::Sim,
             report: vec![7; REPORT_LEN],
             certs: vec![serde_bytes::ByteBuf::from(vec![1, 2, 3]), serde_bytes::ByteBuf::from(vec![4; 300])],
+            event_log: None,
         }
     }
 

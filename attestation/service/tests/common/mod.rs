@@ -140,7 +140,7 @@ impl Harness {
         let signed = self.ca.sign(&report).unwrap();
         let mut certs: Vec<ByteBuf> = self.ca.chain_der().into_iter().map(ByteBuf::from).collect();
         certs.push(ByteBuf::from(self.ca.crl_der().to_vec()));
-        Evidence { tee: Tee::Sim, report: signed.to_vec(), certs }
+        Evidence { tee: Tee::Sim, report: signed.to_vec(), certs, event_log: None }
     }
 
     pub async fn stop(mut self) {

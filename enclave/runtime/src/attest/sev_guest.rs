@@ -96,7 +96,7 @@ fn evidence_from(
     let report = report_from_response(rsp)?;
     check_snp_report_data(report, report_data)?;
     let certs = if table.is_empty() { Vec::new() } else { cert_table(table)? };
-    let evidence = Evidence { tee: Tee::Snp, report: report.to_vec(), certs };
+    let evidence = Evidence { tee: Tee::Snp, report: report.to_vec(), certs, event_log: None };
     evidence.check_limits().map_err(|e| AttestError::Malformed(e.to_string()))?;
     Ok(evidence)
 }

@@ -52,7 +52,7 @@ impl Attester for FakeAttester {
         if self.failing.load(Ordering::SeqCst) {
             return Err(AttestError::Io("the secure processor does not answer".into()));
         }
-        Ok(Evidence { tee: Tee::Sim, report: report_data.to_vec(), certs: vec![] })
+        Ok(Evidence { tee: Tee::Sim, report: report_data.to_vec(), certs: vec![], event_log: None })
     }
 }
 
