@@ -88,7 +88,7 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
                 collateral_from_json(&read(path)?).with_context(|| format!("{}", path.display()))?;
             appraiser.appraise(
                 &TdxVerifier::new(),
-                TdxEvidence { quote: &evidence, collateral: &collateral },
+                TdxEvidence { quote: &evidence, collateral: &collateral, event_log: None },
                 expected,
                 now,
             )

@@ -173,7 +173,7 @@ fn tdx(c: &mut Criterion) {
         appraiser
             .appraise(
                 &verifier,
-                TdxEvidence { quote: black_box(&quote), collateral: &collateral },
+                TdxEvidence { quote: black_box(&quote), collateral: &collateral, event_log: None },
                 ExpectedReportData::InsecureUnbound,
                 TDX_NOW,
             )

@@ -381,7 +381,7 @@ fn appraise_tdx(
         collateral_from_json(&read_vector(&format!("tdx/{}/collateral.json", case.dir))).unwrap();
     Appraiser::new(policy).appraise(
         &TdxVerifier::new(),
-        TdxEvidence { quote, collateral: &collateral },
+        TdxEvidence { quote, collateral: &collateral, event_log: None },
         ExpectedReportData::InsecureUnbound,
         now,
     )
@@ -521,7 +521,7 @@ fn tdx_flipped_bytes_are_rejected() {
         bad[i] ^= 0x01;
         let r = appraiser.appraise(
             &verifier,
-            TdxEvidence { quote: &bad, collateral: &collateral },
+            TdxEvidence { quote: &bad, collateral: &collateral, event_log: None },
             ExpectedReportData::InsecureUnbound,
             TDX_UPTODATE.now,
         );
@@ -569,7 +569,7 @@ fn file_cache_serves_endorsements_for_real_reports() {
         Appraiser::new(Policy::default())
             .appraise(
                 &TdxVerifier::new(),
-                TdxEvidence { quote: &q, collateral: &collateral },
+                TdxEvidence { quote: &q, collateral: &collateral, event_log: None },
                 ExpectedReportData::InsecureUnbound,
                 TDX_UPTODATE.now
             )

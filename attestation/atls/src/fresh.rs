@@ -260,6 +260,7 @@ mod tests {
                 tcb_status: TdxTcbStatus::UpToDate,
                 advisory_ids: Vec::new(),
                 td,
+                event_log: None,
             })),
         }
     }

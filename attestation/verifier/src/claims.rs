@@ -62,6 +62,36 @@ pub struct TdxClaims {
     pub tcb_status: TdxTcbStatus,
     pub advisory_ids: Vec<String>,
     pub td: TdReport,
+    /// The TD's event log, when the evidence carried one: it replayed to the quote's RTMR0-3,
+    /// so each event's digest is what the TD's registers were extended with, in this order.
+    pub event_log: Option<Vec<LoggedEvent>>,
+}
+
+/// One event of a TD's event log whose replay matched the quote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoggedEvent {
+    /// Position in the log (0 = the first event after the Spec ID header).
+    pub index: usize,
+    /// The RTMR (0-3) the event extended; `None` for `EV_NO_ACTION`, which is logged only.
+    pub rtmr: Option<u8>,
+    /// TCG event type (`nacre_wire::ccel::event_type`).
+    pub event_type: u32,
+    /// The SHA-384 digest extended into the register.
+    pub digest: [u8; 48],
+    /// A short printable rendering of the event data where it is text (EFI action strings, the
+    /// separator, EFI variable names, firmware-blob labels). Unauthenticated unless
+    /// [`LoggedEvent::data_is_digested`]: the replay covers the digest, not the data.
+    pub description: Option<String>,
+    /// Whether `digest` is the SHA-384 of the event data (for boot variables, of the variable's
+    /// data), so the description shows what was measured.
+    pub data_is_digested: bool,
+}
+
+impl LoggedEvent {
+    /// The TCG name of the event type (`EV_EFI_ACTION`, ...), if it has one.
+    pub fn event_type_name(&self) -> Option<&'static str> {
+        nacre_wire::ccel::event_type::name(self.event_type)
+    }
 }
 
 /// The TD report fields of a quote (TDX Module ABI, TDREPORT / TD_INFO).

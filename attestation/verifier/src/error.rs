@@ -45,6 +45,8 @@ pub enum MalformedError {
     Quote(String),
     #[error("collateral: {0}")]
     Collateral(String),
+    #[error("TDX {0}")]
+    EventLog(#[from] nacre_wire::ccel::EventLogError),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -90,6 +92,12 @@ pub enum ChainError {
     Unsigned,
     #[error("TDX quote verification failed: {0}")]
     Tdx(String),
+    /// The TD's event log replays to other RTMRs than its authenticated quote holds: the log
+    /// is not the one the TD booted with (or was changed on the way), so none of it is evidence.
+    #[error(
+        "the event log does not match the quote: it replays {register} to {replayed}, the quote has {quoted}"
+    )]
+    EventLogMismatch { register: &'static str, replayed: String, quoted: String },
 }
 
 impl ChainError {
@@ -109,6 +117,7 @@ impl ChainError {
             ChainError::TcbExtension { .. } | ChainError::TcbExtensionMissing { .. } => "tcb_extension",
             ChainError::ChipId { .. } => "chip_id",
             ChainError::Tdx(_) => "tdx_quote",
+            ChainError::EventLogMismatch { .. } => "event_log",
         }
     }
 }

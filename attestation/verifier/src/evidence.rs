@@ -94,7 +94,11 @@ impl EvidenceVerifier {
                     })?
                     .tdx_collateral(&quote_fmspc(&evidence.report).map_err(VerifyError::from)?)
                     .map_err(VerifyError::from)?;
-                let tdx = TdxEvidence { quote: &evidence.report, collateral: &collateral };
+                let tdx = TdxEvidence {
+                    quote: &evidence.report,
+                    collateral: &collateral,
+                    event_log: evidence.event_log.as_deref(),
+                };
                 appraiser.appraise_reporting(self.tdx.as_ref(), tdx, expected, now)
             }
         }

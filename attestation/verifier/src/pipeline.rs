@@ -42,11 +42,12 @@ pub struct SnpEvidence<'a> {
     pub certs: &'a CertSet,
 }
 
-/// A TDX quote with its collateral.
+/// A TDX quote with its collateral, and the TD's event log when it sent one.
 #[derive(Clone, Copy, Debug)]
 pub struct TdxEvidence<'a> {
     pub quote: &'a [u8],
     pub collateral: &'a QuoteCollateralV3,
+    pub event_log: Option<&'a [u8]>,
 }
 
 impl Platform for SnpVerifier {
@@ -59,7 +60,7 @@ impl Platform for SnpVerifier {
 impl Platform for TdxVerifier {
     type Evidence<'a> = TdxEvidence<'a>;
     fn authenticate(&self, e: TdxEvidence<'_>, ctx: &AuthContext) -> Result<Claims, VerifyError> {
-        TdxVerifier::authenticate(self, e.quote, e.collateral, ctx.now)
+        TdxVerifier::authenticate(self, e.quote, e.collateral, e.event_log, ctx.now)
     }
 }
 
