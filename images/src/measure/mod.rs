@@ -17,6 +17,12 @@ pub enum MeasureError {
     Snp(String),
     #[error("TDX firmware: {0}")]
     Tdvf(String),
+    /// The kernel, its command line or the initrd cannot be booted as modelled.
+    #[error("kernel: {0}")]
+    Kernel(#[from] tdx::KernelError),
+    /// The kernel's EFI (PE/COFF) image is malformed.
+    #[error("kernel EFI image: {0}")]
+    Pe(#[from] tdx::PeError),
 }
 
 pub(crate) fn read(path: &std::path::Path) -> Result<Vec<u8>, MeasureError> {

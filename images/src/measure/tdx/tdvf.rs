@@ -1,4 +1,4 @@
-//! The TDX MRTD of a TDVF (OVMF built with TDX support), computed from the firmware file.
+//! TDVF metadata (OVMF built with TDX support) and the MRTD computed from the firmware file.
 //!
 //! QEMU reads the TDVF metadata from the image and, for each section in metadata order, asks
 //! KVM to add the section's pages to the TD (`TDH.MEM.PAGE.ADD`, which extends MRTD with the
@@ -15,7 +15,7 @@ use std::path::Path;
 
 use aws_lc_rs::digest::{Context, SHA384};
 
-use super::MeasureError;
+use crate::measure::MeasureError;
 
 /// TDX page size; every section is a whole number of pages at a page-aligned GPA.
 pub const PAGE_SIZE: u64 = 4096;
@@ -309,6 +309,29 @@ impl<'a> Tdvf<'a> {
         &self.sections
     }
 
+    /// The one TD_HOB section (`parse` checks there is exactly one).
+    pub fn td_hob(&self) -> Result<&Section, MeasureError> {
+        self.sections
+            .iter()
+            .find(|s| s.section_type == SectionType::TdHob)
+            .ok_or_else(|| err("TDVF metadata has no TD_HOB section"))
+    }
+
+    /// The bytes of the configuration firmware volume (the UEFI variable store as shipped),
+    /// which OVMF measures into RTMR0. Exactly one CFV is required: with none or several,
+    /// which bytes OVMF measures is a guess.
+    pub fn cfv(&self) -> Result<&'a [u8], MeasureError> {
+        let mut cfvs = self.sections.iter().filter(|s| s.section_type == SectionType::Cfv);
+        let (Some(cfv), None) = (cfvs.next(), cfvs.next()) else {
+            return Err(err("TDVF metadata does not have exactly one CFV section"));
+        };
+        let from = cfv.data_offset as usize;
+        // `parse` checked that the section lies inside the image.
+        self.firmware
+            .get(from..from + cfv.raw_data_size as usize)
+            .ok_or_else(|| err("CFV data outside the image"))
+    }
+
     /// Image offset of the `TDVF_DESCRIPTOR`.
     pub fn metadata_offset(&self) -> usize {
         self.metadata_offset
@@ -481,7 +504,7 @@ pub fn mrtd(firmware: &[u8], order: Order) -> Result<[u8; 48], MeasureError> {
 
 /// MRTD of a firmware file; errors name the file.
 pub fn mrtd_file(path: &Path, order: Order) -> Result<[u8; 48], MeasureError> {
-    let firmware = super::read(path)?;
+    let firmware = crate::measure::read(path)?;
     mrtd(&firmware, order).map_err(|e| match e {
         MeasureError::Tdvf(m) => MeasureError::Tdvf(format!("{}: {m}", path.display())),
         other => other,
