@@ -123,10 +123,12 @@ pub struct BuildArgs {
     #[arg(long)]
     name: String,
     /// A bzImage; default: Debian's pinned cloud kernel (images/kernel.pin), fetched with
-    /// `apt-get download` into --cache and verified by SHA-256.
+    /// `curl` from $NACRE_DEBIAN_MIRROR (default deb.debian.org) into --cache and verified by
+    /// SHA-256 before it is unpacked.
     #[arg(long, requires = "modules")]
     kernel: Option<PathBuf>,
-    /// `lib/modules/<version>` of --kernel.
+    /// `lib/modules/<version>` of --kernel (`.ko` or `.ko.xz` files; built-in modules are
+    /// read from its `modules.builtin`).
     #[arg(long, requires = "kernel")]
     modules: Option<PathBuf>,
     /// Where the default kernel is kept (default: $XDG_CACHE_HOME/nacre or ~/.cache/nacre).
@@ -275,6 +277,7 @@ fn build_image(a: BuildArgs) -> Result<ExitCode> {
         firmware_sha256: sha(&firmware),
         vcpus: Some(a.shape.vcpus),
         vcpu_type: Some(a.shape.vcpu_type.to_string()),
+        ..Default::default()
     }];
     image.write(&a.out)?;
     if let Some(ovmf) = &a.snp_ovmf {
@@ -293,6 +296,7 @@ fn build_image(a: BuildArgs) -> Result<ExitCode> {
             firmware_sha256: sha(&read(ovmf)?),
             vcpus: Some(a.shape.vcpus),
             vcpu_type: Some(a.shape.vcpu_type.to_string()),
+            ..Default::default()
         });
     }
     if a.tee == TeeArg::Tdx {
@@ -307,6 +311,7 @@ fn build_image(a: BuildArgs) -> Result<ExitCode> {
             cmdline: image.cmdline.clone(),
         },
         measurements,
+        snp_min_tcb: None,
     };
     let (doc, sig) = values.sign(&read(&a.signing_key)?)?;
     std::fs::write(a.out.join("reference-values.json"), &doc)?;

@@ -96,37 +96,58 @@ fn tdx_json_has_typed_claims() {
     assert_eq!(j["mrtd"].as_str().unwrap().len(), 96);
 }
 
-/// Issue 12 §1: `nacre evidence verify` refuses a real TDX quote under a policy that pins its
-/// MRTD without RTMR0–2, naming the check and the register.
+/// Issue 12 §1, issue 13: `nacre evidence verify` cannot be given a policy that pins a real TDX
+/// quote's MRTD alone (exit 2, naming the field), and refuses the quote under a launch whose
+/// RTMR2 differs, naming the check and the register.
 #[test]
 fn evidence_verify_refuses_tdx_pinned_by_mrtd_alone() {
     let d = "tdx/v4-b0c06f-phala";
     let dir = tmp("tdx-mrtd-alone");
     let policy = dir.join("policy.toml");
+    let mrtd =
+        "91eb2b44d141d4ece09f0c75c2c53d247a3c68edd7fafe8a3520c942a604a407de03ae6dc5f87f27428b2538873118b7";
+    let verify = |policy: &Path| {
+        nacre(&[
+            "evidence",
+            "verify",
+            "--tee",
+            "tdx",
+            "--evidence",
+            &v(&format!("{d}/quote.bin")),
+            "--collateral",
+            &v(&format!("{d}/collateral.json")),
+            "--at",
+            "2025-07-04T10:00:00Z",
+            "--policy",
+            policy.to_str().unwrap(),
+            "--json",
+        ])
+    };
+    std::fs::write(&policy, format!("[tdx]\nmrtd = [\"{mrtd}\"]\n")).unwrap();
+    let out = verify(&policy);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `mrtd`"));
+    // The quote's own RTMR0/1 (as verified without a policy), another RTMR2.
+    std::fs::write(&policy, "").unwrap();
+    let shown = json(&verify(&policy));
+    let rtmr = |i: usize| shown["rtmr"][i].as_str().unwrap().to_owned();
     std::fs::write(
         &policy,
-        "[tdx]\nmrtd = [\"91eb2b44d141d4ece09f0c75c2c53d247a3c68edd7fafe8a3520c942a604a407de03ae6dc5f87f27428b2538873118b7\"]\n",
+        format!(
+            "[[tdx.launches]]\nshape = \"reference TD\"\nmrtd = \"{mrtd}\"\nrtmr0 = \"{}\"\nrtmr1 = \"{}\"\nrtmr2 = \"{}\"\n",
+            rtmr(0),
+            rtmr(1),
+            "00".repeat(48)
+        ),
     )
     .unwrap();
-    let out = nacre(&[
-        "evidence",
-        "verify",
-        "--tee",
-        "tdx",
-        "--evidence",
-        &v(&format!("{d}/quote.bin")),
-        "--collateral",
-        &v(&format!("{d}/collateral.json")),
-        "--at",
-        "2025-07-04T10:00:00Z",
-        "--policy",
-        policy.to_str().unwrap(),
-        "--json",
-    ]);
+    let out = verify(&policy);
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
     let j = json(&out);
-    assert_eq!(j["check"], "tdx_boot_chain");
-    assert!(j["reason"].as_str().unwrap().contains("rtmr0"), "{j}");
+    assert_eq!(j["check"], "tdx_launch");
+    let reason = j["reason"].as_str().unwrap();
+    assert!(reason.contains("reference TD") && reason.contains(&format!("rtmr2 {}", rtmr(2))), "{j}");
+    assert!(!reason.contains("rtmr1"), "{j}");
 }
 
 /// Issue 12 §1: until the builder computes RTMR0–2, `nacre image build` writes no TDX reference

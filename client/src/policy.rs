@@ -109,13 +109,11 @@ impl ClientPolicy {
                 .map_err(|_| "reference_values.signer: 64 hex digits".to_owned())?;
             let values = ReferenceValues::verify(&read(&r.document)?, &read(&r.signature)?, &[signer])
                 .map_err(|e| format!("{}: {e}", r.document.display()))?;
-            // Sim entries apply only with the explicit insecure sim root; TDX entries of this
-            // format (MRTD alone) never.
-            for (tee, value) in
-                values.applicable(raw.insecure_sim_root.is_some()).map_err(|e| e.to_string())?
-            {
-                appraisal.allow_measurement(tee, value);
-            }
+            // Sim entries apply only with the explicit insecure sim root; TDX entries only as
+            // whole launches (v2), never as an MRTD alone.
+            appraisal
+                .apply_reference_values(&values, raw.insecure_sim_root.is_some())
+                .map_err(|e| format!("{}: {e}", r.document.display()))?;
             names.push(values.name);
         }
         // Reference values may have added SNP measurements: they need a floor too.
@@ -165,15 +163,19 @@ mod tests {
         format!("\"{}\"", byte.repeat(48))
     }
 
-    /// Issue 12 §1: a client never accepts TDX on the firmware measurement alone.
+    /// Issue 12 §1, issue 13: a client never accepts TDX on the firmware measurement alone; a
+    /// TDX launch is the whole boot chain.
     #[test]
     fn client_refuses_tdx_mrtd_without_rtmr0_2() {
         let e =
             ClientPolicy::parse(&format!("{DIGEST}[appraisal.tdx]\nmrtd = [{}]\n", m("aa")), Path::new("."))
                 .unwrap_err();
-        assert!(e.contains("rtmr0"), "{e}");
+        assert!(e.contains("mrtd"), "{e}");
+        let partial =
+            format!("{DIGEST}[[appraisal.tdx.launches]]\nmrtd = {0}\nrtmr0 = {0}\nrtmr1 = {0}\n", m("aa"));
+        assert!(ClientPolicy::parse(&partial, Path::new(".")).unwrap_err().contains("rtmr2"));
         let whole = format!(
-            "{DIGEST}[appraisal.tdx]\nmrtd = [{0}]\nrtmr0 = {0}\nrtmr1 = {0}\nrtmr2 = {0}\n",
+            "{DIGEST}[[appraisal.tdx.launches]]\nmrtd = {0}\nrtmr0 = {0}\nrtmr1 = {0}\nrtmr2 = {0}\n",
             m("aa")
         );
         assert!(ClientPolicy::parse(&whole, Path::new(".")).is_ok());

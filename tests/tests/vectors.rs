@@ -446,46 +446,63 @@ fn tdx_policy_fields_are_enforced() {
     let r = appraise_tdx(&TDX_UPTODATE, &q, p, TDX_UPTODATE.now);
     assert!(matches!(r, Err(VerifyError::Policy(PolicyViolation::Mismatch { field: "rtmr3", .. }))), "{r:?}");
     let p = Policy::from_toml(&format!(
-        "[tdx]\nmrtd = [\"{0}\"]\nrtmr0 = \"{0}\"\nrtmr1 = \"{0}\"\nrtmr2 = \"{0}\"",
+        "[[tdx.launches]]\nmrtd = \"{0}\"\nrtmr0 = \"{0}\"\nrtmr1 = \"{0}\"\nrtmr2 = \"{0}\"",
         "22".repeat(48)
     ))
     .unwrap();
     let r = appraise_tdx(&TDX_UPTODATE, &q, p, TDX_UPTODATE.now);
-    assert!(
-        matches!(r, Err(VerifyError::Policy(PolicyViolation::NotAllowed { field: "mrtd", .. }))),
-        "{r:?}"
-    );
+    assert!(matches!(r, Err(VerifyError::Policy(PolicyViolation::TdxLaunch { .. }))), "{r:?}");
     let p = Policy::from_toml("[tdx]\nallowed_tcb_statuses = []").unwrap();
     let r = appraise_tdx(&TDX_UPTODATE, &q, p, TDX_UPTODATE.now);
     assert!(matches!(r, Err(VerifyError::Policy(PolicyViolation::TdxTcbStatus { .. }))), "{r:?}");
 }
 
-/// Issue 12 §1: MRTD covers the firmware only. A policy pinning the real quote's MRTD without
-/// RTMR0–2 refuses it, naming the first missing register; with the quote's RTMR0–2 it passes,
-/// and one wrong RTMR refuses it.
+/// Issue 12 §1, issue 13: MRTD covers the firmware only, so a TDX launch is MRTD and RTMR0–2
+/// together. The real quote passes a policy whose launch has its four registers; one wrong
+/// register refuses it, and the refusal names that register and the closest launch's shape.
 #[test]
 fn tdx_release_on_the_firmware_measurement_alone_is_refused() {
     let q = quote(&TDX_UPTODATE);
     let v = appraise_tdx(&TDX_UPTODATE, &q, Policy::default(), TDX_UPTODATE.now).unwrap();
+    assert!(
+        v.warnings.iter().any(|w| w.contains("boot chain (MRTD, RTMR0–2) not pinned")),
+        "{:?}",
+        v.warnings
+    );
     let PlatformClaims::Tdx(t) = &v.platform else { panic!() };
     let (mrtd, rtmr) = (hex::encode(t.td.mrtd), t.td.rtmr.map(hex::encode));
-    let mut text = format!("[tdx]\nmrtd = [\"{mrtd}\"]\n");
-    for (i, missing) in ["rtmr0", "rtmr1", "rtmr2"].into_iter().enumerate() {
-        let p = Policy::from_toml(&text).unwrap();
-        assert!(!p.pins_a_measurement(), "MRTD without {missing} pins nothing");
-        let r = appraise_tdx(&TDX_UPTODATE, &q, p, TDX_UPTODATE.now);
-        assert!(
-            matches!(r, Err(VerifyError::Policy(PolicyViolation::TdxBootChainUnpinned { register })) if register == missing),
-            "{r:?}"
-        );
-        text.push_str(&format!("{missing} = \"{}\"\n", rtmr[i]));
-    }
-    let p = Policy::from_toml(&text).unwrap();
+    assert!(
+        Policy::from_toml(&format!("[tdx]\nmrtd = [\"{mrtd}\"]\n")).is_err(),
+        "MRTD alone cannot be written"
+    );
+    let launch = |r0: &str, r1: &str, r2: &str| {
+        format!(
+            "[[tdx.launches]]\nshape = \"2048 MiB\"\nmrtd = \"{mrtd}\"\nrtmr0 = \"{r0}\"\nrtmr1 = \"{r1}\"\nrtmr2 = \"{r2}\"\n"
+        )
+    };
+    let p = Policy::from_toml(&launch(&rtmr[0], &rtmr[1], &rtmr[2])).unwrap();
     assert!(p.pins_a_measurement());
     assert!(appraise_tdx(&TDX_UPTODATE, &q, p, TDX_UPTODATE.now).is_ok());
-    let wrong = text.replace(&rtmr[1], &"00".repeat(48));
-    let r = appraise_tdx(&TDX_UPTODATE, &q, Policy::from_toml(&wrong).unwrap(), TDX_UPTODATE.now);
-    assert!(matches!(r, Err(VerifyError::Policy(PolicyViolation::Mismatch { field: "rtmr1", .. }))), "{r:?}");
+    let zero = "00".repeat(48);
+    for (i, text) in [
+        launch(&zero, &rtmr[1], &rtmr[2]),
+        launch(&rtmr[0], &zero, &rtmr[2]),
+        launch(&rtmr[0], &rtmr[1], &zero),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        // Another, farther launch in the list too: the closest one is named.
+        let text = format!("{text}{}", launch(&zero, &zero, &zero).replace("2048 MiB", "far"));
+        let r = appraise_tdx(&TDX_UPTODATE, &q, Policy::from_toml(&text).unwrap(), TDX_UPTODATE.now);
+        let Err(VerifyError::Policy(PolicyViolation::TdxLaunch { closest })) = &r else { panic!("{r:?}") };
+        assert!(closest.contains("closest is 2048 MiB"), "{closest}");
+        assert!(closest.contains(&format!("rtmr{i} {}", rtmr[i])), "{closest}");
+        assert_eq!(closest.matches("(allowed").count(), 1, "{closest}");
+    }
+    let r =
+        appraise_tdx(&TDX_UPTODATE, &q, Policy::from_toml("[tdx]\nlaunches = []").unwrap(), TDX_UPTODATE.now);
+    assert!(matches!(r, Err(VerifyError::Policy(PolicyViolation::TdxLaunch { .. }))), "{r:?}");
 }
 
 #[test]

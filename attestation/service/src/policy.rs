@@ -105,9 +105,11 @@ impl ReleasePolicy {
         let pinned = appraisal.pins_a_measurement();
         appraisal.close_unpinned();
         if !pinned && raw.reference_values.is_empty() {
-            return Err("[appraisal] pins no measurement (snp/sim `measurements` or tdx `mrtd`) and \
+            return Err(
+                "[appraisal] pins no measurement (snp/sim `measurements` or `[[tdx.launches]]`) and \
                         `reference_values` names none: it would release the key to any guest"
-                .into());
+                    .into(),
+            );
         }
         let mut reference_values: Vec<String> = Vec::with_capacity(raw.reference_values.len());
         for name in raw.reference_values {
@@ -121,7 +123,7 @@ impl ReleasePolicy {
             // Fail closed: a TEE neither pinned here nor by a reference allows no measurement.
             appraisal.sim.measurements.get_or_insert_with(Vec::new);
             appraisal.snp.measurements.get_or_insert_with(Vec::new);
-            appraisal.tdx.mrtd.get_or_insert_with(Vec::new);
+            appraisal.tdx.launches.get_or_insert_with(Vec::new);
         }
         let not_before = instant("not_before", &raw.not_before)?;
         let not_after = instant("not_after", &raw.not_after)?;
@@ -140,16 +142,14 @@ impl ReleasePolicy {
         })
     }
 
-    /// The appraiser of this policy with the measurements of `references` (the documents its
-    /// `reference_values` name, as stored now) added to the allow-lists of their TEEs: sim
-    /// entries only when the policy opts into sim, TDX entries never (format v1 carries MRTD
-    /// alone: [`ReferenceValues::applicable`]).
+    /// The appraiser of this policy with what `references` allow (the documents its
+    /// `reference_values` name, as stored now) added: SNP measurements and floors, whole TDX
+    /// launches of v2 documents, sim entries only when the policy opts into sim
+    /// ([`Policy::apply_reference_values`]).
     pub fn resolve(&self, references: &[&ReferenceValues]) -> Result<Appraiser, String> {
         let mut policy = self.appraiser.policy().clone();
         for r in references {
-            for (tee, value) in r.applicable(self.insecure_sim).map_err(|e| e.to_string())? {
-                policy.allow_measurement(tee, value);
-            }
+            policy.apply_reference_values(r, self.insecure_sim).map_err(|e| e.to_string())?;
         }
         Ok(Appraiser::new(policy))
     }
@@ -199,10 +199,10 @@ mod tests {
                     tee: (*tee).into(),
                     measurement: (*m).into(),
                     firmware_sha256: "3".repeat(64),
-                    vcpus: None,
-                    vcpu_type: None,
+                    ..Default::default()
                 })
                 .collect(),
+            snp_min_tcb: None,
         }
     }
 
@@ -216,13 +216,14 @@ mod tests {
         let base = p.appraiser.policy();
         assert_eq!(base.sim.measurements, Some(vec![]));
         assert_eq!(base.snp.measurements, Some(vec![]));
-        assert_eq!(base.tdx.mrtd, Some(vec![]));
-        let img = reference("img", &[("sim", &b), ("tdx", &c), ("sim", &b)]);
+        assert_eq!(base.tdx.launches, Some(vec![]));
+        let mut img = reference("img", &[("sim", &b), ("tdx", &c), ("sim", &b)]);
+        img.format = nacre_protocol::reference::FORMAT_V1.into();
         let resolved = p.resolve(&[&img]).unwrap();
         let policy = resolved.policy();
         assert_eq!(policy.sim.measurements.as_deref().map(<[_]>::len), Some(1), "deduplicated");
         assert_eq!(hex::encode(policy.sim.measurements.as_ref().unwrap()[0].0), b);
-        assert_eq!(policy.tdx.mrtd, Some(vec![]), "a v1 TDX entry (MRTD alone) is never applied: {c}");
+        assert_eq!(policy.tdx.launches, Some(vec![]), "a v1 TDX entry (MRTD alone) is never applied: {c}");
         assert_eq!(policy.snp.measurements, Some(vec![]), "SNP allows nothing");
         // Explicit measurements stay; references add to them.
         let p = ReleasePolicy::parse(&format!(
@@ -248,7 +249,7 @@ mod tests {
         .unwrap();
         let policy = p.appraiser.policy();
         assert_eq!(policy.snp.measurements, Some(vec![]), "SNP must not be open to any measurement");
-        assert_eq!(policy.tdx.mrtd, Some(vec![]));
+        assert_eq!(policy.tdx.launches, Some(vec![]));
         assert_eq!(policy.sim.measurements.as_ref().map(Vec::len), Some(1));
     }
 
@@ -266,20 +267,21 @@ mod tests {
         assert!(e.contains("insecure_sim"), "{e}");
     }
 
-    /// Issue 12 §1 and §3, at policy set: a TDX MRTD without RTMR0–2, or SNP measurements
-    /// without a TCB floor, are refused with the reason; TDX pinned whole is accepted.
+    /// Issue 12 §1 and §3, issue 13, at policy set: a TDX MRTD without RTMR0–2 cannot even be
+    /// written, and SNP measurements without a TCB floor are refused with the reason; a whole
+    /// TDX launch is accepted.
     #[test]
     fn partial_pins_are_refused_when_set() {
         let e = ReleasePolicy::parse(&format!("[appraisal.tdx]\nmrtd = [\"{M}\"]\n")).unwrap_err();
-        assert!(e.contains("rtmr0"), "{e}");
+        assert!(e.contains("unknown field `mrtd`"), "{e}");
         let e = ReleasePolicy::parse(&format!(
-            "[appraisal.tdx]\nmrtd = [\"{M}\"]\nrtmr0 = \"{M}\"\nrtmr1 = \"{M}\"\n"
+            "[[appraisal.tdx.launches]]\nmrtd = \"{M}\"\nrtmr0 = \"{M}\"\nrtmr1 = \"{M}\"\n"
         ))
         .unwrap_err();
         assert!(e.contains("rtmr2"), "{e}");
         assert!(
             ReleasePolicy::parse(&format!(
-                "[appraisal.tdx]\nmrtd = [\"{M}\"]\nrtmr0 = \"{M}\"\nrtmr1 = \"{M}\"\nrtmr2 = \"{M}\"\n"
+                "[[appraisal.tdx.launches]]\nmrtd = \"{M}\"\nrtmr0 = \"{M}\"\nrtmr1 = \"{M}\"\nrtmr2 = \"{M}\"\n"
             ))
             .is_ok()
         );

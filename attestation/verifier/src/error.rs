@@ -145,10 +145,11 @@ pub enum PolicyViolation {
     Advisory { id: String },
     #[error("no policy section for {tee} evidence")]
     NoSection { tee: &'static str },
-    #[error(
-        "the policy pins MRTD but not {register}: MRTD covers the firmware only, not the kernel, command line and initrd"
-    )]
-    TdxBootChainUnpinned { register: &'static str },
+    /// The TD's MRTD and RTMR0–2 equal no allowed launch. `closest` names the allowed launch
+    /// that differs in the fewest registers, and those registers, so that an operator sees
+    /// which input (firmware, its configuration, kernel, command line or initrd) changed.
+    #[error("the TD's boot chain (MRTD, RTMR0–2) matches no allowed launch: {closest}")]
+    TdxLaunch { closest: String },
     #[error("the policy pins SNP measurements but sets no TCB floor for {product}")]
     NoTcbFloor { product: &'static str },
 }
@@ -165,7 +166,7 @@ impl PolicyViolation {
             PolicyViolation::TdxTcbStatus { .. } => "tcb_status",
             PolicyViolation::Advisory { .. } => "advisory",
             PolicyViolation::NoSection { .. } => "policy",
-            PolicyViolation::TdxBootChainUnpinned { .. } => "tdx_boot_chain",
+            PolicyViolation::TdxLaunch { .. } => "tdx_launch",
             PolicyViolation::NoTcbFloor { .. } => "tcb_floor_missing",
         }
     }
@@ -182,10 +183,6 @@ pub enum ConfigError {
     SimRoot(String),
     #[error("collateral source: {0}")]
     Collateral(String),
-    #[error(
-        "the TDX allow-list pins MRTD without {register}: MRTD covers the firmware only; pin MRTD and RTMR0–2 together"
-    )]
-    TdxBootChainUnpinned { register: &'static str },
     #[error(
         "the SNP allow-list pins measurements with no TCB floor (snp.min_tcb): firmware with a published attestation-key compromise would pass"
     )]

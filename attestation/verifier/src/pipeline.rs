@@ -16,7 +16,7 @@ use nacre_wire::snp::{TcbVersion, policy_bits};
 
 use crate::claims::{Claims, PlatformClaims, SnpClaims, TdxClaims};
 use crate::error::{ChainError, PolicyViolation, VerifyError};
-use crate::policy::{Hex, Policy, SnpPolicy, TdxPolicy};
+use crate::policy::{Hex, Policy, SnpPolicy, TdxLaunch, TdxPolicy};
 use crate::snp::SnpVerifier;
 use crate::tdx::TdxVerifier;
 use crate::x509::CertSet;
@@ -177,34 +177,39 @@ impl Appraiser {
     }
 
     fn check_policy(&self, claims: &mut Claims) -> Result<(), VerifyError> {
-        let (allow_debug, allowed) = match (&claims.platform, claims.tee) {
-            (PlatformClaims::Snp(_), tee @ (Tee::Snp | Tee::Sim)) => {
-                let p = self.policy.snp_section(tee);
-                (p.allow_debug, p.measurements.as_deref())
-            }
-            (PlatformClaims::Tdx(_), Tee::Tdx) => {
-                (self.policy.tdx.allow_debug, self.policy.tdx.mrtd.as_deref())
-            }
+        let allow_debug = match (&claims.platform, claims.tee) {
+            (PlatformClaims::Snp(_), tee @ (Tee::Snp | Tee::Sim)) => self.policy.snp_section(tee).allow_debug,
+            (PlatformClaims::Tdx(_), Tee::Tdx) => self.policy.tdx.allow_debug,
             (_, tee) => return Err(PolicyViolation::NoSection { tee: tee.as_str() }.into()),
         };
         if claims.debug && !allow_debug {
             let detail = if claims.tee == Tee::Tdx { "TD attribute DEBUG" } else { "guest policy DEBUG bit" };
             return Err(PolicyViolation::Debug { detail }.into());
         }
-        let pinned = allowed.is_some_and(|list| !list.is_empty());
-        // Pinning a TEE means pinning all of what it runs: a TDX policy its whole boot chain, an
-        // SNP policy its firmware too (a TCB floor). A partial pin is refused, never half-applied.
-        if claims.tee == Tee::Tdx
-            && pinned
-            && let Some(register) = self.policy.tdx.unpinned_boot_register()
-        {
-            return Err(PolicyViolation::TdxBootChainUnpinned { register }.into());
-        }
-        let field = if claims.tee == Tee::Tdx { "mrtd" } else { "measurement" };
-        match allowed {
-            Some(list) => one_of(field, &claims.measurement, list)?,
-            None => claims.warnings.push(format!("{field} not pinned by the policy")),
-        }
+        // Pinning a TEE means pinning all of what it runs: a TDX launch is its whole boot chain
+        // (the type has no other form), an SNP measurement needs its firmware floor too.
+        let pinned = match &claims.platform {
+            PlatformClaims::Tdx(t) => match self.policy.tdx.launches.as_deref() {
+                Some(launches) => {
+                    check_tdx_launch(launches, t)?;
+                    true
+                }
+                None => {
+                    claims.warnings.push("TDX boot chain (MRTD, RTMR0–2) not pinned by the policy".into());
+                    false
+                }
+            },
+            PlatformClaims::Snp(_) => match self.policy.snp_section(claims.tee).measurements.as_deref() {
+                Some(list) => {
+                    one_of("measurement", &claims.measurement, list)?;
+                    !list.is_empty()
+                }
+                None => {
+                    claims.warnings.push("measurement not pinned by the policy".into());
+                    false
+                }
+            },
+        };
         match &claims.platform {
             PlatformClaims::Snp(s) => {
                 let section = self.policy.snp_section(claims.tee);
@@ -331,6 +336,38 @@ fn tcb_floor(which: &'static str, tcb: &TcbVersion, floor: &TcbVersion) -> Resul
     Ok(())
 }
 
+/// The TD's MRTD and RTMR0–2 must equal one allowed launch's. On refusal, name the allowed
+/// launch that differs in the fewest registers, and how.
+fn check_tdx_launch(launches: &[TdxLaunch], t: &TdxClaims) -> Result<(), VerifyError> {
+    let reported = [&t.td.mrtd, &t.td.rtmr[0], &t.td.rtmr[1], &t.td.rtmr[2]];
+    let differing = |l: &TdxLaunch| -> Vec<String> {
+        l.registers()
+            .iter()
+            .zip(reported)
+            .filter(|((_, want), got)| want != got)
+            .map(|((name, want), got)| format!("{name} {} (allowed {})", hex::encode(got), hex::encode(want)))
+            .collect()
+    };
+    let mut closest: Option<(&TdxLaunch, Vec<String>)> = None;
+    for launch in launches {
+        let diff = differing(launch);
+        if diff.is_empty() {
+            return Ok(());
+        }
+        if closest.as_ref().is_none_or(|(_, best)| diff.len() < best.len()) {
+            closest = Some((launch, diff));
+        }
+    }
+    let closest = match closest {
+        None => "the policy allows no TDX launch".to_owned(),
+        Some((launch, diff)) => {
+            let name = if launch.shape.is_empty() { "an allowed launch" } else { launch.shape.as_str() };
+            format!("closest is {name}, which differs in {}", diff.join(", "))
+        }
+    };
+    Err(PolicyViolation::TdxLaunch { closest }.into())
+}
+
 fn check_tdx(p: &TdxPolicy, t: &TdxClaims, warnings: &mut Vec<String>) -> Result<(), VerifyError> {
     if !p.allowed_tcb_statuses.contains(&t.tcb_status) {
         let allowed: Vec<&str> = p.allowed_tcb_statuses.iter().map(|s| s.as_str()).collect();
@@ -347,9 +384,6 @@ fn check_tdx(p: &TdxPolicy, t: &TdxClaims, warnings: &mut Vec<String>) -> Result
         warnings.push(format!("TDX advisories apply: {}", t.advisory_ids.join(", ")));
     }
     for (field, value, want) in [
-        ("rtmr0", &t.td.rtmr[0], p.rtmr0.as_ref()),
-        ("rtmr1", &t.td.rtmr[1], p.rtmr1.as_ref()),
-        ("rtmr2", &t.td.rtmr[2], p.rtmr2.as_ref()),
         ("rtmr3", &t.td.rtmr[3], p.rtmr3.as_ref()),
         ("mrconfigid", &t.td.mrconfigid, p.mrconfigid.as_ref()),
         ("mrowner", &t.td.mrowner, p.mrowner.as_ref()),

@@ -6,8 +6,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::claims::TdxTcbStatus;
 use crate::error::ConfigError;
+use nacre_protocol::reference::{Applicable, ReferenceError, ReferenceValues};
 use nacre_wire::Tee;
-use nacre_wire::snp::{Product, TcbVersion};
+pub use nacre_wire::snp::{ProductFloors, TcbFloor};
 
 /// A fixed-length byte string written as hex in policy files.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -107,61 +108,6 @@ impl Default for SnpPolicy {
     }
 }
 
-/// An SNP TCB floor. Milan, Genoa and Turin number their firmware and microcode independently
-/// (and only Turin has FMC), so a fleet of several products needs one floor per product:
-///
-/// ```toml
-/// [snp.min_tcb.genoa]
-/// bootloader = 10
-/// tee = 0
-/// snp = 23
-/// microcode = 84
-/// ```
-///
-/// or, for one product, `min_tcb = { bootloader = 3, tee = 0, snp = 8, microcode = 115 }`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum TcbFloor {
-    /// Per product; a product without an entry has no floor (its evidence is refused).
-    PerProduct(ProductFloors),
-    /// The same floor for every product.
-    Every(TcbVersion),
-}
-
-/// [`TcbFloor::PerProduct`].
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProductFloors {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub milan: Option<TcbVersion>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub genoa: Option<TcbVersion>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub turin: Option<TcbVersion>,
-}
-
-impl TcbFloor {
-    /// The floor for evidence from `product`, if the policy sets one.
-    pub fn for_product(&self, product: Product) -> Option<&TcbVersion> {
-        match self {
-            TcbFloor::Every(floor) => Some(floor),
-            TcbFloor::PerProduct(p) => match product {
-                Product::Milan => p.milan.as_ref(),
-                Product::Genoa => p.genoa.as_ref(),
-                Product::Turin => p.turin.as_ref(),
-            },
-        }
-    }
-
-    /// Whether it names a floor for any product.
-    fn is_set(&self) -> bool {
-        match self {
-            TcbFloor::Every(_) => true,
-            TcbFloor::PerProduct(p) => p.milan.is_some() || p.genoa.is_some() || p.turin.is_some(),
-        }
-    }
-}
-
 /// `major.minor` of the SNP firmware ABI.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct AbiVersion {
@@ -188,13 +134,11 @@ impl Serialize for AbiVersion {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TdxPolicy {
-    /// Allowed MRTDs; absent = any (warned), empty = none. MRTD covers the firmware only: a
-    /// policy that pins it must also pin RTMR0–2 (the firmware's configuration, the kernel, the
-    /// command line and the initrd), or TDX evidence is refused.
-    pub mrtd: Option<Vec<Hex<48>>>,
-    pub rtmr0: Option<Hex<48>>,
-    pub rtmr1: Option<Hex<48>>,
-    pub rtmr2: Option<Hex<48>>,
+    /// Allowed launches, each a whole boot chain; absent = any (warned), empty = none. There is
+    /// no way to pin MRTD alone: it covers the firmware only, and a host could boot the pinned
+    /// firmware with its own kernel and initrd.
+    pub launches: Option<Vec<TdxLaunch>>,
+    /// RTMR3 is extended at run time by the guest itself; pin it when the guest uses it.
     pub rtmr3: Option<Hex<48>>,
     pub mrconfigid: Option<Hex<48>>,
     pub mrowner: Option<Hex<48>>,
@@ -209,23 +153,42 @@ pub struct TdxPolicy {
     pub rejected_advisories: Vec<String>,
 }
 
-impl TdxPolicy {
-    /// The first of RTMR0–2 that the policy leaves unpinned. (RTMR3 is extended at run time by
-    /// the guest itself; pin it when the guest uses it.)
-    pub fn unpinned_boot_register(&self) -> Option<&'static str> {
-        [("rtmr0", &self.rtmr0), ("rtmr1", &self.rtmr1), ("rtmr2", &self.rtmr2)]
-            .into_iter()
-            .find_map(|(name, value)| value.is_none().then_some(name))
+/// One allowed TDX launch: the firmware (MRTD), its configuration (RTMR0: TD HOB, CFV, EFI
+/// variables, QEMU's ACPI tables), the kernel (RTMR1) and the command line and initrd (RTMR2),
+/// all for one launch shape (firmware, memory size, vCPUs, QEMU version). A TD matches when all
+/// four registers equal one entry's.
+///
+/// ```toml
+/// [[tdx.launches]]
+/// shape = "2048 MiB, 1 vCPU, QEMU 10.1.0"
+/// mrtd = "…"
+/// rtmr0 = "…"
+/// rtmr1 = "…"
+/// rtmr2 = "…"
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TdxLaunch {
+    /// What the values hold for, for people (error messages name it).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub shape: String,
+    pub mrtd: Hex<48>,
+    pub rtmr0: Hex<48>,
+    pub rtmr1: Hex<48>,
+    pub rtmr2: Hex<48>,
+}
+
+impl TdxLaunch {
+    /// The registers as (name, value) pairs, in order.
+    pub fn registers(&self) -> [(&'static str, &[u8; 48]); 4] {
+        [("mrtd", &self.mrtd.0), ("rtmr0", &self.rtmr0.0), ("rtmr1", &self.rtmr1.0), ("rtmr2", &self.rtmr2.0)]
     }
 }
 
 impl Default for TdxPolicy {
     fn default() -> Self {
         TdxPolicy {
-            mrtd: None,
-            rtmr0: None,
-            rtmr1: None,
-            rtmr2: None,
+            launches: None,
             rtmr3: None,
             mrconfigid: None,
             mrowner: None,
@@ -249,50 +212,75 @@ impl Policy {
         toml::to_string(self).map_err(|e| ConfigError::Policy(e.to_string()))
     }
 
-    /// Adds `measurement` to `tee`'s allow-list (SNP/sim `measurements`, TDX `mrtd`), creating
-    /// the list if the policy had none. (Signed reference values are applied this way, by the
-    /// attestation service and by clients.)
-    pub fn allow_measurement(&mut self, tee: Tee, measurement: [u8; 48]) {
-        let list = match tee {
-            Tee::Sim => &mut self.sim.measurements,
-            Tee::Snp => &mut self.snp.measurements,
-            Tee::Tdx => &mut self.tdx.mrtd,
-        };
-        let list = list.get_or_insert_with(Vec::new);
-        if !list.contains(&Hex(measurement)) {
-            list.push(Hex(measurement));
+    /// Adds what a signed reference-values document allows (see
+    /// [`ReferenceValues::applicable`]): SNP and sim measurements to their allow-lists, TDX
+    /// launches to `tdx.launches`, and its SNP floor, merged with the policy's own so that
+    /// neither lowers the other. Lists are created where the policy had none. Sim entries only
+    /// when `with_sim`; TDX entries of v1 documents never.
+    pub fn apply_reference_values(
+        &mut self,
+        values: &ReferenceValues,
+        with_sim: bool,
+    ) -> Result<(), ReferenceError> {
+        for entry in values.applicable(with_sim)? {
+            match entry {
+                Applicable::Measurement { tee, value } => {
+                    let list = if tee == Tee::Sim { &mut self.sim } else { &mut self.snp }
+                        .measurements
+                        .get_or_insert_with(Vec::new);
+                    if !list.contains(&Hex(value)) {
+                        list.push(Hex(value));
+                    }
+                }
+                Applicable::TdxLaunch { shape, mrtd, rtmr: [rtmr0, rtmr1, rtmr2] } => {
+                    let launch = TdxLaunch {
+                        shape,
+                        mrtd: Hex(mrtd),
+                        rtmr0: Hex(rtmr0),
+                        rtmr1: Hex(rtmr1),
+                        rtmr2: Hex(rtmr2),
+                    };
+                    let list = self.tdx.launches.get_or_insert_with(Vec::new);
+                    if !list.iter().any(|l| l.registers() == launch.registers()) {
+                        list.push(launch);
+                    }
+                }
+            }
         }
+        if let Some(floor) = &values.snp_min_tcb {
+            let merged = match &self.snp.min_tcb {
+                Some(own) => own.stricter(floor),
+                None => floor.clone(),
+            };
+            self.snp.min_tcb = Some(merged);
+        }
+        Ok(())
     }
 
     /// Turns every unset allow-list into an empty one (nothing allowed). A policy that pins a
     /// measurement for one TEE must not leave another TEE open to any measurement: a
     /// sim-only policy would otherwise accept any guest on real hardware.
     pub fn close_unpinned(&mut self) {
-        for list in [&mut self.snp.measurements, &mut self.sim.measurements, &mut self.tdx.mrtd] {
-            list.get_or_insert_with(Vec::new);
-        }
+        self.snp.measurements.get_or_insert_with(Vec::new);
+        self.sim.measurements.get_or_insert_with(Vec::new);
+        self.tdx.launches.get_or_insert_with(Vec::new);
     }
 
-    /// Whether any TEE's allow-list names at least one measurement. TDX counts only when its
-    /// whole boot chain is pinned (MRTD and RTMR0–2): MRTD alone is the firmware.
+    /// Whether any TEE's allow-list names at least one measurement (a TDX launch is a whole
+    /// boot chain).
     pub fn pins_a_measurement(&self) -> bool {
         let some = |l: &Option<Vec<Hex<48>>>| l.as_ref().is_some_and(|m| !m.is_empty());
         some(&self.snp.measurements)
             || some(&self.sim.measurements)
-            || (some(&self.tdx.mrtd) && self.tdx.unpinned_boot_register().is_none())
+            || self.tdx.launches.as_ref().is_some_and(|l| !l.is_empty())
     }
 
-    /// Refuses a policy that pins a TEE only in part: TDX's MRTD without RTMR0–2 (a host could
-    /// boot the pinned firmware with its own kernel and initrd), SNP measurements without a TCB
-    /// floor (firmware with a published attestation-key compromise would pass). Services and
-    /// clients call it when a policy is set; the pipeline enforces the same rules per appraisal.
+    /// Refuses a policy that pins a TEE only in part: SNP measurements without a TCB floor
+    /// (firmware with a published attestation-key compromise would pass). (A TDX launch cannot
+    /// be pinned in part: every entry names MRTD and RTMR0–2.) Services and clients call it when
+    /// a policy is set; the pipeline enforces the same rule per appraisal.
     pub fn check_pinning(&self) -> Result<(), ConfigError> {
         let some = |l: &Option<Vec<Hex<48>>>| l.as_ref().is_some_and(|m| !m.is_empty());
-        if some(&self.tdx.mrtd)
-            && let Some(register) = self.tdx.unpinned_boot_register()
-        {
-            return Err(ConfigError::TdxBootChainUnpinned { register });
-        }
         if some(&self.snp.measurements) && !self.snp.min_tcb.as_ref().is_some_and(TcbFloor::is_set) {
             return Err(ConfigError::NoTcbFloor);
         }
@@ -327,8 +315,8 @@ impl Policy {
         if self.tdx.allow_debug {
             out.push("tdx.allow_debug: debug TDs (host can read TD memory) are accepted".into());
         }
-        if self.tdx.mrtd.is_none() {
-            out.push("tdx.mrtd not set: any MRTD is accepted".into());
+        if self.tdx.launches.is_none() {
+            out.push("tdx.launches not set: any TD boot chain is accepted".into());
         }
         out
     }
@@ -337,6 +325,8 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nacre_protocol::reference::{Expected, ImageDigests};
+    use nacre_wire::snp::Product;
 
     #[test]
     fn defaults_fail_closed() {
@@ -363,15 +353,91 @@ mod tests {
 
     const M: &str = "\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"";
 
+    /// Issue 12 §1, issue 13: MRTD cannot be pinned alone; a launch names all four registers.
     #[test]
     fn tdx_mrtd_alone_pins_nothing() {
-        let mrtd_only = Policy::from_toml(&format!("[tdx]\nmrtd = [{M}]\nrtmr0 = {M}\nrtmr1 = {M}")).unwrap();
-        assert!(!mrtd_only.pins_a_measurement());
-        assert_eq!(mrtd_only.check_pinning(), Err(ConfigError::TdxBootChainUnpinned { register: "rtmr2" }));
-        let whole = Policy::from_toml(&format!("[tdx]\nmrtd = [{M}]\nrtmr0 = {M}\nrtmr1 = {M}\nrtmr2 = {M}"))
-            .unwrap();
+        let old = Policy::from_toml(&format!("[tdx]\nmrtd = [{M}]\nrtmr0 = {M}\nrtmr1 = {M}\nrtmr2 = {M}"));
+        assert!(old.unwrap_err().to_string().contains("unknown field `mrtd`"));
+        let partial = Policy::from_toml(&format!("[[tdx.launches]]\nmrtd = {M}\nrtmr0 = {M}\nrtmr1 = {M}"));
+        assert!(partial.unwrap_err().to_string().contains("missing field `rtmr2`"));
+        let whole = Policy::from_toml(&format!(
+            "[[tdx.launches]]\nmrtd = {M}\nrtmr0 = {M}\nrtmr1 = {M}\nrtmr2 = {M}"
+        ))
+        .unwrap();
         assert!(whole.pins_a_measurement());
         assert_eq!(whole.check_pinning(), Ok(()));
+        assert_eq!(Policy::from_toml(&whole.to_toml().unwrap()).unwrap(), whole);
+    }
+
+    fn reference(measurements: Vec<Expected>, floor: Option<&str>) -> ReferenceValues {
+        ReferenceValues {
+            format: nacre_protocol::reference::FORMAT.into(),
+            name: "img".into(),
+            image: ImageDigests {
+                vmlinuz_sha256: "a".repeat(64),
+                initrd_sha256: "b".repeat(64),
+                cmdline: String::new(),
+            },
+            measurements,
+            snp_min_tcb: floor.map(|f| serde_json::from_str(f).unwrap()),
+        }
+    }
+
+    /// Issue 13: applying reference values adds SNP/sim measurements and whole TDX launches,
+    /// once each, and raises the SNP floor without lowering the policy's own.
+    #[test]
+    fn reference_values_add_launches_and_raise_the_floor() {
+        let tdx = Expected {
+            tee: "tdx".into(),
+            measurement: "1".repeat(96),
+            firmware_sha256: "d".repeat(64),
+            vcpus: Some(2),
+            memory_mib: Some(4096),
+            qemu_version: Some("10.1.0".into()),
+            rtmr0: Some("2".repeat(96)),
+            rtmr1: Some("3".repeat(96)),
+            rtmr2: Some("4".repeat(96)),
+            ..Default::default()
+        };
+        let snp = Expected {
+            tee: "snp".into(),
+            measurement: "5".repeat(96),
+            firmware_sha256: "d".repeat(64),
+            ..Default::default()
+        };
+        let doc = reference(
+            vec![tdx.clone(), snp],
+            Some(r#"{"genoa":{"bootloader":10,"tee":0,"snp":23,"microcode":84}}"#),
+        );
+        let mut p =
+            Policy::from_toml("[snp.min_tcb.genoa]\nbootloader = 9\ntee = 1\nsnp = 23\nmicrocode = 80")
+                .unwrap();
+        p.apply_reference_values(&doc, false).unwrap();
+        p.apply_reference_values(&doc, false).unwrap();
+        let launches = p.tdx.launches.as_ref().unwrap();
+        assert_eq!(launches.len(), 1);
+        assert_eq!(launches[0].rtmr2, Hex([0x44; 48]));
+        assert_eq!(launches[0].shape, "tdx firmware dddddddddddddddd, 4096 MiB, 2 vCPU, QEMU 10.1.0");
+        assert_eq!(p.snp.measurements, Some(vec![Hex([0x55; 48])]));
+        let genoa = *p.snp.min_tcb.as_ref().unwrap().for_product(Product::Genoa).unwrap();
+        assert_eq!((genoa.bootloader, genoa.tee, genoa.microcode), (10, 1, 84));
+        assert_eq!(p.check_pinning(), Ok(()));
+        // A v1 document's TDX entry applies nothing.
+        let mut v1 = reference(
+            vec![Expected {
+                rtmr0: None,
+                rtmr1: None,
+                rtmr2: None,
+                memory_mib: None,
+                qemu_version: None,
+                ..tdx
+            }],
+            None,
+        );
+        v1.format = nacre_protocol::reference::FORMAT_V1.into();
+        let mut p = Policy::default();
+        p.apply_reference_values(&v1, false).unwrap();
+        assert_eq!(p.tdx.launches, None);
     }
 
     #[test]

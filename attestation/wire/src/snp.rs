@@ -138,6 +138,92 @@ pub struct TcbVersion {
     pub microcode: u8,
 }
 
+/// An SNP TCB floor. Milan, Genoa and Turin number their firmware and microcode independently
+/// (and only Turin has FMC), so a fleet of several products needs one floor per product:
+///
+/// ```toml
+/// [snp.min_tcb.genoa]
+/// bootloader = 10
+/// tee = 0
+/// snp = 23
+/// microcode = 84
+/// ```
+///
+/// or, for one product, `min_tcb = { bootloader = 3, tee = 0, snp = 8, microcode = 115 }`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+pub enum TcbFloor {
+    /// Per product; a product without an entry has no floor (its evidence is refused).
+    PerProduct(ProductFloors),
+    /// The same floor for every product.
+    Every(TcbVersion),
+}
+
+/// [`TcbFloor::PerProduct`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProductFloors {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub milan: Option<TcbVersion>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub genoa: Option<TcbVersion>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turin: Option<TcbVersion>,
+}
+
+impl TcbFloor {
+    /// The floor for evidence from `product`, if the policy sets one.
+    pub fn for_product(&self, product: Product) -> Option<&TcbVersion> {
+        match self {
+            TcbFloor::Every(floor) => Some(floor),
+            TcbFloor::PerProduct(p) => match product {
+                Product::Milan => p.milan.as_ref(),
+                Product::Genoa => p.genoa.as_ref(),
+                Product::Turin => p.turin.as_ref(),
+            },
+        }
+    }
+
+    /// Whether it names a floor for any product.
+    pub fn is_set(&self) -> bool {
+        match self {
+            TcbFloor::Every(_) => true,
+            TcbFloor::PerProduct(p) => p.milan.is_some() || p.genoa.is_some() || p.turin.is_some(),
+        }
+    }
+
+    /// The stricter of two floors: per product, each component at the higher of the two; a
+    /// product floored by only one of them keeps that floor. (A policy's own floor and the one
+    /// its reference values carry both apply; neither can lower the other.)
+    pub fn stricter(&self, other: &TcbFloor) -> TcbFloor {
+        if let (TcbFloor::Every(a), TcbFloor::Every(b)) = (self, other) {
+            return TcbFloor::Every(a.max_each(b));
+        }
+        let pick = |product| match (self.for_product(product), other.for_product(product)) {
+            (Some(a), Some(b)) => Some(a.max_each(b)),
+            (a, b) => a.or(b).copied(),
+        };
+        TcbFloor::PerProduct(ProductFloors {
+            milan: pick(Product::Milan),
+            genoa: pick(Product::Genoa),
+            turin: pick(Product::Turin),
+        })
+    }
+}
+
+impl TcbVersion {
+    /// Each component at the higher of the two.
+    pub fn max_each(&self, other: &TcbVersion) -> TcbVersion {
+        TcbVersion {
+            fmc: self.fmc.max(other.fmc),
+            bootloader: self.bootloader.max(other.bootloader),
+            tee: self.tee.max(other.tee),
+            snp: self.snp.max(other.snp),
+            microcode: self.microcode.max(other.microcode),
+        }
+    }
+}
+
 impl RawTcb {
     /// Decodes per generation; the reserved bytes of the layout must be zero.
     pub fn decode(self, layout: TcbLayout) -> Result<TcbVersion, WireError> {
@@ -526,6 +612,23 @@ fn write_sig_component(b: &mut [u8; REPORT_LEN], at: usize, be: &[u8; 48]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_stricter_floor_never_lowers_either() {
+        let tcb = |bootloader, microcode| TcbVersion { fmc: 0, bootloader, tee: 0, snp: 8, microcode };
+        let every = TcbFloor::Every(tcb(3, 200));
+        let genoa = TcbFloor::PerProduct(ProductFloors { genoa: Some(tcb(10, 84)), ..Default::default() });
+        for merged in [every.stricter(&genoa), genoa.stricter(&every)] {
+            assert_eq!(merged.for_product(Product::Genoa), Some(&tcb(10, 200)));
+            assert_eq!(merged.for_product(Product::Milan), Some(&tcb(3, 200)));
+        }
+        let milan = TcbFloor::PerProduct(ProductFloors { milan: Some(tcb(1, 1)), ..Default::default() });
+        let merged = genoa.stricter(&milan);
+        assert_eq!(merged.for_product(Product::Genoa), Some(&tcb(10, 84)));
+        assert_eq!(merged.for_product(Product::Milan), Some(&tcb(1, 1)));
+        assert_eq!(merged.for_product(Product::Turin), None);
+        assert_eq!(every.stricter(&TcbFloor::Every(tcb(4, 1))), TcbFloor::Every(tcb(4, 200)));
+    }
 
     fn sample(version: u32) -> SnpReport {
         SnpReport {
