@@ -162,10 +162,17 @@ pub struct BuildArgs {
     /// Also give the SNP launch digest for this AmdSev OVMF.
     #[arg(long)]
     snp_ovmf: Option<PathBuf>,
-    /// Refused for now: a TDX reference value needs RTMR0–2 besides the MRTD, and this builder
-    /// computes the MRTD alone (see docs/measurements.md).
-    #[arg(long)]
+    /// The TDVF the TDX launch boots (`-bios`): Debian trixie's OVMF.fd, which measures into
+    /// RTMR0–2 (bookworm's leaves them zero). Needs at least one `--tdx-launch`.
+    #[arg(long, requires = "tdx_launch")]
     tdx_firmware: Option<PathBuf>,
+    /// One TDX launch shape and its RTMR0, e.g.
+    /// `memory_mib=2048,vcpus=1,qemu=10.1.0,rtmr0=<96 hex digits>` (repeatable). RTMR0 covers
+    /// QEMU's ACPI tables, which depend on the exact QEMU build, machine and devices: capture it
+    /// once from a reference TD of this shape (its quote or event log). MRTD, RTMR1 and RTMR2
+    /// are computed here from the bytes written. Without this, no TDX entry is written.
+    #[arg(long, requires = "tdx_firmware", value_parser = parse_tdx_launch)]
+    tdx_launch: Vec<TdxLaunchArg>,
     #[command(flatten)]
     shape: Shape,
 }
@@ -220,18 +227,98 @@ pub fn image(cmd: ImageCmd) -> Result<ExitCode> {
     }
 }
 
-/// Why no TDX reference value is written: the MRTD covers the firmware only. The kernel, command
-/// line and initrd (`nacre-enclave`, its measured configuration, the service URL and CA, the
-/// model binding) are measured into RTMR1/RTMR2, which this builder does not compute yet; a
-/// value pinning the MRTD alone would let a host boot the published firmware with its own initrd.
-const NO_TDX_REFERENCE: &str = "no TDX reference value is written: the builder computes the MRTD \
-     (firmware only) and not RTMR0–2 (firmware configuration, kernel, command line, initrd), and \
-     services and clients refuse a TDX allow-list without them";
+/// `--tdx-launch`: a launch shape and the RTMR0 a reference TD of that shape reported.
+#[derive(Clone, Debug)]
+pub struct TdxLaunchArg {
+    memory_mib: u64,
+    vcpus: u32,
+    qemu: String,
+    rtmr0: [u8; 48],
+}
+
+fn parse_tdx_launch(s: &str) -> Result<TdxLaunchArg, String> {
+    let (mut memory_mib, mut vcpus, mut qemu, mut rtmr0) = (None, None, None, None);
+    for item in s.split(',') {
+        let (key, value) = item.split_once('=').ok_or_else(|| format!("{item:?}: expected KEY=VALUE"))?;
+        let dup = |k: &str| format!("{k} given twice");
+        match key {
+            "memory_mib" if memory_mib.is_none() => {
+                memory_mib = Some(value.parse::<u64>().map_err(|e| format!("memory_mib: {e}"))?)
+            }
+            "vcpus" if vcpus.is_none() => {
+                vcpus = Some(value.parse::<u32>().map_err(|e| format!("vcpus: {e}"))?)
+            }
+            "qemu" if qemu.is_none() => {
+                value.parse::<nacre_images::measure::tdx::QemuVersion>().map_err(|e| e.to_string())?;
+                qemu = Some(value.to_owned())
+            }
+            "rtmr0" if rtmr0.is_none() => {
+                let mut v = [0u8; 48];
+                hex::decode_to_slice(value, &mut v).map_err(|_| "rtmr0: 96 hex digits".to_owned())?;
+                rtmr0 = Some(v)
+            }
+            "memory_mib" | "vcpus" | "qemu" | "rtmr0" => return Err(dup(key)),
+            other => return Err(format!("unknown key {other:?} (memory_mib, vcpus, qemu, rtmr0)")),
+        }
+    }
+    let missing = |k: &str| format!("{k} is required (memory_mib, vcpus, qemu, rtmr0)");
+    let launch = TdxLaunchArg {
+        memory_mib: memory_mib.filter(|m| *m > 0).ok_or_else(|| missing("memory_mib"))?,
+        vcpus: vcpus.filter(|v| *v > 0).ok_or_else(|| missing("vcpus"))?,
+        qemu: qemu.ok_or_else(|| missing("qemu"))?,
+        rtmr0: rtmr0.ok_or_else(|| missing("rtmr0"))?,
+    };
+    Ok(launch)
+}
+
+/// The TDX entries of the reference values: per `--tdx-launch`, MRTD and RTMR1/RTMR2 computed
+/// from the firmware, kernel, initrd and command line exactly as written, RTMR0 as supplied.
+fn tdx_entries(
+    firmware: &[u8],
+    image: &nacre_images::build::Image,
+    launches: &[TdxLaunchArg],
+) -> Result<Vec<Expected>> {
+    use nacre_images::measure::tdx::{BootInputs, LaunchShape, measure};
+    let boot =
+        BootInputs { firmware, kernel: &image.kernel, initrd: Some(&image.initrd), cmdline: &image.cmdline };
+    let mut out = Vec::with_capacity(launches.len());
+    for l in launches {
+        let shape = LaunchShape {
+            memory_bytes: l.memory_mib.checked_mul(1 << 20).context("memory_mib too large")?,
+            vcpus: l.vcpus,
+            qemu: l.qemu.parse()?,
+        };
+        let m = measure(&shape, &boot)?;
+        out.push(Expected {
+            tee: "tdx".into(),
+            measurement: hex::encode(m.mrtd),
+            firmware_sha256: nacre_images::build::Image::sha256(firmware),
+            vcpus: Some(l.vcpus),
+            memory_mib: Some(l.memory_mib),
+            qemu_version: Some(l.qemu.clone()),
+            rtmr0: Some(hex::encode(l.rtmr0)),
+            rtmr1: Some(hex::encode(m.rtmr1())),
+            rtmr2: Some(hex::encode(m.rtmr2())),
+            ..Default::default()
+        });
+    }
+    Ok(out)
+}
+
+/// An appraisal policy that allows exactly the TDX launches of `values` and nothing else (for
+/// `nacre evidence verify --policy`, or a client's `[appraisal]`).
+fn tdx_policy(values: &ReferenceValues) -> Result<String> {
+    let mut policy = nacre_verifier::policy::Policy::default();
+    policy.apply_reference_values(values, false)?;
+    policy.close_unpinned();
+    Ok(format!(
+        "# The TDX launches of reference values {:?}, written by `nacre image build`.\n{}",
+        values.name,
+        policy.to_toml()?
+    ))
+}
 
 fn build_image(a: BuildArgs) -> Result<ExitCode> {
-    if a.tdx_firmware.is_some() {
-        anyhow::bail!("--tdx-firmware: {NO_TDX_REFERENCE}");
-    }
     let started = std::time::Instant::now();
     let (kernel, modules_dir) = match (a.kernel, a.modules) {
         (Some(k), Some(m)) => (k, m),
@@ -279,6 +366,15 @@ fn build_image(a: BuildArgs) -> Result<ExitCode> {
         vcpu_type: Some(a.shape.vcpu_type.to_string()),
         ..Default::default()
     }];
+    // Computed before anything is written, so that a bad input leaves no partial output.
+    if let Some(firmware) = &a.tdx_firmware {
+        measurements.extend(tdx_entries(&read(firmware)?, &image, &a.tdx_launch)?);
+    } else if a.tee == TeeArg::Tdx {
+        eprintln!(
+            "warning: no TDX reference value is written: give --tdx-firmware and, per launch shape, \
+             --tdx-launch with the RTMR0 of a reference TD (a TDX allow-list entry is MRTD and RTMR0–2)"
+        );
+    }
     image.write(&a.out)?;
     if let Some(ovmf) = &a.snp_ovmf {
         let digest = launch_digest(&SnpLaunch {
@@ -299,9 +395,6 @@ fn build_image(a: BuildArgs) -> Result<ExitCode> {
             ..Default::default()
         });
     }
-    if a.tee == TeeArg::Tdx {
-        eprintln!("warning: {NO_TDX_REFERENCE}");
-    }
     let values = ReferenceValues {
         format: FORMAT.into(),
         name: a.name,
@@ -316,6 +409,9 @@ fn build_image(a: BuildArgs) -> Result<ExitCode> {
     let (doc, sig) = values.sign(&read(&a.signing_key)?)?;
     std::fs::write(a.out.join("reference-values.json"), &doc)?;
     std::fs::write(a.out.join("reference-values.sig"), serde_json::to_vec_pretty(&sig)?)?;
+    if a.tdx_firmware.is_some() {
+        std::fs::write(a.out.join("tdx-policy.toml"), tdx_policy(&values)?)?;
+    }
     eprintln!(
         "built {} in {:.2} s: initrd {} bytes, modules {}; serves {} (key {}, digest {}) with the {} attester",
         a.out.display(),

@@ -150,35 +150,44 @@ fn evidence_verify_refuses_tdx_pinned_by_mrtd_alone() {
     assert!(!reason.contains("rtmr1"), "{j}");
 }
 
-/// Issue 12 §1: until the builder computes RTMR0–2, `nacre image build` writes no TDX reference
-/// value and says why.
+/// Issue 12 §1, issue 13: `nacre image build` writes no TDX entry without the RTMR0 of its
+/// launch shape: `--tdx-firmware` needs `--tdx-launch`, and a launch without `rtmr0` (or
+/// memory, vCPUs, QEMU version) is refused before anything is read or written.
 #[test]
 fn image_build_writes_no_tdx_reference_value() {
     let dir = tmp("image-tdx");
     let missing = dir.join("absent").display().to_string();
-    let out = nacre(&[
-        "image",
-        "build",
-        "--out",
-        &missing,
-        "--name",
-        "g",
-        "--enclave",
-        &missing,
-        "--service-url",
-        "https://127.0.0.1:1",
-        "--service-ca",
-        &missing,
-        "--sealed",
-        &missing,
-        "--signing-key",
-        &missing,
-        "--tdx-firmware",
-        &missing,
-    ]);
+    let build = |tdx: &[&str]| {
+        let mut args = vec![
+            "image",
+            "build",
+            "--out",
+            &missing,
+            "--name",
+            "g",
+            "--enclave",
+            &missing,
+            "--service-url",
+            "https://127.0.0.1:1",
+            "--service-ca",
+            &missing,
+            "--sealed",
+            &missing,
+            "--signing-key",
+            &missing,
+        ];
+        args.extend_from_slice(tdx);
+        nacre(&args)
+    };
+    let out = build(&["--tdx-firmware", &missing]);
     assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("no TDX reference value") && err.contains("RTMR0"), "{err}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--tdx-launch"));
+    let out = build(&["--tdx-firmware", &missing, "--tdx-launch", "memory_mib=2048,vcpus=1,qemu=10.1.0"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("rtmr0 is required"));
+    let launch = format!("memory_mib=2048,vcpus=1,qemu=7.2.0,rtmr0={}", "ab".repeat(48));
+    let out = build(&["--tdx-firmware", &missing, "--tdx-launch", &launch]);
+    assert_eq!(out.status.code(), Some(2), "QEMU before 8 has no TDX");
     assert!(!dir.join("absent").exists(), "nothing was written");
 }
 

@@ -270,3 +270,216 @@ async fn sealed_model_served_in_a_sim_cvm_and_a_changed_initrd_gets_no_key() {
     }
     agent.stop("changed").await.unwrap();
 }
+
+/// A Platform that "authenticates" a fixed TD claim set: the TDX evidence we cannot produce
+/// without hardware (a quote is signed by Intel's PCK chain), so that the policies built by the
+/// service, the client and `nacre image build` can be judged on TD registers we choose.
+struct SyntheticTd([u8; 48], [[u8; 48]; 4]);
+
+impl nacre_verifier::pipeline::Platform for SyntheticTd {
+    type Evidence<'a> = ();
+    fn authenticate(
+        &self,
+        _: (),
+        _: &nacre_verifier::pipeline::AuthContext,
+    ) -> Result<nacre_verifier::Claims, nacre_verifier::VerifyError> {
+        use nacre_verifier::claims::{PlatformClaims, TdReport, TdxClaims, TdxTcbStatus};
+        let td = TdReport {
+            quote_version: 4,
+            mrtd: self.0,
+            rtmr: self.1,
+            report_data: [0; 64],
+            mrconfigid: [0; 48],
+            mrowner: [0; 48],
+            mrownerconfig: [0; 48],
+            mrseam: [0; 48],
+            td_attributes: [0; 8],
+            xfam: [0; 8],
+            tee_tcb_svn: [0; 16],
+        };
+        Ok(nacre_verifier::Claims {
+            tee: nacre_wire::Tee::Tdx,
+            measurement: self.0,
+            report_data: [0; 64],
+            debug: false,
+            validity: Vec::new(),
+            warnings: Vec::new(),
+            platform: PlatformClaims::Tdx(Box::new(TdxClaims {
+                tcb_status: TdxTcbStatus::UpToDate,
+                advisory_ids: Vec::new(),
+                td,
+                event_log: None,
+            })),
+        })
+    }
+}
+
+/// Issue 13, "done when": `nacre image build` writes a TDX entry for the image (MRTD, RTMR1 and
+/// RTMR2 computed from the bytes written, RTMR0 as supplied for a stated shape) and a TDX
+/// policy. The service's release policy, the client's policy and that policy file (what
+/// `nacre evidence verify --policy` loads) all accept a TD with exactly those registers and
+/// refuse one whose initrd differs by a byte (RTMR2) or that booted another kernel (RTMR1),
+/// naming the register.
+#[test]
+fn tdx_reference_values_of_an_image_admit_its_boot_chain_only() {
+    use nacre_images::measure::tdx::{BootInputs, LaunchShape, measure};
+    use nacre_verifier::pipeline::{Appraiser, ExpectedReportData};
+    use nacre_verifier::{PolicyViolation, VerifyError};
+
+    let dir = scratch("tdx-image");
+    let (kernel, modules, tdvf) = (input("NACRE_KERNEL"), input("NACRE_KERNEL_MODULES"), input("NACRE_TDVF"));
+    let ca = nacre_sim::SimCa::generate(nacre_sim::SimParams::new(time::OffsetDateTime::now_utc())).unwrap();
+    ca.write_to(&dir.join("sim")).unwrap();
+    let (signing_key, signer) = nacre_protocol::reference::generate_signing_key().unwrap();
+    std::fs::write(dir.join("image-signing.key"), &signing_key).unwrap();
+    let key = DataKey::generate().unwrap();
+    let params = SealParams {
+        key_id: "tdx-mlp".into(),
+        key_version: 1,
+        model_name: "tdx-mlp".into(),
+        model_version: "1".into(),
+        chunk_size: 64 << 10,
+    };
+    let mut sealed = Vec::new();
+    let onnx = nacre_model::sample::mlp_onnx();
+    nacre_sealed::seal(
+        std::io::Cursor::new(&onnx),
+        &mut sealed,
+        &AwsLcGcm::new(&key).unwrap(),
+        &params,
+        |_| {},
+    )
+    .unwrap();
+    std::fs::write(dir.join("m.sealed"), &sealed).unwrap();
+    // The stated shape: 2 GiB, 1 vCPU, QEMU 10.1.0. Its RTMR0 is a stand-in for the value a
+    // reference TD of that shape reports (this machine cannot run one).
+    let rtmr0 = [0x5a; 48];
+    let image = dir.join("image");
+    let out = Command::new(NACRE)
+        .args([
+            "image",
+            "build",
+            "--name",
+            "tdx-guest",
+            "--tee",
+            "tdx",
+            "--service-url",
+            "https://10.0.2.100:8443",
+        ])
+        .arg("--out")
+        .arg(&image)
+        .arg("--kernel")
+        .arg(&kernel)
+        .arg("--modules")
+        .arg(&modules)
+        .arg("--enclave")
+        .arg(enclave())
+        .arg("--service-ca")
+        .arg(dir.join("sim/ark.pem"))
+        .arg("--sealed")
+        .arg(dir.join("m.sealed"))
+        .arg("--signing-key")
+        .arg(dir.join("image-signing.key"))
+        .arg("--tdx-firmware")
+        .arg(&tdvf)
+        .arg("--tdx-launch")
+        .arg(format!("memory_mib=2048,vcpus=1,qemu=10.1.0,rtmr0={}", hex::encode(rtmr0)))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc = std::fs::read(image.join("reference-values.json")).unwrap();
+    let sig = std::fs::read(image.join("reference-values.sig")).unwrap();
+    let values = nacre_protocol::reference::ReferenceValues::verify(&doc, &sig, &[signer]).unwrap();
+    assert_eq!(values.format, nacre_protocol::reference::FORMAT);
+    let tdx: Vec<_> = values.measurements.iter().filter(|m| m.tee == "tdx").collect();
+    assert_eq!(tdx.len(), 1, "one TDX entry per --tdx-launch");
+    assert_eq!(
+        (tdx[0].memory_mib, tdx[0].vcpus, tdx[0].qemu_version.as_deref()),
+        (Some(2048), Some(1), Some("10.1.0"))
+    );
+
+    // The registers of the image as written (the code proven against calculate-tdx-mrs), and of
+    // the same launch with one initrd byte changed, and with another kernel.
+    let read = |name: &str| std::fs::read(image.join(name)).unwrap();
+    let (firmware, vmlinuz, initrd) = (std::fs::read(&tdvf).unwrap(), read("vmlinuz"), read("initrd"));
+    let cmdline = String::from_utf8(read("cmdline")).unwrap().trim().to_owned();
+    let shape = LaunchShape { memory_bytes: 2048 << 20, vcpus: 1, qemu: "10.1.0".parse().unwrap() };
+    let registers = |kernel: &[u8], initrd: &[u8]| {
+        let m = measure(
+            &shape,
+            &BootInputs { firmware: &firmware, kernel, initrd: Some(initrd), cmdline: &cmdline },
+        )
+        .unwrap();
+        (m.mrtd, [rtmr0, m.rtmr1(), m.rtmr2(), [0; 48]])
+    };
+    let good = registers(&vmlinuz, &initrd);
+    assert_eq!(tdx[0].measurement, hex::encode(good.0));
+    assert_eq!(tdx[0].rtmr1.as_deref(), Some(hex::encode(good.1[1]).as_str()));
+    assert_eq!(tdx[0].rtmr2.as_deref(), Some(hex::encode(good.1[2]).as_str()));
+    let mut changed_initrd = initrd.clone();
+    let at = changed_initrd.windows(10).position(|w| w == b"# Measured").expect("the config comment");
+    changed_initrd[at + 2] = b'm';
+    let changed_initrd = registers(&vmlinuz, &changed_initrd);
+    // Another kernel: the same bzImage with one byte of its payload changed.
+    let mut other_kernel = vmlinuz.clone();
+    let last = other_kernel.len() - 4096;
+    other_kernel[last] ^= 0x01;
+    let other_kernel = registers(&other_kernel, &initrd);
+    assert_ne!(changed_initrd.1[2], good.1[2]);
+    assert_eq!(changed_initrd.1[1], good.1[1], "the initrd's content is not in RTMR1");
+    assert_ne!(other_kernel.1[1], good.1[1]);
+
+    // The three policies: the service's (a key naming these reference values), the client's,
+    // and the written TDX policy.
+    let service =
+        nacre_attestation_service::policy::ReleasePolicy::parse("reference_values = [\"tdx-guest\"]\n")
+            .unwrap()
+            .resolve(&[&values])
+            .unwrap();
+    std::fs::write(
+        dir.join("client.toml"),
+        format!(
+            "model_digest = \"{}\"\n[[reference_values]]\ndocument = \"image/reference-values.json\"\n\
+             signature = \"image/reference-values.sig\"\nsigner = \"{}\"\n",
+            "00".repeat(32),
+            hex::encode(signer)
+        ),
+    )
+    .unwrap();
+    let client = ClientPolicy::load(&dir.join("client.toml")).unwrap();
+    let file = nacre_verifier::policy::Policy::from_toml(
+        &std::fs::read_to_string(image.join("tdx-policy.toml")).unwrap(),
+    )
+    .unwrap();
+    for (who, appraiser) in [
+        ("service", service),
+        ("client", client.attestation.appraiser().clone()),
+        ("tdx-policy.toml", Appraiser::new(file)),
+    ] {
+        let judge = |(mrtd, rtmr): ([u8; 48], [[u8; 48]; 4])| {
+            appraiser.appraise(&SyntheticTd(mrtd, rtmr), (), ExpectedReportData::InsecureUnbound, 0)
+        };
+        assert!(judge(good).is_ok(), "{who}: {:?}", judge(good));
+        for (case, td, register) in
+            [("changed initrd", changed_initrd, "rtmr2"), ("other kernel", other_kernel, "rtmr1")]
+        {
+            match judge(td) {
+                Err(VerifyError::Policy(PolicyViolation::TdxLaunch { closest })) => {
+                    assert!(
+                        closest.contains(&format!(
+                            "{register} {}",
+                            hex::encode(td.1[if register == "rtmr1" { 1 } else { 2 }])
+                        )),
+                        "{who}, {case}: {closest}"
+                    );
+                    assert_eq!(
+                        closest.matches("(allowed").count(),
+                        1,
+                        "{who}, {case}: only {register} differs: {closest}"
+                    );
+                }
+                other => panic!("{who}, {case}: {other:?}"),
+            }
+        }
+    }
+}

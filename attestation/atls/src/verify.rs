@@ -43,6 +43,11 @@ impl AttestationPolicy {
         &self.model_digest
     }
 
+    /// The appraiser (policy) evidence must pass.
+    pub fn appraiser(&self) -> &Appraiser {
+        &self.appraiser
+    }
+
     /// Runs the appraisal pipeline on `evidence`, expecting exactly `report_data`.
     pub(crate) fn appraise(
         &self,
