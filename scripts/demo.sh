@@ -91,6 +91,8 @@ note "nacre-enclave $ENCLAVE"
 
 # --- the work directory and everything started in it, stopped on exit --------------------------
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/nacre-demo.XXXXXX")
+# RTMR0 of a reference TD of the demo's TDX shape (see "image" below); a stated stand-in otherwise.
+TDX_RTMR0=${NACRE_TDX_RTMR0:-$(printf '5a%.0s' $(seq 48))}
 mkdir -p "$WORK/logs"
 service_pid=""
 agent_pid=""
@@ -196,7 +198,7 @@ measurements = ["$(printf '0%.0s' $(seq 96))"]
 [appraisal.snp]
 measurements = []
 [appraisal.tdx]
-mrtd = []
+launches = []
 EOF
 "$NACRE" seal "$WORK/fraud-mlp.onnx" --out "$WORK/fraud-mlp.sealed" --name fraud-mlp --key-id fraud-mlp \
     --register "$SVC_URL" --ca "$WORK/svc/ca.pem" --token-file "$WORK/svc/admin.token" \
@@ -209,8 +211,21 @@ stage "image: build (initrd + measured config for fraud-mlp), import reference v
     --service-url https://10.0.2.100:8443 --service-ca "$WORK/svc/ca.pem" \
     --sealed "$WORK/fraud-mlp.sealed" --tee sim \
     --sim-firmware "$NACRE_SEABIOS" --signing-key "$WORK/image-signing.key" \
+    --tdx-firmware "$NACRE_TDVF" --tdx-launch "memory_mib=1024,vcpus=1,qemu=10.1.0,rtmr0=$TDX_RTMR0" \
     >"$WORK/logs/image.json" 2>"$WORK/logs/image.log"
 sed 's/^/    /' "$WORK/logs/image.log"
+# The same image's TDX entry (MRTD, RTMR1, RTMR2 computed from the bytes written) for the shape
+# the agent launches, and image/tdx-policy.toml allowing exactly that launch. Its RTMR0 covers
+# QEMU's ACPI tables, which only a reference TD of this shape reports: the demo states a stand-in
+# unless NACRE_TDX_RTMR0 supplies the captured value, so its TDX entry matches no real TD.
+"$NACRE_PYTHON" -c '
+import json, sys
+doc = json.load(open(sys.argv[1]))
+for m in doc["measurements"]:
+    if m["tee"] == "tdx":
+        print("    tdx (%s MiB, %s vCPU, QEMU %s): mrtd %s…, rtmr1 %s…, rtmr2 %s…" % (m["memory_mib"],
+              m["vcpus"], m["qemu_version"], m["measurement"][:16], m["rtmr1"][:16], m["rtmr2"][:16]))' \
+    "$WORK/image/reference-values.json"
 MEASUREMENT=$("$NACRE_PYTHON" -c '
 import json, sys
 doc = json.load(open(sys.argv[1]))
@@ -311,7 +326,7 @@ signer = "$SIGNER"
 [appraisal.snp]
 measurements = []
 [appraisal.tdx]
-mrtd = []
+launches = []
 EOF
 
 stage "client: nacre verify, nacre infer"
