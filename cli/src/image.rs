@@ -173,6 +173,12 @@ pub struct BuildArgs {
     /// are computed here from the bytes written. Without this, no TDX entry is written.
     #[arg(long, requires = "tdx_firmware", value_parser = parse_tdx_launch)]
     tdx_launch: Vec<TdxLaunchArg>,
+    /// An SNP firmware floor signed into the reference values, as JSON: one floor for every
+    /// product, `{"bootloader":10,"tee":0,"snp":23,"microcode":84}`, or per product,
+    /// `{"genoa":{…},"turin":{"fmc":1,…}}`. Policies applying the values take, per product and
+    /// component, the higher of their own floor and this one.
+    #[arg(long, value_parser = parse_tcb_floor)]
+    snp_min_tcb: Option<nacre_wire::snp::TcbFloor>,
     #[command(flatten)]
     shape: Shape,
 }
@@ -269,6 +275,15 @@ fn parse_tdx_launch(s: &str) -> Result<TdxLaunchArg, String> {
         rtmr0: rtmr0.ok_or_else(|| missing("rtmr0"))?,
     };
     Ok(launch)
+}
+
+fn parse_tcb_floor(s: &str) -> Result<nacre_wire::snp::TcbFloor, String> {
+    let floor: nacre_wire::snp::TcbFloor =
+        serde_json::from_str(s).map_err(|e| format!("TCB floor JSON: {e}"))?;
+    if !floor.is_set() {
+        return Err("the floor names no product".into());
+    }
+    Ok(floor)
 }
 
 /// The TDX entries of the reference values: per `--tdx-launch`, MRTD and RTMR1/RTMR2 computed
@@ -404,7 +419,7 @@ fn build_image(a: BuildArgs) -> Result<ExitCode> {
             cmdline: image.cmdline.clone(),
         },
         measurements,
-        snp_min_tcb: None,
+        snp_min_tcb: a.snp_min_tcb,
     };
     let (doc, sig) = values.sign(&read(&a.signing_key)?)?;
     std::fs::write(a.out.join("reference-values.json"), &doc)?;

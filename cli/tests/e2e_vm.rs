@@ -384,6 +384,7 @@ fn tdx_reference_values_of_an_image_admit_its_boot_chain_only() {
         .arg(&tdvf)
         .arg("--tdx-launch")
         .arg(format!("memory_mib=2048,vcpus=1,qemu=10.1.0,rtmr0={}", hex::encode(rtmr0)))
+        .args(["--snp-min-tcb", r#"{"genoa":{"bootloader":10,"tee":0,"snp":23,"microcode":84}}"#])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -391,6 +392,8 @@ fn tdx_reference_values_of_an_image_admit_its_boot_chain_only() {
     let sig = std::fs::read(image.join("reference-values.sig")).unwrap();
     let values = nacre_protocol::reference::ReferenceValues::verify(&doc, &sig, &[signer]).unwrap();
     assert_eq!(values.format, nacre_protocol::reference::FORMAT);
+    let genoa = values.snp_min_tcb.as_ref().and_then(|f| f.for_product(nacre_wire::snp::Product::Genoa));
+    assert_eq!(genoa.map(|t| t.microcode), Some(84), "the publisher's floor is signed in");
     let tdx: Vec<_> = values.measurements.iter().filter(|m| m.tee == "tdx").collect();
     assert_eq!(tdx.len(), 1, "one TDX entry per --tdx-launch");
     assert_eq!(
