@@ -2,13 +2,22 @@
 # Fetches and pins the outside inputs that image building, measurement and QEMU tests use, into
 # one cache directory, and prints `NAME=PATH` lines for them (stdout; progress on stderr):
 #
-#   eval "$(scripts/inputs.sh)"      # exports NACRE_KERNEL, NACRE_KERNEL_MODULES, NACRE_OVMF, …
+#   eval "$(scripts/inputs.sh)"      # exports NACRE_KERNEL, NACRE_KERNEL_MODULES, NACRE_TDVF, …
 #
-# - Debian's cloud kernel, by exact package version and SHA-256 of the .deb and of vmlinuz
-#   (apt-get download; nothing is installed on the host), unpacked under the cache.
-# - Debian packages: qemu-system-x86, ovmf (TDVF metadata for the MRTD test), seabios
-#   (the sim backend's firmware), busybox-static, cpio (tests read initrds back) — apt-get install
-#   when missing.
+# - The guest kernel (images/kernel.pin: Debian trixie's 6.12 cloud kernel) and the TDX firmware
+#   (images/tdvf.pin: trixie's `ovmf` 2025.02, OVMF.fd with CC measurement), each a .deb fetched
+#   with curl by its pool path from $NACRE_DEBIAN_MIRROR (default https://deb.debian.org/debian),
+#   checked against its pinned SHA-256 before it is unpacked under the cache (nothing is
+#   installed, no apt source is added), and the file used (vmlinuz, OVMF.fd) checked again.
+#   Debian removes superseded versions (a trixie point release replaces the kernel; backports
+#   drop the old one first): then the download fails with 404 and the pins need refreshing, as
+#   docs/measurements.md ("Pinned inputs") describes, or NACRE_DEBIAN_MIRROR can name a
+#   snapshot.debian.org archive that still has the pinned files (the digests are checked all
+#   the same).
+# - Debian packages: qemu-system-x86, ovmf (bookworm's, NACRE_OVMF: its TDVF metadata is the
+#   golden MRTD test's input), seabios (the sim backend's firmware), busybox-static, cpio (tests
+#   read initrds back), curl and ca-certificates (the downloads above) — apt-get install when
+#   missing.
 # - sev-snp-measure 0.0.13 from PyPI in a virtualenv under the cache (the reference the SNP
 #   digests are compared with).
 # - onnx, onnxruntime and numpy, pinned, from PyPI in a second virtualenv (NACRE_PYTHON): the
@@ -27,10 +36,14 @@ die() {
     exit 1
 }
 
-# The pinned kernel (KERNEL_PKG, KERNEL_VERSION, KERNEL_DEB_SHA256, VMLINUZ_SHA256), shared with
-# `nacre image build`'s default.
+# The pinned kernel (KERNEL_PKG, KERNEL_VERSION, KERNEL_DEB_PATH, KERNEL_DEB_SHA256,
+# VMLINUZ_SHA256), shared with `nacre image build`'s default, and the pinned TDVF (TDVF_*).
 # shellcheck source=../images/kernel.pin
 . "$repo/images/kernel.pin"
+# shellcheck source=../images/tdvf.pin
+. "$repo/images/tdvf.pin"
+mirror=${NACRE_DEBIAN_MIRROR:-https://deb.debian.org/debian}
+mirror=${mirror%/}
 SEV_SNP_MEASURE=0.0.13
 # Wheels for CPython 3.11 (Debian 12) on x86_64; onnxruntime 1.20 is the first line built
 # against numpy 2.
@@ -38,44 +51,65 @@ MODEL_PIP_PINS=(onnx==1.17.0 onnxruntime==1.20.1 numpy==2.2.6)
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
-apt_updated=0
 need_pkgs=()
-for p in qemu-system-x86 ovmf seabios busybox-static cpio; do
+for p in qemu-system-x86 ovmf seabios busybox-static cpio curl ca-certificates; do
     dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
 done
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_pkgs+=(python3-venv)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     log "installing ${need_pkgs[*]}"
     export DEBIAN_FRONTEND=noninteractive
-    as_root apt-get update -q >&2 && apt_updated=1
+    as_root apt-get update -q >&2
     as_root apt-get install -y -q --no-install-recommends "${need_pkgs[@]}" >&2
 fi
 
-# Kernel .deb, verified before it is unpacked.
-deb=$cache/${KERNEL_PKG}_${KERNEL_VERSION}_amd64.deb
-if [ ! -f "$deb" ] || ! echo "$KERNEL_DEB_SHA256  $deb" | sha256sum -c --status; then
-    rm -f "$deb"
-    log "downloading $KERNEL_PKG=$KERNEL_VERSION"
-    tmp=$(mktemp -d "$cache/dl.XXXXXX")
-    chmod 755 "$tmp" # apt's _apt user downloads into it
-    if ! (cd "$tmp" && apt-get download -q "$KERNEL_PKG=$KERNEL_VERSION" >&2); then
-        [ "$apt_updated" -eq 1 ] || { as_root apt-get update -q >&2 && apt_updated=1; }
-        (cd "$tmp" && apt-get download -q "$KERNEL_PKG=$KERNEL_VERSION" >&2)
+# A .deb by its pool path, verified before anything reads it; prints its path in the cache.
+fetch_deb() {
+    local path=$1 sum=$2 out tmp got
+    out=$cache/$(basename "$path")
+    if [ ! -f "$out" ] || ! echo "$sum  $out" | sha256sum -c --status; then
+        rm -f "$out"
+        log "downloading $mirror/$path"
+        tmp=$(mktemp "$out.XXXXXX")
+        if ! curl -fsSL --retry 3 --proto '=https,http' -o "$tmp" "$mirror/$path" >&2; then
+            rm -f "$tmp"
+            die "$mirror/$path: download failed (a removed version? see docs/measurements.md, \"Pinned inputs\")"
+        fi
+        got=$(sha256sum "$tmp" | cut -d' ' -f1)
+        if [ "$got" != "$sum" ]; then
+            rm -f "$tmp"
+            die "$mirror/$path: sha256 $got, pinned $sum"
+        fi
+        mv "$tmp" "$out"
     fi
-    got=$(sha256sum "$tmp"/*.deb | cut -d' ' -f1)
-    [ "$got" = "$KERNEL_DEB_SHA256" ] || die "$KERNEL_PKG $KERNEL_VERSION: sha256 $got, expected $KERNEL_DEB_SHA256"
-    mv "$tmp"/*.deb "$deb"
-    rm -rf "$tmp"
-fi
+    echo "$out"
+}
+# Unpacks a verified .deb into a directory of its own, once.
+unpack() {
+    local deb=$1 dir=$2
+    if [ ! -f "$dir/.done" ]; then
+        rm -rf "$dir"
+        dpkg-deb -x "$deb" "$dir"
+        touch "$dir/.done"
+    fi
+}
+
+deb=$(fetch_deb "$KERNEL_DEB_PATH" "$KERNEL_DEB_SHA256")
 kdir=$cache/kernel-$KERNEL_VERSION
 kver=${KERNEL_PKG#linux-image-}
-if [ ! -f "$kdir/.done" ]; then
-    rm -rf "$kdir"
-    dpkg-deb -x "$deb" "$kdir"
-    touch "$kdir/.done"
-fi
+unpack "$deb" "$kdir"
 vmlinuz=$kdir/boot/vmlinuz-$kver
 echo "$VMLINUZ_SHA256  $vmlinuz" | sha256sum -c --status || die "$vmlinuz does not have the pinned sha256"
+# Trixie's kernel packages install modules under /usr (merged /usr), bookworm's under /lib.
+kmods=$kdir/usr/lib/modules/$kver
+[ -d "$kmods" ] || kmods=$kdir/lib/modules/$kver
+[ -d "$kmods" ] || die "$deb has no modules for $kver"
+
+tdvf_deb=$(fetch_deb "$TDVF_DEB_PATH" "$TDVF_DEB_SHA256")
+tdvf_dir=$cache/$TDVF_PKG-$TDVF_VERSION
+unpack "$tdvf_deb" "$tdvf_dir"
+tdvf=$tdvf_dir/$TDVF_FILE
+echo "$TDVF_SHA256  $tdvf" | sha256sum -c --status || die "$tdvf does not have the pinned sha256"
 
 # sev-snp-measure in its own virtualenv.
 venv=$cache/venv-sev-snp-measure-$SEV_SNP_MEASURE
@@ -99,8 +133,11 @@ fi
 
 echo "NACRE_INPUTS=$cache"
 echo "NACRE_KERNEL=$vmlinuz"
-echo "NACRE_KERNEL_MODULES=$kdir/lib/modules/$kver"
+echo "NACRE_KERNEL_MODULES=$kmods"
+# Bookworm's OVMF (2022.11): TDVF metadata but no CC measurement; the golden MRTD test's input.
 echo "NACRE_OVMF=/usr/share/ovmf/OVMF.fd"
+# The TDX firmware guests boot with (trixie's OVMF 2025.02, with TdTcg2Dxe: RTMR0-2 measured).
+echo "NACRE_TDVF=$tdvf"
 echo "NACRE_SEABIOS=/usr/share/seabios/bios-256k.bin"
 echo "NACRE_SEV_SNP_MEASURE=$venv/bin/sev-snp-measure"
 echo "NACRE_PYTHON=$models_venv/bin/python"

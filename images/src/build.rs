@@ -14,10 +14,19 @@ use crate::modules::{self, ModuleError};
 
 pub use nacre_wire::Tee;
 
-/// Modules the guest needs from Debian's cloud kernel (virtio is built as modules there).
-pub const DEFAULT_MODULES: &[&str] = &["virtio_pci", "virtio_blk", "virtio_net", "virtio_console"];
-/// Loaded when the kernel has them: the guest attestation interfaces of real TEEs.
-pub const OPTIONAL_MODULES: &[&str] = &["sev_guest", "tdx_guest"];
+/// Modules every guest image carries, with their dependencies; ones the kernel has built in
+/// (Debian's 6.12 cloud kernel: `virtio_pci`, `virtio_console`) need no file. One list for every
+/// TEE, so that sim, SNP and TDX images differ only in their configuration:
+/// - virtio: the sealed model's disk, user networking, and the sim secure processor's port;
+/// - `tsm`: configfs-tsm (`/sys/kernel/config/tsm/report`, the attester both hardware TEEs
+///   use first), with `configfs` as its dependency;
+/// - `sev_guest`, `tdx_guest`: the providers behind configfs-tsm (and the guest devices).
+///
+/// On a guest that is not that TEE a provider fails to probe (`insmod` reports "No such
+/// device"); `/init` logs that and goes on, and the enclave opens only its own TEE's attester.
+/// A name that the kernel has neither as a file nor built in fails the build.
+pub const DEFAULT_MODULES: &[&str] =
+    &["virtio_pci", "virtio_blk", "virtio_net", "virtio_console", "tsm", "sev_guest", "tdx_guest"];
 /// The command line every image starts with; `extra_cmdline` is appended.
 pub const BASE_CMDLINE: &str = "console=ttyS0 panic=-1 quiet";
 const MAX_CMDLINE: usize = 2048;
@@ -122,12 +131,7 @@ pub fn build(spec: &ImageSpec) -> Result<Image, BuildError> {
     let config = enclave_config(spec)?;
     let cmdline = cmdline(&spec.extra_cmdline)?;
 
-    let mut wanted: Vec<String> = DEFAULT_MODULES.iter().map(|m| m.to_string()).collect();
-    for m in OPTIONAL_MODULES {
-        if modules::resolve(&spec.modules_dir, &[m.to_string()]).is_ok() {
-            wanted.push(m.to_string());
-        }
-    }
+    let wanted: Vec<String> = DEFAULT_MODULES.iter().map(|m| m.to_string()).collect();
     let mods = modules::resolve(&spec.modules_dir, &wanted)?;
 
     let mut entries = vec![
@@ -272,11 +276,13 @@ read up _ < /proc/uptime
 echo "nacre-init: start at ${up}s"
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
-[ -d /sys/kernel/config ] && mount -t configfs configfs /sys/kernel/config
 echo "nacre-init: loading modules"
+# Not fatal: the TEE driver of another platform has no device here ("No such device").
 for m in $(cat /etc/nacre/modules); do
-    insmod "/lib/modules/$m" || echo "nacre-init: insmod $m failed"
+    insmod "/lib/modules/$m" || echo "nacre-init: $m not loaded (skipped)"
 done
+# configfs may be a module (loaded above, for configfs-tsm): mount it once it exists.
+[ -d /sys/kernel/config ] && mount -t configfs configfs /sys/kernel/config
 ip link set lo up
 if ip link set eth0 up 2>/dev/null; then
     ip addr add 10.0.2.15/24 dev eth0

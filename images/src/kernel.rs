@@ -1,6 +1,7 @@
-//! The default guest kernel, pinned by package version and SHA-256 (`images/kernel.pin`):
-//! fetched with `apt-get download` (nothing is installed on the host), verified before it is
-//! unpacked, and verified again after (the vmlinuz digest).
+//! The default guest kernel, pinned by package version, pool path and SHA-256
+//! (`images/kernel.pin`): fetched by its pool path from a Debian mirror with `curl` (no apt
+//! source to add, nothing installed on the host), verified before it is unpacked, and verified
+//! again after (the vmlinuz digest).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -9,10 +10,18 @@ use aws_lc_rs::digest::{SHA256, digest};
 
 const PIN: &str = include_str!("../kernel.pin");
 
+/// Where the pinned package is fetched from unless `$NACRE_DEBIAN_MIRROR` names another
+/// mirror. Any mirror will do, since the digest is checked; once Debian has removed the pinned
+/// version, a snapshot.debian.org archive URL
+/// (`https://snapshot.debian.org/archive/debian/<YYYYMMDDThhmmssZ>`) still has it.
+pub const DEFAULT_MIRROR: &str = "https://deb.debian.org/debian";
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KernelPin {
     pub package: String,
     pub version: String,
+    /// The .deb's path under a mirror's root (`pool/main/…`).
+    pub deb_path: String,
     pub deb_sha256: String,
     pub vmlinuz_sha256: String,
 }
@@ -45,6 +54,7 @@ pub fn pin() -> KernelPin {
     KernelPin {
         package: get("KERNEL_PKG"),
         version: get("KERNEL_VERSION"),
+        deb_path: get("KERNEL_DEB_PATH"),
         deb_sha256: get("KERNEL_DEB_SHA256"),
         vmlinuz_sha256: get("VMLINUZ_SHA256"),
     }
@@ -64,6 +74,16 @@ fn run(cmd: &mut Command) -> Result<(), KernelError> {
     Ok(())
 }
 
+/// `$NACRE_DEBIAN_MIRROR`, else [`DEFAULT_MIRROR`].
+pub fn mirror() -> String {
+    std::env::var("NACRE_DEBIAN_MIRROR")
+        .ok()
+        .filter(|m| !m.trim().is_empty())
+        .unwrap_or_else(|| DEFAULT_MIRROR.to_owned())
+        .trim_end_matches('/')
+        .to_owned()
+}
+
 /// The pinned kernel under `cache` (fetched and unpacked on first use).
 pub fn fetch_pinned(cache: &Path) -> Result<Kernel, KernelError> {
     let pin = pin();
@@ -74,29 +94,24 @@ pub fn fetch_pinned(cache: &Path) -> Result<Kernel, KernelError> {
     std::fs::create_dir_all(cache).map_err(|e| io(cache, e))?;
     let deb = cache.join(format!("{}_{}_amd64.deb", pin.package, pin.version));
     if !deb.exists() || sha256_file(&deb)? != pin.deb_sha256 {
-        let tmp = cache.join(format!("download-{}", std::process::id()));
-        std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
-        let fetched = run(Command::new("apt-get")
-            .args(["download", "-q", &format!("{}={}", pin.package, pin.version)])
-            .current_dir(&tmp));
-        let found = std::fs::read_dir(&tmp)
-            .map_err(|e| io(&tmp, e))?
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| p.extension().is_some_and(|x| x == "deb"));
-        let result = fetched.and_then(|()| {
-            let got = found.ok_or_else(|| KernelError::Tool("apt-get download produced no .deb".into()))?;
-            let sum = sha256_file(&got)?;
+        let tmp = cache.join(format!("download-{}.deb", std::process::id()));
+        let url = format!("{}/{}", mirror(), pin.deb_path);
+        let result = run(Command::new("curl")
+            .args(["-fsSL", "--retry", "3", "--proto", "=https,http", "-o"])
+            .arg(&tmp)
+            .arg(&url))
+        .and_then(|()| {
+            let sum = sha256_file(&tmp)?;
             if sum != pin.deb_sha256 {
                 return Err(KernelError::Digest {
-                    what: got.display().to_string(),
+                    what: url.clone(),
                     got: sum,
                     want: pin.deb_sha256.clone(),
                 });
             }
-            std::fs::rename(&got, &deb).map_err(|e| io(&deb, e))
+            std::fs::rename(&tmp, &deb).map_err(|e| io(&deb, e))
         });
-        let _ = std::fs::remove_dir_all(&tmp);
+        let _ = std::fs::remove_file(&tmp);
         result?;
     }
     let root = cache.join(format!("kernel-{}", pin.version));
@@ -115,7 +130,16 @@ pub fn fetch_pinned(cache: &Path) -> Result<Kernel, KernelError> {
             want: pin.vmlinuz_sha256,
         });
     }
-    Ok(Kernel { vmlinuz, modules: root.join("lib/modules").join(release) })
+    // Trixie's packages install modules under /usr (merged /usr); bookworm's under /lib.
+    let modules = ["usr/lib/modules", "lib/modules"]
+        .iter()
+        .map(|d| root.join(d).join(release))
+        .find(|d| d.is_dir())
+        .ok_or_else(|| KernelError::Io {
+            path: root.display().to_string(),
+            message: format!("no usr/lib/modules/{release} or lib/modules/{release} in the package"),
+        })?;
+    Ok(Kernel { vmlinuz, modules })
 }
 
 #[cfg(test)]
@@ -123,9 +147,15 @@ mod tests {
     #[test]
     fn the_pin_parses() {
         let p = super::pin();
-        assert_eq!(p.package, "linux-image-6.1.0-50-cloud-amd64");
-        assert_eq!(p.version, "6.1.176-1");
-        assert_eq!(p.deb_sha256.len(), 64);
-        assert!(p.vmlinuz_sha256.starts_with("3d616aa8") && p.vmlinuz_sha256.ends_with("9654"));
+        assert_eq!(p.package, "linux-image-6.12.117+deb13-cloud-amd64");
+        assert_eq!(p.version, "6.12.117-1");
+        // The pool path names the same package and version (a refresh that changes one but not
+        // the other would fetch another file and fail on its digest).
+        assert!(p.deb_path.starts_with("pool/main/l/linux-signed-amd64/"), "{}", p.deb_path);
+        assert!(p.deb_path.ends_with(&format!("/{}_{}_amd64.deb", p.package, p.version)), "{}", p.deb_path);
+        for sum in [&p.deb_sha256, &p.vmlinuz_sha256] {
+            assert!(sum.len() == 64 && sum.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        }
+        assert!(p.vmlinuz_sha256.starts_with("ed8f0dbd") && p.vmlinuz_sha256.ends_with("87b0"));
     }
 }

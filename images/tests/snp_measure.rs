@@ -56,7 +56,15 @@ fn launch(ovmf: &Path, initrd: &Path, append: &str, vcpus: u32, ty: &str, featur
     }
 }
 
-/// The reference: 1 MiB of zeros as initrd, `console=ttyS0`, 1 vCPU EPYC-v4.
+/// The reference shape: 1 MiB of zeros as initrd, `console=ttyS0`, 1 vCPU EPYC-v4,
+/// guest features 0x1, the `sev` 8.0.0 crate's `ovmf_AmdSev_suffix.bin` (SHA-256 `8f765dfa…b16c`)
+/// and the pinned kernel (images/kernel.pin). The value depends on the kernel's bytes, so it
+/// changes with the pin. Provenance: `sev-snp-measure` 0.0.13 (PyPI) `--mode snp --vcpus=1
+/// --vcpu-type=EPYC-v4 --guest-features=0x1 --ovmf <tail> --kernel <vmlinuz> --initrd <1 MiB of
+/// zeros> --append=console=ttyS0`, run on 2026-12-04: with vmlinuz `ed8f0dbd…5b87b0` (6.12.117-1,
+/// the current pin) it gives the value below; with the previous pin's vmlinuz `3d616aa8…9654`
+/// (bookworm 6.1.176-1) it gives the previous golden value `3a2c4e19…afba`, so the tool and the
+/// shape are unchanged and only the kernel moved.
 #[test]
 fn reference_digest() {
     let dir = scratch("snp-ref");
@@ -64,7 +72,7 @@ fn reference_digest() {
     let l = launch(&amdsev_tail(), &dir.join("initrd"), "console=ttyS0", 1, "EPYC-v4", 1);
     assert_eq!(
         hex::encode(launch_digest(&l).unwrap()),
-        "3a2c4e1902f01b3353d4c8fd921980103af3fcbe9f3f2ef5b6aeb4dc13c93410642390810f86f929f4c1d88da622afba"
+        "cb2b271f958c90defc01ed1cfdc16923d95eff70ef7d3a0c7642e5d74debc186a79173a0e28aa92377f38bdb6da596cd"
     );
 }
 
