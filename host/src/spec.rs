@@ -51,7 +51,9 @@ pub struct LaunchSpec {
     pub kernel: PathBuf,
     pub initrd: PathBuf,
     pub cmdline: String,
-    /// sim: the BIOS QEMU boots (default: Debian's SeaBIOS); snp: an AmdSev OVMF; tdx: a TDVF.
+    /// sim: the BIOS QEMU boots (default: Debian's SeaBIOS); snp: an AmdSev OVMF; tdx: a TDVF
+    /// that measures into RTMR0–2 (`NACRE_TDVF` from scripts/inputs.sh, Debian trixie's
+    /// OVMF.fd; bookworm's leaves them zero, so its TDs attest the firmware alone).
     #[serde(default)]
     pub firmware: Option<PathBuf>,
     #[serde(default = "one")]
