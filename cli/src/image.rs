@@ -53,10 +53,28 @@ pub enum MeasureCmd {
         #[arg(long, default_value = "0x1", value_parser = parse_hex_u64)]
         guest_features: u64,
     },
-    /// TDX MRTD from the TDVF metadata of a firmware image (hex).
+    /// TDX MRTD from the TDVF metadata of a firmware image (hex). With `--kernel`, also RTMR1
+    /// and RTMR2 of a direct boot of that kernel (one line each: `mrtd HEX`, `rtmr1 HEX`,
+    /// `rtmr2 HEX`); with `--event-log` (a TD's CCEL log area), also the first RTMR1/RTMR2
+    /// event the log has that this boot would not have extended, so that a refused TD shows
+    /// which input differs (exit 1 on a difference).
     Tdx {
         #[arg(long)]
         firmware: PathBuf,
+        #[arg(long, requires = "kernel")]
+        initrd: Option<PathBuf>,
+        #[arg(long)]
+        kernel: Option<PathBuf>,
+        #[arg(long, requires = "kernel", default_value = "")]
+        append: String,
+        /// Guest memory (`-m`): the initrd's load address, patched into the kernel, depends on it.
+        #[arg(long, default_value_t = 2048)]
+        memory_mib: u64,
+        /// The QEMU version of the launch (picks MRTD's page order).
+        #[arg(long, default_value = "10.1.0")]
+        qemu: String,
+        #[arg(long, requires = "kernel")]
+        event_log: Option<PathBuf>,
     },
     /// The simulated TEE's measurement of exactly these boot inputs (hex).
     Sim {
@@ -86,7 +104,18 @@ pub fn measure(cmd: MeasureCmd) -> Result<ExitCode> {
                 guest_features,
             })?
         }
-        MeasureCmd::Tdx { firmware } => mrtd(&firmware)?,
+        MeasureCmd::Tdx { firmware, kernel: None, .. } => mrtd(&firmware)?,
+        MeasureCmd::Tdx { firmware, initrd, kernel: Some(kernel), append, memory_mib, qemu, event_log } => {
+            return measure_tdx_boot(
+                &firmware,
+                &kernel,
+                initrd.as_deref(),
+                &append,
+                memory_mib,
+                &qemu,
+                event_log.as_deref(),
+            );
+        }
         MeasureCmd::Sim { firmware, kernel, initrd, append, shape } => {
             let (fw, k, i) = (read(&firmware)?, read(&kernel)?, read(&initrd)?);
             digest_of(&SimLaunch {
@@ -181,6 +210,54 @@ pub struct BuildArgs {
     snp_min_tcb: Option<nacre_wire::snp::TcbFloor>,
     #[command(flatten)]
     shape: Shape,
+}
+
+/// `nacre measure tdx --kernel …`: the registers of a direct boot and, given a TD's event log,
+/// the first RTMR1/RTMR2 event it differs in (RTMR0 also covers QEMU's ACPI tables, which no
+/// file here determines).
+fn measure_tdx_boot(
+    firmware: &Path,
+    kernel: &Path,
+    initrd: Option<&Path>,
+    cmdline: &str,
+    memory_mib: u64,
+    qemu: &str,
+    event_log: Option<&Path>,
+) -> Result<ExitCode> {
+    use nacre_images::measure::tdx::{BootInputs, LaunchShape, first_difference, measure};
+    let (fw, k) = (read(firmware)?, read(kernel)?);
+    let i = initrd.map(read).transpose()?;
+    let shape = LaunchShape {
+        memory_bytes: memory_mib.checked_mul(1 << 20).context("--memory-mib too large")?,
+        vcpus: 1,
+        qemu: qemu.parse()?,
+    };
+    let m = measure(&shape, &BootInputs { firmware: &fw, kernel: &k, initrd: i.as_deref(), cmdline })?;
+    println!(
+        "mrtd {}\nrtmr1 {}\nrtmr2 {}",
+        hex::encode(m.mrtd),
+        hex::encode(m.rtmr1()),
+        hex::encode(m.rtmr2())
+    );
+    let Some(log) = event_log else { return Ok(ExitCode::SUCCESS) };
+    let bytes = read(log)?;
+    let log = nacre_wire::ccel::EventLog::parse(&bytes).with_context(|| format!("{}", log.display()))?;
+    let logged: Vec<(u8, [u8; 48])> = log
+        .events
+        .iter()
+        .filter_map(|e| e.rtmr().filter(|r| (1..=2).contains(r)).map(|r| (r as u8, *e.sha384())))
+        .collect();
+    let expected: Vec<_> = m.rtmr1_events.iter().chain(&m.rtmr2_events).cloned().collect();
+    match first_difference(&logged, &expected) {
+        None => {
+            println!("event log: RTMR1 and RTMR2 events are exactly this boot's");
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(d) => {
+            println!("event log differs: {d}");
+            Ok(ExitCode::from(1))
+        }
+    }
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]

@@ -314,6 +314,31 @@ impl nacre_verifier::pipeline::Platform for SyntheticTd {
     }
 }
 
+/// A TCG2 crypto-agile event log (as in the CCEL table) of SHA-384 events `(mr_index, digest)`.
+fn tcg_log(events: impl Iterator<Item = (u32, [u8; 48])>) -> Vec<u8> {
+    let mut spec = b"Spec ID Event03\0".to_vec();
+    spec.extend_from_slice(&0u32.to_le_bytes()); // platform class
+    spec.extend_from_slice(&[0, 2, 0, 2]); // version 2.0, errata 0, UINTN 8 bytes
+    spec.extend_from_slice(&1u32.to_le_bytes());
+    spec.extend_from_slice(&0x000cu16.to_le_bytes()); // SHA-384
+    spec.extend_from_slice(&48u16.to_le_bytes());
+    spec.push(0);
+    let mut log = 1u32.to_le_bytes().to_vec();
+    log.extend_from_slice(&3u32.to_le_bytes()); // EV_NO_ACTION
+    log.extend_from_slice(&[0; 20]);
+    log.extend_from_slice(&(spec.len() as u32).to_le_bytes());
+    log.extend_from_slice(&spec);
+    for (mr_index, digest) in events {
+        log.extend_from_slice(&mr_index.to_le_bytes());
+        log.extend_from_slice(&0x8000_0007u32.to_le_bytes()); // EV_EFI_ACTION
+        log.extend_from_slice(&1u32.to_le_bytes());
+        log.extend_from_slice(&0x000cu16.to_le_bytes());
+        log.extend_from_slice(&digest);
+        log.extend_from_slice(&0u32.to_le_bytes());
+    }
+    log
+}
+
 /// Issue 13, "done when": `nacre image build` writes a TDX entry for the image (MRTD, RTMR1 and
 /// RTMR2 computed from the bytes written, RTMR0 as supplied for a stated shape) and a TDX
 /// policy. The service's release policy, the client's policy and that policy file (what
@@ -431,6 +456,46 @@ fn tdx_reference_values_of_an_image_admit_its_boot_chain_only() {
     assert_ne!(changed_initrd.1[2], good.1[2]);
     assert_eq!(changed_initrd.1[1], good.1[1], "the initrd's content is not in RTMR1");
     assert_ne!(other_kernel.1[1], good.1[1]);
+
+    // A TD's event log of this boot (RTMR1 and RTMR2 events) against `nacre measure tdx`: none
+    // differs; the log of the changed initrd names the initrd event of RTMR2.
+    let log_of = |initrd: &[u8]| {
+        let m = measure(
+            &shape,
+            &BootInputs { firmware: &firmware, kernel: &vmlinuz, initrd: Some(initrd), cmdline: &cmdline },
+        )
+        .unwrap();
+        tcg_log(m.rtmr1_events.iter().chain(&m.rtmr2_events).map(|e| (u32::from(e.register) + 1, e.digest)))
+    };
+    std::fs::write(dir.join("good.log"), log_of(&initrd)).unwrap();
+    let mut other = initrd.clone();
+    let at = other.windows(10).position(|w| w == b"# Measured").unwrap();
+    other[at + 2] = b'm';
+    std::fs::write(dir.join("changed.log"), log_of(&other)).unwrap();
+    let measure_cli = |log: &str| {
+        Command::new(NACRE)
+            .args(["measure", "tdx", "--memory-mib", "2048", "--append", &cmdline, "--firmware"])
+            .arg(&tdvf)
+            .arg("--kernel")
+            .arg(image.join("vmlinuz"))
+            .arg("--initrd")
+            .arg(image.join("initrd"))
+            .arg("--event-log")
+            .arg(dir.join(log))
+            .output()
+            .unwrap()
+    };
+    let out = measure_cli("good.log");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains(&format!("rtmr2 {}", hex::encode(good.1[2]))), "{text}");
+    let out = measure_cli("changed.log");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("event log differs") && text.contains("RTMR2") && text.contains("initrd"),
+        "{text}"
+    );
 
     // The three policies: the service's (a key naming these reference values), the client's,
     // and the written TDX policy.
