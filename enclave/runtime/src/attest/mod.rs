@@ -1,6 +1,7 @@
 //! Attesters: where the guest gets its evidence. One trait; the backend is chosen from the
 //! measured configuration, never from anything the host can change at run time.
 
+pub mod ccel;
 pub mod qgs;
 pub mod sev_guest;
 pub mod sim;

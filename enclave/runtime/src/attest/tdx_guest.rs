@@ -84,7 +84,10 @@ impl Attester for TdxGuestAttester {
             .device
             .get_report0(report_data)
             .map_err(|e| AttestError::Io(format!("{} TDX_CMD_GET_REPORT0: {e}", ioctl::DEVICE)))?;
-        quote_evidence(&tdreport, report_data, &self.qgs, deadline)
+        let mut evidence = quote_evidence(&tdreport, report_data, &self.qgs, deadline)?;
+        evidence.event_log = super::ccel::read_event_log(std::path::Path::new(super::ccel::LOG_AREA))?;
+        evidence.check_limits().map_err(|e| AttestError::Malformed(e.to_string()))?;
+        Ok(evidence)
     }
 }
 
@@ -106,7 +109,7 @@ fn quote_evidence(
     }
     let quote = qgs.exchange(tdreport, deadline)?;
     check_tdx_quote_report_data(&quote, report_data)?;
-    let evidence = Evidence { tee: Tee::Tdx, report: quote, certs: Vec::new() };
+    let evidence = Evidence { tee: Tee::Tdx, report: quote, certs: Vec::new(), event_log: None };
     evidence.check_limits().map_err(|e| AttestError::Malformed(e.to_string()))?;
     Ok(evidence)
 }

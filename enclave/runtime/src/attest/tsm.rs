@@ -27,6 +27,8 @@ pub struct TsmAttester {
     root: PathBuf,
     tee: Tee,
     seq: u64,
+    /// TDX: the CCEL log area ([`super::ccel::LOG_AREA`]).
+    event_log: PathBuf,
 }
 
 impl TsmAttester {
@@ -36,7 +38,12 @@ impl TsmAttester {
         if !root.is_dir() {
             return Err(AttestError::NoDevice(format!("{} (configfs-tsm) is not available", root.display())));
         }
-        Ok(TsmAttester { root: root.to_owned(), tee, seq: 0 })
+        Ok(TsmAttester {
+            root: root.to_owned(),
+            tee,
+            seq: 0,
+            event_log: PathBuf::from(super::ccel::LOG_AREA),
+        })
     }
 
     fn once(&mut self, report_data: &[u8; 64]) -> Result<Option<Evidence>, AttestError> {
@@ -78,7 +85,11 @@ impl TsmAttester {
                 _ => check_tdx_quote_report_data(&report, report_data)?,
             }
             let certs = if aux.is_empty() { Vec::new() } else { cert_table(&aux)? };
-            let evidence = Evidence { tee: self.tee, report, certs };
+            let event_log = match self.tee {
+                Tee::Tdx => super::ccel::read_event_log(&self.event_log)?,
+                _ => None,
+            };
+            let evidence = Evidence { tee: self.tee, report, certs, event_log };
             evidence.check_limits().map_err(|e| AttestError::Malformed(e.to_string()))?;
             Ok(Some(evidence))
         })();
@@ -87,7 +98,7 @@ impl TsmAttester {
     }
 }
 
-fn read_limited(path: &Path, max: usize) -> std::io::Result<Vec<u8>> {
+pub(crate) fn read_limited(path: &Path, max: usize) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
     let mut out = Vec::new();
     std::fs::File::open(path)?.take(max as u64 + 1).read_to_end(&mut out)?;
