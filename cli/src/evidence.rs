@@ -4,12 +4,13 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use nacre_verifier::claims::PlatformClaims;
-use nacre_verifier::tdx::collateral_from_json;
+use nacre_verifier::claims::{LoggedEvent, PlatformClaims};
+use nacre_verifier::tdx::{collateral_from_json, logged_events};
 use nacre_verifier::{
     Appraiser, CertSet, Claims, ExpectedReportData, Policy, SnpEvidence, SnpRoots, SnpVerifier, TdReport,
     TdxEvidence, TdxVerifier, VerifyError,
 };
+use nacre_wire::ccel::EventLog;
 use nacre_wire::snp::SnpReport;
 use serde_json::{Value, json};
 
@@ -52,8 +53,8 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let tee = args.tee;
     let result = match tee {
         TeeArg::Snp | TeeArg::Sim => {
-            if args.collateral.is_some() {
-                bail!("--collateral is for TDX; SNP endorsements go in --certs");
+            if args.collateral.is_some() || args.event_log.is_some() {
+                bail!("--collateral and --event-log are for TDX; SNP endorsements go in --certs");
             }
             let roots = match (tee, &args.insecure_sim_root) {
                 (TeeArg::Sim, Some(root)) => {
@@ -86,9 +87,10 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             let path = args.collateral.as_deref().context("--tee tdx needs --collateral COLLATERAL.json")?;
             let collateral =
                 collateral_from_json(&read(path)?).with_context(|| format!("{}", path.display()))?;
+            let event_log = args.event_log.as_deref().map(read).transpose()?;
             appraiser.appraise(
                 &TdxVerifier::new(),
-                TdxEvidence { quote: &evidence, collateral: &collateral, event_log: None },
+                TdxEvidence { quote: &evidence, collateral: &collateral, event_log: event_log.as_deref() },
                 expected,
                 now,
             )
@@ -116,7 +118,13 @@ fn tee_name(tee: TeeArg) -> &'static str {
 }
 
 fn reject_json(tee: &str, e: &VerifyError) -> Value {
-    json!({ "verdict": "reject", "tee": tee, "check": e.check(), "reason": e.to_string() })
+    let mut out = json!({ "verdict": "reject", "tee": tee, "check": e.check(), "reason": e.to_string() });
+    if e.check() == "event_log" {
+        out["hint"] = json!(
+            "`nacre evidence show --tee tdx QUOTE --event-log LOG` lists the events and the replay of each register"
+        );
+    }
+    out
 }
 
 fn accept_json(c: &Claims) -> Value {
@@ -150,6 +158,9 @@ fn accept_json(c: &Claims) -> Value {
             td_json(&mut out, &t.td);
             out["tcb_status"] = json!(t.tcb_status.as_str());
             out["advisory_ids"] = json!(t.advisory_ids);
+            if let Some(events) = &t.event_log {
+                out["event_log"] = events_json(events);
+            }
         }
     }
     out
@@ -170,6 +181,43 @@ fn td_json(out: &mut Value, td: &TdReport) {
     out["debug"] = json!(td.debug());
 }
 
+/// The events of a TD's log, one object each: `index`, `rtmr` (null for EV_NO_ACTION, which is
+/// logged but extends nothing), `type`, `digest` (SHA-384), `description` (null for binary data)
+/// and `description_measured` (whether the digest is of the data the description shows).
+fn events_json(events: &[LoggedEvent]) -> Value {
+    events
+        .iter()
+        .map(|e| {
+            json!({
+                "index": e.index,
+                "rtmr": e.rtmr,
+                "type": e.event_type_name().map_or_else(|| format!("{:#x}", e.event_type), str::to_owned),
+                "digest": hex::encode(e.digest),
+                "description": e.description,
+                "description_measured": e.data_is_digested,
+            })
+        })
+        .collect()
+}
+
+/// One event as a line: `#3  RTMR0  EV_EFI_VARIABLE_DRIVER_CONFIG  <digest>  SecureBoot (...)`.
+/// A description the digest does not cover is in brackets: it is the firmware's label, not
+/// what was measured.
+fn event_line(e: &Value) -> String {
+    let rtmr = e["rtmr"].as_u64().map_or_else(|| "-    ".to_owned(), |r| format!("RTMR{r}"));
+    let description = match (e["description"].as_str(), e["description_measured"].as_bool()) {
+        (Some(d), Some(true)) => d.to_owned(),
+        (Some(d), _) => format!("[{d}]"),
+        (None, _) => String::new(),
+    };
+    format!(
+        "#{:<3} {rtmr}  {:<34} {}  {description}",
+        e["index"].as_u64().unwrap_or_default(),
+        e["type"].as_str().unwrap_or(""),
+        e["digest"].as_str().unwrap_or("")
+    )
+}
+
 fn print_human(v: &Value) {
     let Value::Object(map) = v else { return };
     for (k, val) in map {
@@ -179,7 +227,12 @@ fn print_human(v: &Value) {
             Value::Array(items) => {
                 for (i, item) in items.iter().enumerate() {
                     let label = if i == 0 { k.as_str() } else { "" };
-                    println!("{label:<16} {}", item.as_str().map_or_else(|| item.to_string(), str::to_owned));
+                    let text = match item {
+                        Value::String(s) => s.clone(),
+                        Value::Object(_) if item.get("digest").is_some() => event_line(item),
+                        other => other.to_string(),
+                    };
+                    println!("{label:<16} {text}");
                 }
             }
             other => println!("{k:<16} {other}"),
@@ -188,19 +241,24 @@ fn print_human(v: &Value) {
 }
 
 /// Prints the fields of unverified evidence; malformed input is a reject (exit 1).
-pub fn show(tee: TeeArg, file: &Path) -> anyhow::Result<ExitCode> {
+pub fn show(tee: TeeArg, file: &Path, event_log: Option<&Path>) -> anyhow::Result<ExitCode> {
     let bytes = read(file)?;
-    let parsed = match tee {
-        TeeArg::Snp | TeeArg::Sim => {
+    let log = event_log.map(read).transpose()?;
+    let parsed = match (tee, log) {
+        (TeeArg::Snp | TeeArg::Sim, Some(_)) => bail!("--event-log is for TDX"),
+        (TeeArg::Snp | TeeArg::Sim, None) => {
             SnpReport::parse(&bytes).map(|r| snp_show(&r.report)).map_err(|e| e.to_string())
         }
-        TeeArg::Tdx => nacre_verifier::tdx::parse_unverified(&bytes)
-            .map(|td| {
+        (TeeArg::Tdx, log) => {
+            nacre_verifier::tdx::parse_unverified(&bytes).map_err(|e| e.to_string()).and_then(|td| {
                 let mut out = json!({});
                 td_json(&mut out, &td);
-                out
+                if let Some(log) = log {
+                    show_event_log(&mut out, &log, &td.rtmr)?;
+                }
+                Ok(out)
             })
-            .map_err(|e| e.to_string()),
+        }
     };
     match parsed {
         Ok(mut out) => {
@@ -213,6 +271,23 @@ pub fn show(tee: TeeArg, file: &Path) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(1))
         }
     }
+}
+
+/// The log's events and, per register, its replay beside the quote's value: the register that
+/// differs is where to look (then the events that extend it).
+fn show_event_log(out: &mut Value, log: &[u8], quoted: &[[u8; 48]; 4]) -> Result<(), String> {
+    let parsed = EventLog::parse(log).map_err(|e| e.to_string())?;
+    let replayed = parsed.replay();
+    out["event_log_replay"] = json!(
+        (0..4)
+            .map(|i| {
+                let verdict = if replayed[i] == quoted[i] { "= quote" } else { "DIFFERS from the quote" };
+                format!("RTMR{i} {} {verdict}", hex::encode(replayed[i]))
+            })
+            .collect::<Vec<_>>()
+    );
+    out["event_log"] = events_json(&logged_events(&parsed));
+    Ok(())
 }
 
 fn snp_show(r: &SnpReport) -> Value {

@@ -83,6 +83,10 @@ enum EvidenceCmd {
         #[arg(long, value_enum)]
         tee: TeeArg,
         file: PathBuf,
+        /// TDX: the TD's event log (the CCEL log area, padding allowed): lists its events and
+        /// says which RTMR its replay gives and whether that is the quote's.
+        #[arg(long)]
+        event_log: Option<PathBuf>,
     },
 }
 
@@ -106,6 +110,10 @@ struct VerifyArgs {
     /// QuoteCollateralV3 JSON (TDX).
     #[arg(long)]
     collateral: Option<PathBuf>,
+    /// The TD's event log (TDX; the CCEL log area): replayed against the quote's RTMRs, and
+    /// its events listed on acceptance.
+    #[arg(long)]
+    event_log: Option<PathBuf>,
     /// Verification time, RFC 3339 (default: now).
     #[arg(long)]
     at: Option<String>,
@@ -164,7 +172,9 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Evidence(EvidenceCmd::Verify(args)) => evidence::verify(args),
-        Command::Evidence(EvidenceCmd::Show { tee, file }) => evidence::show(tee, &file),
+        Command::Evidence(EvidenceCmd::Show { tee, file, event_log }) => {
+            evidence::show(tee, &file, event_log.as_deref())
+        }
         Command::Sim(SimCmd::Ca(SimCaCmd::Init(args))) => sim::init(args),
         Command::Sim(SimCmd::Report(args)) => sim::report(args),
         Command::Attestation(cmd) => attestation::attestation(cmd),
