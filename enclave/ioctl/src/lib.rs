@@ -2,8 +2,9 @@
 //! `unsafe` code (the workspace forbids it everywhere else), and it stays small on purpose:
 //!
 //! - [`sev`]: `/dev/sev-guest` — `SNP_GET_REPORT` and `SNP_GET_EXT_REPORT`
-//!   (Linux `include/uapi/linux/sev-guest.h`);
-//! - [`tdx`]: `/dev/tdx_guest` — `TDX_CMD_GET_REPORT0` (Linux `include/uapi/linux/tdx-guest.h`).
+//!   (Linux `include/uapi/linux/sev-guest.h`).
+//!
+//! TDX needs no ioctl: the TD gets its quote through configfs-tsm (a file interface).
 //!
 //! Each request struct mirrors the kernel's byte for byte: `#[repr(C)]`, padding spelled out as
 //! explicit zeroed fields (so the kernel never reads uninitialized bytes), and its size, field
@@ -20,4 +21,3 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod sev;
-pub mod tdx;

@@ -72,7 +72,7 @@ fn open_attester(config: &EnclaveConfig) -> Result<BoxedAttester, AttestError> {
         attester.attest(&[0u8; 64])?;
         Ok(attester)
     }
-    // Hardware TEEs: the kernel's configfs-tsm first (Linux ≥ 6.7), else the guest device.
+    // SNP: the kernel's configfs-tsm first (Linux ≥ 6.7), else the guest device.
     fn hardware(
         tee: nacre_wire::Tee,
         device: &'static str,
@@ -94,9 +94,13 @@ fn open_attester(config: &EnclaveConfig) -> Result<BoxedAttester, AttestError> {
         (TeeKind::Snp, _) => hardware(nacre_wire::Tee::Snp, nacre_guest_ioctl::sev::DEVICE, || {
             Ok(Box::new(attest::sev_guest::SevGuestAttester::open()?))
         }),
-        (TeeKind::Tdx, _) => hardware(nacre_wire::Tee::Tdx, nacre_guest_ioctl::tdx::DEVICE, || {
-            Ok(Box::new(attest::tdx_guest::TdxGuestAttester::open()?))
-        }),
+        // TDX: configfs-tsm only. The TD's quote request goes through the kernel to QEMU's
+        // quote-generation socket; the image has no vsock driver and the launch no guest vsock
+        // device, so a `/dev/tdx_guest` + vsock fallback could never answer (it was removed).
+        (TeeKind::Tdx, _) => {
+            attest::tsm::TsmAttester::open(std::path::Path::new(attest::tsm::ROOT), nacre_wire::Tee::Tdx)
+                .and_then(|a| answering(Box::new(a)))
+        }
     }
 }
 

@@ -2,10 +2,8 @@
 //! measured configuration, never from anything the host can change at run time.
 
 pub mod ccel;
-pub mod qgs;
 pub mod sev_guest;
 pub mod sim;
-pub mod tdx_guest;
 pub mod tsm;
 
 use nacre_wire::Evidence;
@@ -21,8 +19,7 @@ pub enum AttestError {
     Refused(String),
     #[error("malformed answer from the secure processor: {0}")]
     Malformed(String),
-    /// A hardware TEE offers two interfaces (configfs-tsm, then its guest device); neither
-    /// answered. Both reasons, since they usually differ (no configfs-tsm on an older kernel, no
+    /// SNP offers two interfaces (configfs-tsm, then `/dev/sev-guest`); neither answered. Both reasons, since they usually differ (no configfs-tsm on an older kernel, no
     /// device module in the image, ...).
     #[error("no attestation interface answered: configfs-tsm: {tsm}; {device}: {device_error}")]
     Unavailable { tsm: Box<AttestError>, device: &'static str, device_error: Box<AttestError> },
