@@ -1,6 +1,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure is the report
 //! The `nacre` binary's interface: exit codes, JSON shape, sealing round trips.
 
+// One test binary for the CLI's interface tests (each binary is a link of the whole CLI).
+#[path = "cli/evidence_log.rs"]
+mod evidence_log;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

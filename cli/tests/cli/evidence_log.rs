@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure is the report
 //! `nacre evidence show|verify --event-log`: a TD's event log listed, replayed and refused when
 //! it does not match the quote (issue 13, the event log). The quote is a real vector read from
 //! ../shared/vectors; the logs are the published ones in nacre-wire's test data.
