@@ -170,7 +170,9 @@ fn reference_values_import_and_list() {
             firmware_sha256: "c".repeat(64),
             vcpus: Some(1),
             vcpu_type: Some("EPYC-v4".into()),
+            ..Default::default()
         }],
+        snp_min_tcb: None,
     };
     for key in ["signing", "other"] {
         let (doc, sig) = values.sign(&std::fs::read(p(&format!("{key}.key"))).unwrap()).unwrap();

@@ -246,6 +246,7 @@ fn reference_values(pkcs8: &[u8], name: &str, sim: &[[u8; 48]]) -> (Vec<u8>, Vec
         firmware_sha256: "f".repeat(64),
         vcpus: Some(1),
         vcpu_type: Some("EPYC-v4".into()),
+        ..Default::default()
     };
     let mut measurements: Vec<Expected> = sim.iter().map(|m| expected("sim", m)).collect();
     measurements.push(expected("snp", &[0x44; 48]));
@@ -258,6 +259,7 @@ fn reference_values(pkcs8: &[u8], name: &str, sim: &[[u8; 48]]) -> (Vec<u8>, Vec
             cmdline: "console=ttyS0".into(),
         },
         measurements,
+        snp_min_tcb: None,
     };
     let (doc, sig) = values.sign(pkcs8).unwrap();
     // reference-values.sig as `nacre image build` writes it (JSON).
