@@ -38,6 +38,21 @@ fn rate() -> u32 {
 fn burst() -> u32 {
     100
 }
+fn max_connections() -> usize {
+    256
+}
+fn connections_per_source() -> usize {
+    64
+}
+fn max_buffered() -> usize {
+    64 << 20
+}
+fn request_timeout() -> u64 {
+    30
+}
+fn idle_timeout() -> u64 {
+    30
+}
 fn sans() -> Vec<String> {
     vec!["localhost".into(), "127.0.0.1".into()]
 }
@@ -85,6 +100,24 @@ pub struct EnclaveConfig {
     pub rate_per_second: u32,
     #[serde(default = "burst")]
     pub rate_burst: u32,
+    /// Open connections at most; when full, a new connection displaces the one stalled longest
+    /// (idle, or still sending its request), so a handshake always finds a slot.
+    #[serde(default = "max_connections")]
+    pub max_connections: usize,
+    /// Open connections per source address (IPv6: per /64) at most; a source's new connection
+    /// displaces its own stalled one. Behind the host's NAT every client is one source.
+    #[serde(default = "connections_per_source")]
+    pub connections_per_source: usize,
+    /// Bytes of decoded request tensors held at once across all requests (the bound on request
+    /// memory; a request that would pass it is refused with 503).
+    #[serde(default = "max_buffered")]
+    pub max_buffered_bytes: usize,
+    /// Deadline of one request once its headers are in: body, queueing and the handler, seconds.
+    #[serde(default = "request_timeout")]
+    pub request_timeout_secs: u64,
+    /// How long a connection may sit idle between requests (or in its headers), seconds.
+    #[serde(default = "idle_timeout")]
+    pub idle_timeout_secs: u64,
     /// Accept NaN and ±infinity in inputs (refused by default).
     #[serde(default)]
     pub allow_non_finite: bool,
@@ -132,6 +165,18 @@ impl EnclaveConfig {
         }
         if self.rate_per_second == 0 || self.rate_burst == 0 {
             return bad("rate_per_second and rate_burst must be positive".into());
+        }
+        if self.max_connections == 0
+            || self.connections_per_source == 0
+            || self.connections_per_source > self.max_connections
+        {
+            return bad("max_connections and connections_per_source: positive, per source ≤ total".into());
+        }
+        if self.max_buffered_bytes < self.max_request_bytes.min(1 << 20) {
+            return bad("max_buffered_bytes: at least max_request_bytes or 1 MiB".into());
+        }
+        if !(1..=600).contains(&self.request_timeout_secs) || !(1..=600).contains(&self.idle_timeout_secs) {
+            return bad("request_timeout_secs and idle_timeout_secs: 1–600".into());
         }
         if !CERTIFICATE_LIFETIME.contains(&self.certificate_lifetime_secs) {
             return bad(format!(
