@@ -7,15 +7,13 @@ use axum::extract::Request;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 
+type Answer = std::pin::Pin<Box<dyn Future<Output = Response> + Send>>;
+
 /// A layer that answers `on_timeout()` when the handler has not answered within `limit`.
 pub fn deadline(
     limit: Duration,
     on_timeout: fn() -> Response,
-) -> middleware::FromFnLayer<
-    impl Fn(Request, Next) -> std::pin::Pin<Box<dyn Future<Output = Response> + Send>> + Clone,
-    (),
-    (Request, Next),
-> {
+) -> middleware::FromFnLayer<impl Fn(Request, Next) -> Answer + Clone, (), (Request, Next)> {
     middleware::from_fn(move |req: Request, next: Next| {
         Box::pin(async move {
             match tokio::time::timeout(limit, next.run(req)).await {
@@ -25,6 +23,6 @@ pub fn deadline(
                     on_timeout()
                 }
             }
-        }) as std::pin::Pin<Box<dyn Future<Output = Response> + Send>>
+        }) as Answer
     })
 }

@@ -27,6 +27,9 @@ pub struct ConnInfo {
     pub source: Source,
 }
 
+/// See [`Site::on_tls`].
+pub type OnTls<C, E> = Box<dyn Fn(C, &rustls::ServerConnection, ConnInfo) -> Option<E> + Send + Sync>;
+
 /// How a server plugs into [`serve`].
 pub struct Site<C, E> {
     pub admission: Arc<Admission>,
@@ -38,7 +41,7 @@ pub struct Site<C, E> {
     pub acceptor: Box<dyn Fn() -> (TlsAcceptor, C) + Send + Sync>,
     /// After the handshake: the extension every request on the connection carries, or None to
     /// close it.
-    pub on_tls: Box<dyn Fn(C, &rustls::ServerConnection, ConnInfo) -> Option<E> + Send + Sync>,
+    pub on_tls: OnTls<C, E>,
     /// The answer to a request refused because handlers are at capacity (503, Retry-After).
     pub busy: fn() -> Response,
     /// The answer to a request whose body missed its deadline (408).
