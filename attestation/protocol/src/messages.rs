@@ -154,6 +154,8 @@ pub enum ErrorCode {
     BadSignature,
     /// A release policy names reference values that are not (or no longer) imported.
     UnknownReference,
+    /// The request's body did not arrive within its deadline.
+    Timeout,
 }
 
 impl ErrorCode {
@@ -182,6 +184,7 @@ impl ErrorCode {
             ErrorCode::UntrustedSigner => "untrusted_signer",
             ErrorCode::BadSignature => "bad_signature",
             ErrorCode::UnknownReference => "unknown_reference",
+            ErrorCode::Timeout => "timeout",
         }
     }
 
@@ -202,6 +205,7 @@ impl ErrorCode {
             | ErrorCode::VersionNotAllowed
             | ErrorCode::OutsideWindow => 403,
             ErrorCode::NotFound | ErrorCode::UnknownKey | ErrorCode::UnknownReference => 404,
+            ErrorCode::Timeout => 408,
             ErrorCode::Conflict => 409,
             ErrorCode::TooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,

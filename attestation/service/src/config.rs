@@ -70,8 +70,18 @@ pub struct Limits {
     pub denial_burst: u32,
     /// How fast that allowance refills, per minute. Default 30.
     pub denials_per_minute: u32,
-    /// Concurrent connections. Default 1024.
+    /// Concurrent connections. Default 1024. When full, a new connection displaces the one
+    /// stalled longest (idle, or still sending its request) of the source holding the most.
     pub max_connections: usize,
+    /// Concurrent connections per source address (IPv6: per /64). Default 64.
+    pub connections_per_source: usize,
+    /// Deadline of a request's body once its headers are in, seconds. Default 10.
+    pub body_timeout_secs: u64,
+    /// Deadline of each handler, seconds. Default 30.
+    pub handler_timeout_secs: u64,
+    /// How long a connection may wait for a request's headers (idle keep-alive included),
+    /// seconds. Default 30.
+    pub idle_timeout_secs: u64,
     /// Database connections. Default 8 (SQLite serialises writers anyway).
     pub db_connections: u32,
 }
@@ -87,6 +97,10 @@ impl Default for Limits {
             denial_burst: 10,
             denials_per_minute: 30,
             max_connections: 1024,
+            connections_per_source: 64,
+            body_timeout_secs: 10,
+            handler_timeout_secs: 30,
+            idle_timeout_secs: 30,
             db_connections: 8,
         }
     }
@@ -175,6 +189,20 @@ impl Config {
         let l = &self.limits;
         if l.challenge_ttl_secs <= 0 || l.result_ttl_secs <= 0 || l.denials_per_minute == 0 {
             return Err(ConfigError::Invalid("limits must be positive".into()));
+        }
+        if l.max_connections == 0
+            || l.connections_per_source == 0
+            || l.connections_per_source > l.max_connections
+        {
+            return Err(ConfigError::Invalid(
+                "max_connections and connections_per_source: positive, per source ≤ total".into(),
+            ));
+        }
+        let deadlines = [l.body_timeout_secs, l.handler_timeout_secs, l.idle_timeout_secs];
+        if deadlines.iter().any(|d| !(1..=600).contains(d)) {
+            return Err(ConfigError::Invalid(
+                "body_timeout_secs, handler_timeout_secs, idle_timeout_secs: 1–600".into(),
+            ));
         }
         Ok(())
     }

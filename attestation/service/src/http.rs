@@ -2,7 +2,7 @@
 //! bodies under a per-route size limit, typed CBOR error bodies, per-route latency metrics.
 
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,9 +29,6 @@ use crate::tokens::Role;
 /// The peer address of the connection a request came on.
 #[derive(Clone, Copy, Debug)]
 pub struct Source(pub IpAddr);
-
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn cbor_response<T: Serialize>(status: StatusCode, value: &T) -> Response {
     match cbor::to_vec(value) {
@@ -143,6 +140,7 @@ pub fn public_reason(code: ErrorCode) -> &'static str {
         ErrorCode::Unauthorized => "a valid bearer token is required",
         ErrorCode::Unavailable => "temporarily unavailable; retry with a new challenge",
         ErrorCode::Internal => "internal error",
+        ErrorCode::Timeout => "the request did not arrive in time",
         _ => "refused",
     }
 }
@@ -418,9 +416,37 @@ pub fn tls_config(
     Ok(config)
 }
 
+/// The answer to a request refused before its handler because handlers are at capacity.
+fn busy() -> Response {
+    let mut r = Reply(Err(public(ErrorBody::new(ErrorCode::Unavailable, "too many requests in progress"))))
+        .into_response();
+    r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    r
+}
+
+fn body_timeout() -> Response {
+    Reply(Err(public(ErrorBody::new(ErrorCode::Timeout, "the body did not arrive in time")))).into_response()
+}
+
+fn handler_timeout() -> Response {
+    Reply(Err(public(ErrorBody::new(ErrorCode::Unavailable, "the request did not finish in time"))))
+        .into_response()
+}
+
+/// The connection caps and deadlines of `limits`.
+pub fn conn_limits(limits: &crate::config::Limits) -> nacre_http::conns::ConnLimits {
+    nacre_http::conns::ConnLimits::new(
+        limits.max_connections,
+        limits.connections_per_source,
+        Duration::from_secs(limits.idle_timeout_secs),
+        Duration::from_secs(limits.body_timeout_secs),
+    )
+}
+
 /// Serves HTTPS on `listener` until `shutdown` resolves, then stops accepting and gives
 /// in-flight requests a few seconds. Every response to a release is sent after its commit, so
-/// an abrupt stop loses no audit record of a key that left.
+/// an abrupt stop loses no audit record of a key that left. Connections are admitted, capped
+/// and timed by [`nacre_http::conns`]; every handler has the configured deadline.
 pub async fn serve(
     svc: Arc<Service>,
     listener: TcpListener,
@@ -428,8 +454,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-    let app = router(svc.clone());
-    let slots = Arc::new(tokio::sync::Semaphore::new(svc.limits().max_connections));
+    let handler_deadline = Duration::from_secs(svc.limits().handler_timeout_secs);
+    let router = router(svc.clone())
+        .route_layer(nacre_http::deadline::Deadline::new(handler_deadline, handler_timeout));
+    let admission = svc.admission().clone();
     let store = svc.store().clone();
     let gc = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
@@ -440,47 +468,16 @@ pub async fn serve(
             }
         }
     });
-    tokio::pin!(shutdown);
-    loop {
-        let (tcp, peer): (_, SocketAddr) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => { tracing::warn!(error = %e, "accept failed"); continue; }
-            },
-            () = &mut shutdown => break,
-        };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "connection limit reached; closing");
-            continue;
-        };
-        let (acceptor, app) = (acceptor.clone(), app.clone());
-        tokio::spawn(async move {
-            let _permit = permit;
-            let _ = tcp.set_nodelay(true);
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
-            };
-            let service =
-                hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(Source(peer.ip()));
-                    tower::ServiceExt::oneshot(app.clone(), req)
-                });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .keep_alive(true)
-                .serve_connection(hyper_util::rt::TokioIo::new(tls), service);
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
-    }
+    let site = nacre_http::server::Site {
+        admission,
+        router,
+        exempt: &["/healthz"],
+        acceptor: Box::new(move || (acceptor.clone(), ())),
+        on_tls: Box::new(|(), _, info| Some(Source(info.peer.ip()))),
+        busy,
+        body_timeout,
+    };
+    nacre_http::server::serve(site, listener, shutdown, Duration::from_secs(5)).await;
     gc.abort();
-    // Let in-flight requests finish (each holds a slot).
-    let _ =
-        tokio::time::timeout(Duration::from_secs(5), slots.acquire_many(svc.limits().max_connections as u32))
-            .await;
     Ok(())
 }

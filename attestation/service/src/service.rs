@@ -70,6 +70,7 @@ pub struct Service {
     /// made through another replica can make a commit refuse (`KeyChanged`).
     key_locks: Box<[tokio::sync::RwLock<()>]>,
     epoch: Instant,
+    admission: Arc<nacre_http::conns::Admission>,
 }
 
 /// Number of per-key lock stripes.
@@ -316,6 +317,7 @@ impl Service {
             rows: Mutex::default(),
             key_locks: (0..KEY_LOCK_STRIPES).map(|_| tokio::sync::RwLock::new(())).collect(),
             epoch: Instant::now(),
+            admission: nacre_http::conns::Admission::new(crate::http::conn_limits(&config.limits)),
         })
     }
 
@@ -325,6 +327,11 @@ impl Service {
 
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// The connection table (its counters go to the metrics).
+    pub fn admission(&self) -> &Arc<nacre_http::conns::Admission> {
+        &self.admission
     }
 
     pub fn result_public_key(&self) -> &[u8] {
