@@ -111,7 +111,7 @@ struct Entry {
     source: Source,
     phase: Phase,
     since: Instant,
-    /// A request of this connection counts against the handler cap.
+    /// This connection's request is in its handler and counts against the handler cap.
     active: bool,
     close: Arc<Notify>,
 }
@@ -304,18 +304,30 @@ impl Slot {
         }
     }
 
-    /// A request's headers are in: it counts against the handler cap unless `exempt` (health
-    /// checks), and is refused when the cap is reached.
+    /// A request's headers are in. Without a body it goes to its handler at once
+    /// ([`Self::enter_handler`]); with one, it is in [`Phase::Body`] (still displaceable) until
+    /// the body's end.
     pub fn begin_request(&self, exempt: bool, has_body: bool) -> Result<(), AtCapacity> {
+        if has_body {
+            self.set_phase(Phase::Body);
+            Ok(())
+        } else {
+            self.enter_handler(exempt)
+        }
+    }
+
+    /// The request goes to its handler: it counts against the handler cap unless `exempt`
+    /// (health checks), and is refused when the cap is reached.
+    pub fn enter_handler(&self, exempt: bool) -> Result<(), AtCapacity> {
         let cap = self.admission.limits.active_cap();
         let mut t = self.admission.lock();
         let active = t.active;
         let Some(e) = t.entries.get_mut(&self.id) else { return Err(AtCapacity) };
-        if !exempt && active >= cap {
+        if !exempt && !e.active && active >= cap {
             self.admission.counters.at_capacity.fetch_add(1, Ordering::Relaxed);
             return Err(AtCapacity);
         }
-        e.phase = if has_body { Phase::Body } else { Phase::Handler };
+        e.phase = Phase::Handler;
         e.since = Instant::now();
         if !e.active {
             e.active = true;
@@ -382,7 +394,7 @@ mod tests {
         let third = a.admit(src(2)).unwrap();
         tokio::time::timeout(Duration::from_millis(100), second.closed()).await.unwrap();
         third.begin_request(false, true).unwrap();
-        third.set_phase(Phase::Handler);
+        third.enter_handler(false).unwrap();
         assert_eq!(a.admit(src(2)).unwrap_err(), Refused::SourceBusy);
         assert!(a.admit(src(1)).is_ok(), "other sources are unaffected");
     }

@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::response::Response;
@@ -169,17 +169,21 @@ where
     }
     let _end = End(slot);
     let deadline = site.admission.limits().body_timeout;
-    let timed_out = Arc::new(AtomicBool::new(false));
-    let mut req = req
-        .map(|b| axum::body::Body::new(body::Deadlined::new(b, deadline, slot.clone(), timed_out.clone())));
+    let outcome = Arc::new(body::Outcome::default());
+    let mut req = req.map(|b| {
+        axum::body::Body::new(body::Deadlined::new(b, deadline, slot.clone(), outcome.clone(), exempt))
+    });
     req.extensions_mut().insert(info);
     req.extensions_mut().insert(extension);
     let response = match tower::ServiceExt::oneshot(site.router.clone(), req).await {
         Ok(r) => r,
         Err(never) => match never {},
     };
-    if timed_out.load(Ordering::Relaxed) {
+    if outcome.timed_out.load(Ordering::Relaxed) {
         return (site.body_timeout)();
+    }
+    if outcome.at_capacity.load(Ordering::Relaxed) {
+        return (site.busy)();
     }
     response
 }

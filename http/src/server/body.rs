@@ -1,6 +1,7 @@
-//! A request body with a deadline: past it, reading fails, the request is marked timed out (its
-//! answer becomes 408, whatever the handler made of the failed read), and the connection's phase
-//! moves to `Handler` when the body has been read to its end.
+//! A request body with a deadline: past it, reading fails and the request is marked timed out
+//! (its answer becomes 408, whatever the handler made of the failed read). At the body's end the
+//! request enters its handler ([`Slot::enter_handler`]); if handlers are at capacity, reading
+//! fails the same way and the answer becomes 503.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -11,32 +12,55 @@ use std::time::Duration;
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
-use crate::conns::{Phase, Slot};
+use crate::conns::Slot;
 
-/// The error a body past its deadline fails with.
+/// Why reading a body failed on this side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("the request body did not arrive within its deadline")]
-pub struct BodyTimeout;
+pub enum Stopped {
+    #[error("the request body did not arrive within its deadline")]
+    Deadline,
+    #[error("too many requests in progress")]
+    AtCapacity,
+}
+
+/// What became of a request's body, for the answer.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub timed_out: AtomicBool,
+    pub at_capacity: AtomicBool,
+}
 
 #[derive(Debug)]
 pub struct Deadlined {
     inner: Incoming,
     sleep: Pin<Box<tokio::time::Sleep>>,
     slot: Arc<Slot>,
-    timed_out: Arc<AtomicBool>,
+    outcome: Arc<Outcome>,
+    exempt: bool,
     done: bool,
 }
 
 impl Deadlined {
-    pub fn new(inner: Incoming, deadline: Duration, slot: Arc<Slot>, timed_out: Arc<AtomicBool>) -> Self {
-        Deadlined { inner, sleep: Box::pin(tokio::time::sleep(deadline)), slot, timed_out, done: false }
+    pub fn new(
+        inner: Incoming,
+        deadline: Duration,
+        slot: Arc<Slot>,
+        outcome: Arc<Outcome>,
+        exempt: bool,
+    ) -> Self {
+        Deadlined { inner, sleep: Box::pin(tokio::time::sleep(deadline)), slot, outcome, exempt, done: false }
     }
 
-    fn finish(&mut self) {
-        if !self.done {
-            self.done = true;
-            self.slot.set_phase(Phase::Handler);
+    /// The body is complete: the request enters its handler, if there is room.
+    fn finish(&mut self) -> Result<(), Stopped> {
+        if self.done {
+            return Ok(());
         }
+        self.done = true;
+        self.slot.enter_handler(self.exempt).map_err(|_| {
+            self.outcome.at_capacity.store(true, Ordering::Relaxed);
+            Stopped::AtCapacity
+        })
     }
 }
 
@@ -52,22 +76,24 @@ impl Body for Deadlined {
             return Poll::Ready(None);
         }
         match Pin::new(&mut self.inner).poll_frame(cx) {
-            Poll::Ready(None) => {
-                self.finish();
-                Poll::Ready(None)
-            }
+            Poll::Ready(None) => match self.finish() {
+                Ok(()) => Poll::Ready(None),
+                Err(e) => Poll::Ready(Some(Err(e.into()))),
+            },
             Poll::Ready(Some(Ok(frame))) => {
-                if self.inner.is_end_stream() {
-                    self.finish();
+                if self.inner.is_end_stream()
+                    && let Err(e) = self.finish()
+                {
+                    return Poll::Ready(Some(Err(e.into())));
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
             Poll::Pending => match self.sleep.as_mut().poll(cx) {
                 Poll::Ready(()) => {
-                    self.timed_out.store(true, Ordering::Relaxed);
+                    self.outcome.timed_out.store(true, Ordering::Relaxed);
                     self.done = true;
-                    Poll::Ready(Some(Err(BodyTimeout.into())))
+                    Poll::Ready(Some(Err(Stopped::Deadline.into())))
                 }
                 Poll::Pending => Poll::Pending,
             },
