@@ -26,7 +26,7 @@ pub mod metrics;
 pub mod renew;
 pub mod tls;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -50,12 +50,9 @@ use crate::lifecycle::Failure;
 use kserve::{InferRequest, InferResponse, ModelMetadata, OutputTensor, TensorSpec};
 use limit::Limiter;
 use metrics::{Metrics, Reason, Request, Route};
+use nacre_http::deadline::Deadline;
 use renew::Schedule;
 use tls::Presented;
-
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-const MAX_CONNECTIONS: usize = 256;
 
 /// Everything serving needs once the model is loaded.
 pub struct Ready {
@@ -112,6 +109,12 @@ pub struct App {
     token_sha256: Option<[u8; 32]>,
     max_request: usize,
     allow_non_finite: bool,
+    /// The connection table: caps, displacement of stalled connections, phase deadlines.
+    admission: Arc<nacre_http::conns::Admission>,
+    /// Fresh attestations in progress or queued for the attester.
+    attest_queue: tokio::sync::Semaphore,
+    /// The handler deadline of inference.
+    request_timeout: Duration,
     /// Bounds concurrent inferences to the cores; the rest wait (their clients see latency,
     /// not errors).
     infer_slots: tokio::sync::Semaphore,
@@ -139,6 +142,14 @@ impl App {
             max_request: config.max_request_bytes,
             allow_non_finite: config.allow_non_finite,
             infer_slots: tokio::sync::Semaphore::new(cores),
+            admission: nacre_http::conns::Admission::new(nacre_http::conns::ConnLimits::new(
+                config.max_connections,
+                config.connections_per_source,
+                Duration::from_secs(config.idle_timeout_secs),
+                Duration::from_secs(config.request_timeout_secs),
+            )),
+            request_timeout: Duration::from_secs(config.request_timeout_secs),
+            attest_queue: tokio::sync::Semaphore::new(ATTEST_QUEUE),
         }))
     }
 
@@ -234,15 +245,24 @@ impl App {
         Ok(Some(got))
     }
 
+    /// Takes one request from the client's bucket: its bearer token's hash when it presented a
+    /// valid one, else its source (an IPv4 address, an IPv6 /64: behind the host's NAT, every
+    /// tokenless client shares one). Fresh attestation is keyed by connection instead
+    /// ([`Self::limit_connection`]), so that NAT does not make it one bucket for everyone.
     fn limit(&self, conn: &Conn, identity: Option<[u8; 32]>) -> Result<(), Reject> {
         let key = match identity {
-            Some(token) => token.to_vec(),
-            None => match conn.peer {
-                IpAddr::V4(a) => a.octets().to_vec(),
-                IpAddr::V6(a) => a.octets().to_vec(),
-            },
+            Some(token) => [&[b't'][..], &token].concat(),
+            None => format!("s{}", nacre_http::source::Source::from(conn.peer)).into_bytes(),
         };
-        if self.limiter.take(&key) {
+        self.take(&key)
+    }
+
+    fn limit_connection(&self, conn: &Conn) -> Result<(), Reject> {
+        self.take(&[&[b'c'][..], &conn.id.to_le_bytes()].concat())
+    }
+
+    fn take(&self, key: &[u8]) -> Result<(), Reject> {
+        if self.limiter.take(key) {
             Ok(())
         } else {
             Err(Reject::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests; slow down"))
@@ -266,6 +286,9 @@ impl App {
         self.metrics.encode()
     }
 }
+
+/// Fresh attestations in progress or waiting for the attester at once.
+const ATTEST_QUEUE: usize = 8;
 
 const CERTIFICATE_EXPIRED: &str = "the attested certificate expired and could not be renewed";
 
@@ -311,6 +334,8 @@ fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
 /// What the connection's TLS session contributes to each request on it.
 #[derive(Clone, Debug)]
 struct Conn {
+    /// Unique per connection: the key of its fresh-attestation limit.
+    id: u64,
     peer: IpAddr,
     exporter: Exporter,
     /// The attested certificate this connection's handshake presented, if any.
@@ -483,7 +508,12 @@ async fn attestation(
 
 async fn attestation_inner(app: &App, conn: &Conn, query: &str) -> Result<Response, Reject> {
     let ready = app.ready()?;
-    app.limit(conn, None)?;
+    app.limit_connection(conn)?;
+    // One report at a time comes from the secure processor; a few more may queue, the rest
+    // are told to retry rather than pile up blocking threads.
+    let _queued = app.attest_queue.try_acquire().map_err(|_| {
+        Reject::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "too many attestations in progress; retry")
+    })?;
     let nonce = fresh::parse_query(query).map_err(|e| Reject::bad("bad_nonce", e.to_string()))?;
     // Bound to the certificate this connection was shown, which a renewal since may have
     // replaced for new connections: the client checks the binding against the one it verified.
@@ -524,63 +554,64 @@ async fn not_found(State(app): Shared) -> Response {
     app.finish("not_found", t, Err(Reject::new(StatusCode::NOT_FOUND, "not_found", "no such route")))
 }
 
+/// Every route has a handler deadline: inference the configured request deadline (it
+/// includes the wait for a core), fresh attestation 10 s (one report from the secure
+/// processor), the rest 5 s.
 pub fn router(app: Arc<App>) -> Router {
+    let quick = Deadline::new(Duration::from_secs(5), handler_timeout);
     Router::new()
-        .route("/v2/health/live", get(live))
-        .route("/v2/health/ready", get(ready))
-        .route("/v2", get(server_metadata))
-        .route("/v2/models/{name}", get(model_metadata))
-        .route("/v2/models/{name}/ready", get(model_ready))
-        .route("/v2/models/{name}/infer", post(infer))
-        .route(fresh::PATH, get(attestation))
-        .route("/v1/attestation/result", get(attestation_result))
-        .route("/metrics", get(metrics))
+        .route("/v2/health/live", get(live).layer(quick))
+        .route("/v2/health/ready", get(ready).layer(quick))
+        .route("/v2", get(server_metadata).layer(quick))
+        .route("/v2/models/{name}", get(model_metadata).layer(quick))
+        .route("/v2/models/{name}/ready", get(model_ready).layer(quick))
+        .route(
+            "/v2/models/{name}/infer",
+            post(infer).layer(Deadline::new(app.request_timeout, handler_timeout)),
+        )
+        .route(fresh::PATH, get(attestation).layer(Deadline::new(Duration::from_secs(10), handler_timeout)))
+        .route("/v1/attestation/result", get(attestation_result).layer(quick))
+        .route("/metrics", get(metrics).layer(quick))
         .fallback(not_found)
         .with_state(app)
 }
 
-/// Serves HTTPS on `listener` until the process ends.
+fn handler_timeout() -> Response {
+    json(StatusCode::SERVICE_UNAVAILABLE, &ErrorBody { error: "the request did not finish in time".into() })
+}
+
+fn busy() -> Response {
+    let mut r =
+        json(StatusCode::SERVICE_UNAVAILABLE, &ErrorBody { error: "too many requests in progress".into() });
+    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
+fn body_timeout() -> Response {
+    json(StatusCode::REQUEST_TIMEOUT, &ErrorBody { error: "the request body did not arrive in time".into() })
+}
+
+/// Serves HTTPS on `listener` until the process ends: connections admitted, capped and timed
+/// by [`nacre_http::conns`] (the configured caps and deadlines).
 pub async fn serve(app: Arc<App>, listener: TcpListener) {
-    let routes = router(app.clone());
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let (tcp, peer): (_, SocketAddr) = match listener.accept().await {
-            Ok(a) => a,
-            Err(e) => {
-                eprintln!("nacre-enclave: accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = slots.clone().try_acquire_owned() else { continue };
+    let for_acceptor = app.clone();
+    let site = nacre_http::server::Site {
+        admission: app.admission.clone(),
+        router: router(app.clone()),
+        exempt: &["/v2/health/live", "/v2/health/ready"],
         // The connection keeps what it is shown now, whatever a renewal swaps in meanwhile.
-        let presented = app.presented();
-        let acceptor = tokio_rustls::TlsAcceptor::from(presented.tls.clone());
-        let routes = routes.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let _ = tcp.set_nodelay(true);
-            let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await else {
-                return;
-            };
-            let Ok(exporter) = nacre_atls::exporter::<rustls::server::ServerConnectionData>(tls.get_ref().1)
-            else {
-                return;
-            };
-            let conn = Conn { peer: peer.ip(), exporter, cert: presented.attested.clone() };
-            let service =
-                hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(conn.clone());
-                    tower::ServiceExt::oneshot(routes.clone(), req)
-                });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .keep_alive(true)
-                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                .await;
-        });
-    }
+        acceptor: Box::new(move || {
+            let presented = for_acceptor.presented();
+            (tokio_rustls::TlsAcceptor::from(presented.tls.clone()), presented)
+        }),
+        on_tls: Box::new(|presented: Arc<Presented>, tls, info| {
+            let exporter = nacre_atls::exporter::<rustls::server::ServerConnectionData>(tls).ok()?;
+            Some(Conn { id: info.id, peer: info.peer.ip(), exporter, cert: presented.attested.clone() })
+        }),
+        busy,
+        body_timeout,
+    };
+    nacre_http::server::serve(site, listener, std::future::pending(), Duration::ZERO).await;
 }
 
 #[cfg(test)]
