@@ -66,6 +66,12 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Adds the connection table's metrics ([`nacre_http::metrics::ConnMetrics`]).
+    pub fn with_connections(mut self, admission: std::sync::Arc<nacre_http::conns::Admission>) -> Self {
+        self.registry.register_collector(Box::new(nacre_http::metrics::ConnMetrics(admission)));
+        self
+    }
+
     pub fn deny(&self, reason: &str) {
         self.denials.get_or_create(&Reason { reason: reason.to_owned() }).inc();
     }

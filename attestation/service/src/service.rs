@@ -296,6 +296,7 @@ impl Service {
         let tokens = Tokens::new(&config.tokens).map_err(|e| load("tokens", e))?;
         let image_signers = config.image_signers().map_err(|e| load("trusted_image_signers", e))?;
         let store = Store::connect(&config.database, config.limits.db_connections).await?;
+        let admission = nacre_http::conns::Admission::new(crate::http::conn_limits(&config.limits));
         Ok(Service {
             nonces: NonceIssuer::new(keyring.current.nonce_mac_key()),
             store,
@@ -305,7 +306,7 @@ impl Service {
             tokens,
             limiter: DenialLimiter::new(config.limits.denial_burst, config.limits.denials_per_minute),
             limits: config.limits.clone(),
-            metrics: Metrics::default(),
+            metrics: Metrics::default().with_connections(admission.clone()),
             policies: Mutex::default(),
             image_signers,
             references: Mutex::default(),
@@ -317,7 +318,7 @@ impl Service {
             rows: Mutex::default(),
             key_locks: (0..KEY_LOCK_STRIPES).map(|_| tokio::sync::RwLock::new(())).collect(),
             epoch: Instant::now(),
-            admission: nacre_http::conns::Admission::new(crate::http::conn_limits(&config.limits)),
+            admission,
         })
     }
 

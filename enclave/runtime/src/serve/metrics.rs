@@ -50,6 +50,12 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Adds the connection table's metrics ([`nacre_http::metrics::ConnMetrics`]).
+    pub fn with_connections(mut self, admission: std::sync::Arc<nacre_http::conns::Admission>) -> Self {
+        self.registry.register_collector(Box::new(nacre_http::metrics::ConnMetrics(admission)));
+        self
+    }
+
     pub fn encode(&self) -> String {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

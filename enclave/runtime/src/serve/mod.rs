@@ -130,6 +130,12 @@ impl App {
     pub fn new(config: &EnclaveConfig, clock: Arc<dyn Clock>) -> Result<Arc<Self>, String> {
         let presented = Presented::unattested(&config.subject_alt_names)?;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let admission = nacre_http::conns::Admission::new(nacre_http::conns::ConnLimits::new(
+            config.max_connections,
+            config.connections_per_source,
+            Duration::from_secs(config.idle_timeout_secs),
+            Duration::from_secs(config.request_timeout_secs),
+        ));
         Ok(Arc::new(App {
             phase: RwLock::new(Phase::Starting),
             presented: RwLock::new(Arc::new(presented)),
@@ -137,17 +143,12 @@ impl App {
             subject_alt_names: config.subject_alt_names.clone(),
             certificate_lifetime: config.certificate_lifetime(),
             limiter: Limiter::new(config.rate_per_second, config.rate_burst),
-            metrics: Metrics::default(),
+            metrics: Metrics::default().with_connections(admission.clone()),
             token_sha256: config.inference_token_sha256(),
             max_request: config.max_request_bytes,
             allow_non_finite: config.allow_non_finite,
             infer_slots: tokio::sync::Semaphore::new(cores),
-            admission: nacre_http::conns::Admission::new(nacre_http::conns::ConnLimits::new(
-                config.max_connections,
-                config.connections_per_source,
-                Duration::from_secs(config.idle_timeout_secs),
-                Duration::from_secs(config.request_timeout_secs),
-            )),
+            admission,
             request_timeout: Duration::from_secs(config.request_timeout_secs),
             attest_queue: tokio::sync::Semaphore::new(ATTEST_QUEUE),
         }))
