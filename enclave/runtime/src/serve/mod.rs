@@ -20,6 +20,8 @@
 //! The attested certificate is renewed at half-life ([`renew`]); each connection keeps the
 //! certificate it was shown ([`tls::Presented`]).
 
+pub mod body;
+pub mod budget;
 pub mod kserve;
 pub mod limit;
 pub mod metrics;
@@ -32,12 +34,11 @@ use std::time::{Duration, Instant};
 
 use axum::Extension;
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use http_body_util::BodyExt;
 use nacre_atls::AttestedCert;
 use nacre_atls::fresh::{self, Exporter};
 use serde::Serialize;
@@ -47,7 +48,8 @@ use crate::attest::Attester;
 use crate::clock::Clock;
 use crate::config::EnclaveConfig;
 use crate::lifecycle::Failure;
-use kserve::{InferRequest, InferResponse, ModelMetadata, OutputTensor, TensorSpec};
+use budget::Budget;
+use kserve::{InferResponse, ModelMetadata, OutputTensor, ParseError, TensorData, TensorSpec};
 use limit::Limiter;
 use metrics::{Metrics, Reason, Request, Route};
 use nacre_http::deadline::Deadline;
@@ -108,6 +110,8 @@ pub struct App {
     metrics: Metrics,
     token_sha256: Option<[u8; 32]>,
     max_request: usize,
+    /// Bytes of decoded request tensors held at once across requests.
+    budget: Arc<Budget>,
     allow_non_finite: bool,
     /// The connection table: caps, displacement of stalled connections, phase deadlines.
     admission: Arc<nacre_http::conns::Admission>,
@@ -146,6 +150,7 @@ impl App {
             metrics: Metrics::default().with_connections(admission.clone()),
             token_sha256: config.inference_token_sha256(),
             max_request: config.max_request_bytes,
+            budget: Budget::new(config.max_buffered_bytes),
             allow_non_finite: config.allow_non_finite,
             infer_slots: tokio::sync::Semaphore::new(cores),
             admission,
@@ -275,7 +280,11 @@ impl App {
             Ok(r) => r,
             Err(reject) => {
                 self.metrics.rejections.get_or_create(&Reason { reason: reject.reason }).inc();
-                json(reject.status, &ErrorBody { error: reject.message })
+                let mut response = json(reject.status, &ErrorBody { error: reject.message });
+                if reject.retry_after {
+                    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                }
+                response
             }
         };
         self.metrics.requests.get_or_create(&Request { route, status: response.status().as_u16() }).inc();
@@ -306,11 +315,13 @@ struct Reject {
     status: StatusCode,
     reason: &'static str,
     message: String,
+    /// Answered with `Retry-After: 1`: the server is busy now, not refusing the request.
+    retry_after: bool,
 }
 
 impl Reject {
     fn new(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Self {
-        Reject { status, reason, message: message.into() }
+        Reject { status, reason, message: message.into(), retry_after: false }
     }
     fn unavailable(message: &str) -> Self {
         Reject::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", message)
@@ -400,21 +411,6 @@ async fn model_ready(State(app): Shared, Path(name): Path<String>) -> Response {
     app.finish("model_ready", t, r)
 }
 
-async fn read_limited(body: Body, limit: usize) -> Result<Bytes, Reject> {
-    let too_large = || {
-        Reject::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!("the request body exceeds {limit} bytes"),
-        )
-    };
-    match http_body_util::Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Err(e) => Err(Reject::bad("bad_body", format!("reading the request body: {e}"))),
-    }
-}
-
 async fn infer(
     State(app): Shared,
     Extension(conn): Extension<Conn>,
@@ -453,22 +449,44 @@ async fn infer_inner(
             format!("the request body exceeds {} bytes", app.max_request),
         ));
     }
-    let bytes = read_limited(body, app.max_request).await?;
-    let request: InferRequest = serde_json::from_slice(&bytes)
-        .map_err(|e| Reject::bad("malformed", format!("malformed request: {e}")))?;
+    // Parsed as it arrives, straight into typed tensors paid for from the budget; the first
+    // refusal ends the request without reading the rest of the body.
     let meta = &ready.metadata;
-    let inputs = kserve::validate(&request, &meta.inputs, &meta.outputs, app.allow_non_finite)
-        .map_err(|e| Reject::bad("invalid_input", e.to_string()))?;
+    let schema = kserve::Schema::new(&meta.inputs, &meta.outputs)
+        .map_err(|e| Reject::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let options = kserve::Options { allow_non_finite: app.allow_non_finite };
+    let mut held = app.budget.reservation();
+    let (request, held) = body::parse(body, app.max_request, move |reader| {
+        let request = kserve::parse_request(reader, &schema, options, &mut held)?;
+        Ok::<_, ParseError>((request, held))
+    })
+    .await
+    .map_err(|e| match e {
+        body::Streamed::Parse(e) => parse_reject(e),
+        body::Streamed::Body(e) => body_reject(e),
+    })?;
+    // Served as FP32 only (the metadata refuses other models); the parser has checked each
+    // input's datatype against the model's.
+    let inputs = request
+        .inputs
+        .into_iter()
+        .map(|t| match t.data {
+            TensorData::Fp32(data) => Ok((t.shape, data)),
+            other => {
+                let got = other.datatype().name().into();
+                let refused = kserve::Invalid::Datatype { name: t.name, got, want: "FP32".into() };
+                Err(Reject::bad("invalid_input", refused.to_string()))
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let _slot =
         app.infer_slots.acquire().await.map_err(|_| Reject::unavailable("the server is shutting down"))?;
     let model = ready.model.clone();
-    let outputs = tokio::task::spawn_blocking(move || {
-        model.run_f32(inputs.into_iter().map(|i| (i.shape, i.data)).collect())
-    })
-    .await
-    // A panic's message is tract's text too: not passed on.
-    .map_err(|_| Reject::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "inference failed"))?
-    .map_err(|e| model_reject(&e))?;
+    let outputs = tokio::task::spawn_blocking(move || model.run_f32(inputs))
+        .await
+        // A panic's message is tract's text too: not passed on.
+        .map_err(|_| Reject::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "inference failed"))?
+        .map_err(|e| model_reject(&e))?;
     let wanted = request.outputs.as_ref();
     let outputs = meta
         .outputs
@@ -488,7 +506,34 @@ async fn infer_inner(
         id: request.id,
         outputs,
     };
+    // The inputs' share of the budget comes back once inference has dropped them.
+    drop(held);
     Ok(json(StatusCode::OK, &response))
+}
+
+/// A request the parser refused, as the client sees it.
+fn parse_reject(e: ParseError) -> Reject {
+    match e {
+        ParseError::Malformed(_) => Reject::bad("malformed", e.to_string()),
+        ParseError::Invalid(e) => Reject::bad("invalid_input", e.to_string()),
+        ParseError::Busy(e) => Reject {
+            retry_after: true,
+            ..Reject::new(StatusCode::SERVICE_UNAVAILABLE, "busy", format!("the server is busy: {e}"))
+        },
+        ParseError::Read(e) => Reject::bad("bad_body", format!("reading the request body: {e}")),
+    }
+}
+
+/// A body that could not be read. (A body past its deadline or a request past the handler cap
+/// gets the HTTP layer's own answer, 408 or 503, whatever this says.)
+fn body_reject(e: body::BodyError) -> Reject {
+    match e {
+        body::BodyError::TooLarge { .. } => {
+            Reject::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string())
+        }
+        body::BodyError::Read(_) => Reject::bad("bad_body", e.to_string()),
+        body::BodyError::Parser => Reject::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    }
 }
 
 /// A tract failure as the client sees it: the kind's code and message, never tract's text
