@@ -227,6 +227,35 @@ mod tests {
         assert_eq!(rt().block_on(parse(b, 15, read_all)).unwrap().len(), 15);
     }
 
+    /// Issue 14, end to end: a [1, 30] input whose body goes on with millions of numbers is
+    /// refused at the 31st, having taken a few 4 KiB chunks of the body, and what the parse
+    /// held is back in the budget when the answer is ready.
+    #[test]
+    fn the_parser_refuses_a_body_before_it_is_all_sent() {
+        use crate::serve::budget::Budget;
+        use crate::serve::kserve::{self, Invalid, ParseError, TensorSpec};
+
+        let header = br#"{"inputs":[{"name":"x","datatype":"FP32","shape":[1,30],"data":["#;
+        let numbers = b"1,".repeat(2048);
+        let mut chunks: Vec<&[u8]> = vec![header];
+        chunks.extend(std::iter::repeat_n(&numbers[..], 4096));
+        let (b, taken) = body(&chunks, false, true);
+        let x = TensorSpec { name: "x".into(), datatype: "FP32".into(), shape: vec![1, 30] };
+        let schema = kserve::Schema::new(&[x], &[]).unwrap();
+        let budget = Budget::new(64 << 20);
+        let for_parser = budget.clone();
+        let r = rt().block_on(parse(b, 16 << 20, move |reader| {
+            let options = kserve::Options { allow_non_finite: false };
+            kserve::parse_request(reader, &schema, options, &mut for_parser.reservation())
+        }));
+        match r {
+            Err(Streamed::Parse(ParseError::Invalid(Invalid::Overflow { at_least: 31, .. }))) => {}
+            other => panic!("{other:?}"),
+        }
+        assert!(taken.load(Ordering::SeqCst) <= 8, "{} chunks", taken.load(Ordering::SeqCst));
+        assert_eq!(budget.in_use(), 0);
+    }
+
     #[test]
     fn a_failed_body_is_an_error_never_a_short_body() {
         let (b, _) = body(&[b"{\"inputs\": []}"], true, false);

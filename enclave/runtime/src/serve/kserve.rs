@@ -6,6 +6,7 @@
 //! model's inputs can take.
 
 pub mod parse;
+mod sink;
 pub mod tensor;
 
 #[cfg(test)]
