@@ -9,9 +9,9 @@
 //! - every buffer's growth is paid for from the request's [`Reservation`] first, and the
 //!   request is refused when the budget cannot pay ([`ParseError::Busy`]);
 //! - no JSON string may be longer than 8 KiB, 2 MiB when the model takes BYTES (checked on
-//!   the raw bytes before serde_json buffers one whole), nesting is at most the shape's rank + 1 levels,
-//!   parameters are at most [`MAX_PARAMETERS`] scalars of [`MAX_PARAMETER_TEXT`] bytes, and
-//!   inputs and outputs must be the model's, each once.
+//!   the bytes as they are read, before serde_json buffers a string whole); nesting is at
+//!   most the shape's rank + 1 levels; parameters are at most [`MAX_PARAMETERS`] scalars of
+//!   [`MAX_PARAMETER_TEXT`] bytes; inputs and outputs must be the model's, each once.
 //!
 //! The JSON structure is as strict as a `deny_unknown_fields` struct: unknown and duplicate
 //! keys are refused.
@@ -51,7 +51,7 @@ pub struct Schema {
     /// The datatype all inputs share, if they do: data read before its input's datatype is
     /// typed as that.
     common: Option<Datatype>,
-    /// The longest JSON string accepted anywhere in a request, raw bytes.
+    /// The longest JSON string accepted anywhere in a request, as [`StringBound`] counts.
     max_string: usize,
 }
 
@@ -99,7 +99,8 @@ impl Schema {
             max_count: inputs.iter().map(|i| i.max_count).max().unwrap_or(0),
             max_rank: inputs.iter().map(|i| i.shape.len()).max().unwrap_or(0),
             common,
-            // Twice the longest legitimate decoded string: escapes make the raw form longer.
+            // Twice the longest string a request may carry: escapes such as `\u00e9` count
+            // more than they decode to.
             max_string: 2 * if bytes { MAX_BYTES_ELEMENT } else { MAX_PARAMETER_TEXT },
             outputs: outputs.iter().map(|t| t.name.clone()).collect(),
             inputs,
@@ -323,7 +324,7 @@ impl<R: Read> Read for StringBound<R> {
     }
 }
 
-/// A key of an object whose keys are `0`, as an index into it; others are refused.
+/// An object's key as its index in the field names `.0`; any other key is refused.
 struct Field(&'static [&'static str]);
 
 impl<'de> DeserializeSeed<'de> for Field {
