@@ -4,6 +4,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
+/// Issue 14's load test (`tests/serve/load.rs`).
+#[path = "serve/load.rs"]
+mod load;
 
 use std::time::Duration;
 

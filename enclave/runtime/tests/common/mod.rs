@@ -191,6 +191,11 @@ impl Stack {
         stack
     }
 
+    /// The enclave process's id (its memory figures are in `/proc/<pid>/status`).
+    pub fn enclave_pid(&self) -> u32 {
+        self.enclave.id()
+    }
+
     /// Waits for a console line starting with `prefix` and returns the rest of it.
     pub fn wait_for(&self, prefix: &str, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
