@@ -11,6 +11,7 @@
 //! - [`buckets`]: token buckets per key (a bearer token's hash, a source, a connection) under a
 //!   hard cap on tracked keys, evicted in constant time.
 
+pub mod buckets;
 pub mod conns;
 pub mod deadline;
 pub mod metrics;
