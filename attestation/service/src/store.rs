@@ -4,8 +4,8 @@
 //! Every write is one transaction whose first statement advances the audit chain head, so
 //! audit appends, and the revocation checks made inside them, are totally ordered on either
 //! database. A release commits its nonce, its checks and its audit record together; the
-//! response is sent only after that commit. Releases are group-committed: one writer per
-//! store commits whatever is queued as one such transaction ([`batch`]).
+//! response is sent only after that commit. Releases and denials are group-committed: one
+//! writer per store commits whatever is queued as one such transaction ([`batch`]).
 
 use std::borrow::Cow;
 
@@ -48,7 +48,7 @@ pub enum StoreError {
     /// The key's current version or release policy changed after the release was decided.
     #[error("key {0} was changed while the release was decided")]
     KeyChanged(String),
-    /// The release batch this release was in did not commit (nothing in it was released).
+    /// The batch this release or denial was in did not commit (nothing in it was written).
     #[error("release batch: {0}")]
     BatchFailed(String),
 }
@@ -155,8 +155,9 @@ pub struct Store {
     /// SQLite allows one writer; queueing writers here (FIFO) instead of in SQLite's busy
     /// handler, which sleeps in growing steps, keeps tail latency flat under concurrency.
     write_lock: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
-    /// The release writer's queue ([`batch`]); None only in the writer's own copy.
-    releases: Option<batch::Queue>,
+    /// The writer's queue of releases and denials ([`batch`]); None only in the writer's own
+    /// copy.
+    writer: Option<batch::Queue>,
     /// SQLite (else PostgreSQL): the few statements that are not portable differ.
     sqlite: bool,
 }
@@ -230,8 +231,8 @@ impl Store {
             .await?;
         migrator().run(&pool).await?;
         let write_lock = sqlite.then(|| std::sync::Arc::new(tokio::sync::Mutex::new(())));
-        let mut store = Store { pool, write_lock, releases: None, sqlite };
-        store.releases = Some(batch::spawn(store.clone(), sqlite)?);
+        let mut store = Store { pool, write_lock, writer: None, sqlite };
+        store.writer = Some(batch::spawn(store.clone(), sqlite)?);
         Ok(store)
     }
 
@@ -372,10 +373,6 @@ impl Store {
         c: ReleaseCommit<'_>,
         basis: &DecidedUnder,
     ) -> Result<AuditRecord, StoreError> {
-        let queue = self
-            .releases
-            .as_ref()
-            .ok_or_else(|| StoreError::BatchFailed("this store has no release writer".into()))?;
         let release = batch::Release {
             nonce_hex: c.nonce_hex.to_owned(),
             nonce_expires_at: c.nonce_expires_at,
@@ -385,35 +382,25 @@ impl Store {
             references: basis.references.clone(),
             audit: c.audit,
         };
-        batch::submit(queue, release).await
+        self.submit(batch::Item::Release(release)).await
     }
 
     /// Records a denial; an authentic nonce that came with it is consumed too, so evidence
-    /// cannot be retried against it.
+    /// cannot be retried against it. Committed by the writer with whatever else is queued
+    /// ([`batch`]): in a batch with releases, in queue order.
     pub async fn commit_denial(
         &self,
         audit: AuditEntry,
         nonce: Option<(&str, i64)>,
     ) -> Result<AuditRecord, StoreError> {
-        {
-            let mut w = self.begin_write().await?;
-            let (tx, head) = (&mut w.tx, w.head.clone());
-            let out = async {
-            if let Some((hex, expires_at)) = nonce {
-                sqlx::query(
-                    "INSERT INTO used_nonces (nonce, expires_at) VALUES ($1, $2) ON CONFLICT (nonce) DO NOTHING",
-                )
-                .bind(hex.to_owned())
-                .bind(expires_at)
-                .execute(&mut **tx)
-                .await?;
-            }
-            Self::append(tx, head, audit).await
-            }
-            .await?;
-            w.tx.commit().await?;
-            Ok(out)
-        }
+        let nonce = nonce.map(|(hex, expires_at)| (hex.to_owned(), expires_at));
+        self.submit(batch::Item::Denial(batch::Denial { nonce, audit })).await
+    }
+
+    async fn submit(&self, item: batch::Item) -> Result<AuditRecord, StoreError> {
+        let queue =
+            self.writer.as_ref().ok_or_else(|| StoreError::BatchFailed("this store has no writer".into()))?;
+        batch::submit(queue, item).await
     }
 
     pub async fn create_key(

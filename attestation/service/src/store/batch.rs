@@ -1,11 +1,13 @@
-//! Group commit of key releases.
+//! Group commit of key releases and denials.
 //!
-//! Each [`Store`] has one writer task. [`Store::commit_release_checked`] queues its release
-//! here and waits; the writer takes everything queued (at most [`MAX_BATCH`]) and commits it
-//! as one write transaction, so a batch of N releases costs one chain-head update and one
-//! fsync instead of N, and releases no longer queue one by one on the database's write lock.
+//! Each [`Store`] has one writer task. [`Store::commit_release_checked`] and
+//! [`Store::commit_denial`] queue their item here and wait; the writer takes everything queued
+//! (at most [`MAX_BATCH`] items) and commits it as one write transaction, so a batch of N
+//! items costs one chain-head update and one fsync instead of N, and neither releases nor
+//! denials queue one by one on the database's write lock (a burst of refused requests once
+//! cost a transaction and an fsync each, in front of every release).
 //!
-//! Invariants, the same as committing each release on its own:
+//! Invariants, the same as committing each item on its own, in queue order:
 //! - The batch is an ordinary write ([`Store::begin_write`]): its first statement advances
 //!   the audit chain head, so it is ordered with admin writes and with other replicas'
 //!   writes exactly like a single release, and the checks made inside it see every write
@@ -23,15 +25,23 @@
 //!   `INSERT … ON CONFLICT (nonce) DO NOTHING RETURNING nonce` (chunked); a nonce not returned
 //!   was used before; of two items with the same nonce, the earlier one in the queue wins and
 //!   the other is [`StoreError::NonceReplayed`].
-//! - A refused item writes nothing, as a failed single commit wrote nothing. Its caller gets
-//!   the typed error and records the denial as before ([`Store::commit_denial`], its own
-//!   transaction, consuming the nonce), so the audit log reads as it did without batching.
-//! - The released items get audit records with consecutive seqs from the head, in queue
-//!   order, each chained to the one before; the head ends at the last one. If nothing was
-//!   released, the transaction is rolled back (undoing the head's advance).
+//! - A refused release writes nothing, as a failed single commit wrote nothing. Its caller
+//!   gets the typed error and records the denial ([`Store::commit_denial`]), which is queued
+//!   like any item and lands in a later batch, so the audit log reads as it did without
+//!   batching.
+//! - A denial is never refused: it writes its audit record, and its nonce (if it came with an
+//!   authentic one) goes into the same multi-row insert with `ON CONFLICT DO NOTHING`, in
+//!   queue order with the releases' nonces: a nonce consumed by a denial is
+//!   [`StoreError::NonceReplayed`] for a release after it in the queue, as it would be for a
+//!   release committed after the denial; a denial whose nonce was already used is recorded
+//!   all the same.
+//! - The released items and the denials get audit records with consecutive seqs from the
+//!   head, in queue order, each chained to the one before; the head ends at the last one. A
+//!   batch of denials alone commits like any other. If nothing was written, the transaction
+//!   is rolled back (undoing the head's advance).
 //! - Nobody is answered before the transaction ends: on COMMIT, each caller gets its own
 //!   record or refusal; if any statement or the COMMIT fails, every caller in the batch gets
-//!   [`StoreError::BatchFailed`] and nothing was released.
+//!   [`StoreError::BatchFailed`] and nothing was written.
 
 use std::collections::{HashMap, HashSet};
 
@@ -41,7 +51,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{AuditEntry, Store, StoreError, chain_record, document_digest};
 
-/// The most releases one transaction commits.
+/// The most items (releases and denials) one transaction commits.
 pub(super) const MAX_BATCH: usize = 256;
 /// Bound parameters per statement: within SQLite's most conservative limit (999) and far
 /// within PostgreSQL's (65,535).
@@ -61,8 +71,40 @@ pub(super) struct Release {
     pub audit: AuditEntry,
 }
 
+/// What one denial writes: its audit record, and the nonce it consumes, if any.
+#[derive(Debug)]
+pub(super) struct Denial {
+    /// (hex, expires_at) of an authentic nonce that came with the denied request.
+    pub nonce: Option<(String, i64)>,
+    pub audit: AuditEntry,
+}
+
+/// What the writer commits, in queue order.
+#[derive(Debug)]
+pub(super) enum Item {
+    Release(Release),
+    Denial(Denial),
+}
+
+impl Item {
+    /// The nonce this item would consume.
+    fn nonce(&self) -> Option<(&str, i64)> {
+        match self {
+            Item::Release(r) => Some((&r.nonce_hex, r.nonce_expires_at)),
+            Item::Denial(d) => d.nonce.as_ref().map(|(hex, expires_at)| (hex.as_str(), *expires_at)),
+        }
+    }
+
+    fn audit(&mut self) -> AuditEntry {
+        match self {
+            Item::Release(r) => std::mem::take(&mut r.audit),
+            Item::Denial(d) => std::mem::take(&mut d.audit),
+        }
+    }
+}
+
 type Reply = oneshot::Sender<Result<AuditRecord, StoreError>>;
-pub(super) type Queue = mpsc::UnboundedSender<(Release, Reply)>;
+pub(super) type Queue = mpsc::UnboundedSender<(Item, Reply)>;
 
 /// Starts the writer of `store` (which must not itself hold a queue, or the writer would keep
 /// its own channel open forever). It stops when every sender is gone.
@@ -90,26 +132,26 @@ pub(super) fn spawn(store: Store, own_thread: bool) -> Result<Queue, StoreError>
     Ok(tx)
 }
 
-/// Queues `release` and waits for the outcome of the batch it lands in.
-pub(super) async fn submit(queue: &Queue, release: Release) -> Result<AuditRecord, StoreError> {
+/// Queues `item` and waits for the outcome of the batch it lands in.
+pub(super) async fn submit(queue: &Queue, item: Item) -> Result<AuditRecord, StoreError> {
     let stopped = || StoreError::BatchFailed("the release writer stopped".into());
     let (reply, answer) = oneshot::channel();
-    queue.send((release, reply)).map_err(|_| stopped())?;
+    queue.send((item, reply)).map_err(|_| stopped())?;
     answer.await.map_err(|_| stopped())?
 }
 
-async fn writer(store: Store, mut rx: mpsc::UnboundedReceiver<(Release, Reply)>) {
+async fn writer(store: Store, mut rx: mpsc::UnboundedReceiver<(Item, Reply)>) {
     let mut queued = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut queued, MAX_BATCH).await > 0 {
-        let (releases, replies): (Vec<Release>, Vec<Reply>) = queued.drain(..).unzip();
-        match commit(&store, releases).await {
+        let (items, replies): (Vec<Item>, Vec<Reply>) = queued.drain(..).unzip();
+        match commit(&store, items).await {
             Ok(outcomes) => {
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     let _ = reply.send(outcome);
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, releases = replies.len(), "release batch failed");
+                tracing::error!(error = %e, items = replies.len(), "release and denial batch failed");
                 let e = e.to_string();
                 for reply in replies {
                     let _ = reply.send(Err(StoreError::BatchFailed(e.clone())));
@@ -134,11 +176,11 @@ struct KeyNow {
     policy: String,
 }
 
-/// Commits `releases` in one transaction: the outcome of each, in order. `Err` if the
+/// Commits `items` in one transaction: the outcome of each, in order. `Err` if the
 /// transaction failed (nothing was written).
 async fn commit(
     store: &Store,
-    mut releases: Vec<Release>,
+    mut items: Vec<Item>,
 ) -> Result<Vec<Result<AuditRecord, StoreError>>, StoreError> {
     let mut w = store.begin_write().await?;
     let conn: &mut AnyConnection = &mut w.tx;
@@ -148,9 +190,18 @@ async fn commit(
     // Revocation and reference values, once per (key, version) and per name.
     let mut keys: HashMap<(String, u32), KeyNow> = HashMap::new();
     let mut documents: HashMap<String, Option<[u8; 32]>> = HashMap::new();
-    let mut outcomes: Vec<Option<Result<AuditRecord, StoreError>>> = Vec::with_capacity(releases.len());
-    let mut checked = Vec::with_capacity(releases.len());
-    for (i, r) in releases.iter().enumerate() {
+    let mut outcomes: Vec<Option<Result<AuditRecord, StoreError>>> = Vec::with_capacity(items.len());
+    // Releases that passed their checks, and every denial, in queue order.
+    let mut checked = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let r = match item {
+            Item::Release(r) => r,
+            Item::Denial(_) => {
+                outcomes.push(None);
+                checked.push(i);
+                continue;
+            }
+        };
         if now > r.nonce_expires_at {
             outcomes.push(Some(Err(StoreError::NonceExpired)));
             continue;
@@ -175,16 +226,18 @@ async fn commit(
         }
     }
 
-    // Nonces; then the audit records of those whose nonce was new, chained in queue order.
-    let mut fresh = insert_nonces(conn, checked.iter().map(|&i| &releases[i])).await?;
+    // Nonces; then the audit records of the denials and of the releases whose nonce was new,
+    // chained in queue order. The first item in the queue with a nonce takes it.
+    let mut fresh = insert_nonces(conn, checked.iter().filter_map(|&i| items[i].nonce())).await?;
     let (mut seq, mut prev_hash) = w.head.clone();
     let mut records = Vec::with_capacity(checked.len());
     for i in checked {
-        if !fresh.remove(&releases[i].nonce_hex) {
+        let new = items[i].nonce().is_some_and(|(nonce, _)| fresh.remove(nonce));
+        if matches!(items[i], Item::Release(_)) && !new {
             outcomes[i] = Some(Err(StoreError::NonceReplayed));
             continue;
         }
-        let record = chain_record(std::mem::take(&mut releases[i].audit), seq, prev_hash);
+        let record = chain_record(items[i].audit(), seq, prev_hash);
         (seq, prev_hash) = (seq + 1, record.hash.clone());
         records.push((i, record));
     }
@@ -205,7 +258,7 @@ async fn commit(
     }
     outcomes
         .into_iter()
-        .map(|o| o.ok_or_else(|| StoreError::Corrupt("a release in the batch got no outcome".into())))
+        .map(|o| o.ok_or_else(|| StoreError::Corrupt("an item in the batch got no outcome".into())))
         .collect()
 }
 
@@ -284,21 +337,21 @@ fn placeholders(rows: usize, columns: usize) -> String {
         .join(", ")
 }
 
-/// Inserts the nonces of `releases`; returns those that were new (each once).
+/// Inserts `nonces` (hex, expires_at); returns those that were new (each once).
 async fn insert_nonces<'a>(
     conn: &mut AnyConnection,
-    releases: impl Iterator<Item = &'a Release>,
+    nonces: impl Iterator<Item = (&'a str, i64)>,
 ) -> Result<HashSet<String>, StoreError> {
-    let releases: Vec<&Release> = releases.collect();
-    let mut fresh = HashSet::with_capacity(releases.len());
-    for chunk in releases.chunks(MAX_PARAMS / 2) {
+    let nonces: Vec<(&str, i64)> = nonces.collect();
+    let mut fresh = HashSet::with_capacity(nonces.len());
+    for chunk in nonces.chunks(MAX_PARAMS / 2) {
         let sql = format!(
             "INSERT INTO used_nonces (nonce, expires_at) VALUES {} ON CONFLICT (nonce) DO NOTHING RETURNING nonce",
             placeholders(chunk.len(), 2)
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for r in chunk {
-            q = q.bind(r.nonce_hex.clone()).bind(r.nonce_expires_at);
+        for &(nonce, expires_at) in chunk {
+            q = q.bind(nonce.to_owned()).bind(expires_at);
         }
         for row in q.fetch_all(&mut *conn).await? {
             fresh.insert(row.try_get::<String, _>("nonce")?);
@@ -349,8 +402,8 @@ mod tests {
     use super::*;
     use crate::store::verify_chain;
 
-    fn release(nonce: &str, key_id: &str, version: u32, references: &[(&str, [u8; 32])]) -> Release {
-        Release {
+    fn release(nonce: &str, key_id: &str, version: u32, references: &[(&str, [u8; 32])]) -> Item {
+        Item::Release(Release {
             nonce_hex: nonce.into(),
             nonce_expires_at: i64::MAX,
             key_id: key_id.into(),
@@ -363,6 +416,27 @@ mod tests {
                 allow: true,
                 ..AuditEntry::default()
             },
+        })
+    }
+
+    fn denial(nonce: Option<&str>, actor: &str) -> Item {
+        Item::Denial(Denial {
+            nonce: nonce.map(|n| (n.to_owned(), i64::MAX)),
+            audit: AuditEntry { action: "deny", actor: actor.into(), allow: false, ..AuditEntry::default() },
+        })
+    }
+
+    fn denial_entry() -> AuditEntry {
+        AuditEntry { action: "deny", allow: false, ..AuditEntry::default() }
+    }
+
+    fn bend(item: Item, f: impl FnOnce(&mut Release)) -> Item {
+        match item {
+            Item::Release(mut r) => {
+                f(&mut r);
+                Item::Release(r)
+            }
+            denial => denial,
         }
     }
 
@@ -370,10 +444,10 @@ mod tests {
         AuditEntry { action, actor: "admin".into(), allow: true, ..AuditEntry::default() }
     }
 
-    /// One deterministic batch with every kind of item, on SQLite, or on PostgreSQL when
-    /// `NACRE_TEST_POSTGRES_URL` names an empty database.
+    /// One deterministic batch with every kind of item, denials interleaved, on SQLite, or on
+    /// PostgreSQL when `NACRE_TEST_POSTGRES_URL` names an empty database.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn one_batch_with_releases_and_refusals() {
+    async fn one_batch_with_releases_denials_and_refusals() {
         let dir = std::env::temp_dir().join(format!("nacre-batch-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let url = std::env::var("NACRE_TEST_POSTGRES_URL")
@@ -407,9 +481,8 @@ mod tests {
             .unwrap();
         let head = store.audit_head().await.unwrap();
         let current = store.key("k").await.unwrap().unwrap().current_version;
-        let under = |nonce: &str, key: (u32, &str)| Release {
-            key: Some((key.0, key.1.to_owned())),
-            ..release(nonce, "k", 1, &[])
+        let under = |nonce: &str, key: (u32, &str)| {
+            bend(release(nonce, "k", 1, &[]), |r| r.key = Some((key.0, key.1.to_owned())))
         };
 
         let batch = vec![
@@ -417,40 +490,81 @@ mod tests {
             release("dup", "k", 1, &[]),
             release("dup", "k", 1, &[]),
             release("old", "k", 1, &[]),
+            // A denial takes its nonce before a release behind it in the queue.
+            denial(Some("x"), "deny-x"),
+            release("x", "k", 1, &[]),
             release("b", "r", 1, &[]),
             release("c", "k", 2, &[]),
             release("d", "k", 9, &[]),
+            denial(None, "deny-no-nonce"),
             release("e", "k", 1, &[("img", [0; 32])]),
             release("f", "k", 1, &[("gone", digest)]),
             release("g", "k", 1, &[("img", digest)]),
+            // Denials whose nonce is already used (in this batch, before it) are recorded.
+            denial(Some("g"), "deny-g"),
+            denial(Some("old"), "deny-old"),
             under("h", (current, "")),
             under("i", (current, "edited")),
             under("j", (current + 1, "")),
             // Expired by the database's clock, though everything else would release it.
-            Release { nonce_expires_at: 1, ..release("late", "k", 1, &[]) },
+            bend(release("late", "k", 1, &[]), |r| r.nonce_expires_at = 1),
         ];
         let outcomes = commit(&store, batch).await.unwrap();
         let seqs: Vec<Option<i64>> = outcomes.iter().map(|o| o.as_ref().ok().map(|r| r.seq)).collect();
         let (s, n) = (head.0 + 1, None);
         assert_eq!(
             seqs,
-            [Some(s), Some(s + 1), n, n, n, n, n, n, n, Some(s + 2), Some(s + 3), n, n, n],
+            [
+                Some(s),
+                Some(s + 1),
+                n,
+                n,
+                Some(s + 2),
+                n,
+                n,
+                n,
+                n,
+                Some(s + 3),
+                n,
+                n,
+                Some(s + 4),
+                Some(s + 5),
+                Some(s + 6),
+                Some(s + 7),
+                n,
+                n,
+                n
+            ],
             "{outcomes:?}"
         );
         assert!(matches!(outcomes[2], Err(StoreError::NonceReplayed)));
         assert!(matches!(outcomes[3], Err(StoreError::NonceReplayed)));
-        assert!(matches!(&outcomes[4], Err(StoreError::KeyRevoked(k)) if k == "r"));
-        assert!(matches!(&outcomes[5], Err(StoreError::VersionRevoked { version: 2, .. })));
-        assert!(matches!(&outcomes[6], Err(StoreError::UnknownKey(k)) if k == "k"));
-        assert!(matches!(&outcomes[7], Err(StoreError::ReferenceChanged(n)) if n == "img"));
-        assert!(matches!(&outcomes[8], Err(StoreError::UnknownReference(n)) if n == "gone"));
-        assert!(matches!(&outcomes[11], Err(StoreError::KeyChanged(k)) if k == "k"));
-        assert!(matches!(&outcomes[12], Err(StoreError::KeyChanged(k)) if k == "k"));
-        assert!(matches!(&outcomes[13], Err(StoreError::NonceExpired)));
+        assert!(matches!(outcomes[5], Err(StoreError::NonceReplayed)));
+        assert!(matches!(&outcomes[6], Err(StoreError::KeyRevoked(k)) if k == "r"));
+        assert!(matches!(&outcomes[7], Err(StoreError::VersionRevoked { version: 2, .. })));
+        assert!(matches!(&outcomes[8], Err(StoreError::UnknownKey(k)) if k == "k"));
+        assert!(matches!(&outcomes[10], Err(StoreError::ReferenceChanged(n)) if n == "img"));
+        assert!(matches!(&outcomes[11], Err(StoreError::UnknownReference(n)) if n == "gone"));
+        assert!(matches!(&outcomes[16], Err(StoreError::KeyChanged(k)) if k == "k"));
+        assert!(matches!(&outcomes[17], Err(StoreError::KeyChanged(k)) if k == "k"));
+        assert!(matches!(&outcomes[18], Err(StoreError::NonceExpired)));
 
         let records = store.audit_page(0, 1000).await.unwrap();
-        let actors: Vec<&str> = records[head.0 as usize..].iter().map(|r| r.actor.as_str()).collect();
-        assert_eq!(actors, ["a", "dup", "g", "h"]);
+        let written: Vec<(&str, &str)> =
+            records[head.0 as usize..].iter().map(|r| (r.actor.as_str(), r.decision.as_str())).collect();
+        assert_eq!(
+            written,
+            [
+                ("a", "allow"),
+                ("dup", "allow"),
+                ("deny-x", "deny"),
+                ("deny-no-nonce", "deny"),
+                ("g", "allow"),
+                ("deny-g", "deny"),
+                ("deny-old", "deny"),
+                ("h", "allow")
+            ]
+        );
         let head = store.audit_head().await.unwrap();
         assert_eq!(verify_chain(&records, Some((head.0, &head.1))), Ok(records.len()));
 
@@ -461,6 +575,38 @@ mod tests {
         assert_eq!(store.audit_head().await.unwrap(), head);
         let outcomes = commit(&store, vec![release("b", "k", 1, &[])]).await.unwrap();
         assert_eq!(outcomes[0].as_ref().unwrap().seq, head.0 + 1);
+
+        // A batch of denials alone commits; the nonce a denial consumed stays consumed.
+        let outcomes =
+            commit(&store, vec![denial(Some("y"), "deny-y"), denial(None, "deny-z")]).await.unwrap();
+        let seqs: Vec<i64> = outcomes.iter().map(|o| o.as_ref().unwrap().seq).collect();
+        assert_eq!(seqs, [head.0 + 2, head.0 + 3]);
+        let outcomes =
+            commit(&store, vec![release("y", "k", 1, &[]), release("x", "k", 1, &[])]).await.unwrap();
+        assert!(outcomes.iter().all(|o| matches!(o, Err(StoreError::NonceReplayed))), "{outcomes:?}");
+        let head = store.audit_head().await.unwrap();
+        let records = store.audit_page(0, 1000).await.unwrap();
+        assert_eq!(verify_chain(&records, Some((head.0, &head.1))), Ok(records.len()));
+        assert_eq!(records.last().unwrap().actor, "deny-z");
+
+        // Through the writer's queue, as the service calls it.
+        let record = store
+            .commit_denial(AuditEntry { actor: "queued".into(), ..denial_entry() }, Some(("q", i64::MAX)))
+            .await
+            .unwrap();
+        assert_eq!(record.seq, head.0 + 1);
+        assert!(matches!(
+            store
+                .commit_release(super::super::ReleaseCommit {
+                    nonce_hex: "q",
+                    nonce_expires_at: i64::MAX,
+                    key_id: "k",
+                    version: 1,
+                    audit: admin("release"),
+                })
+                .await,
+            Err(StoreError::NonceReplayed)
+        ));
         store.close().await;
         let _ = std::fs::remove_dir_all(dir);
     }
