@@ -66,10 +66,17 @@ pub struct Limits {
     pub release_body_max: usize,
     /// Body limit of the admin routes. Default 64 KiB.
     pub admin_body_max: usize,
-    /// Denials a source may collect before it is refused outright. Default 10.
+    /// Denials a caller may collect before it is refused outright. Default 10. A caller is
+    /// an authenticated bearer token, else the chip of authentic SNP evidence for a refused
+    /// release, else the source address (IPv6: its /64); see `ratelimit`.
     pub denial_burst: u32,
     /// How fast that allowance refills, per minute. Default 30.
     pub denials_per_minute: u32,
+    /// Callers (sources, tokens, chips) whose denials are tracked at most. Default 65,536 (a
+    /// few MB). When full, a new one replaces a caller whose allowance has refilled, else the
+    /// least indebted of a few (constant time); past the cap, rotating callers gain resets of
+    /// others' allowances, never a lockout of anyone.
+    pub max_tracked_sources: usize,
     /// Concurrent connections. Default 1024. When full, a new connection displaces the one
     /// stalled longest (idle, or still sending its request) of the source holding the most.
     pub max_connections: usize,
@@ -96,6 +103,7 @@ impl Default for Limits {
             admin_body_max: 64 * 1024,
             denial_burst: 10,
             denials_per_minute: 30,
+            max_tracked_sources: 65_536,
             max_connections: 1024,
             connections_per_source: 64,
             body_timeout_secs: 10,
@@ -187,7 +195,11 @@ impl Config {
         }
         self.image_signers()?;
         let l = &self.limits;
-        if l.challenge_ttl_secs <= 0 || l.result_ttl_secs <= 0 || l.denials_per_minute == 0 {
+        if l.challenge_ttl_secs <= 0
+            || l.result_ttl_secs <= 0
+            || l.denials_per_minute == 0
+            || l.max_tracked_sources == 0
+        {
             return Err(ConfigError::Invalid("limits must be positive".into()));
         }
         if l.max_connections == 0

@@ -95,8 +95,8 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 type Svc = State<Arc<Service>>;
 
-/// The common front of every admin change: source admitted, admin token checked (before the
-/// body is read), body decoded under the admin limit.
+/// The common front of every admin change: admin token checked and the caller admitted (see
+/// [`Service::authorize`]) before the body is read, body decoded under the admin limit.
 async fn admin_request<T: DeserializeOwned>(
     svc: &Service,
     src: IpAddr,
@@ -104,7 +104,6 @@ async fn admin_request<T: DeserializeOwned>(
     body: Body,
     action: &'static str,
 ) -> Result<(crate::tokens::Principal, T), ErrorBody> {
-    svc.admit(src)?;
     let who = svc.authorize(bearer(headers), Role::Admin, action, src).await?;
     Ok((who, read_cbor(headers, body, svc.limits().admin_body_max).await?))
 }
@@ -136,7 +135,7 @@ pub fn public_reason(code: ErrorCode) -> &'static str {
         ErrorCode::VersionRevoked => "the key version is revoked",
         ErrorCode::VersionNotAllowed => "the key version is not allowed",
         ErrorCode::OutsideWindow => "outside the key's release window",
-        ErrorCode::RateLimited => "too many refused requests from this source; retry later",
+        ErrorCode::RateLimited => "too many refused requests; retry later",
         ErrorCode::Unauthorized => "a valid bearer token is required",
         ErrorCode::Unavailable => "temporarily unavailable; retry with a new challenge",
         ErrorCode::Internal => "internal error",
@@ -201,7 +200,6 @@ async fn result_key(State(svc): Svc) -> Reply {
 
 async fn list_keys(State(svc): Svc, Extension(Source(src)): Extension<Source>, headers: HeaderMap) -> Reply {
     timed(&svc.clone(), "admin", async move {
-        svc.admit(src)?;
         svc.authorize(bearer(&headers), Role::Auditor, "keys list", src).await?;
         ok(&svc.list_keys().await?)
     })
@@ -215,7 +213,6 @@ async fn get_key(
     headers: HeaderMap,
 ) -> Reply {
     timed(&svc.clone(), "admin", async move {
-        svc.admit(src)?;
         svc.authorize(bearer(&headers), Role::Auditor, "keys show", src).await?;
         ok(&svc.key_info(&id).await?)
     })
@@ -299,7 +296,6 @@ async fn import_reference(
     body: Body,
 ) -> Reply {
     timed(&svc.clone(), "admin", async move {
-        svc.admit(src)?;
         let who = svc.authorize(bearer(&headers), Role::Admin, "reference_import", src).await?;
         // Like every other refusal of an authenticated import, an unreadable body is audited.
         let req: ReferenceImport = match read_cbor(&headers, body, svc.limits().admin_body_max).await {
@@ -317,7 +313,6 @@ async fn list_references(
     headers: HeaderMap,
 ) -> Reply {
     timed(&svc.clone(), "admin", async move {
-        svc.admit(src)?;
         svc.authorize(bearer(&headers), Role::Auditor, "reference list", src).await?;
         ok(&svc.list_references().await?)
     })
@@ -344,7 +339,6 @@ async fn audit(
     q: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Reply {
     timed(&svc.clone(), "admin", async move {
-        svc.admit(src)?;
         svc.authorize(bearer(&headers), Role::Auditor, "audit export", src).await?;
         let Query(q) = q.map_err(|e| ErrorBody::new(ErrorCode::Malformed, e.body_text()))?;
         ok(&svc.audit_page(q.after, q.limit).await?)
@@ -356,11 +350,7 @@ async fn audit(
 /// refusal counts by reason, per-route latencies and admin actions describe the keys' use and
 /// the service's load, which is not for anyone who can reach the port.
 async fn metrics(State(svc): Svc, Extension(Source(src)): Extension<Source>, headers: HeaderMap) -> Response {
-    let allowed = async {
-        svc.admit(src)?;
-        svc.authorize(bearer(&headers), Role::Auditor, "metrics", src).await
-    };
-    match allowed.await {
+    match svc.authorize(bearer(&headers), Role::Auditor, "metrics", src).await {
         Ok(_) => {
             ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], svc.metrics.encode()).into_response()
         }

@@ -1,6 +1,9 @@
 //! The service's decisions, independent of HTTP: challenges, key release, admin changes.
 //! Every release and every denial of a well-formed release request is committed to the audit
-//! log before the caller can answer; internal failures answer 500 and release nothing.
+//! log before the caller can answer; internal failures answer 500 and release nothing. A
+//! caller past its denial allowance (see [`crate::ratelimit`]) is answered 429 with no record,
+//! whether that is known up front (its source, its token) or only once its evidence proved to
+//! come from a chip that has used up its own.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -30,7 +33,7 @@ use crate::master::{Keyring, MasterKey};
 use crate::metrics::Metrics;
 use crate::nonce::NonceIssuer;
 use crate::policy::ReleasePolicy;
-use crate::ratelimit::DenialLimiter;
+use crate::ratelimit::{Charge, DenialLimiter};
 use crate::store::{AuditEntry, DecidedUnder, KeyRow, ReferenceRow, ReleaseCommit, Store, StoreError};
 use crate::tokens::{Principal, Role, Tokens};
 
@@ -69,7 +72,6 @@ pub struct Service {
     /// first served), and they never have to be decided again because of it; only a change
     /// made through another replica can make a commit refuse (`KeyChanged`).
     key_locks: Box<[tokio::sync::RwLock<()>]>,
-    epoch: Instant,
     admission: Arc<nacre_http::conns::Admission>,
 }
 
@@ -238,22 +240,26 @@ fn evidence_error(key_id: &str, e: &VerifyError) -> ErrorBody {
     }
 }
 
-/// What a decided release request contributes to its audit record.
+/// What a decided release request contributes to its audit record, and whom its refusal is
+/// charged to.
 struct Subject {
     tee: Option<String>,
     measurement: Option<String>,
     chip_id: Option<String>,
+    /// The chip of authentic SNP evidence (see [`Charge::chip`]).
+    chip: Option<Charge>,
 }
 
 fn subject(claims: &Claims) -> Subject {
-    let chip_id = match &claims.platform {
-        PlatformClaims::Snp(s) => Some(hex::encode(s.report.chip_id)),
-        PlatformClaims::Tdx(_) => None,
+    let (chip_id, chip) = match &claims.platform {
+        PlatformClaims::Snp(s) => (Some(hex::encode(s.report.chip_id)), Charge::chip(&s.report.chip_id)),
+        PlatformClaims::Tdx(_) => (None, None),
     };
     Subject {
         tee: Some(claims.tee.as_str().into()),
         measurement: Some(hex::encode(claims.measurement)),
         chip_id,
+        chip,
     }
 }
 
@@ -304,7 +310,11 @@ impl Service {
             verifier,
             signer,
             tokens,
-            limiter: DenialLimiter::new(config.limits.denial_burst, config.limits.denials_per_minute),
+            limiter: DenialLimiter::new(
+                config.limits.denial_burst,
+                config.limits.denials_per_minute,
+                config.limits.max_tracked_sources,
+            ),
             limits: config.limits.clone(),
             metrics: Metrics::default().with_connections(admission.clone()),
             policies: Mutex::default(),
@@ -317,7 +327,6 @@ impl Service {
             .map_err(|e| load("evidence appraisal threads", e))?,
             rows: Mutex::default(),
             key_locks: (0..KEY_LOCK_STRIPES).map(|_| tokio::sync::RwLock::new(())).collect(),
-            epoch: Instant::now(),
             admission,
         })
     }
@@ -339,31 +348,33 @@ impl Service {
         self.signer.public_key()
     }
 
-    fn mono(&self) -> f64 {
-        self.epoch.elapsed().as_secs_f64()
-    }
-
-    /// Refuses sources that used up their denial allowance.
-    pub fn admit(&self, source: IpAddr) -> Result<(), ErrorBody> {
-        if self.limiter.allowed(source, self.mono()) {
+    /// Refuses a caller (see [`Charge`]) that used up its denial allowance.
+    pub fn admit(&self, who: impl Into<Charge>) -> Result<(), ErrorBody> {
+        let who = who.into();
+        if self.limiter.allowed(&who) {
             Ok(())
         } else {
             self.metrics.deny(ErrorCode::RateLimited.as_str());
             Err(ErrorBody::new(
                 ErrorCode::RateLimited,
-                "too many refused requests from this source; retry later",
+                format!("too many refused requests from {}; retry later", who.noun()),
             ))
         }
     }
 
-    /// Charges a refusal to `source` and counts it. A server error is the service's fault,
+    /// Charges a refusal to `who` and counts it. A server error is the service's fault,
     /// never charged to the caller.
-    pub fn charge(&self, source: IpAddr, code: ErrorCode) {
+    pub fn charge(&self, who: impl Into<Charge>, code: ErrorCode) {
         if code.http_status() >= 500 {
             return;
         }
-        self.limiter.record_denial(source, self.mono());
+        self.limiter.record_denial(&who.into());
         self.metrics.deny(code.as_str());
+    }
+
+    /// Callers whose denials are tracked now: never more than `max_tracked_sources`.
+    pub fn tracked_callers(&self) -> usize {
+        self.limiter.tracked()
     }
 
     pub fn challenge(&self, req: &ChallengeRequest) -> Result<Challenge, ErrorBody> {
@@ -478,7 +489,23 @@ impl Service {
         };
         let Denied { body, nonce_expires_at, subject, .. } = outcome;
         if body.code.is_denial() {
-            self.charge(source, body.code);
+            // Refused after the evidence proved to come from a real chip: the chip pays, not
+            // the relay its guest shares with others. A chip past its allowance is refused
+            // without a record (as a source past its allowance is, before any work), and the
+            // source pays for that: a chip that keeps sending refused evidence past its own
+            // allowance is making appraisal work, which its address must carry.
+            let who = match subject.as_ref().and_then(|s| s.chip) {
+                Some(chip) => {
+                    if let Err(limited) = self.admit(chip) {
+                        self.limiter.record_denial(&Charge::from(source));
+                        tracing::info!(key_id = %req.key_id, %source, "release denied: chip over its denial allowance");
+                        return Err(limited);
+                    }
+                    chip
+                }
+                None => Charge::from(source),
+            };
+            self.charge(who, body.code);
             let reason = Some(match &body.check {
                 Some(check) => format!("{}/{check}: {}", body.code, body.reason),
                 None => format!("{}: {}", body.code, body.reason),
@@ -806,7 +833,16 @@ impl Service {
 
     // ---- admin ----------------------------------------------------------------------------
 
-    /// Authenticates a bearer token and checks its role. Failures count against the source.
+    /// Admits an admin or auditor call: authenticates its bearer token and checks its role.
+    ///
+    /// The token is checked first (a digest and a constant-time comparison: no database, no
+    /// body read). A call whose token authenticates is admitted on the token's own denial
+    /// allowance, whatever its source has collected, so nobody sharing the admin's address (a
+    /// NAT, a relay) can lock the admin out; its own refusals (a role it lacks) are charged to
+    /// the token. A call without a valid token is refused 429 if its source has used its
+    /// allowance, else 401 and charged to the source: token guessing stays limited per source.
+    /// (A source past its allowance still learns whether a token is valid, 429 or admitted;
+    /// with the generated 256-bit tokens that is worth nothing at any rate.)
     pub async fn authorize(
         &self,
         bearer: Option<&str>,
@@ -814,13 +850,17 @@ impl Service {
         action: &'static str,
         source: IpAddr,
     ) -> Result<Principal, ErrorBody> {
-        let Some(principal) = bearer.and_then(|t| self.tokens.authenticate(t)) else {
+        let Some((principal, token)) =
+            bearer.and_then(|t| Some((self.tokens.authenticate(t)?, Charge::token(t))))
+        else {
+            self.admit(source)?;
             self.charge(source, ErrorCode::Unauthorized);
             tracing::warn!(%source, action, "admin call without a valid token");
             return Err(ErrorBody::new(ErrorCode::Unauthorized, "a valid bearer token is required"));
         };
+        self.admit(token)?;
         if need == Role::Admin && principal.role != Role::Admin {
-            self.charge(source, ErrorCode::Forbidden);
+            self.charge(token, ErrorCode::Forbidden);
             let body = ErrorBody::new(
                 ErrorCode::Forbidden,
                 format!("{action} needs the admin role; {} is {}", principal.name, principal.role.as_str()),

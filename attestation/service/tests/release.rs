@@ -4,12 +4,14 @@
 //! on SQLite and on a real PostgreSQL server (scripts/postgres.sh).
 
 mod common;
-// One test binary for the service (each binary links the whole service): the commit-path and
-// disclosure suites are modules of it.
+// One test binary for the service (each binary links the whole service): the commit-path,
+// disclosure and rate-limit suites are modules of it.
 #[path = "release/commit.rs"]
 mod commit;
 #[path = "release/disclosure.rs"]
 mod disclosure;
+#[path = "release/limits.rs"]
+mod limits;
 
 use common::{Harness, MEASUREMENT, policy_for};
 use nacre_attestation_client::{Client, ClientError};

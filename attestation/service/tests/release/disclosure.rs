@@ -164,8 +164,8 @@ async fn collateral_failure_is_a_server_error_not_the_guests_denial() {
     }
     // Nothing audited as the guest's denial.
     assert_eq!(h.service.store().audit_head().await.unwrap(), before, "no record");
-    // And its allowance is whole: two real denials before the 429.
-    // (Challenges first: once the allowance is gone, they are refused too.)
+    // And its allowance is whole: two real denials before the 429. (The evidence is
+    // authentic, so these are charged to its chip, not to the address; see `limits`.)
     let mut requests = Vec::new();
     for _ in 0..3 {
         requests.push(request(&h, &guest, "k", 1, [0x66; 48]).await);
