@@ -56,6 +56,7 @@ fn main() {
             model_name: "selftest".into(),
             model_digest: [0; 32],
         },
+        serving: Default::default(),
         extra_cmdline: format!("nacre.selftest=report:{}", "00".repeat(64)),
     };
     let mut builds = Vec::new();

@@ -52,7 +52,59 @@ pub struct ImageSpec {
     pub tee: Tee,
     /// The one sealed model this image serves.
     pub model: ModelBinding,
+    /// The inference token's hash and the request limits (default: none, the enclave's limits).
+    pub serving: ServingOptions,
     pub extra_cmdline: String,
+}
+
+/// How the enclave serves: the bearer token inference requires and the request limits, written
+/// into the measured configuration (so the image's reference values pin them). Each `None`
+/// leaves the enclave's default (docs/serving.md); the default sets nothing, and such an image
+/// serves inference to anyone who reaches its port.
+///
+/// A set value is checked here with the enclave's own bounds (`EnclaveConfig::check` in
+/// `enclave/runtime/src/config.rs`), against the enclave's default where its counterpart is
+/// unset, so that a bad image fails to build instead of failing at every boot.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServingOptions {
+    /// SHA-256 of the bearer token ([`token_sha256`]). The token itself never enters the image.
+    /// The initrd is not secret (the host reads it), so this hash must be of a token too long
+    /// to guess offline.
+    pub inference_token_sha256: Option<[u8; 32]>,
+    /// Largest request body, bytes.
+    pub max_request_bytes: Option<u64>,
+    /// Per-client sustained requests per second, and burst (both ≥ 1).
+    pub rate_per_second: Option<u32>,
+    pub rate_burst: Option<u32>,
+    /// Open connections at most, and per source address (1 ≤ per source ≤ total).
+    pub max_connections: Option<u64>,
+    pub connections_per_source: Option<u64>,
+    /// Decoded request tensors held at once, bytes (≥ max_request_bytes or 1 MiB, the smaller).
+    pub max_buffered_bytes: Option<u64>,
+    /// A request's deadline once its headers are in, and a connection's idle limit, seconds
+    /// (1–600 each).
+    pub request_timeout_secs: Option<u64>,
+    pub idle_timeout_secs: Option<u64>,
+    /// Accept NaN and ±infinity in inputs (the enclave refuses them unless this is set).
+    pub allow_non_finite: bool,
+}
+
+/// The enclave's defaults (`enclave/runtime/src/config.rs`) of the limits that are checked
+/// against each other: a set value is judged against its unset counterpart as the enclave will
+/// judge it at boot. `cli/tests/image_serving.rs` boots the enclave's parser on the edge values.
+const DEFAULT_MAX_REQUEST_BYTES: u64 = 16 << 20;
+const DEFAULT_MAX_CONNECTIONS: u64 = 256;
+const DEFAULT_CONNECTIONS_PER_SOURCE: u64 = 64;
+const DEFAULT_MAX_BUFFERED_BYTES: u64 = 64 << 20;
+/// The enclave's bounds of both timeouts, seconds.
+const TIMEOUT_SECS: std::ops::RangeInclusive<u64> = 1..=600;
+
+/// The value a bearer token is compared by: the enclave hashes the token a request presents
+/// (`Authorization: Bearer TOKEN`) and compares it with `inference_token_sha256`.
+pub fn token_sha256(token: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest(&SHA256, token).as_ref());
+    out
 }
 
 /// The sealed model an image is built for (from its header: `nacre image build --sealed`).
@@ -183,6 +235,7 @@ fn enclave_config(spec: &ImageSpec) -> Result<String, BuildError> {
             message: format!("{:?}: 1–256 bytes without control characters", m.model_name),
         });
     }
+    let serving = serving_config(&spec.serving)?;
     Ok(format!(
         "# Measured: part of the initrd.\n\
          service_url = {}\n\
@@ -190,13 +243,84 @@ fn enclave_config(spec: &ImageSpec) -> Result<String, BuildError> {
          tee = \"{}\"\n\
          key_id = {}\n\
          model_name = {}\n\
-         model_digest = \"{}\"\n",
+         model_digest = \"{}\"\n\
+         {serving}",
         toml_string(&spec.service_url),
         spec.tee.as_str(),
         toml_string(&m.key_id),
         toml_string(&m.model_name),
         hex::encode(m.model_digest),
     ))
+}
+
+/// The serving keys of `enclave.toml`: one line per option that is set, in `EnclaveConfig`'s
+/// order, once the options pass the enclave's checks.
+fn serving_config(s: &ServingOptions) -> Result<String, BuildError> {
+    let bad = |what: &'static str, message: String| Err(BuildError::Input { what, message });
+    if s.rate_per_second == Some(0) || s.rate_burst == Some(0) {
+        return bad("rate_per_second, rate_burst", "must be positive".into());
+    }
+    // A value as the enclave will see it: set, or its default.
+    let value = |v: Option<u64>, default: u64| match v {
+        Some(v) => (v, v.to_string()),
+        None => (default, format!("{default}, the enclave's default")),
+    };
+    let (max_connections, max_text) = value(s.max_connections, DEFAULT_MAX_CONNECTIONS);
+    let (per_source, per_text) = value(s.connections_per_source, DEFAULT_CONNECTIONS_PER_SOURCE);
+    if max_connections == 0 || per_source == 0 {
+        return bad("max_connections, connections_per_source", "must be positive".into());
+    }
+    if per_source > max_connections {
+        return bad(
+            "connections_per_source",
+            format!("{per_text} is more than max_connections ({max_text})"),
+        );
+    }
+    let (max_request, request_text) = value(s.max_request_bytes, DEFAULT_MAX_REQUEST_BYTES);
+    let (max_buffered, buffered_text) = value(s.max_buffered_bytes, DEFAULT_MAX_BUFFERED_BYTES);
+    let floor = max_request.min(1 << 20);
+    if max_buffered < floor {
+        return bad(
+            "max_buffered_bytes",
+            format!(
+                "{buffered_text} is less than {floor}, the smaller of max_request_bytes \
+                 ({request_text}) and 1 MiB"
+            ),
+        );
+    }
+    for (what, value) in
+        [("request_timeout_secs", s.request_timeout_secs), ("idle_timeout_secs", s.idle_timeout_secs)]
+    {
+        if let Some(v) = value.filter(|v| !TIMEOUT_SECS.contains(v)) {
+            return bad(what, format!("{v}: 1–600 seconds"));
+        }
+    }
+    let mut out = String::new();
+    if let Some(h) = &s.inference_token_sha256 {
+        out += &format!("inference_token_sha256 = \"{}\"\n", hex::encode(h));
+    }
+    let integers = [
+        ("max_request_bytes", s.max_request_bytes),
+        ("rate_per_second", s.rate_per_second.map(u64::from)),
+        ("rate_burst", s.rate_burst.map(u64::from)),
+        ("max_connections", s.max_connections),
+        ("connections_per_source", s.connections_per_source),
+        ("max_buffered_bytes", s.max_buffered_bytes),
+        ("request_timeout_secs", s.request_timeout_secs),
+        ("idle_timeout_secs", s.idle_timeout_secs),
+    ];
+    for (key, value) in integers {
+        let Some(v) = value else { continue };
+        // TOML integers are i64: a larger value would be a file the enclave cannot read.
+        if i64::try_from(v).is_err() {
+            return bad(key, format!("{v} is more than a TOML integer holds ({})", i64::MAX));
+        }
+        out += &format!("{key} = {v}\n");
+    }
+    if s.allow_non_finite {
+        out += "allow_non_finite = true\n";
+    }
+    Ok(out)
 }
 
 /// A TOML basic string: quotes, backslashes and control characters escaped, so no value can
@@ -294,3 +418,144 @@ echo "nacre-init: starting nacre-enclave at ${up}s"
 echo "nacre-init: nacre-enclave exited with status $?"
 poweroff -f
 "#;
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A spec whose files are never read: `enclave_config` looks at the values only.
+    fn spec(serving: ServingOptions) -> ImageSpec {
+        ImageSpec {
+            kernel: PathBuf::new(),
+            modules_dir: PathBuf::new(),
+            busybox: PathBuf::new(),
+            enclave: PathBuf::new(),
+            service_url: "https://10.0.2.100:8443".into(),
+            service_ca: PathBuf::new(),
+            tee: Tee::Sim,
+            model: ModelBinding {
+                key_id: "fraud-mlp".into(),
+                model_name: "fraud-mlp".into(),
+                model_digest: [0xab; 32],
+            },
+            serving,
+            extra_cmdline: String::new(),
+        }
+    }
+
+    const BASE: &str = "# Measured: part of the initrd.\n\
+        service_url = \"https://10.0.2.100:8443\"\n\
+        service_ca = \"/etc/nacre/service-ca.pem\"\n\
+        tee = \"sim\"\n\
+        key_id = \"fraud-mlp\"\n\
+        model_name = \"fraud-mlp\"\n\
+        model_digest = \"abababababababababababababababababababababababababababababababab\"\n";
+
+    /// No option set: the configuration (hence the initrd and every measurement) is byte for
+    /// byte what it was before images had serving options.
+    #[test]
+    fn unset_serving_options_add_nothing() {
+        assert_eq!(enclave_config(&spec(ServingOptions::default())).unwrap(), BASE);
+    }
+
+    #[test]
+    fn each_set_serving_option_is_one_line_in_the_enclaves_order() {
+        let serving = ServingOptions {
+            inference_token_sha256: Some(token_sha256(b"abc")),
+            max_request_bytes: Some(1 << 20),
+            rate_per_second: Some(5),
+            rate_burst: Some(10),
+            max_connections: Some(32),
+            connections_per_source: Some(8),
+            max_buffered_bytes: Some(8 << 20),
+            request_timeout_secs: Some(10),
+            idle_timeout_secs: Some(600),
+            allow_non_finite: true,
+        };
+        let text = enclave_config(&spec(serving)).unwrap();
+        // SHA-256("abc"), FIPS 180-2 appendix B.1.
+        let want = "inference_token_sha256 = \
+                    \"ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad\"\n\
+                    max_request_bytes = 1048576\n\
+                    rate_per_second = 5\n\
+                    rate_burst = 10\n\
+                    max_connections = 32\n\
+                    connections_per_source = 8\n\
+                    max_buffered_bytes = 8388608\n\
+                    request_timeout_secs = 10\n\
+                    idle_timeout_secs = 600\n\
+                    allow_non_finite = true\n";
+        assert_eq!(text, format!("{BASE}{want}"));
+        // Only what is set.
+        let token_only = ServingOptions { inference_token_sha256: Some([0; 32]), ..Default::default() };
+        let text = enclave_config(&spec(token_only)).unwrap();
+        assert_eq!(text, format!("{BASE}inference_token_sha256 = \"{}\"\n", "00".repeat(32)));
+    }
+
+    /// Every value the enclave's `check()` would refuse at boot fails the build, naming the key;
+    /// a value is judged against the enclave's default of its unset counterpart.
+    #[test]
+    fn serving_options_the_enclave_would_refuse_fail_the_build() {
+        type Edit = fn(&mut ServingOptions);
+        let cases: &[(Edit, &str)] = &[
+            (|s| s.rate_per_second = Some(0), "rate_per_second"),
+            (|s| s.rate_burst = Some(0), "rate_burst"),
+            (|s| s.max_connections = Some(0), "max_connections"),
+            (|s| s.connections_per_source = Some(0), "connections_per_source"),
+            (
+                |s| {
+                    s.max_connections = Some(10);
+                    s.connections_per_source = Some(11)
+                },
+                "connections_per_source: 11 is more than max_connections (10)",
+            ),
+            // Against the defaults: 64 per source is more than 63 in all, 257 more than 256.
+            (|s| s.max_connections = Some(63), "64, the enclave's default is more than max_connections (63)"),
+            (|s| s.connections_per_source = Some(257), "(256, the enclave's default)"),
+            (
+                |s| s.max_buffered_bytes = Some((1 << 20) - 1),
+                "max_request_bytes (16777216, the enclave's default)",
+            ),
+            (
+                |s| {
+                    s.max_request_bytes = Some(4096);
+                    s.max_buffered_bytes = Some(4095)
+                },
+                "less than 4096",
+            ),
+            (|s| s.request_timeout_secs = Some(0), "request_timeout_secs: 0: 1–600"),
+            (|s| s.request_timeout_secs = Some(601), "request_timeout_secs"),
+            (|s| s.idle_timeout_secs = Some(0), "idle_timeout_secs"),
+            (|s| s.idle_timeout_secs = Some(601), "idle_timeout_secs"),
+            (|s| s.max_request_bytes = Some(u64::MAX), "TOML integer"),
+        ];
+        for (edit, reason) in cases {
+            let mut serving = ServingOptions::default();
+            edit(&mut serving);
+            let e = enclave_config(&spec(serving.clone())).unwrap_err();
+            assert!(matches!(e, BuildError::Input { .. }), "{e:?}");
+            assert!(e.to_string().contains(reason), "{serving:?}: {e} should mention {reason:?}");
+        }
+        // The edges the enclave accepts.
+        let edges = [
+            ServingOptions { connections_per_source: Some(256), ..Default::default() },
+            ServingOptions { max_connections: Some(64), ..Default::default() },
+            ServingOptions { max_buffered_bytes: Some(1 << 20), ..Default::default() },
+            ServingOptions {
+                max_request_bytes: Some(10),
+                max_buffered_bytes: Some(10),
+                ..Default::default()
+            },
+            ServingOptions {
+                request_timeout_secs: Some(1),
+                idle_timeout_secs: Some(600),
+                ..Default::default()
+            },
+            ServingOptions { max_request_bytes: Some(i64::MAX as u64), ..Default::default() },
+        ];
+        for serving in edges {
+            enclave_config(&spec(serving.clone())).unwrap_or_else(|e| panic!("{serving:?}: {e}"));
+        }
+    }
+}

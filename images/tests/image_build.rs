@@ -25,6 +25,7 @@ fn spec(dir: &Path) -> ImageSpec {
             model_name: "fraud-mlp".into(),
             model_digest: [0xab; 32],
         },
+        serving: Default::default(),
         extra_cmdline: "nacre.test=1".into(),
     }
 }
