@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
-use nacre_images::build::{ImageSpec, ModelBinding, Tee, build};
+use nacre_images::build::{ImageSpec, ModelBinding, ServingOptions, Tee, build, token_sha256};
 use nacre_images::measure::sim::{SimLaunch, digest_of};
 use nacre_images::measure::snp::{SnpLaunch, VcpuType, launch_digest};
 use nacre_protocol::reference::{Expected, FORMAT, ImageDigests, ReferenceValues, generate_signing_key};
@@ -210,6 +210,108 @@ pub struct BuildArgs {
     snp_min_tcb: Option<nacre_wire::snp::TcbFloor>,
     #[command(flatten)]
     shape: Shape,
+    #[command(flatten)]
+    serving: ServingArgs,
+}
+
+/// How the enclave serves, written into the measured configuration (docs/serving.md). Unset
+/// limits are the enclave's defaults; without a token, anyone who reaches the port can infer.
+#[derive(Args, Debug)]
+#[command(next_help_heading = "Serving (measured into the image)")]
+pub struct ServingArgs {
+    /// Require this bearer token for inference: the file as `nacre infer --token-file` reads it
+    /// (16–1024 printable ASCII characters without spaces, one line end ignored). Only its
+    /// SHA-256 enters the image, which is not secret: use a random token.
+    #[arg(long, conflicts_with = "inference_token_sha256")]
+    inference_token_file: Option<PathBuf>,
+    /// Require the bearer token with this SHA-256 (64 hex digits) for inference, when the
+    /// token is not at hand.
+    #[arg(long, value_parser = parse_sha256)]
+    inference_token_sha256: Option<[u8; 32]>,
+    /// Largest request body, bytes.
+    #[arg(long)]
+    max_request_bytes: Option<u64>,
+    /// Per-client sustained requests per second.
+    #[arg(long)]
+    rate_per_second: Option<u32>,
+    /// Per-client burst of requests.
+    #[arg(long)]
+    rate_burst: Option<u32>,
+    /// Open connections at most.
+    #[arg(long)]
+    max_connections: Option<u64>,
+    /// Open connections per source address (IPv6: per /64) at most.
+    #[arg(long)]
+    connections_per_source: Option<u64>,
+    /// Bytes of decoded request tensors held at once across all requests.
+    #[arg(long)]
+    max_buffered_bytes: Option<u64>,
+    /// Deadline of one request once its headers are in, seconds (1–600).
+    #[arg(long)]
+    request_timeout_secs: Option<u64>,
+    /// How long a connection may sit idle, seconds (1–600).
+    #[arg(long)]
+    idle_timeout_secs: Option<u64>,
+    /// Accept NaN and ±infinity in inference inputs.
+    #[arg(long)]
+    allow_non_finite: bool,
+}
+
+impl ServingArgs {
+    /// The options as the image builder takes them (it checks the values); the token file is
+    /// read here and only its hash kept.
+    fn options(&self) -> Result<ServingOptions> {
+        let inference_token_sha256 = match (&self.inference_token_file, self.inference_token_sha256) {
+            (Some(file), _) => Some(token_sha256(crate::client::read_token_file(file)?.as_bytes())),
+            (None, hash) => hash,
+        };
+        Ok(ServingOptions {
+            inference_token_sha256,
+            max_request_bytes: self.max_request_bytes,
+            rate_per_second: self.rate_per_second,
+            rate_burst: self.rate_burst,
+            max_connections: self.max_connections,
+            connections_per_source: self.connections_per_source,
+            max_buffered_bytes: self.max_buffered_bytes,
+            request_timeout_secs: self.request_timeout_secs,
+            idle_timeout_secs: self.idle_timeout_secs,
+            allow_non_finite: self.allow_non_finite,
+        })
+    }
+}
+
+fn parse_sha256(s: &str) -> Result<[u8; 32], String> {
+    let mut v = [0u8; 32];
+    hex::decode_to_slice(s, &mut v).map_err(|_| format!("{s:?}: expected 64 hex digits"))?;
+    Ok(v)
+}
+
+/// The build summary's serving line: whether inference needs a token, and the limits set.
+fn serving_summary(s: &ServingOptions) -> String {
+    let mut out = match &s.inference_token_sha256 {
+        Some(h) => format!("inference requires a bearer token (SHA-256 {})", hex::encode(h)),
+        None => "inference requires NO token: anyone who reaches the port can infer".to_owned(),
+    };
+    let limits: Vec<String> = [
+        ("max_request_bytes", s.max_request_bytes),
+        ("rate_per_second", s.rate_per_second.map(u64::from)),
+        ("rate_burst", s.rate_burst.map(u64::from)),
+        ("max_connections", s.max_connections),
+        ("connections_per_source", s.connections_per_source),
+        ("max_buffered_bytes", s.max_buffered_bytes),
+        ("request_timeout_secs", s.request_timeout_secs),
+        ("idle_timeout_secs", s.idle_timeout_secs),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.map(|v| format!("{k} {v}")))
+    .chain(s.allow_non_finite.then(|| "allow_non_finite".to_owned()))
+    .collect();
+    if limits.is_empty() {
+        out.push_str("; the enclave's default limits");
+    } else {
+        out.push_str(&format!("; set: {} (the rest the enclave's defaults)", limits.join(", ")));
+    }
+    out
 }
 
 /// `nacre measure tdx --kernel …`: the registers of a direct boot and, given a TD's event log,
@@ -428,6 +530,7 @@ fn build_image(a: BuildArgs) -> Result<ExitCode> {
         }
     };
     let model = model_binding(&a.sealed)?;
+    let serving = a.serving.options()?;
     let image = build(&ImageSpec {
         kernel,
         modules_dir,
@@ -437,6 +540,7 @@ fn build_image(a: BuildArgs) -> Result<ExitCode> {
         service_ca: a.service_ca,
         tee: a.tee.into(),
         model: model.clone(),
+        serving: serving.clone(),
         extra_cmdline: a.extra_cmdline,
     })?;
     let sha = nacre_images::build::Image::sha256;
@@ -515,6 +619,7 @@ fn build_image(a: BuildArgs) -> Result<ExitCode> {
         hex::encode(model.model_digest),
         Tee::from(a.tee),
     );
+    eprintln!("{}", serving_summary(&serving));
     println!("{}", String::from_utf8_lossy(&doc));
     Ok(ExitCode::SUCCESS)
 }
