@@ -25,11 +25,13 @@
 //! with a full bucket of its own, so evictions add at most one burst per `capacity / PROBES`
 //! keys to what that many keys give it anyway. Fresh keys are what is expensive: callers key
 //! an IPv6 client by its /64 ([`crate::source::Source`]), which a provider hands out whole, so
-//! the addresses inside it are one key; with the service's default cap of 65,536, a client
-//! needs thousands of distinct IPv4 addresses or /64s (a /51 or more of IPv6 space) before
-//! any bucket but a full one is ever evicted. Keys that other clients cannot mint — a bearer
-//! token's hash, a chip's identity — never share a bucket with a rotating client, and the
-//! worst rotation can do to them is forgive their debt.
+//! the addresses inside it are one key. Full buckets go first, so to push out one that is not
+//! full a client must first fill the probed slots with debt of its own: with the service's
+//! default cap of 65,536, on the order of the cap in distinct IPv4 addresses or /64s (a whole
+//! /48), and never fewer than `capacity / PROBES` (8,192, a /51) even in a table that other
+//! clients' debts already fill. Keys that other clients cannot mint — a bearer token's hash, a
+//! chip's identity — never share a bucket with a rotating client, and the worst rotation can
+//! do to them is forgive their debt.
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
