@@ -6,7 +6,8 @@
 #                 for that sealed model and imports the image's signed reference values;
 #   host          the host agent launches a sim CVM under QEMU with the sealed model as a disk;
 #   guest         nacre-enclave attests, gets the key released, unseals, serves (attested TLS);
-#   client        `nacre verify` checks the enclave, `nacre infer` sends one request;
+#   client        `nacre verify` checks the enclave, `nacre infer` sends one request with the
+#                 bearer token the image requires (one without it, or with another, gets 401);
 #   reference     onnxruntime runs the same model on the same input, printed side by side.
 #
 # Everything runs in a temporary directory and is stopped on exit, also after a failure or ^C.
@@ -206,7 +207,11 @@ EOF
 
 # --- guest image and its reference values -----------------------------------------------------
 stage "image: build (initrd + measured config for fraud-mlp), import reference values"
+# The bearer token inference requires: random, mode 0600, never in the image (only its SHA-256,
+# measured with the initrd). The image is readable by the host, so the token must be unguessable.
+(umask 077 && head -c 48 /dev/urandom | base64 -w0 | tr -d '/+=' >"$WORK/inference.token")
 "$NACRE" image build --out "$WORK/image" --name fraud-guest \
+    --inference-token-file "$WORK/inference.token" \
     --kernel "$NACRE_KERNEL" --modules "$NACRE_KERNEL_MODULES" --enclave "$ENCLAVE" \
     --service-url https://10.0.2.100:8443 --service-ca "$WORK/svc/ca.pem" \
     --sealed "$WORK/fraud-mlp.sealed" --tee sim \
@@ -332,7 +337,23 @@ EOF
 stage "client: nacre verify, nacre infer"
 "$NACRE" verify "$SERVE_URL" --policy "$WORK/client-policy.toml" | sed 's/^/    /'
 "$NACRE" infer "$SERVE_URL" --model fraud-mlp --input "$WORK/request.json" \
-    --policy "$WORK/client-policy.toml" --json >"$WORK/nacre-response.json"
+    --policy "$WORK/client-policy.toml" --token-file "$WORK/inference.token" --json >"$WORK/nacre-response.json"
+
+stage "client: no token, or another token: refused (401)"
+# The same verified session and request, without the token, then with a token that is not it:
+# the enclave answers 401 (docs/serving.md) and no input reaches the model.
+(umask 077 && head -c 48 /dev/urandom | base64 -w0 | tr -d '/+=' >"$WORK/other.token")
+for who in none other; do
+    token=()
+    [ "$who" = none ] || token=(--token-file "$WORK/other.token")
+    if "$NACRE" infer "$SERVE_URL" --model fraud-mlp --input "$WORK/request.json" \
+        --policy "$WORK/client-policy.toml" "${token[@]}" >"$WORK/logs/infer-$who.txt" 2>&1; then
+        die "the enclave served an inference with token: $who"
+    fi
+    grep -q 'answered 401' "$WORK/logs/infer-$who.txt" ||
+        die "expected 401 with token: $who, got: $(cat "$WORK/logs/infer-$who.txt")"
+    note "token: $who -> $(grep -o 'the server answered 401.*' "$WORK/logs/infer-$who.txt")"
+done
 
 stage "reference: onnxruntime on the same model and input"
 "$NACRE_PYTHON" scripts/models.py ort "$WORK/fraud-mlp.onnx" "$WORK/request.json" --model-name fraud-mlp \
@@ -372,5 +393,5 @@ agent_pid=""
 service_pid=""
 stage_end
 echo
-echo "demo: the enclave was verified before any input left, served the sealed model, and its"
-echo "      outputs equal onnxruntime's"
+echo "demo: the enclave was verified before any input left, served the sealed model to the"
+echo "      holder of its token only, and its outputs equal onnxruntime's"
