@@ -151,7 +151,11 @@ async fn sealed_model_served_in_a_sim_cvm_and_a_changed_initrd_gets_no_key() {
     let sealed_path = dir.join("e2e-mlp.sealed");
     std::fs::write(&sealed_path, &sealed).unwrap();
 
-    // The image for that model, and its signed reference values, imported into the service.
+    // The image for that model, requiring a bearer token for inference (issue 14), and its
+    // signed reference values, imported into the service.
+    const TOKEN: &str = "e2e-inference-token-0123456789";
+    let token_file = dir.join("inference.token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
     let image = dir.join("image");
     let out = Command::new(NACRE)
         .args(["image", "build", "--name", "e2e-guest", "--service-url", "https://10.0.2.100:8443"])
@@ -171,6 +175,8 @@ async fn sealed_model_served_in_a_sim_cvm_and_a_changed_initrd_gets_no_key() {
         .arg(dir.join("image-signing.key"))
         .arg("--sim-firmware")
         .arg(&seabios)
+        .arg("--inference-token-file")
+        .arg(&token_file)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -221,13 +227,15 @@ async fn sealed_model_served_in_a_sim_cvm_and_a_changed_initrd_gets_no_key() {
     let mut session = AttestedSession::connect(&url, &policy).await.unwrap();
     assert_eq!(hex::encode(session.peer().claims().measurement), good.measurement);
     let x = [0.5f32, -1.0, 2.0, 0.25];
-    let out = session
-        .infer(
-            "e2e-mlp",
-            &serde_json::json!({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": x}]}),
-        )
-        .await
-        .unwrap();
+    let request =
+        serde_json::json!({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": x}]});
+    // The image's measured configuration requires the token: without it, 401.
+    match session.infer("e2e-mlp", &request).await {
+        Err(ClientError::Status { status: 401, .. }) => {}
+        other => panic!("inference without the image's token must be refused: {other:?}"),
+    }
+    let mut session = AttestedSession::connect(&url, &policy).await.unwrap().with_token(TOKEN);
+    let out = session.infer("e2e-mlp", &request).await.unwrap();
     let got: Vec<f64> =
         out["outputs"][0]["data"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
     let want = nacre_model::sample::mlp_reference(&x);
