@@ -431,7 +431,15 @@ async fn infer_inner(
     body: Body,
 ) -> Result<Response, Reject> {
     let ready = model_of(app, name)?;
-    let identity = app.authorize(headers)?;
+    // A refused token is charged to the source (429 once its bucket is empty), so guessing is
+    // rate-limited too.
+    let identity = match app.authorize(headers) {
+        Ok(identity) => identity,
+        Err(refused) => {
+            app.limit(conn, None)?;
+            return Err(refused);
+        }
+    };
     app.limit(conn, identity)?;
     if headers.contains_key("inference-header-content-length") {
         return Err(Reject::new(
