@@ -42,6 +42,6 @@ grep '^load average' "$log"
 if ! grep -q '^RESULT: pass' "$log"; then
     echo
     echo "FAILED ($log):"
-    grep -E "panicked at|assertion|^thread '" "$log" | head -20
+    grep -A1 "panicked at" "$log" | head -20
     exit 1
 fi
