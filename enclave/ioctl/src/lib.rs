@@ -4,6 +4,8 @@
 //! - [`sev`]: `/dev/sev-guest` — `SNP_GET_REPORT` and `SNP_GET_EXT_REPORT`
 //!   (Linux `include/uapi/linux/sev-guest.h`).
 //!
+//! - [`malloc`]: glibc's mmap threshold, fixed at start so freed request memory is returned.
+//!
 //! TDX needs no ioctl: the TD gets its quote through configfs-tsm (a file interface).
 //!
 //! Each request struct mirrors the kernel's byte for byte: `#[repr(C)]`, padding spelled out as
@@ -20,4 +22,5 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod malloc;
 pub mod sev;

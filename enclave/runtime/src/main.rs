@@ -178,6 +178,11 @@ fn run(config: EnclaveConfig) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
+    // Before any thread starts: request tensors of 1 MiB and more are their own mappings, given
+    // back on free, so the configured bounds bound the RSS (see `nacre_guest_ioctl::malloc`).
+    if !nacre_guest_ioctl::malloc::fix_mmap_threshold(1 << 20) {
+        eprintln!("nacre-enclave: the allocator refused a fixed mmap threshold; memory is not bounded");
+    }
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     if let Some(spec) = cmdline_value(&cmdline, "nacre.selftest") {
         return match selftest(&spec) {
