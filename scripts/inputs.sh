@@ -22,7 +22,9 @@
 #   digests are compared with).
 # - onnx, onnxruntime and numpy, pinned, from PyPI in a second virtualenv (NACRE_PYTHON): the
 #   demo's models are built with onnx and its outputs compared with onnxruntime's
-#   (scripts/models.py).
+#   (scripts/models.py); and in the same virtualenv NVIDIA's tritonclient (HTTP and gRPC), the
+#   standard Open Inference Protocol client that tests/python/triton_client.py checks the
+#   enclave with.
 # Cache: $NACRE_INPUTS (default: <repo>/target/inputs). Re-running is cheap: everything is checked,
 # nothing is fetched twice.
 set -euo pipefail
@@ -46,8 +48,11 @@ mirror=${NACRE_DEBIAN_MIRROR:-https://deb.debian.org/debian}
 mirror=${mirror%/}
 SEV_SNP_MEASURE=0.0.13
 # Wheels for CPython 3.11 (Debian 12) on x86_64; onnxruntime 1.20 is the first line built
-# against numpy 2.
-MODEL_PIP_PINS=(onnx==1.17.0 onnxruntime==1.20.1 numpy==2.2.6)
+# against numpy 2. tritonclient 2.73.0 takes numpy 2; its grpc extra needs protobuf 6 (< 7),
+# which onnx 1.17 writes the same model bytes with. The clients' transports are pinned too,
+# since they decide what goes on the wire: grpcio (HTTP/2, ALPN) and geventhttpclient (HTTP/1.1).
+MODEL_PIP_PINS=(onnx==1.17.0 onnxruntime==1.20.1 numpy==2.2.6
+    'tritonclient[http,grpc]==2.73.0' grpcio==1.85.3 protobuf==6.33.6 geventhttpclient==2.6.1)
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -120,14 +125,15 @@ if [ ! -x "$venv/bin/sev-snp-measure" ]; then
     "$venv/bin/pip" install -q --disable-pip-version-check "sev-snp-measure==$SEV_SNP_MEASURE" >&2
 fi
 
-# onnx / onnxruntime / numpy in their own virtualenv, named by the pins (a new pin, a new venv).
+# onnx / onnxruntime / numpy / tritonclient in their own virtualenv, named by the pins (a new
+# pin, a new venv).
 models_venv=$cache/venv-models-$(printf '%s\n' "${MODEL_PIP_PINS[@]}" | sha256sum | cut -c1-12)
 if [ ! -f "$models_venv/.done" ]; then
     log "installing ${MODEL_PIP_PINS[*]} (pip)"
     rm -rf "$models_venv"
     python3 -m venv "$models_venv" >&2
     "$models_venv/bin/pip" install -q --disable-pip-version-check "${MODEL_PIP_PINS[@]}" >&2
-    "$models_venv/bin/python" -c 'import onnx, onnxruntime, numpy' >&2
+    "$models_venv/bin/python" -c 'import onnx, onnxruntime, numpy, tritonclient.http, tritonclient.grpc' >&2
     touch "$models_venv/.done"
 fi
 
