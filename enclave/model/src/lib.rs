@@ -4,12 +4,16 @@
 #![forbid(unsafe_code)]
 
 pub mod sample;
+pub mod tensor;
 
 use std::io::Cursor;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tract_onnx::prelude::*;
-use tract_onnx::tract_core::internal::DimLike;
+use tract_onnx::tract_core::internal::{DimLike, bail};
+
+pub use tensor::{ByteStrings, Datatype, DatatypeError, Tensor, TensorData};
 
 /// Which step of using the model failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,24 +102,81 @@ fn run_error(e: impl core::fmt::Display) -> ModelError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TensorInfo {
     pub name: String,
-    /// KServe v2 datatype name.
-    pub datatype: String,
+    /// The protocol's datatype; `None` for a tract type the protocol cannot carry (TDim,
+    /// quantized types, blobs), named in `tract_type`.
+    pub datatype: Option<Datatype>,
+    pub tract_type: String,
     pub shape: Vec<Option<usize>>,
 }
 
-fn kserve_datatype(t: DatumType) -> &'static str {
-    match t {
-        DatumType::F32 => "FP32",
-        DatumType::F64 => "FP64",
-        DatumType::F16 => "FP16",
-        DatumType::I64 => "INT64",
-        DatumType::I32 => "INT32",
-        DatumType::I16 => "INT16",
-        DatumType::I8 => "INT8",
-        DatumType::U8 => "UINT8",
-        DatumType::Bool => "BOOL",
-        _ => "UNSUPPORTED",
+fn datatype_of(t: DatumType) -> Option<Datatype> {
+    Some(match t {
+        DatumType::Bool => Datatype::Bool,
+        DatumType::U8 => Datatype::Uint8,
+        DatumType::U16 => Datatype::Uint16,
+        DatumType::U32 => Datatype::Uint32,
+        DatumType::U64 => Datatype::Uint64,
+        DatumType::I8 => Datatype::Int8,
+        DatumType::I16 => Datatype::Int16,
+        DatumType::I32 => Datatype::Int32,
+        DatumType::I64 => Datatype::Int64,
+        DatumType::F16 => Datatype::Fp16,
+        DatumType::F32 => Datatype::Fp32,
+        DatumType::F64 => Datatype::Fp64,
+        DatumType::String => Datatype::Bytes,
+        _ => return None,
+    })
+}
+
+/// A request tensor as tract takes it. BYTES become tract strings: each element must be
+/// UTF-8 (the serving layer refuses other bytes before this).
+fn to_tract(t: Tensor) -> TractResult<TValue> {
+    fn array<T: Datum>(shape: &[usize], v: Vec<T>) -> TractResult<tract_onnx::prelude::Tensor> {
+        Ok(tract_ndarray::ArrayD::from_shape_vec(shape, v)?.into_tensor())
     }
+    let Tensor { shape, data } = t;
+    let tensor = match data {
+        TensorData::Bytes(s) => {
+            let strings =
+                s.iter().map(|e| std::str::from_utf8(e).map(str::to_owned)).collect::<Result<Vec<_>, _>>()?;
+            array(&shape, strings)?
+        }
+        other => tensor::each!(other, v => array(&shape, v)?, _s => bail!("BYTES are matched above")),
+    };
+    Ok(tensor.into())
+}
+
+/// An output tensor of tract's as the serving layer takes it.
+fn from_tract(t: &tract_onnx::prelude::Tensor) -> TractResult<Tensor> {
+    fn plain<T: Datum + Clone>(t: &tract_onnx::prelude::Tensor) -> TractResult<Vec<T>> {
+        Ok(t.to_plain_array_view::<T>()?.iter().cloned().collect())
+    }
+    let data = match t.datum_type() {
+        DatumType::Bool => TensorData::Bool(plain(t)?),
+        DatumType::U8 => TensorData::Uint8(plain(t)?),
+        DatumType::U16 => TensorData::Uint16(plain(t)?),
+        DatumType::U32 => TensorData::Uint32(plain(t)?),
+        DatumType::U64 => TensorData::Uint64(plain(t)?),
+        DatumType::I8 => TensorData::Int8(plain(t)?),
+        DatumType::I16 => TensorData::Int16(plain(t)?),
+        DatumType::I32 => TensorData::Int32(plain(t)?),
+        DatumType::I64 => TensorData::Int64(plain(t)?),
+        DatumType::F16 => TensorData::Fp16(plain(t)?),
+        DatumType::F32 => TensorData::Fp32(plain(t)?),
+        DatumType::F64 => TensorData::Fp64(plain(t)?),
+        DatumType::String => TensorData::Bytes(plain::<String>(t)?.into_iter().collect()),
+        other => bail!("output of type {other:?} has no datatype in the inference protocol"),
+    };
+    Ok(Tensor { shape: t.shape().to_vec(), data })
+}
+
+/// How long one run's steps took: handing the inputs to tract, running the plan, taking the
+/// outputs back (Triton's compute input, infer and output).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunTimes {
+    pub input: Duration,
+    pub infer: Duration,
+    pub output: Duration,
 }
 
 /// An optimized, runnable model; cheap to clone and share between requests.
@@ -153,7 +214,8 @@ impl Model {
         // An output's ONNX name is its outlet label; the producing node has its own name.
         let info = |outlet: &OutletId, fact: &TypedFact| TensorInfo {
             name: m.outlet_label(*outlet).unwrap_or(&m.node(outlet.node).name).to_owned(),
-            datatype: kserve_datatype(fact.datum_type).to_owned(),
+            datatype: datatype_of(fact.datum_type),
+            tract_type: format!("{:?}", fact.datum_type),
             shape: fact.shape.iter().map(|d| d.to_usize().ok()).collect(),
         };
         let mut inputs = Vec::new();
@@ -167,33 +229,22 @@ impl Model {
         Ok((inputs, outputs))
     }
 
-    /// Runs one inference on FP32 inputs (in model input order) and returns FP32 outputs
-    /// with their shapes.
-    #[allow(clippy::type_complexity)] // (shape, row-major data) pairs: clearer spelled out
-    pub fn run_f32(
-        &self,
-        inputs: Vec<(Vec<usize>, Vec<f32>)>,
-    ) -> Result<Vec<(Vec<usize>, Vec<f32>)>, ModelError> {
-        let tensors = inputs
-            .into_iter()
-            .map(|(shape, data)| {
-                tract_ndarray::ArrayD::from_shape_vec(shape, data).map(|a| a.into_tensor().into())
-            })
-            .collect::<Result<TVec<TValue>, _>>()
-            .map_err(run_error)?;
-        let outputs = self.plan.run(tensors).map_err(run_error)?;
-        outputs
-            .iter()
-            .map(|t| {
-                let view = t.to_plain_array_view::<f32>().map_err(run_error)?;
-                Ok((view.shape().to_vec(), view.iter().copied().collect()))
-            })
-            .collect()
+    /// Runs one inference: `inputs` in the model's input order, outputs in its output order.
+    pub fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, ModelError> {
+        self.run_timed(inputs).map(|(outputs, _)| outputs)
     }
 
-    /// Runs one inference.
-    pub fn run(&self, inputs: TVec<TValue>) -> Result<TVec<TValue>, ModelError> {
-        self.plan.run(inputs).map_err(run_error)
+    /// [`Self::run`], and how long each step took.
+    pub fn run_timed(&self, inputs: Vec<Tensor>) -> Result<(Vec<Tensor>, RunTimes), ModelError> {
+        let start = Instant::now();
+        let inputs =
+            inputs.into_iter().map(to_tract).collect::<TractResult<TVec<TValue>>>().map_err(run_error)?;
+        let converted = Instant::now();
+        let outputs = self.plan.run(inputs).map_err(run_error)?;
+        let ran = Instant::now();
+        let outputs = outputs.iter().map(|t| from_tract(t)).collect::<TractResult<_>>().map_err(run_error)?;
+        let times = RunTimes { input: converted - start, infer: ran - converted, output: ran.elapsed() };
+        Ok((outputs, times))
     }
 }
 
@@ -201,37 +252,28 @@ impl Model {
 mod tests {
     use super::*;
 
-    #[test]
-    fn runs_the_sample_mlp() {
-        let model = Model::load(&sample::mlp_onnx()).unwrap();
-        let facts = model.input_facts().unwrap();
-        assert_eq!(facts.len(), 1);
-        assert_eq!(facts[0].datum_type, f32::datum_type());
-        let x = tract_ndarray::arr2(&[[1.0f32, 2.0, 3.0, 4.0]]).into_tensor();
-        let out = model.run(tvec!(x.into())).unwrap();
-        let y = out[0].to_plain_array_view::<f32>().unwrap();
-        let expected = sample::mlp_reference(&[1.0, 2.0, 3.0, 4.0]);
-        for (a, b) in y.iter().zip(expected.iter()) {
-            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
-        }
+    fn fp32(shape: &[usize], v: &[f32]) -> Tensor {
+        Tensor { shape: shape.to_vec(), data: TensorData::Fp32(v.to_vec()) }
     }
 
     #[test]
-    fn signature_and_f32_runs() {
+    fn signature_and_runs() {
         let model = Model::load(&sample::mlp_onnx()).unwrap();
         let (inputs, outputs) = model.signature().unwrap();
         assert_eq!(inputs.len(), 1);
         assert_eq!((inputs[0].name.as_str(), outputs[0].name.as_str()), ("x", "y"));
-        assert_eq!(inputs[0].datatype, "FP32");
+        assert_eq!(inputs[0].datatype, Some(Datatype::Fp32));
         assert_eq!(inputs[0].shape.last(), Some(&Some(4)));
         assert_eq!(outputs[0].shape.last(), Some(&Some(2)));
-        let out = model.run_f32(vec![(vec![1, 4], vec![1.0, 2.0, 3.0, 4.0])]).unwrap();
+        let out = model.run(vec![fp32(&[1, 4], &[1.0, 2.0, 3.0, 4.0])]).unwrap();
         let expected = sample::mlp_reference(&[1.0, 2.0, 3.0, 4.0]);
-        assert_eq!(out[0].0, vec![1, 2]);
-        for (a, b) in out[0].1.iter().zip(expected.iter()) {
+        assert_eq!(out[0].shape, vec![1, 2]);
+        let TensorData::Fp32(y) = &out[0].data else { panic!("{:?}", out[0].data) };
+        for (a, b) in y.iter().zip(expected.iter()) {
             assert!((a - b).abs() < 1e-5, "{a} vs {b}");
         }
-        assert!(model.run_f32(vec![(vec![1, 3], vec![1.0, 2.0, 3.0])]).is_err());
+        assert!(model.run(vec![fp32(&[1, 3], &[1.0, 2.0, 3.0])]).is_err());
+        assert!(model.run(vec![fp32(&[1, 4], &[1.0, 2.0, 3.0])]).is_err(), "fewer elements than the shape");
     }
 
     #[test]
@@ -253,10 +295,36 @@ mod tests {
         assert_eq!(load.to_string(), "the model cannot be loaded (model_load_failed)");
         assert!(!format!("{load:?}").contains(load.tract_detail()));
         let model = Model::load(&sample::mlp_onnx()).unwrap();
-        let run = model.run_f32(vec![(vec![1, 3], vec![1.0, 2.0, 3.0])]).unwrap_err();
+        let run = model.run(vec![fp32(&[1, 3], &[1.0, 2.0, 3.0])]).unwrap_err();
         assert_eq!(run.kind(), ModelErrorKind::Run);
         assert!(!run.tract_detail().is_empty());
         assert_eq!(run.to_string(), "inference failed (inference_failed)");
         assert!(!format!("{run:?}").contains(run.tract_detail()));
+    }
+
+    #[test]
+    fn tensors_cross_to_tract_and_back_in_every_datatype() {
+        let cases = [
+            TensorData::Bool(vec![true, false]),
+            TensorData::Uint8(vec![1, 255]),
+            TensorData::Uint16(vec![1, 65535]),
+            TensorData::Uint32(vec![1, u32::MAX]),
+            TensorData::Uint64(vec![1, u64::MAX]),
+            TensorData::Int8(vec![-128, 127]),
+            TensorData::Int16(vec![-1, 2]),
+            TensorData::Int32(vec![-1, i32::MAX]),
+            TensorData::Int64(vec![i64::MIN, 2]),
+            TensorData::Fp16(vec![f16::from_f32(0.5), f16::from_f32(-2.0)]),
+            TensorData::Fp32(vec![0.25, -1.5]),
+            TensorData::Fp64(vec![1e300, -0.0]),
+            TensorData::Bytes(["ab".to_owned(), "ü".to_owned()].into_iter().collect()),
+        ];
+        for data in cases {
+            let t = Tensor { shape: vec![1, 2], data };
+            let back = from_tract(&to_tract(t.clone()).unwrap().into_tensor()).unwrap();
+            assert_eq!(back, t);
+        }
+        let not_utf8 = ByteStrings::from_parts(vec![0xff], vec![1]).unwrap();
+        assert!(to_tract(Tensor { shape: vec![1], data: TensorData::Bytes(not_utf8) }).is_err());
     }
 }

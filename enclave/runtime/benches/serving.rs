@@ -34,8 +34,8 @@ fn row(what: String, mut samples: Vec<f64>, per_sec: f64) -> Row {
     Row { what, p50_us: percentile(&samples, 0.5) * 1e6, p99_us: percentile(&samples, 0.99) * 1e6, per_sec }
 }
 
-/// Input tensors as `nacre_model::Model::run_f32` takes them: (shape, row-major data).
-type Tensors = Vec<(Vec<usize>, Vec<f32>)>;
+/// Input tensors as `nacre_model::Model::run` takes them.
+type Tensors = Vec<nacre_model::Tensor>;
 
 /// A deterministic batch-1 request for `metadata`'s inputs (dynamic dimensions = 1).
 fn request_for(metadata: &serde_json::Value) -> (serde_json::Value, Tensors) {
@@ -55,7 +55,7 @@ fn request_for(metadata: &serde_json::Value) -> (serde_json::Value, Tensors) {
             })
             .collect();
         inputs.push(json!({"name": input["name"], "shape": shape, "datatype": "FP32", "data": data}));
-        tensors.push((shape, data));
+        tensors.push(nacre_model::Tensor { shape, data: nacre_model::TensorData::Fp32(data) });
     }
     (json!({ "inputs": inputs }), tensors)
 }
@@ -92,14 +92,14 @@ fn main() {
         // tract in-process: the same model bytes, the same input.
         let model = nacre_model::Model::load(onnx).unwrap();
         for _ in 0..100 {
-            model.run_f32(tensors.clone()).unwrap();
+            model.run(tensors.clone()).unwrap();
         }
         let mut samples = Vec::with_capacity(iters);
         let t = Instant::now();
         for _ in 0..iters {
             let input = tensors.clone();
             let s = Instant::now();
-            std::hint::black_box(model.run_f32(input).unwrap());
+            std::hint::black_box(model.run(input).unwrap());
             samples.push(s.elapsed().as_secs_f64());
         }
         let rate = iters as f64 / t.elapsed().as_secs_f64();

@@ -246,7 +246,13 @@ mod tests {
         let for_parser = budget.clone();
         let r = rt().block_on(parse(b, 16 << 20, move |reader| {
             let options = kserve::Options { allow_non_finite: false };
-            kserve::parse_request(reader, &schema, options, &mut for_parser.reservation())
+            kserve::parse_request(
+                reader,
+                kserve::Framing::Json,
+                &schema,
+                options,
+                &mut for_parser.reservation(),
+            )
         }));
         match r {
             Err(Streamed::Parse(ParseError::Invalid(Invalid::Overflow { at_least: 31, .. }))) => {}

@@ -5,6 +5,7 @@
 //! is an [`Invalid`] naming the input and what is wrong, and none needs more memory than the
 //! model's inputs can take.
 
+pub mod binary;
 pub mod parse;
 mod sink;
 pub mod tensor;
@@ -16,7 +17,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-pub use parse::{Options, ParseError, Schema, parse_request};
+pub use parse::{Framing, Options, ParseError, Schema, parse_request};
 pub use tensor::TensorData;
 
 /// Largest element count of one input (bounds the memory one request can make us allocate).
@@ -42,6 +43,8 @@ pub struct ModelMetadata {
     pub outputs: Vec<TensorSpec>,
 }
 
+/// An inference response: JSON, or with the binary tensor extension the JSON followed by the
+/// binary outputs' raw data ([`InferResponse::encode`]).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct InferResponse {
     pub model_name: String,
@@ -52,12 +55,74 @@ pub struct InferResponse {
     pub outputs: Vec<OutputTensor>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// One output of a response.
+#[derive(Clone, Debug, PartialEq)]
 pub struct OutputTensor {
     pub name: String,
-    pub shape: Vec<i64>,
-    pub datatype: String,
-    pub data: Vec<f32>,
+    pub shape: Vec<usize>,
+    pub data: TensorData,
+    /// Sent raw after the JSON (the binary tensor extension), not as JSON `data`.
+    pub binary: bool,
+}
+
+impl Serialize for OutputTensor {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(4))?;
+        map.serialize_entry("name", &self.name)?;
+        map.serialize_entry("datatype", self.data.datatype().name())?;
+        map.serialize_entry("shape", &self.shape)?;
+        if self.binary {
+            map.serialize_entry(
+                "parameters",
+                &serde_json::json!({ "binary_data_size": self.data.wire_len() }),
+            )?;
+        } else {
+            map.serialize_entry("data", &JsonData(&self.data))?;
+        }
+        map.end()
+    }
+}
+
+/// Elements as JSON: numbers, booleans, and strings for BYTES (tract's strings are UTF-8).
+/// JSON has no NaN or infinity: such floats are written as `null`, as serde_json does.
+struct JsonData<'a>(&'a TensorData);
+
+impl Serialize for JsonData<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            TensorData::Bool(v) => s.collect_seq(v),
+            TensorData::Uint8(v) => s.collect_seq(v),
+            TensorData::Uint16(v) => s.collect_seq(v),
+            TensorData::Uint32(v) => s.collect_seq(v),
+            TensorData::Uint64(v) => s.collect_seq(v),
+            TensorData::Int8(v) => s.collect_seq(v),
+            TensorData::Int16(v) => s.collect_seq(v),
+            TensorData::Int32(v) => s.collect_seq(v),
+            TensorData::Int64(v) => s.collect_seq(v),
+            TensorData::Fp16(v) => s.collect_seq(v.iter().map(|x| x.to_f32())),
+            TensorData::Fp32(v) => s.collect_seq(v),
+            TensorData::Fp64(v) => s.collect_seq(v),
+            TensorData::Bytes(v) => s.collect_seq(v.iter().map(String::from_utf8_lossy)),
+        }
+    }
+}
+
+impl InferResponse {
+    /// The response body, and the length of its JSON part when some output is binary (the
+    /// `Inference-Header-Content-Length` header; `None`: the body is all JSON).
+    pub fn encode(&self) -> Result<(Vec<u8>, Option<usize>), serde_json::Error> {
+        let mut body = serde_json::to_vec(self)?;
+        if !self.outputs.iter().any(|o| o.binary) {
+            return Ok((body, None));
+        }
+        let json_len = body.len();
+        body.reserve(self.outputs.iter().filter(|o| o.binary).map(|o| o.data.wire_len()).sum());
+        for output in self.outputs.iter().filter(|o| o.binary) {
+            output.data.write_le(&mut body);
+        }
+        Ok((body, Some(json_len)))
+    }
 }
 
 /// The input an error is about. Its name is not known yet when its datatype, shape or data
@@ -133,6 +198,17 @@ pub enum Invalid {
     TooManyValues { input: Subject, limit: usize },
     #[error("{input}: data nested deeper than {limit} levels")]
     Depth { input: Subject, limit: usize },
+
+    #[error("input {name:?}: binary_data_size {got} does not fit {datatype} data of shape {shape:?}")]
+    BinarySize { name: String, got: usize, shape: Vec<i64>, datatype: &'static str },
+    #[error("input {name:?}: the binary data ends after {got} of its {want} bytes")]
+    BinaryTruncated { name: String, got: usize, want: usize },
+    #[error("input {name:?}: its binary data holds {got} elements; its shape takes {want}")]
+    BinaryCount { name: String, got: usize, want: usize },
+    #[error("{0} bytes after the last binary input")]
+    TrailingBinary(usize),
+    #[error("binary_data_size given, but no Inference-Header-Content-Length says where the JSON ends")]
+    BinaryWithoutHeader,
 
     #[error("{input}: element {index} is {what}")]
     Value { input: Subject, index: usize, what: &'static str },

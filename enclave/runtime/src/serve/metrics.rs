@@ -38,13 +38,16 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("nacre_enclave");
+        // The root is unprefixed for Triton's `nv_*` names ([`Metrics::with_model_stats`]);
+        // Nacre's own metrics are `nacre_enclave_*`.
+        let mut registry = Registry::default();
         let requests = Family::<Request, Counter>::default();
         let latency = Family::<Route, Histogram, fn() -> Histogram>::new_with_constructor(latency);
         let rejections = Family::<Reason, Counter>::default();
-        registry.register("requests", "Requests by route and status", requests.clone());
-        registry.register("request_duration_seconds", "Request latency by route", latency.clone());
-        registry.register("rejections", "Requests refused, by reason", rejections.clone());
+        let ours = registry.sub_registry_with_prefix("nacre_enclave");
+        ours.register("requests", "Requests by route and status", requests.clone());
+        ours.register("request_duration_seconds", "Request latency by route", latency.clone());
+        ours.register("rejections", "Requests refused, by reason", rejections.clone());
         Metrics { registry, requests, latency, rejections }
     }
 }
@@ -52,7 +55,14 @@ impl Default for Metrics {
 impl Metrics {
     /// Adds the connection table's metrics ([`nacre_http::metrics::ConnMetrics`]).
     pub fn with_connections(mut self, admission: std::sync::Arc<nacre_http::conns::Admission>) -> Self {
-        self.registry.register_collector(Box::new(nacre_http::metrics::ConnMetrics(admission)));
+        let ours = self.registry.sub_registry_with_prefix("nacre_enclave");
+        ours.register_collector(Box::new(nacre_http::metrics::ConnMetrics(admission)));
+        self
+    }
+
+    /// Adds Triton's per-model metrics ([`crate::serve::stats::TritonMetrics`]), unprefixed.
+    pub fn with_model_stats(mut self, stats: std::sync::Arc<crate::serve::stats::ModelStats>) -> Self {
+        self.registry.register_collector(Box::new(crate::serve::stats::TritonMetrics(stats)));
         self
     }
 

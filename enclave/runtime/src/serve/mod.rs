@@ -22,11 +22,14 @@
 
 pub mod body;
 pub mod budget;
+pub mod infer;
 pub mod kserve;
 pub mod limit;
 pub mod metrics;
 pub mod renew;
+pub mod stats;
 pub mod tls;
+pub mod triton;
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, RwLock};
@@ -34,7 +37,6 @@ use std::time::{Duration, Instant};
 
 use axum::Extension;
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -49,7 +51,7 @@ use crate::clock::Clock;
 use crate::config::EnclaveConfig;
 use crate::lifecycle::Failure;
 use budget::Budget;
-use kserve::{InferResponse, ModelMetadata, OutputTensor, ParseError, TensorData, TensorSpec};
+use kserve::{ModelMetadata, TensorSpec};
 use limit::Limiter;
 use metrics::{Metrics, Reason, Request, Route};
 use nacre_http::deadline::Deadline;
@@ -70,18 +72,19 @@ pub struct Ready {
 }
 
 impl Ready {
-    /// The model's declared signature as KServe metadata. Only FP32 tensors are served.
+    /// The model's declared signature as KServe metadata: every tensor must have a datatype
+    /// the protocol carries.
     pub fn metadata(model: &nacre_model::Model, name: &str, version: &str) -> Result<ModelMetadata, Failure> {
         let (inputs, outputs) = model.signature().map_err(Failure::Model)?;
         let spec = |t: nacre_model::TensorInfo| -> Result<TensorSpec, Failure> {
-            if t.datatype != "FP32" {
-                return Err(Failure::Unservable(format!(
-                    "tensor {:?} is {}; only FP32 tensors are served",
-                    t.name, t.datatype
-                )));
-            }
+            let datatype = t.datatype.ok_or_else(|| {
+                Failure::Unservable(format!(
+                    "tensor {:?} is of tract type {}, which the inference protocol cannot carry",
+                    t.name, t.tract_type
+                ))
+            })?;
             let shape = t.shape.iter().map(|d| d.map_or(-1, |n| n as i64)).collect();
-            Ok(TensorSpec { name: t.name, datatype: t.datatype, shape })
+            Ok(TensorSpec { name: t.name, datatype: datatype.name().to_owned(), shape })
         };
         Ok(ModelMetadata {
             name: name.to_owned(),
@@ -122,6 +125,8 @@ pub struct App {
     /// Bounds concurrent inferences to the cores; the rest wait (their clients see latency,
     /// not errors).
     infer_slots: tokio::sync::Semaphore,
+    /// The served model's statistics (Triton's extension and `nv_*` metrics).
+    stats: Arc<stats::ModelStats>,
 }
 
 impl core::fmt::Debug for App {
@@ -140,6 +145,7 @@ impl App {
             Duration::from_secs(config.idle_timeout_secs),
             Duration::from_secs(config.request_timeout_secs),
         ));
+        let stats = Arc::new(stats::ModelStats::default());
         Ok(Arc::new(App {
             phase: RwLock::new(Phase::Starting),
             presented: RwLock::new(Arc::new(presented)),
@@ -147,7 +153,8 @@ impl App {
             subject_alt_names: config.subject_alt_names.clone(),
             certificate_lifetime: config.certificate_lifetime(),
             limiter: Limiter::new(config.rate_per_second, config.rate_burst),
-            metrics: Metrics::default().with_connections(admission.clone()),
+            metrics: Metrics::default().with_connections(admission.clone()).with_model_stats(stats.clone()),
+            stats,
             token_sha256: config.inference_token_sha256(),
             max_request: config.max_request_bytes,
             budget: Budget::new(config.max_buffered_bytes),
@@ -172,6 +179,8 @@ impl App {
         let issued_at = self.clock.now();
         let cert = self.issue(&ready, issued_at).map_err(Failure::Attestation)?;
         self.present(cert).map_err(Failure::Attestation)?;
+        let version = ready.metadata.versions.first().map_or("", String::as_str);
+        self.stats.serving(&ready.metadata.name, version);
         *self.phase.write().unwrap_or_else(|p| p.into_inner()) = Phase::Serving(Arc::new(ready));
         Ok(Schedule::new(self.certificate_lifetime, issued_at))
     }
@@ -385,169 +394,74 @@ async fn server_metadata(State(app): Shared) -> Response {
     let body = serde_json::json!({
         "name": "nacre-enclave",
         "version": env!("CARGO_PKG_VERSION"),
-        "extensions": ["nacre-attestation"],
+        "extensions": EXTENSIONS,
     });
     app.finish("server_metadata", t, Ok(json(StatusCode::OK, &body)))
 }
 
-fn model_of(app: &App, name: &str) -> Result<Arc<Ready>, Reject> {
+/// The protocol extensions served, as `GET /v2` lists them.
+const EXTENSIONS: &[&str] = &["binary_tensor_data", "model_configuration", "statistics", "nacre-attestation"];
+
+/// The served model, if the route's `{name}` (and `{version}`, where the route has one) name it.
+fn model_of_path(app: &App, path: &[(String, String)]) -> Result<Arc<Ready>, Reject> {
     let ready = app.ready()?;
+    let param = |key: &str| path.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+    let name = param("name").unwrap_or_default();
     if ready.metadata.name != name {
         return Err(Reject::new(StatusCode::NOT_FOUND, "unknown_model", format!("no model named {name:?}")));
+    }
+    if let Some(version) = param("version")
+        && !ready.metadata.versions.iter().any(|v| v == version)
+    {
+        return Err(Reject::new(
+            StatusCode::NOT_FOUND,
+            "unknown_model",
+            format!("model {name:?} has no version {version:?}"),
+        ));
     }
     Ok(ready)
 }
 
-async fn model_metadata(State(app): Shared, Path(name): Path<String>) -> Response {
+type ModelPath = Path<Vec<(String, String)>>;
+
+async fn model_metadata(State(app): Shared, Path(path): ModelPath) -> Response {
     let t = Instant::now();
-    let r = model_of(&app, &name).map(|ready| json(StatusCode::OK, &ready.metadata));
+    let r = model_of_path(&app, &path).map(|ready| json(StatusCode::OK, &ready.metadata));
     app.finish("model_metadata", t, r)
 }
 
-async fn model_ready(State(app): Shared, Path(name): Path<String>) -> Response {
+async fn model_ready(State(app): Shared, Path(path): ModelPath) -> Response {
     let t = Instant::now();
-    let r = model_of(&app, &name)
-        .map(|_| json(StatusCode::OK, &serde_json::json!({"name": name, "ready": true})));
+    let r = model_of_path(&app, &path)
+        .map(|ready| json(StatusCode::OK, &serde_json::json!({"name": ready.metadata.name, "ready": true})));
     app.finish("model_ready", t, r)
 }
 
-async fn infer(
-    State(app): Shared,
-    Extension(conn): Extension<Conn>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+/// Triton's model-configuration extension.
+async fn model_config(State(app): Shared, Path(path): ModelPath) -> Response {
     let t = Instant::now();
-    let r = infer_inner(&app, &conn, &name, &headers, body).await;
-    app.finish("infer", t, r)
+    let r = model_of_path(&app, &path).map(|ready| json(StatusCode::OK, &triton::config(&ready.metadata)));
+    app.finish("model_config", t, r)
 }
 
-async fn infer_inner(
-    app: &App,
-    conn: &Conn,
-    name: &str,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<Response, Reject> {
-    let ready = model_of(app, name)?;
-    // A refused token is charged to the source (429 once its bucket is empty), so guessing is
-    // rate-limited too.
-    let identity = match app.authorize(headers) {
-        Ok(identity) => identity,
-        Err(refused) => {
-            app.limit(conn, None)?;
-            return Err(refused);
-        }
-    };
-    app.limit(conn, identity)?;
-    if headers.contains_key("inference-header-content-length") {
-        return Err(Reject::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported",
-            "the binary tensor extension is not supported; send JSON tensors",
-        ));
-    }
-    if let Some(declared) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok())
-        && declared.parse::<u64>().map_or(true, |n| n > app.max_request as u64)
-    {
-        return Err(Reject::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!("the request body exceeds {} bytes", app.max_request),
-        ));
-    }
-    // Parsed as it arrives, straight into typed tensors paid for from the budget; the first
-    // refusal ends the request without reading the rest of the body.
+/// Triton's statistics extension, for the model the route names.
+async fn model_stats(State(app): Shared, Path(path): ModelPath) -> Response {
+    let t = Instant::now();
+    let r = model_of_path(&app, &path).map(|ready| stats_response(&app, &ready));
+    app.finish("model_stats", t, r)
+}
+
+/// `GET /v2/models/stats`: every served model's (there is one).
+async fn all_stats(State(app): Shared) -> Response {
+    let t = Instant::now();
+    let r = app.ready().map(|ready| stats_response(&app, &ready));
+    app.finish("model_stats", t, r)
+}
+
+fn stats_response(app: &App, ready: &Ready) -> Response {
     let meta = &ready.metadata;
-    let schema = kserve::Schema::new(&meta.inputs, &meta.outputs)
-        .map_err(|e| Reject::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
-    let options = kserve::Options { allow_non_finite: app.allow_non_finite };
-    let mut held = app.budget.reservation();
-    let (request, held) = body::parse(body, app.max_request, move |reader| {
-        let request = kserve::parse_request(reader, &schema, options, &mut held)?;
-        Ok::<_, ParseError>((request, held))
-    })
-    .await
-    .map_err(|e| match e {
-        body::Streamed::Parse(e) => parse_reject(e),
-        body::Streamed::Body(e) => body_reject(e),
-    })?;
-    // Served as FP32 only (the metadata refuses other models); the parser has checked each
-    // input's datatype against the model's.
-    let inputs = request
-        .inputs
-        .into_iter()
-        .map(|t| match t.data {
-            TensorData::Fp32(data) => Ok((t.shape, data)),
-            other => {
-                let got = other.datatype().name().into();
-                let refused = kserve::Invalid::Datatype { name: t.name, got, want: "FP32".into() };
-                Err(Reject::bad("invalid_input", refused.to_string()))
-            }
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let _slot =
-        app.infer_slots.acquire().await.map_err(|_| Reject::unavailable("the server is shutting down"))?;
-    let model = ready.model.clone();
-    let outputs = tokio::task::spawn_blocking(move || model.run_f32(inputs))
-        .await
-        // A panic's message is tract's text too: not passed on.
-        .map_err(|_| Reject::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "inference failed"))?
-        .map_err(|e| model_reject(&e))?;
-    let wanted = request.outputs.as_ref();
-    let outputs = meta
-        .outputs
-        .iter()
-        .zip(outputs)
-        .filter(|(spec, _)| wanted.is_none_or(|w| w.iter().any(|o| o.name == spec.name)))
-        .map(|(spec, (shape, data))| OutputTensor {
-            name: spec.name.clone(),
-            shape: shape.iter().map(|&d| d as i64).collect(),
-            datatype: "FP32".into(),
-            data,
-        })
-        .collect();
-    let response = InferResponse {
-        model_name: meta.name.clone(),
-        model_version: meta.versions.first().cloned(),
-        id: request.id,
-        outputs,
-    };
-    // The inputs' share of the budget comes back once inference has dropped them.
-    drop(held);
-    Ok(json(StatusCode::OK, &response))
-}
-
-/// A request the parser refused, as the client sees it.
-fn parse_reject(e: ParseError) -> Reject {
-    match e {
-        ParseError::Malformed(_) => Reject::bad("malformed", e.to_string()),
-        ParseError::Invalid(e) => Reject::bad("invalid_input", e.to_string()),
-        ParseError::Busy(e) => Reject {
-            retry_after: true,
-            ..Reject::new(StatusCode::SERVICE_UNAVAILABLE, "busy", format!("the server is busy: {e}"))
-        },
-        ParseError::Read(e) => Reject::bad("bad_body", format!("reading the request body: {e}")),
-    }
-}
-
-/// A body that could not be read. (A body past its deadline or a request past the handler cap
-/// gets the HTTP layer's own answer, 408 or 503, whatever this says.)
-fn body_reject(e: body::BodyError) -> Reject {
-    match e {
-        body::BodyError::TooLarge { .. } => {
-            Reject::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string())
-        }
-        body::BodyError::Read(_) => Reject::bad("bad_body", e.to_string()),
-        body::BodyError::Parser => Reject::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
-    }
-}
-
-/// A tract failure as the client sees it: the kind's code and message, never tract's text
-/// (which can quote the model's constant tensors).
-fn model_reject(e: &nacre_model::ModelError) -> Reject {
-    Reject::new(StatusCode::INTERNAL_SERVER_ERROR, e.code(), e.to_string())
+    let version = meta.versions.first().map_or("", String::as_str);
+    json(StatusCode::OK, &serde_json::json!({"model_stats": [app.stats.json(&meta.name, version)]}))
 }
 
 async fn attestation(
@@ -613,16 +527,24 @@ async fn not_found(State(app): Shared) -> Response {
 /// processor), the rest 5 s.
 pub fn router(app: Arc<App>) -> Router {
     let quick = Deadline::new(Duration::from_secs(5), handler_timeout);
-    Router::new()
+    let mut router = Router::new()
         .route("/v2/health/live", get(live).layer(quick))
         .route("/v2/health/ready", get(ready).layer(quick))
         .route("/v2", get(server_metadata).layer(quick))
-        .route("/v2/models/{name}", get(model_metadata).layer(quick))
-        .route("/v2/models/{name}/ready", get(model_ready).layer(quick))
-        .route(
-            "/v2/models/{name}/infer",
-            post(infer).layer(Deadline::new(app.request_timeout, handler_timeout)),
-        )
+        .route("/v2/models/stats", get(all_stats).layer(quick));
+    // Every model route also under `/versions/{version}`.
+    for base in ["/v2/models/{name}", "/v2/models/{name}/versions/{version}"] {
+        router = router
+            .route(base, get(model_metadata).layer(quick))
+            .route(&format!("{base}/ready"), get(model_ready).layer(quick))
+            .route(&format!("{base}/config"), get(model_config).layer(quick))
+            .route(&format!("{base}/stats"), get(model_stats).layer(quick))
+            .route(
+                &format!("{base}/infer"),
+                post(infer::infer).layer(Deadline::new(app.request_timeout, handler_timeout)),
+            );
+    }
+    router
         .route(fresh::PATH, get(attestation).layer(Deadline::new(Duration::from_secs(10), handler_timeout)))
         .route("/v1/attestation/result", get(attestation_result).layer(quick))
         .route("/metrics", get(metrics).layer(quick))

@@ -288,8 +288,13 @@ fn tract_error_text_never_reaches_health_or_clients() {
     assert!(!body.to_string().contains(&detail));
 
     let model = nacre_model::Model::load(&nacre_model::sample::mlp_onnx()).unwrap();
-    let run = model.run_f32(vec![(vec![1, 3], vec![1.0, 2.0, 3.0])]).unwrap_err();
-    let reject = super::model_reject(&run);
+    let run = model
+        .run(vec![nacre_model::Tensor {
+            shape: vec![1, 3],
+            data: nacre_model::TensorData::Fp32(vec![1.0, 2.0, 3.0]),
+        }])
+        .unwrap_err();
+    let reject = super::infer::model_reject(&run);
     assert_eq!((reject.status.as_u16(), reject.reason), (500, "inference_failed"));
     assert!(!reject.message.contains(run.tract_detail()));
     assert_eq!(reject.message, "inference failed (inference_failed)");

@@ -129,7 +129,9 @@ pub struct Options {
 #[derive(Debug)]
 pub struct ParsedRequest {
     pub id: Option<String>,
-    #[allow(dead_code, reason = "accepted and bounded; nothing served reads parameters yet")]
+    /// The model's input indices in the order the request gave them: the order of their
+    /// binary data.
+    pub order: Vec<usize>,
     pub parameters: Parameters,
     pub inputs: Vec<Tensor>,
     /// The outputs asked for (all when absent).
@@ -142,7 +144,10 @@ pub struct ParsedRequest {
 pub struct Tensor {
     pub name: String,
     pub shape: Vec<usize>,
+    /// Empty until [`super::binary`] reads it when the input came with `binary_data_size`.
     pub data: TensorData,
+    /// `binary_data_size`: the data follows the JSON, this many bytes.
+    pub binary: Option<usize>,
     #[allow(dead_code, reason = "accepted and bounded; nothing served reads parameters yet")]
     pub parameters: Parameters,
 }
@@ -150,7 +155,6 @@ pub struct Tensor {
 #[derive(Debug)]
 pub struct RequestedOutput {
     pub name: String,
-    #[allow(dead_code, reason = "accepted and bounded; nothing served reads parameters yet")]
     pub parameters: Parameters,
 }
 
@@ -165,12 +169,12 @@ pub enum Parameter {
     String(String),
 }
 
-#[allow(dead_code, reason = "accepted and bounded; nothing served reads parameters yet")]
 impl Parameters {
     pub fn get(&self, key: &str) -> Option<&Parameter> {
         self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.0.len()
     }
@@ -207,10 +211,50 @@ impl From<Exhausted> for ParseError {
     }
 }
 
+/// Where the request's JSON ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// The whole body is JSON.
+    Json,
+    /// The binary tensor extension: the first `json_len` bytes are JSON
+    /// (`Inference-Header-Content-Length`), the inputs with `binary_data_size` follow it raw,
+    /// in the request's order.
+    Binary { json_len: usize },
+}
+
 /// Parses one inference request from `reader` against `schema`, paying for what it holds
 /// from `held` (which the caller keeps until the tensors are dropped). Reads to the end of
-/// the input on success (trailing non-whitespace is refused) and stops at the first error.
+/// the input on success (trailing bytes are refused) and stops at the first error.
 pub fn parse_request<R: Read>(
+    mut reader: R,
+    framing: Framing,
+    schema: &Schema,
+    options: Options,
+    held: &mut Reservation,
+) -> Result<ParsedRequest, ParseError> {
+    let mut request = match framing {
+        Framing::Json => parse_json(&mut reader, schema, options, held)?,
+        Framing::Binary { json_len } => {
+            parse_json((&mut reader).take(json_len as u64), schema, options, held)?
+        }
+    };
+    let binary = request.inputs.iter().any(|t| t.binary.is_some());
+    if binary && framing == Framing::Json {
+        return Err(Invalid::BinaryWithoutHeader.into());
+    }
+    for &index in &request.order {
+        let tensor = &mut request.inputs[index];
+        if let Some(size) = tensor.binary {
+            tensor.data = super::binary::read(&mut reader, tensor, size, options, held)?;
+        }
+    }
+    if framing != Framing::Json {
+        super::binary::end(&mut reader)?;
+    }
+    Ok(request)
+}
+
+fn parse_json<R: Read>(
     reader: R,
     schema: &Schema,
     options: Options,
@@ -218,7 +262,13 @@ pub fn parse_request<R: Read>(
 ) -> Result<ParsedRequest, ParseError> {
     held.grow(schema.overhead())?;
     let reader = BufReader::with_capacity(READ_BUFFER, StringBound::new(reader, schema.max_string));
-    let ctx = Ctx { schema, options, held: RefCell::new(held), stop: RefCell::new(None) };
+    let ctx = Ctx {
+        schema,
+        options,
+        held: RefCell::new(held),
+        stop: RefCell::new(None),
+        order: RefCell::default(),
+    };
     let mut de = serde_json::Deserializer::from_reader(reader);
     let parsed = RequestSeed { ctx: &ctx }.deserialize(&mut de).and_then(|r| de.end().map(|()| r));
     let (id, parameters, slots, outputs) = match parsed {
@@ -230,7 +280,7 @@ pub fn parse_request<R: Read>(
         .zip(&schema.inputs)
         .map(|(slot, spec)| slot.ok_or_else(|| Invalid::MissingInput(spec.name.clone())))
         .collect::<Result<_, _>>()?;
-    Ok(ParsedRequest { id, parameters, inputs, outputs })
+    Ok(ParsedRequest { id, order: ctx.order.take(), parameters, inputs, outputs })
 }
 
 /// serde_json's own error: malformed JSON, or the reader's failure (the string bound's
@@ -253,6 +303,8 @@ pub(super) struct Ctx<'a> {
     pub(super) options: Options,
     held: RefCell<&'a mut Reservation>,
     stop: RefCell<Option<ParseError>>,
+    /// Input indices in request order.
+    order: RefCell<Vec<usize>>,
 }
 
 impl Ctx<'_> {
@@ -421,6 +473,7 @@ impl<'de> Visitor<'de> for InputsSeed<'_, '_> {
         let mut slots: Vec<Option<Tensor>> = self.ctx.schema.inputs.iter().map(|_| None).collect();
         while let Some((index, tensor)) = seq.next_element_seed(InputSeed { ctx: self.ctx, slots: &slots })? {
             slots[index] = Some(tensor);
+            self.ctx.order.borrow_mut().push(index);
         }
         Ok(slots)
     }
@@ -549,9 +602,39 @@ impl<'de> Visitor<'de> for InputSeed<'_, '_> {
         let (index, name) = name.ok_or_else(|| de::Error::missing_field("name"))?;
         let datatype = datatype.ok_or_else(|| de::Error::missing_field("datatype"))?;
         let shape = shape.ok_or_else(|| de::Error::missing_field("shape"))?;
-        let data = data.ok_or_else(|| de::Error::missing_field("data"))?;
+        let parameters = parameters.unwrap_or_default();
         // `check` has run with the whole header: the count is known.
         let want = count.unwrap_or(0);
+        let binary = binary_size(&parameters, &name).map_err(|e| ctx.fail::<A::Error>(e))?;
+        let data = match (data, binary) {
+            (Some(_), Some(_)) => {
+                let what = "given with `data`: the data is either in the JSON or after it";
+                let scope = Scope::Input(Subject(Some(name)));
+                return Err(ctx.fail(Invalid::Parameter { scope, key: BINARY_DATA_SIZE.into(), what }));
+            }
+            (None, Some(size)) => {
+                let expected = datatype.element_size().saturating_mul(want);
+                // Fixed-size elements: exactly the shape's bytes. BYTES: a length prefix per
+                // element at least, each string at most MAX_BYTES_ELEMENT.
+                let fits = match datatype {
+                    Datatype::Bytes => size >= expected && size <= want.saturating_mul(4 + MAX_BYTES_ELEMENT),
+                    _ => size == expected,
+                };
+                if !fits {
+                    return Err(ctx.fail(Invalid::BinarySize {
+                        name,
+                        got: size,
+                        shape,
+                        datatype: datatype.name(),
+                    }));
+                }
+                let shape = shape.iter().map(|&d| d as usize).collect();
+                let data = TensorData::empty(datatype);
+                return Ok((index, Tensor { name, shape, data, binary: Some(size), parameters }));
+            }
+            (Some(data), None) => data,
+            (None, None) => return Err(de::Error::missing_field("data")),
+        };
         let data = match data {
             Collected::Data(data) if data.datatype() == datatype => data,
             // Typed by the model's datatype before the request's was read, and they differ:
@@ -571,8 +654,25 @@ impl<'de> Visitor<'de> for InputSeed<'_, '_> {
             return Err(ctx.fail(Invalid::Count { name, got: data.len(), want, shape }));
         }
         let shape = shape.iter().map(|&d| d as usize).collect();
-        Ok((index, Tensor { name, shape, data, parameters: parameters.unwrap_or_default() }))
+        Ok((index, Tensor { name, shape, data, binary: None, parameters }))
     }
+}
+
+/// The binary tensor extension's parameter naming an input's byte count after the JSON.
+pub const BINARY_DATA_SIZE: &str = "binary_data_size";
+
+/// An input's `binary_data_size`, if it has one: a non-negative integer.
+fn binary_size(parameters: &Parameters, name: &str) -> Result<Option<usize>, Invalid> {
+    let Some(value) = parameters.get(BINARY_DATA_SIZE) else { return Ok(None) };
+    match value {
+        Parameter::Number(n) => n.as_u64().and_then(|n| usize::try_from(n).ok()).map(Some),
+        _ => None,
+    }
+    .ok_or_else(|| Invalid::Parameter {
+        scope: Scope::Input(Subject(Some(name.to_owned()))),
+        key: BINARY_DATA_SIZE.into(),
+        what: "is not a non-negative integer",
+    })
 }
 
 impl InputSeed<'_, '_> {

@@ -188,7 +188,8 @@ impl Strings {
     }
 
     fn into_data(self) -> ByteStrings {
-        ByteStrings { bytes: self.bytes.vec, ends: self.ends.vec }
+        // Each end was pushed after its string's bytes: in order and within them.
+        ByteStrings::from_parts(self.bytes.vec, self.ends.vec).unwrap_or_default()
     }
 }
 
@@ -287,7 +288,7 @@ impl Loose {
             _ => NOT_NUMBER,
         };
         let data = match (self.kind, datatype) {
-            (None, d) => empty(d),
+            (None, d) => TensorData::empty(d),
             (Some(LooseKind::Bools(b)), Datatype::Bool) => TensorData::Bool(b.vec),
             (Some(LooseKind::Strings(s)), Datatype::Bytes) => TensorData::Bytes(s.into_data()),
             (Some(LooseKind::Numbers(nums)), d) if !matches!(d, Datatype::Bool | Datatype::Bytes) => {
@@ -358,24 +359,6 @@ impl Sink for Loose {
     }
     fn into_collected(self: Box<Self>) -> Collected {
         Collected::Loose(*self)
-    }
-}
-
-fn empty(d: Datatype) -> TensorData {
-    match d {
-        Datatype::Bool => TensorData::Bool(Vec::new()),
-        Datatype::Uint8 => TensorData::Uint8(Vec::new()),
-        Datatype::Uint16 => TensorData::Uint16(Vec::new()),
-        Datatype::Uint32 => TensorData::Uint32(Vec::new()),
-        Datatype::Uint64 => TensorData::Uint64(Vec::new()),
-        Datatype::Int8 => TensorData::Int8(Vec::new()),
-        Datatype::Int16 => TensorData::Int16(Vec::new()),
-        Datatype::Int32 => TensorData::Int32(Vec::new()),
-        Datatype::Int64 => TensorData::Int64(Vec::new()),
-        Datatype::Fp16 => TensorData::Fp16(Vec::new()),
-        Datatype::Fp32 => TensorData::Fp32(Vec::new()),
-        Datatype::Fp64 => TensorData::Fp64(Vec::new()),
-        Datatype::Bytes => TensorData::Bytes(ByteStrings::default()),
     }
 }
 

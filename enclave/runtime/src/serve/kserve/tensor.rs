@@ -1,177 +1,10 @@
-//! Tensor datatypes of the Open Inference Protocol, typed tensor buffers, and how one JSON
-//! value becomes one element of each datatype (or why it cannot).
+//! How one JSON value becomes one element of each datatype (or why it cannot). The datatypes
+//! and typed buffers themselves are [`nacre_model::tensor`]'s: the parser fills exactly what
+//! the model runs.
 
 use half::f16;
 
-/// A datatype of the Open Inference Protocol. BF16 is named by the protocol but not
-/// supported here ([`Datatype::parse`] refuses it).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Datatype {
-    Bool,
-    Uint8,
-    Uint16,
-    Uint32,
-    Uint64,
-    Int8,
-    Int16,
-    Int32,
-    Int64,
-    Fp16,
-    Fp32,
-    Fp64,
-    Bytes,
-}
-
-/// Why a datatype name is not accepted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DatatypeError {
-    /// A datatype of the protocol that this server does not take (BF16).
-    Unsupported(&'static str),
-    /// Not a datatype of the protocol.
-    Unknown,
-}
-
-impl Datatype {
-    pub const ALL: [Datatype; 13] = [
-        Datatype::Bool,
-        Datatype::Uint8,
-        Datatype::Uint16,
-        Datatype::Uint32,
-        Datatype::Uint64,
-        Datatype::Int8,
-        Datatype::Int16,
-        Datatype::Int32,
-        Datatype::Int64,
-        Datatype::Fp16,
-        Datatype::Fp32,
-        Datatype::Fp64,
-        Datatype::Bytes,
-    ];
-
-    /// The protocol's name (`FP32`, …).
-    pub fn name(self) -> &'static str {
-        match self {
-            Datatype::Bool => "BOOL",
-            Datatype::Uint8 => "UINT8",
-            Datatype::Uint16 => "UINT16",
-            Datatype::Uint32 => "UINT32",
-            Datatype::Uint64 => "UINT64",
-            Datatype::Int8 => "INT8",
-            Datatype::Int16 => "INT16",
-            Datatype::Int32 => "INT32",
-            Datatype::Int64 => "INT64",
-            Datatype::Fp16 => "FP16",
-            Datatype::Fp32 => "FP32",
-            Datatype::Fp64 => "FP64",
-            Datatype::Bytes => "BYTES",
-        }
-    }
-
-    /// Exact names only, as the protocol spells them.
-    pub fn parse(name: &str) -> Result<Self, DatatypeError> {
-        if name == "BF16" {
-            return Err(DatatypeError::Unsupported("BF16"));
-        }
-        Self::ALL.into_iter().find(|d| d.name() == name).ok_or(DatatypeError::Unknown)
-    }
-
-    /// Bytes one element takes in memory; for BYTES its end offset in [`ByteStrings`] (the
-    /// string's own bytes are counted as they are read).
-    pub fn element_size(self) -> usize {
-        match self {
-            Datatype::Bool | Datatype::Uint8 | Datatype::Int8 => 1,
-            Datatype::Uint16 | Datatype::Int16 | Datatype::Fp16 => 2,
-            Datatype::Uint32 | Datatype::Int32 | Datatype::Fp32 | Datatype::Bytes => 4,
-            Datatype::Uint64 | Datatype::Int64 | Datatype::Fp64 => 8,
-        }
-    }
-}
-
-/// A tensor's elements, row-major, of one datatype.
-#[derive(Clone, Debug, PartialEq)]
-pub enum TensorData {
-    Bool(Vec<bool>),
-    Uint8(Vec<u8>),
-    Uint16(Vec<u16>),
-    Uint32(Vec<u32>),
-    Uint64(Vec<u64>),
-    Int8(Vec<i8>),
-    Int16(Vec<i16>),
-    Int32(Vec<i32>),
-    Int64(Vec<i64>),
-    Fp16(Vec<f16>),
-    Fp32(Vec<f32>),
-    Fp64(Vec<f64>),
-    Bytes(ByteStrings),
-}
-
-impl TensorData {
-    pub fn datatype(&self) -> Datatype {
-        match self {
-            TensorData::Bool(_) => Datatype::Bool,
-            TensorData::Uint8(_) => Datatype::Uint8,
-            TensorData::Uint16(_) => Datatype::Uint16,
-            TensorData::Uint32(_) => Datatype::Uint32,
-            TensorData::Uint64(_) => Datatype::Uint64,
-            TensorData::Int8(_) => Datatype::Int8,
-            TensorData::Int16(_) => Datatype::Int16,
-            TensorData::Int32(_) => Datatype::Int32,
-            TensorData::Int64(_) => Datatype::Int64,
-            TensorData::Fp16(_) => Datatype::Fp16,
-            TensorData::Fp32(_) => Datatype::Fp32,
-            TensorData::Fp64(_) => Datatype::Fp64,
-            TensorData::Bytes(_) => Datatype::Bytes,
-        }
-    }
-
-    /// The element count.
-    pub fn len(&self) -> usize {
-        match self {
-            TensorData::Bool(v) => v.len(),
-            TensorData::Uint8(v) => v.len(),
-            TensorData::Uint16(v) => v.len(),
-            TensorData::Uint32(v) => v.len(),
-            TensorData::Uint64(v) => v.len(),
-            TensorData::Int8(v) => v.len(),
-            TensorData::Int16(v) => v.len(),
-            TensorData::Int32(v) => v.len(),
-            TensorData::Int64(v) => v.len(),
-            TensorData::Fp16(v) => v.len(),
-            TensorData::Fp32(v) => v.len(),
-            TensorData::Fp64(v) => v.len(),
-            TensorData::Bytes(v) => v.len(),
-        }
-    }
-}
-
-/// BYTES elements in one buffer: the strings back to back and where each ends (4 bytes per
-/// element rather than a `Vec` header of 24, which an input of many short strings would
-/// otherwise multiply).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ByteStrings {
-    pub(super) bytes: Vec<u8>,
-    pub(super) ends: Vec<u32>,
-}
-
-#[allow(dead_code, reason = "BYTES inputs are parsed, not yet served (issue 15)")]
-impl ByteStrings {
-    pub fn len(&self) -> usize {
-        self.ends.len()
-    }
-
-    pub fn get(&self, index: usize) -> Option<&[u8]> {
-        let end = *self.ends.get(index)? as usize;
-        let start = match index {
-            0 => 0,
-            i => self.ends[i - 1] as usize,
-        };
-        self.bytes.get(start..end)
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
-        (0..self.len()).filter_map(|i| self.get(i))
-    }
-}
+pub use nacre_model::tensor::{ByteStrings, Datatype, DatatypeError, TensorData};
 
 /// Why a BOOL element is refused.
 pub(super) const NOT_BOOL: &str = "not a boolean (true or false)";
@@ -318,16 +151,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_round_trip_and_bf16_is_refused() {
-        for d in Datatype::ALL {
-            assert_eq!(Datatype::parse(d.name()), Ok(d));
-        }
-        assert_eq!(Datatype::parse("BF16"), Err(DatatypeError::Unsupported("BF16")));
-        assert_eq!(Datatype::parse("fp32"), Err(DatatypeError::Unknown));
-        assert_eq!(Datatype::parse("FLOAT"), Err(DatatypeError::Unknown));
-    }
-
-    #[test]
     fn integers_from_floats() {
         assert_eq!(u8::from_f64(1.5, false), Err(NOT_INTEGER));
         assert_eq!(u8::from_f64(2.0, false), Err(NOT_INTEGER), "written with a fraction");
@@ -337,12 +160,5 @@ mod tests {
         assert_eq!(i8::from_i64(-129, false), Err("out of range for INT8"));
         assert_eq!(u64::from_i64(-1, false), Err("out of range for UINT64"));
         assert_eq!(u64::from_u64(u64::MAX, false), Ok(u64::MAX));
-    }
-
-    #[test]
-    fn byte_strings_index() {
-        let s = ByteStrings { bytes: b"abcde".to_vec(), ends: vec![2, 2, 5] };
-        assert_eq!(s.iter().collect::<Vec<_>>(), vec![&b"ab"[..], b"", b"cde"]);
-        assert_eq!(s.get(3), None);
     }
 }

@@ -36,7 +36,7 @@ fn parse_with(
     r: impl Read,
 ) -> Result<ParsedRequest, ParseError> {
     let mut held = budget.reservation();
-    parse_request(r, schema, options, &mut held)
+    parse_request(r, Framing::Json, schema, options, &mut held)
 }
 
 fn parse(schema: &Schema, json: &str) -> Result<ParsedRequest, ParseError> {
@@ -314,7 +314,7 @@ fn data_before_the_datatype_of_a_mixed_model() {
     assert_eq!(data[0], TensorData::Int64(vec![-1, 18]));
     assert_eq!(data[1], TensorData::Fp32(vec![1.5, 2.0, -3.0]));
     assert_eq!(data[2], TensorData::Bool(vec![true, false]));
-    assert_eq!(data[3], TensorData::Bytes(ByteStrings { bytes: b"s".to_vec(), ends: vec![1] }));
+    assert_eq!(data[3], TensorData::Bytes(ByteStrings::from_parts(b"s".to_vec(), vec![1]).unwrap()));
 
     let rest = r#",{"name":"b","datatype":"FP32","shape":[1],"data":[1]},
         {"name":"c","datatype":"BOOL","shape":[2],"data":[true,true]},
@@ -536,7 +536,7 @@ fn tensors_are_paid_for_from_the_budget() {
 
     let budget = Budget::new(64 << 20);
     let mut held = budget.reservation();
-    let r = parse_request(json.as_bytes(), &s, STRICT, &mut held).unwrap();
+    let r = parse_request(json.as_bytes(), Framing::Json, &s, STRICT, &mut held).unwrap();
     let tensor = 4 * n * 4;
     assert_eq!(r.inputs[0].data.len(), 4 * n);
     assert_eq!(held.held(), s.overhead() + tensor, "the buffer ends exactly at the shape's count");
