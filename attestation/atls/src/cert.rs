@@ -12,7 +12,8 @@ use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair
 use nacre_wire::Evidence;
 use nacre_wire::binding::TlsBinding;
 use rcgen::{
-    CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyUsagePurpose, PublicKeyData, SerialNumber,
+    CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyUsagePurpose, PublicKeyData,
+    SerialNumber,
 };
 use rustls::pki_types::{CertificateDer, SubjectPublicKeyInfoDer};
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
@@ -101,6 +102,16 @@ impl AttestedCert {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.custom_extensions = vec![extension::custom_extension(&evidence).map_err(CertError::Evidence)?];
+        // Subject and authority key identifiers (RFC 5280 §4.2.1.1–2), both non-critical. RFC 5280
+        // requires an SKI of CA certificates and recommends one for the rest, and clients that
+        // take this certificate as their CA file treat it as one; the AKI, optional in a
+        // self-signed certificate, is there for the path builders and linters that expect it. Its
+        // keyIdentifier is the SKI: OpenSSL treats the certificate as self-signed only if they
+        // match. rcgen writes the SKI only beside BasicConstraints: `ExplicitNoCa` makes that
+        // cA = FALSE (rcgen marks it critical), which this certificate is.
+        params.key_identifier_method = KeyIdMethod::PreSpecified(key.key_identifier().to_vec());
+        params.use_authority_key_identifier_extension = true;
+        params.is_ca = IsCa::ExplicitNoCa;
         let cert = params.self_signed(key.as_ref())?;
         let der: CertificateDer<'static> = cert.der().clone();
 
@@ -210,6 +221,19 @@ impl TlsKey {
 
     fn sign(&self, message: &[u8]) -> Option<Vec<u8>> {
         self.pair.sign(&SystemRandom::new(), message).ok().map(|s| s.as_ref().to_vec())
+    }
+
+    /// RFC 5280 §4.2.1.2 method (1): SHA-1 of the subjectPublicKey BIT STRING's value (the
+    /// uncompressed point), what OpenSSL's `subjectKeyIdentifier=hash` computes. The identifier
+    /// only names the key for path building; the binding is SHA-256 over the whole SPKI, so
+    /// SHA-1's weakness does not matter here. (rcgen's own `KeyIdMethod::Sha256` truncates
+    /// SHA-256 of the whole DER SPKI, not of the BIT STRING's value as RFC 7093 method 1, which
+    /// its documentation cites, specifies.)
+    fn key_identifier(&self) -> [u8; 20] {
+        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, self.der_bytes());
+        let mut out = [0u8; 20];
+        out.copy_from_slice(d.as_ref());
+        out
     }
 }
 
@@ -340,5 +364,147 @@ mod tests {
             })
         };
         assert!(matches!(AttestedCert::generate(&opts, [0; 32], huge), Err(CertError::Evidence(_))));
+    }
+
+    #[test]
+    fn certificate_carries_key_identifiers_beside_the_usual_extensions() {
+        use x509_parser::extensions::{GeneralName, ParsedExtension};
+        use x509_parser::oid_registry::{
+            OID_X509_EXT_AUTHORITY_KEY_IDENTIFIER, OID_X509_EXT_SUBJECT_KEY_IDENTIFIER,
+        };
+
+        let opts =
+            CertOptions::new(vec!["enclave.example".into(), "127.0.0.1".into()], OffsetDateTime::now_utc());
+        let cert = AttestedCert::generate(&opts, [9; 32], fake_evidence).unwrap();
+        let parsed = nacre_verifier::x509::parse_cert(cert.cert_der()).unwrap();
+
+        // SKI: RFC 5280 §4.2.1.2 method (1), recomputed from the certificate's own bits.
+        let bits = &parsed.public_key().subject_public_key.data;
+        let want = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, bits);
+        let ski = parsed.get_extension_unique(&OID_X509_EXT_SUBJECT_KEY_IDENTIFIER).unwrap().unwrap();
+        assert!(!ski.critical);
+        let ParsedExtension::SubjectKeyIdentifier(ski) = ski.parsed_extension() else {
+            panic!("SKI does not parse: {:?}", ski.parsed_extension());
+        };
+        assert_eq!(ski.0.len(), 20);
+        assert_eq!(ski.0, want.as_ref());
+
+        // AKI: the key identifier alone, equal to the SKI (the certificate issued itself).
+        let aki = parsed.get_extension_unique(&OID_X509_EXT_AUTHORITY_KEY_IDENTIFIER).unwrap().unwrap();
+        assert!(!aki.critical);
+        let ParsedExtension::AuthorityKeyIdentifier(aki) = aki.parsed_extension() else {
+            panic!("AKI does not parse: {:?}", aki.parsed_extension());
+        };
+        assert_eq!(aki.key_identifier.as_ref().map(|k| k.0), Some(ski.0));
+        assert!(aki.authority_cert_issuer.is_none() && aki.authority_cert_serial.is_none());
+
+        // What was there before: key usage digitalSignature alone (critical), EKU serverAuth,
+        // both names; and BasicConstraints, which rcgen writes with the SKI, says cA = FALSE.
+        let ku = parsed.key_usage().unwrap().unwrap();
+        assert!(ku.critical);
+        assert!(ku.value.digital_signature());
+        assert_eq!(ku.value.flags, 1, "digitalSignature only");
+        let eku = parsed.extended_key_usage().unwrap().unwrap();
+        assert!(eku.value.server_auth);
+        assert!(!eku.value.any && !eku.value.client_auth && eku.value.other.is_empty());
+        let san = parsed.subject_alternative_name().unwrap().unwrap();
+        assert_eq!(
+            san.value.general_names,
+            [GeneralName::DNSName("enclave.example"), GeneralName::IPAddress(&[127, 0, 0, 1])]
+        );
+        let bc = parsed.basic_constraints().unwrap().unwrap();
+        assert!(!bc.value.ca && bc.value.path_len_constraint.is_none());
+        assert!(!parsed.is_ca());
+        assert_eq!(parsed.extensions().len(), 7, "SAN, KU, EKU, BC, SKI, AKI, evidence");
+    }
+
+    /// An independent X.509 implementation, as strict as it gets, with the certificate as its
+    /// own and only trust anchor: how OpenSSL-based clients treat it when a user passes it as
+    /// their CA file (Python ≥ 3.13's default context sets `VERIFY_X509_STRICT` and
+    /// `VERIFY_X509_PARTIAL_CHAIN`). OpenSSL's strict rules skip a chain of one certificate, so
+    /// `verify` accepted this certificate before it had key identifiers too; OpenSSL is
+    /// therefore also asked to read them back, and must find the SKI and the AKI equal to the
+    /// SHA-1 of the key bits.
+    #[test]
+    fn openssl_verifies_the_certificate_strictly_and_reads_its_key_identifiers() {
+        if !openssl_available() {
+            return;
+        }
+        let opts =
+            CertOptions::new(vec!["enclave.example".into(), "127.0.0.1".into()], OffsetDateTime::now_utc());
+        let cert = AttestedCert::generate(&opts, [9; 32], fake_evidence).unwrap();
+        let dir = std::env::temp_dir().join(format!("nacre-atls-strict-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let der = dir.join("cert.der");
+        std::fs::write(&der, cert.cert_der()).unwrap();
+        let pem = dir.join("cert.pem");
+        let (der, pem) = (der.to_str().unwrap(), pem.to_str().unwrap());
+        openssl(&["x509", "-inform", "DER", "-in", der, "-out", pem]);
+        let verified = openssl(&[
+            "verify",
+            "-x509_strict",
+            "-partial_chain",
+            "-check_ss_sig",
+            "-purpose",
+            "sslserver",
+            "-verify_hostname",
+            "enclave.example",
+            "-CAfile",
+            pem,
+            pem,
+        ]);
+        let ids =
+            openssl(&["x509", "-in", pem, "-noout", "-ext", "subjectKeyIdentifier,authorityKeyIdentifier"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(verified.trim(), format!("{pem}: OK"));
+
+        let parsed = nacre_verifier::x509::parse_cert(cert.cert_der()).unwrap();
+        let bits = &parsed.public_key().subject_public_key.data;
+        let sha1 = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, bits);
+        let want: Vec<String> = sha1.as_ref().iter().map(|b| format!("{b:02X}")).collect();
+        let want = want.join(":");
+        // Two headings, each followed by the identifier on an indented line (OpenSSL 1.1 prefixed
+        // the AKI's with "keyid:").
+        let lines: Vec<&str> = ids.lines().map(|l| l.trim().trim_start_matches("keyid:")).collect();
+        assert_eq!(
+            lines,
+            ["X509v3 Authority Key Identifier:", &want, "X509v3 Subject Key Identifier:", &want],
+            "openssl x509 -ext printed:\n{ids}"
+        );
+    }
+
+    /// Runs `openssl` with `args`; returns its standard output, or fails with everything it said.
+    fn openssl(args: &[&str]) -> String {
+        let out = std::process::Command::new("openssl").args(args).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "openssl {} failed ({}):\n{stdout}{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+
+    /// Whether `openssl` is on PATH. Its absence fails the test that needs it, unless
+    /// `NACRE_TEST_WITHOUT_OPENSSL` is set, which skips that test with a warning.
+    fn openssl_available() -> bool {
+        let found =
+            std::process::Command::new("openssl").arg("version").output().is_ok_and(|o| o.status.success());
+        if !found && std::env::var_os("NACRE_TEST_WITHOUT_OPENSSL").is_some() {
+            // Straight to stderr: the test harness captures `eprintln!` of a passing test.
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                b"SKIPPED: openssl is not on PATH; the strict X.509 check did not run\n",
+            );
+            return false;
+        }
+        assert!(
+            found,
+            "openssl is not on PATH: this test checks the certificate with an independent verifier. \
+             Install it (Debian: apt-get install openssl) or set NACRE_TEST_WITHOUT_OPENSSL=1 to skip it."
+        );
+        true
     }
 }
