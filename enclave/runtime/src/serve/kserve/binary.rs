@@ -29,45 +29,54 @@ pub(super) fn read<R: Read>(
 ) -> Result<TensorData, ParseError> {
     let count = tensor.shape.iter().product::<usize>();
     let mut raw = Raw { reader, name: &tensor.name, want: size, got: 0 };
-    let allow = options.allow_non_finite;
-    Ok(match tensor.data.datatype() {
-        Datatype::Bool => TensorData::Bool(fixed(&mut raw, held, 1, |b, i| match b[0] {
+    decode(&mut raw, tensor.data.datatype(), count, options.allow_non_finite, held)
+        .and_then(|data| {
+            if data.len() == count {
+                Ok(data)
+            } else {
+                Err(Invalid::BinaryCount { name: tensor.name.clone(), got: data.len(), want: count }.into())
+            }
+        })
+        .map_err(|e| match e {
+            // Name the input in a value refusal (the element closures do not know it).
+            ParseError::Invalid(Invalid::Value { input: Subject(None), index, what }) => {
+                Invalid::Value { input: Subject(Some(tensor.name.clone())), index, what }.into()
+            }
+            other => other,
+        })
+}
+
+fn decode<R: Read>(
+    raw: &mut Raw<'_, R>,
+    datatype: Datatype,
+    count: usize,
+    allow: bool,
+    held: &mut Reservation,
+) -> Result<TensorData, ParseError> {
+    Ok(match datatype {
+        Datatype::Bool => TensorData::Bool(fixed(raw, held, 1, |b, i| match b[0] {
             0 => Ok(false),
             1 => Ok(true),
             _ => Err(value(i, "not a boolean (0 or 1)")),
         })?),
-        Datatype::Uint8 => TensorData::Uint8(fixed(&mut raw, held, 1, |b, _| Ok(b[0]))?),
-        Datatype::Int8 => TensorData::Int8(fixed(&mut raw, held, 1, |b, _| Ok(b[0] as i8))?),
-        Datatype::Uint16 => TensorData::Uint16(fixed(&mut raw, held, 2, |b, _| Ok(le(b)))?),
-        Datatype::Int16 => TensorData::Int16(fixed(&mut raw, held, 2, |b, _| Ok(le(b)))?),
-        Datatype::Uint32 => TensorData::Uint32(fixed(&mut raw, held, 4, |b, _| Ok(le(b)))?),
-        Datatype::Int32 => TensorData::Int32(fixed(&mut raw, held, 4, |b, _| Ok(le(b)))?),
-        Datatype::Uint64 => TensorData::Uint64(fixed(&mut raw, held, 8, |b, _| Ok(le(b)))?),
-        Datatype::Int64 => TensorData::Int64(fixed(&mut raw, held, 8, |b, _| Ok(le(b)))?),
-        Datatype::Fp16 => TensorData::Fp16(fixed(&mut raw, held, 2, |b, i| {
+        Datatype::Uint8 => TensorData::Uint8(fixed(raw, held, 1, |b, _| Ok(b[0]))?),
+        Datatype::Int8 => TensorData::Int8(fixed(raw, held, 1, |b, _| Ok(b[0] as i8))?),
+        Datatype::Uint16 => TensorData::Uint16(fixed(raw, held, 2, |b, _| Ok(le(b)))?),
+        Datatype::Int16 => TensorData::Int16(fixed(raw, held, 2, |b, _| Ok(le(b)))?),
+        Datatype::Uint32 => TensorData::Uint32(fixed(raw, held, 4, |b, _| Ok(le(b)))?),
+        Datatype::Int32 => TensorData::Int32(fixed(raw, held, 4, |b, _| Ok(le(b)))?),
+        Datatype::Uint64 => TensorData::Uint64(fixed(raw, held, 8, |b, _| Ok(le(b)))?),
+        Datatype::Int64 => TensorData::Int64(fixed(raw, held, 8, |b, _| Ok(le(b)))?),
+        Datatype::Fp16 => TensorData::Fp16(fixed(raw, held, 2, |b, i| {
             finite(f16::from_le_bytes([b[0], b[1]]), f16::is_finite, allow, i)
         })?),
-        Datatype::Fp32 => TensorData::Fp32(fixed(&mut raw, held, 4, |b, i| {
-            finite(le::<4, f32>(b), f32::is_finite, allow, i)
-        })?),
-        Datatype::Fp64 => TensorData::Fp64(fixed(&mut raw, held, 8, |b, i| {
-            finite(le::<8, f64>(b), f64::is_finite, allow, i)
-        })?),
-        Datatype::Bytes => TensorData::Bytes(strings(&mut raw, held, count)?),
-    })
-    .and_then(|data| {
-        if data.len() == count {
-            Ok(data)
-        } else {
-            Err(Invalid::BinaryCount { name: tensor.name.clone(), got: data.len(), want: count }.into())
+        Datatype::Fp32 => {
+            TensorData::Fp32(fixed(raw, held, 4, |b, i| finite(le::<4, f32>(b), f32::is_finite, allow, i))?)
         }
-    })
-    .map_err(|e: ParseError| match e {
-        // Name the input in a value refusal (the element closures do not know it).
-        ParseError::Invalid(Invalid::Value { input: Subject(None), index, what }) => {
-            Invalid::Value { input: Subject(Some(tensor.name.clone())), index, what }.into()
+        Datatype::Fp64 => {
+            TensorData::Fp64(fixed(raw, held, 8, |b, i| finite(le::<8, f64>(b), f64::is_finite, allow, i))?)
         }
-        other => other,
+        Datatype::Bytes => TensorData::Bytes(strings(raw, held, count)?),
     })
 }
 

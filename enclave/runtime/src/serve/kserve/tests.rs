@@ -587,3 +587,175 @@ fn inputs_come_out_in_the_models_order() {
     let e = refusal(&s, r#"{"inputs":[{"name":"b","datatype":"INT32","shape":[1],"data":[2]}]}"#);
     assert_eq!(e, "input \"a\" is missing");
 }
+
+// The binary tensor data extension.
+
+/// A body of `json` followed by `raw`, parsed as the binary extension frames it.
+fn parse_binary(schema: &Schema, json: &str, raw: &[u8]) -> Result<ParsedRequest, ParseError> {
+    let mut body = json.as_bytes().to_vec();
+    body.extend_from_slice(raw);
+    let mut held = Budget::new(1 << 30).reservation();
+    parse_request(&body[..], Framing::Binary { json_len: json.len() }, schema, STRICT, &mut held)
+}
+
+fn binary_invalid(schema: &Schema, json: &str, raw: &[u8]) -> Invalid {
+    match parse_binary(schema, json, raw) {
+        Err(ParseError::Invalid(e)) => e,
+        other => panic!("{json}: {other:?}"),
+    }
+}
+
+fn binary_input(name: &str, datatype: &str, shape: &[usize], size: usize) -> String {
+    format!(
+        r#"{{"name":"{name}","datatype":"{datatype}","shape":{shape:?},"parameters":{{"binary_data_size":{size}}}}}"#
+    )
+}
+
+#[test]
+fn binary_inputs_are_read_in_request_order_after_the_json() {
+    let s = schema(&[("a", "INT64", &[-1, 2]), ("b", "FP32", &[-1]), ("c", "BOOL", &[2])]);
+    // The request names b first, then a and c: their raw data comes in that order.
+    let json = format!(
+        r#"{{"id":"r1","inputs":[{},{},{}],"outputs":[{{"name":"y","parameters":{{"binary_data":true}}}}]}}"#,
+        binary_input("b", "FP32", &[3], 12),
+        binary_input("a", "INT64", &[1, 2], 16),
+        binary_input("c", "BOOL", &[2], 2),
+    );
+    let mut raw = Vec::new();
+    for x in [1.5f32, -2.0, 0.25] {
+        raw.extend_from_slice(&x.to_le_bytes());
+    }
+    for x in [-7i64, 1 << 40] {
+        raw.extend_from_slice(&x.to_le_bytes());
+    }
+    raw.extend_from_slice(&[1, 0]);
+    let r = parse_binary(&s, &json, &raw).unwrap();
+    assert_eq!(r.id.as_deref(), Some("r1"));
+    assert_eq!(r.order, vec![1, 0, 2]);
+    assert_eq!(r.inputs[0].data, TensorData::Int64(vec![-7, 1 << 40]));
+    assert_eq!(r.inputs[1].data, TensorData::Fp32(vec![1.5, -2.0, 0.25]));
+    assert_eq!(r.inputs[2].data, TensorData::Bool(vec![true, false]));
+    assert_eq!(r.inputs[1].shape, vec![3]);
+}
+
+#[test]
+fn binary_and_json_inputs_mix_and_bytes_are_length_prefixed() {
+    let s = schema(&[("j", "FP32", &[-1]), ("s", "BYTES", &[-1])]);
+    let json = format!(
+        r#"{{"inputs":[{{"name":"j","datatype":"FP32","shape":[1],"data":[3]}},{}]}}"#,
+        binary_input("s", "BYTES", &[2], 4 + 2 + 4 + 3)
+    );
+    let raw = [&2u32.to_le_bytes()[..], b"hi", &3u32.to_le_bytes(), "ü!".as_bytes()].concat();
+    let r = parse_binary(&s, &json, &raw).unwrap();
+    assert_eq!(r.inputs[0].data, TensorData::Fp32(vec![3.0]));
+    let TensorData::Bytes(strings) = &r.inputs[1].data else { panic!("{:?}", r.inputs[1].data) };
+    assert_eq!(strings.iter().collect::<Vec<_>>(), vec![&b"hi"[..], "ü!".as_bytes()]);
+}
+
+#[test]
+fn binary_data_is_as_strict_as_json() {
+    let s = schema(&[("t", "FP32", &[-1])]);
+    let input = |size| format!(r#"{{"inputs":[{}]}}"#, binary_input("t", "FP32", &[2], size));
+    // The size must be the shape's bytes exactly.
+    assert!(matches!(binary_invalid(&s, &input(7), &[0; 7]), Invalid::BinarySize { got: 7, .. }));
+    // The body ends early.
+    assert_eq!(
+        binary_invalid(&s, &input(8), &[0; 5]),
+        Invalid::BinaryTruncated { name: "t".into(), got: 5, want: 8 }
+    );
+    // Bytes after the last binary input.
+    assert_eq!(binary_invalid(&s, &input(8), &[0; 9]), Invalid::TrailingBinary(1));
+    // NaN is refused as JSON cannot send it.
+    let nan = [&1f32.to_le_bytes()[..], &f32::NAN.to_le_bytes()].concat();
+    assert!(matches!(
+        binary_invalid(&s, &input(8), &nan),
+        Invalid::Value { index: 1, input: Subject(Some(ref n)), .. } if n == "t"
+    ));
+    // A BOOL byte other than 0 or 1.
+    let b = schema(&[("t", "BOOL", &[-1])]);
+    let json = format!(r#"{{"inputs":[{}]}}"#, binary_input("t", "BOOL", &[2], 2));
+    assert!(matches!(binary_invalid(&b, &json, &[1, 2]), Invalid::Value { index: 1, .. }));
+    // Not UTF-8, and a length past the data, in BYTES.
+    let st = schema(&[("t", "BYTES", &[-1])]);
+    let json = format!(r#"{{"inputs":[{}]}}"#, binary_input("t", "BYTES", &[1], 5));
+    let bad = [&1u32.to_le_bytes()[..], &[0xff]].concat();
+    assert!(matches!(binary_invalid(&st, &json, &bad), Invalid::Value { index: 0, .. }));
+    let long = [&9u32.to_le_bytes()[..], b"a"].concat();
+    assert!(matches!(binary_invalid(&st, &json, &long), Invalid::Value { index: 0, .. }));
+    // Fewer strings than the shape takes, the bytes all used.
+    let json = format!(r#"{{"inputs":[{}]}}"#, binary_input("t", "BYTES", &[2], 8));
+    let one_string = [&4u32.to_le_bytes()[..], b"abcd"].concat();
+    assert_eq!(
+        binary_invalid(&st, &json, &one_string),
+        Invalid::BinaryCount { name: "t".into(), got: 1, want: 2 }
+    );
+}
+
+#[test]
+fn binary_framing_is_checked() {
+    let s = schema(&[("t", "FP32", &[-1])]);
+    // binary_data_size in a request without the header: nothing says where the JSON ends.
+    let json = format!(r#"{{"inputs":[{}]}}"#, binary_input("t", "FP32", &[1], 4));
+    assert!(matches!(parse(&s, &json), Err(ParseError::Invalid(Invalid::BinaryWithoutHeader))));
+    // Both data and binary_data_size.
+    let both = r#"{"inputs":[{"name":"t","datatype":"FP32","shape":[1],"data":[1],"parameters":{"binary_data_size":4}}]}"#;
+    assert!(matches!(binary_invalid(&s, both, &[0; 4]), Invalid::Parameter { .. }));
+    // A size that is not a count.
+    let neg =
+        r#"{"inputs":[{"name":"t","datatype":"FP32","shape":[1],"parameters":{"binary_data_size":-4}}]}"#;
+    assert!(matches!(binary_invalid(&s, neg, &[]), Invalid::Parameter { .. }));
+    // The header says the JSON is longer than it is: the raw bytes are read as JSON.
+    let json = format!(r#"{{"inputs":[{}]}}"#, binary_input("t", "FP32", &[1], 4));
+    let mut body = json.clone().into_bytes();
+    body.extend_from_slice(&1f32.to_le_bytes());
+    let mut held = Budget::new(1 << 30).reservation();
+    let framing = Framing::Binary { json_len: json.len() + 2 };
+    assert!(parse_request(&body[..], framing, &s, STRICT, &mut held).is_err());
+}
+
+#[test]
+fn binary_responses_put_raw_outputs_after_the_json() {
+    let response = InferResponse {
+        model_name: "m".into(),
+        model_version: Some("1".into()),
+        id: Some("r1".into()),
+        outputs: vec![
+            OutputTensor {
+                name: "a".into(),
+                shape: vec![2],
+                data: TensorData::Int32(vec![1, -1]),
+                binary: true,
+            },
+            OutputTensor {
+                name: "b".into(),
+                shape: vec![1],
+                data: TensorData::Fp32(vec![0.5]),
+                binary: false,
+            },
+            OutputTensor {
+                name: "c".into(),
+                shape: vec![1],
+                data: TensorData::Bytes(["xy".to_owned()].into_iter().collect()),
+                binary: true,
+            },
+        ],
+    };
+    let (body, json_len) = response.encode().unwrap();
+    let json_len = json_len.unwrap();
+    let head: serde_json::Value = serde_json::from_slice(&body[..json_len]).unwrap();
+    assert_eq!(head["id"], "r1");
+    assert_eq!(head["outputs"][0]["parameters"]["binary_data_size"], 8);
+    assert!(head["outputs"][0].get("data").is_none());
+    assert_eq!(head["outputs"][1]["data"], serde_json::json!([0.5]));
+    assert_eq!(head["outputs"][2]["parameters"]["binary_data_size"], 6);
+    let raw = &body[json_len..];
+    assert_eq!(raw, [&1i32.to_le_bytes()[..], &(-1i32).to_le_bytes(), &2u32.to_le_bytes(), b"xy"].concat());
+    // All JSON: no header length.
+    let mut json_only = response.clone();
+    json_only.outputs.iter_mut().for_each(|o| o.binary = false);
+    let (body, json_len) = json_only.encode().unwrap();
+    assert_eq!(json_len, None);
+    let all: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(all["outputs"][0]["data"], serde_json::json!([1, -1]));
+    assert_eq!(all["outputs"][2]["data"], serde_json::json!(["xy"]));
+}
