@@ -67,6 +67,9 @@ pub struct AttestedPeer {
     spki_sha256: [u8; 32],
     model_digest: [u8; 32],
     certificate_sha256: [u8; 32],
+    /// The certificate itself: clients that cannot verify evidence (Python's `ssl`, grpcio)
+    /// are given it as their only trusted certificate, pinning the verified key.
+    certificate_der: Vec<u8>,
     not_before: i64,
     not_after: i64,
 }
@@ -87,6 +90,14 @@ impl AttestedPeer {
     /// SHA-256 of the whole certificate (DER).
     pub fn certificate_sha256(&self) -> &[u8; 32] {
         &self.certificate_sha256
+    }
+    /// The verified certificate (DER).
+    pub fn certificate_der(&self) -> &[u8] {
+        &self.certificate_der
+    }
+    /// The verified certificate as PEM, for a client library's CA file.
+    pub fn certificate_pem(&self) -> String {
+        pem::encode(&pem::Pem::new("CERTIFICATE", self.certificate_der.clone()))
     }
     /// The certificate's validity window, Unix seconds.
     pub fn validity(&self) -> (i64, i64) {
@@ -164,6 +175,7 @@ pub fn verify_certificate(
         spki_sha256,
         model_digest: policy.model_digest,
         certificate_sha256: sha256(cert_der),
+        certificate_der: cert_der.to_vec(),
         not_before,
         not_after,
     })

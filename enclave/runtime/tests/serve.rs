@@ -3,6 +3,9 @@
 //! attestation, KServe v2 inference, and every refusal on the way.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+/// Standard clients from PyPI (`tests/serve/clients.rs`).
+#[path = "serve/clients.rs"]
+mod clients;
 mod common;
 /// Issue 14's load test (`tests/serve/load.rs`).
 #[path = "serve/load.rs"]
