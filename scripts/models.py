@@ -184,9 +184,7 @@ def dtype_model(datatype):
     h = onnx.helper
     onnx_type, np_type, op, c = DTYPES[datatype]
     elem = getattr(onnx.TensorProto, onnx_type)
-    initializer = [
-        onnx.numpy_helper.from_array(np.array(DTYPE_PERMUTATION, dtype=np.int64), "permutation")
-    ]
+    initializer = [onnx.numpy_helper.from_array(np.array(DTYPE_PERMUTATION, dtype=np.int64), "permutation")]
     if op == "Not":
         y = h.make_node("Not", ["x"], ["y"], name="y")
     elif op == "Where":

@@ -210,7 +210,7 @@ def compare_all(result_get, names, datatypes, reference):
         w = compare(name, datatypes[name], result_get(name), reference[name])
         if w is not None:
             worst.append(w)
-    return f"{', '.join(names)} equal" + (f", max |diff| {max(worst):.3g}" if worst else "")
+    return f"{', '.join(names)} match onnxruntime" + (f", max |diff| {max(worst):.3g}" if worst else "")
 
 
 # ---------------------------------------------------------------------------- HTTP
