@@ -49,6 +49,7 @@ import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(REPO, "scripts"))
+sys.dont_write_bytecode = True  # no __pycache__ left in the work tree
 import models  # noqa: E402  (scripts/models.py: input generators, JSON tensors, onnxruntime)
 
 ORT_TO_KSERVE = {
