@@ -111,9 +111,32 @@ struct Entry {
     source: Source,
     phase: Phase,
     since: Instant,
-    /// This connection's request is in its handler and counts against the handler cap.
-    active: bool,
+    /// Requests receiving their bodies, and in their handlers (HTTP/1.1: at most one in all;
+    /// HTTP/2: up to the stream limit).
+    body: u32,
+    handler: u32,
+    /// Of `handler`, those that count against the handler cap (not exempt). The connection
+    /// holds one unit of the cap while this is non-zero.
+    counted: u32,
     close: Arc<Notify>,
+}
+
+impl Entry {
+    /// The phase its requests put it in: in a handler if any request is, else receiving a
+    /// body if any is, else waiting. The phase's clock restarts when it changes.
+    fn settle(&mut self) {
+        let phase = if self.handler > 0 {
+            Phase::Handler
+        } else if self.body > 0 {
+            Phase::Body
+        } else {
+            Phase::Waiting
+        };
+        if phase != self.phase {
+            self.phase = phase;
+            self.since = Instant::now();
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -134,7 +157,7 @@ impl Table {
                 self.per_source.remove(&e.source);
             }
         }
-        if e.active {
+        if e.counted > 0 {
             self.active -= 1;
         }
         Some(e)
@@ -216,7 +239,9 @@ impl Admission {
                 source,
                 phase: Phase::Handshake,
                 since: Instant::now(),
-                active: false,
+                body: 0,
+                handler: 0,
+                counted: 0,
                 close: close.clone(),
             },
         );
@@ -305,44 +330,98 @@ impl Slot {
     }
 
     /// A request's headers are in. Without a body it goes to its handler at once
-    /// ([`Self::enter_handler`]); with one, it is in [`Phase::Body`] (still displaceable) until
-    /// the body's end.
-    pub fn begin_request(&self, exempt: bool, has_body: bool) -> Result<(), AtCapacity> {
-        if has_body {
-            self.set_phase(Phase::Body);
-            Ok(())
-        } else {
-            self.enter_handler(exempt)
+    /// ([`Stream::enter_handler`]); with one, it is receiving its body (the connection still
+    /// displaceable unless another request is in a handler) until the body's end. Dropping the
+    /// stream ends the request.
+    pub fn begin_request(self: &Arc<Self>, exempt: bool, has_body: bool) -> Result<Stream, AtCapacity> {
+        let stream = Stream { slot: self.clone(), exempt, state: Mutex::new(StreamState::Body) };
+        {
+            let mut t = self.admission.lock();
+            let Some(e) = t.entries.get_mut(&self.id) else { return Err(AtCapacity) };
+            e.body += 1;
+            e.settle();
         }
+        if !has_body {
+            stream.enter_handler()?;
+        }
+        Ok(stream)
     }
+}
 
-    /// The request goes to its handler: it counts against the handler cap unless `exempt`
-    /// (health checks), and is refused when the cap is reached.
-    pub fn enter_handler(&self, exempt: bool) -> Result<(), AtCapacity> {
-        let cap = self.admission.limits.active_cap();
-        let mut t = self.admission.lock();
+/// Where one request is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StreamState {
+    Body,
+    Handler,
+    Ended,
+}
+
+/// One request on a connection (HTTP/2 carries several at once): its part in the connection's
+/// phase and in the handler cap.
+#[derive(Debug)]
+pub struct Stream {
+    slot: Arc<Slot>,
+    exempt: bool,
+    state: Mutex<StreamState>,
+}
+
+impl Stream {
+    /// The request's body is complete: it goes to its handler, counted against the handler cap
+    /// unless `exempt` (health checks), and refused — the request ends — when the cap is
+    /// reached. A connection already in a handler holds its unit of the cap: its other streams
+    /// are not refused for it.
+    pub fn enter_handler(&self) -> Result<(), AtCapacity> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if *state != StreamState::Body {
+            return Ok(());
+        }
+        let admission = &self.slot.admission;
+        let cap = admission.limits.active_cap();
+        let mut t = admission.lock();
         let active = t.active;
-        let Some(e) = t.entries.get_mut(&self.id) else { return Err(AtCapacity) };
-        if !exempt && !e.active && active >= cap {
-            self.admission.counters.at_capacity.fetch_add(1, Ordering::Relaxed);
+        let Some(e) = t.entries.get_mut(&self.slot.id) else { return Err(AtCapacity) };
+        if !self.exempt && e.counted == 0 && active >= cap {
+            e.body -= 1;
+            e.settle();
+            *state = StreamState::Ended;
+            admission.counters.at_capacity.fetch_add(1, Ordering::Relaxed);
             return Err(AtCapacity);
         }
-        e.phase = Phase::Handler;
-        e.since = Instant::now();
-        if !e.active {
-            e.active = true;
+        e.body -= 1;
+        e.handler += 1;
+        let newly_counted = !self.exempt && e.counted == 0;
+        if !self.exempt {
+            e.counted += 1;
+        }
+        e.settle();
+        if newly_counted {
             t.active += 1;
         }
+        *state = StreamState::Handler;
         Ok(())
     }
+}
 
-    /// The request's response is out: the connection waits for the next one.
-    pub fn end_request(&self) {
-        let mut t = self.admission.lock();
-        let Some(e) = t.entries.get_mut(&self.id) else { return };
-        e.phase = Phase::Waiting;
-        e.since = Instant::now();
-        if std::mem::take(&mut e.active) {
+impl Drop for Stream {
+    /// The request's response is out (or it was abandoned).
+    fn drop(&mut self) {
+        let state = *self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut t = self.slot.admission.lock();
+        let Some(e) = t.entries.get_mut(&self.slot.id) else { return };
+        let mut uncounted = false;
+        match state {
+            StreamState::Body => e.body -= 1,
+            StreamState::Handler => {
+                e.handler -= 1;
+                if !self.exempt {
+                    e.counted -= 1;
+                    uncounted = e.counted == 0;
+                }
+            }
+            StreamState::Ended => {}
+        }
+        e.settle();
+        if uncounted {
             t.active -= 1;
         }
     }
@@ -388,13 +467,13 @@ mod tests {
     #[tokio::test]
     async fn a_source_at_its_cap_displaces_its_own_and_handlers_are_never_displaced() {
         let a = Admission::new(limits(8, 2));
-        let first = a.admit(src(2)).unwrap();
+        let first = Arc::new(a.admit(src(2)).unwrap());
         let second = a.admit(src(2)).unwrap();
-        first.begin_request(false, false).unwrap(); // in its handler
-        let third = a.admit(src(2)).unwrap();
+        let _in_handler = first.begin_request(false, false).unwrap();
+        let third = Arc::new(a.admit(src(2)).unwrap());
         tokio::time::timeout(Duration::from_millis(100), second.closed()).await.unwrap();
-        third.begin_request(false, true).unwrap();
-        third.enter_handler(false).unwrap();
+        let stream = third.begin_request(false, true).unwrap();
+        stream.enter_handler().unwrap();
         assert_eq!(a.admit(src(2)).unwrap_err(), Refused::SourceBusy);
         assert!(a.admit(src(1)).is_ok(), "other sources are unaffected");
     }
@@ -402,14 +481,19 @@ mod tests {
     #[tokio::test]
     async fn handlers_leave_the_reserved_slots_and_health_checks_pass() {
         let a = Admission::new(limits(4, 4));
-        let slots: Vec<Slot> = (0..4).map(|_| a.admit(src(1)).unwrap()).collect();
-        for s in &slots[..3] {
-            s.begin_request(false, false).unwrap();
-        }
-        assert_eq!(slots[3].begin_request(false, false), Err(AtCapacity));
-        assert_eq!(slots[3].begin_request(true, false), Ok(()), "exempt route");
-        slots[0].end_request();
-        drop(slots);
+        let slots: Vec<Arc<Slot>> = (0..4).map(|_| Arc::new(a.admit(src(1)).unwrap())).collect();
+        let mut streams: Vec<Stream> =
+            slots[..3].iter().map(|s| s.begin_request(false, false).unwrap()).collect();
+        assert_eq!(slots[3].begin_request(false, false).unwrap_err(), AtCapacity);
+        let health = slots[3].begin_request(true, false);
+        assert!(health.is_ok(), "exempt route");
+        // A connection already in a handler takes more streams (HTTP/2) without a new unit.
+        let second_stream = slots[0].begin_request(false, false);
+        assert!(second_stream.is_ok());
+        drop((health, second_stream));
+        streams.remove(0);
+        assert!(slots[3].begin_request(false, false).is_ok(), "a unit came free");
+        drop((streams, slots));
         assert_eq!(a.open(), 0);
         assert_eq!(a.counters.at_capacity.load(Ordering::Relaxed), 1);
     }
@@ -426,10 +510,10 @@ mod tests {
         let hs = a.admit(src(1)).unwrap();
         let idle = a.admit(src(1)).unwrap();
         idle.set_phase(Phase::Waiting);
-        let body = a.admit(src(1)).unwrap();
-        body.begin_request(false, true).unwrap();
-        let handler = a.admit(src(1)).unwrap();
-        handler.begin_request(false, false).unwrap();
+        let body = Arc::new(a.admit(src(1)).unwrap());
+        let _receiving = body.begin_request(false, true).unwrap();
+        let handler = Arc::new(a.admit(src(1)).unwrap());
+        let _handling = handler.begin_request(false, false).unwrap();
         let t0 = Instant::now();
         assert_eq!(a.expire(t0), 0);
         assert_eq!(a.expire(t0 + Duration::from_secs(2)), 1);

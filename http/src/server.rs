@@ -133,17 +133,41 @@ async fn connection<C, E>(
         })
     };
     let limits = site.admission.limits();
-    let served = hyper::server::conn::http1::Builder::new()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(limits.idle_timeout)
-        .max_buf_size(limits.max_header_bytes.max(8192))
-        .keep_alive(true)
-        .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-        .await;
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(H2);
+    let io = hyper_util::rt::TokioIo::new(tls);
+    let served = if h2 {
+        // HTTP/2 (gRPC, and every route for clients that speak it): streams are requests, each
+        // tracked as HTTP/1.1's are; the connection waits (and idles out) when none is open.
+        hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .timer(hyper_util::rt::TokioTimer::new())
+            .max_concurrent_streams(H2_MAX_STREAMS)
+            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+            // Rapid-reset floods: a few resets, then the connection goes.
+            .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
+            .max_local_error_reset_streams(H2_MAX_PENDING_RESETS)
+            .serve_connection(io, service)
+            .await
+    } else {
+        hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(limits.idle_timeout)
+            .max_buf_size(limits.max_header_bytes.max(8192))
+            .keep_alive(true)
+            .serve_connection(io, service)
+            .await
+    };
     if let Err(e) = served {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
 }
+
+/// The ALPN name of HTTP/2. Servers offer it with `http/1.1` ([`ALPN`]).
+pub const H2: &[u8] = b"h2";
+/// What a server's TLS configuration offers, preferred first.
+pub const ALPN: [&[u8]; 2] = [H2, b"http/1.1"];
+/// Requests one HTTP/2 connection may have open at once.
+pub const H2_MAX_STREAMS: u32 = 32;
+const H2_MAX_PENDING_RESETS: usize = 16;
 
 async fn request<C, E>(
     site: &Site<C, E>,
@@ -157,22 +181,16 @@ where
 {
     use hyper::body::Body as _;
     let exempt = site.exempt.contains(&req.uri().path());
-    if slot.begin_request(exempt, !req.body().is_end_stream()).is_err() {
+    // Ends the request's part in the connection's phase however this future ends (a dropped
+    // connection included).
+    let Ok(stream) = slot.begin_request(exempt, !req.body().is_end_stream()) else {
         return (site.busy)();
-    }
-    // Ends the request's count however this future ends (a dropped connection included).
-    struct End<'a>(&'a Slot);
-    impl Drop for End<'_> {
-        fn drop(&mut self) {
-            self.0.end_request();
-        }
-    }
-    let _end = End(slot);
+    };
+    let stream = Arc::new(stream);
     let deadline = site.admission.limits().body_timeout;
     let outcome = Arc::new(body::Outcome::default());
-    let mut req = req.map(|b| {
-        axum::body::Body::new(body::Deadlined::new(b, deadline, slot.clone(), outcome.clone(), exempt))
-    });
+    let mut req = req
+        .map(|b| axum::body::Body::new(body::Deadlined::new(b, deadline, stream.clone(), outcome.clone())));
     req.extensions_mut().insert(info);
     req.extensions_mut().insert(extension);
     let response = match tower::ServiceExt::oneshot(site.router.clone(), req).await {

@@ -1,6 +1,6 @@
 //! A request body with a deadline: past it, reading fails and the request is marked timed out
 //! (its answer becomes 408, whatever the handler made of the failed read). At the body's end the
-//! request enters its handler ([`Slot::enter_handler`]); if handlers are at capacity, reading
+//! request enters its handler ([`Stream::enter_handler`]); if handlers are at capacity, reading
 //! fails the same way and the answer becomes 503.
 
 use std::pin::Pin;
@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
-use crate::conns::Slot;
+use crate::conns::Stream;
 
 /// Why reading a body failed on this side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -34,21 +34,14 @@ pub struct Outcome {
 pub struct Deadlined {
     inner: Incoming,
     sleep: Pin<Box<tokio::time::Sleep>>,
-    slot: Arc<Slot>,
+    stream: Arc<Stream>,
     outcome: Arc<Outcome>,
-    exempt: bool,
     done: bool,
 }
 
 impl Deadlined {
-    pub fn new(
-        inner: Incoming,
-        deadline: Duration,
-        slot: Arc<Slot>,
-        outcome: Arc<Outcome>,
-        exempt: bool,
-    ) -> Self {
-        Deadlined { inner, sleep: Box::pin(tokio::time::sleep(deadline)), slot, outcome, exempt, done: false }
+    pub fn new(inner: Incoming, deadline: Duration, stream: Arc<Stream>, outcome: Arc<Outcome>) -> Self {
+        Deadlined { inner, sleep: Box::pin(tokio::time::sleep(deadline)), stream, outcome, done: false }
     }
 
     /// The body is complete: the request enters its handler, if there is room.
@@ -57,7 +50,7 @@ impl Deadlined {
             return Ok(());
         }
         self.done = true;
-        self.slot.enter_handler(self.exempt).map_err(|_| {
+        self.stream.enter_handler().map_err(|_| {
             self.outcome.at_capacity.store(true, Ordering::Relaxed);
             Stopped::AtCapacity
         })

@@ -205,6 +205,12 @@ pub enum Invalid {
     BinaryTruncated { name: String, got: usize, want: usize },
     #[error("input {name:?}: its binary data holds {got} elements; its shape takes {want}")]
     BinaryCount { name: String, got: usize, want: usize },
+    #[error("{raw} raw_input_contents for {inputs} inputs: give one per input, or none")]
+    RawCount { inputs: usize, raw: usize },
+    #[error("input {0:?}: both raw_input_contents and contents")]
+    RawAndContents(String),
+    #[error("input {0:?} has no data")]
+    NoData(String),
     #[error("{0} bytes after the last binary input")]
     TrailingBinary(usize),
     #[error("binary_data_size given, but no Inference-Header-Content-Length says where the JSON ends")]
@@ -223,6 +229,25 @@ pub enum Invalid {
     /// refused before it is buffered whole.
     #[error("a string in the request is longer than {limit} bytes")]
     StringTooLong { limit: usize },
+}
+
+/// The element count of `shape` for the model's tensor `spec`: same rank, each dimension the
+/// model's or any positive size where the model's is dynamic, at most [`MAX_ELEMENTS`] in all.
+pub fn count_for(spec: &TensorSpec, shape: &[i64]) -> Result<usize, Invalid> {
+    let fits = shape.len() == spec.shape.len()
+        && shape.iter().zip(&spec.shape).all(|(&g, &w)| g >= 1 && (w == -1 || g == w));
+    if !fits {
+        return Err(Invalid::Shape {
+            name: spec.name.clone(),
+            got: shape.to_vec(),
+            want: spec.shape.clone(),
+        });
+    }
+    shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d as usize))
+        .filter(|&n| n <= MAX_ELEMENTS)
+        .ok_or_else(|| Invalid::TooLarge(spec.name.clone()))
 }
 
 /// At most 64 bytes of a string the client sent, for an error message.

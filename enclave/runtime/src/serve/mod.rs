@@ -22,6 +22,7 @@
 
 pub mod body;
 pub mod budget;
+pub mod grpc;
 pub mod infer;
 pub mod kserve;
 pub mod limit;
@@ -296,9 +297,18 @@ impl App {
                 response
             }
         };
-        self.metrics.requests.get_or_create(&Request { route, status: response.status().as_u16() }).inc();
-        self.metrics.latency.get_or_create(&Route { route }).observe(start.elapsed().as_secs_f64());
+        self.record(route, start, response.status().as_u16(), None);
         response
+    }
+
+    /// Counts a request by route and status (and a refusal by reason, unless [`Self::finish`]
+    /// has).
+    fn record(&self, route: &'static str, start: Instant, status: u16, refused: Option<&'static str>) {
+        if let Some(reason) = refused {
+            self.metrics.rejections.get_or_create(&Reason { reason }).inc();
+        }
+        self.metrics.requests.get_or_create(&Request { route, status }).inc();
+        self.metrics.latency.get_or_create(&Route { route }).observe(start.elapsed().as_secs_f64());
     }
 
     pub fn metrics_text(&self) -> String {
@@ -544,6 +554,19 @@ pub fn router(app: Arc<App>) -> Router {
                 post(infer::infer).layer(Deadline::new(app.request_timeout, handler_timeout)),
             );
     }
+    // gRPC: `/inference.GRPCInferenceService/{Method}`, on HTTP/2, under the inference
+    // deadline; messages bounded as REST bodies are.
+    let grpc =
+        nacre_oip::inference::grpc_inference_service_server::GrpcInferenceServiceServer::new(grpc::Grpc {
+            app: app.clone(),
+        })
+        .max_decoding_message_size(app.max_request)
+        .max_encoding_message_size(usize::MAX);
+    let grpc = tower::ServiceBuilder::new()
+        .layer(Deadline::new(app.request_timeout, handler_timeout))
+        .map_response(|r: axum::http::Response<tonic::body::Body>| r.map(axum::body::Body::new))
+        .service(grpc);
+    router = router.route_service("/inference.GRPCInferenceService/{method}", grpc);
     router
         .route(fresh::PATH, get(attestation).layer(Deadline::new(Duration::from_secs(10), handler_timeout)))
         .route("/v1/attestation/result", get(attestation_result).layer(quick))

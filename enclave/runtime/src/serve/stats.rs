@@ -26,6 +26,11 @@ impl Timed {
         self.ns.fetch_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
+    /// The count and the nanoseconds in all.
+    pub fn get(&self) -> (u64, u64) {
+        (self.count.load(Ordering::Relaxed), self.ns.load(Ordering::Relaxed))
+    }
+
     fn json(&self) -> serde_json::Value {
         json!({"count": self.count.load(Ordering::Relaxed), "ns": self.ns.load(Ordering::Relaxed)})
     }
@@ -66,6 +71,15 @@ impl ModelStats {
         self.execution_count.fetch_add(1, Ordering::Relaxed);
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         self.last_inference_ms.store(u64::try_from(now.as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// Inferences, executions, and when the last finished (ms since the epoch).
+    pub fn counts(&self) -> (u64, u64, u64) {
+        (
+            self.inference_count.load(Ordering::Relaxed),
+            self.execution_count.load(Ordering::Relaxed),
+            self.last_inference_ms.load(Ordering::Relaxed),
+        )
     }
 
     /// Triton's `ModelStatistics` as JSON.

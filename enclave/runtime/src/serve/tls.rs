@@ -50,6 +50,6 @@ fn server_config(key: Arc<CertifiedKey>) -> Result<rustls::ServerConfig, String>
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(SingleCertAndKey::from(key)));
     config.send_tls13_tickets = 0;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = nacre_http::server::ALPN.iter().map(|p| p.to_vec()).collect();
     Ok(config)
 }

@@ -80,13 +80,13 @@ fn triton_client(stack: &Stack, model: &str, model_file: &Path, extra: &[&str]) 
 }
 
 #[test]
-fn tritonclient_http_with_default_arguments_matches_onnxruntime() {
+fn tritonclient_http_and_grpc_with_default_arguments_match_onnxruntime() {
     let dir = super::common::scratch("tritonclient");
     let model_file = dir.join("fraud-mlp.onnx");
     let model = make_model(&["fraud-mlp"], &model_file);
     let stack = Stack::start(Options::new(model, "fraud-mlp"));
     stack.wait_for("NACRE-ENCLAVE-SERVING", SERVING);
-    let out = triton_client(&stack, "fraud-mlp", &model_file, &["--protocol", "http", "--batch", "4"]);
+    let out = triton_client(&stack, "fraud-mlp", &model_file, &["--protocol", "both", "--batch", "4"]);
     eprintln!("{out}");
     assert!(out.contains("ok") && !out.contains("FAIL"), "{out}");
     // The server counted what the client sent, under Triton's metric names.
@@ -115,7 +115,7 @@ fn every_datatype_round_trips_through_tritonclient() {
         let name = format!("dtype-{}", datatype.to_lowercase());
         let stack = Stack::start(Options::new(model, &name));
         stack.wait_for("NACRE-ENCLAVE-SERVING", SERVING);
-        let out = triton_client(&stack, &name, &model_file, &["--protocol", "http"]);
+        let out = triton_client(&stack, &name, &model_file, &["--protocol", "both"]);
         assert!(!out.contains("FAIL"), "{datatype}: {out}");
     }
 }

@@ -20,7 +20,7 @@ const CHUNK: usize = 64 * 1024;
 
 /// Reads `tensor`'s `size` bytes of raw data (its header already checked: `size` fits its
 /// datatype and shape).
-pub(super) fn read<R: Read>(
+pub(crate) fn read<R: Read>(
     reader: &mut R,
     tensor: &Tensor,
     size: usize,
