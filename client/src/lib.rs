@@ -7,7 +7,10 @@
 //!    verifies the answer: new evidence from the same guest binding the nonce and this
 //!    connection's TLS exporter (so a relay holding a leaked certificate key fails).
 //!
-//! Only a session that passed both exists; inference (KServe v2 JSON) goes over it.
+//! Only a session that passed both exists; inference goes over it: KServe v2 JSON over HTTP/1.1,
+//! or, on a session opened with [`Wire::Http2`], gRPC ([`AttestedSession::grpc`]) and every REST
+//! route on one HTTP/2 connection — the fresh attestation verified on the very connection the
+//! gRPC calls use.
 #![forbid(unsafe_code)]
 
 pub mod policy;
@@ -17,7 +20,7 @@ use std::time::Duration;
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
-use hyper::client::conn::http1::SendRequest;
+use hyper::client::conn::{http1, http2};
 use hyper::{Method, Request, StatusCode, header};
 use hyper_util::rt::TokioIo;
 use nacre_atls::fresh::{self, Exporter, Nonce};
@@ -67,11 +70,56 @@ fn parse_url(url: &str) -> Result<(String, u16), ClientError> {
     Ok((host.trim_start_matches('[').trim_end_matches(']').to_owned(), port))
 }
 
-/// One HTTP/1.1 connection over TLS.
+/// Which HTTP the session speaks (ALPN).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wire {
+    Http1,
+    /// HTTP/2: REST and gRPC multiplexed on the one verified connection.
+    Http2,
+}
+
+enum Sender {
+    Http1(http1::SendRequest<Full<Bytes>>),
+    /// tonic's body type, so that REST and gRPC requests share the connection.
+    Http2(http2::SendRequest<tonic::body::Body>),
+}
+
+/// One HTTP connection over TLS.
 struct Channel {
-    sender: SendRequest<Full<Bytes>>,
+    sender: Sender,
     authority: String,
     token: Option<String>,
+}
+
+/// A gRPC client of `inference.GRPCInferenceService` on a verified HTTP/2 connection.
+pub type GrpcClient =
+    nacre_oip::inference::grpc_inference_service_client::GrpcInferenceServiceClient<GrpcChannel>;
+
+/// The verified HTTP/2 connection as the gRPC client's transport.
+#[derive(Clone)]
+pub struct GrpcChannel {
+    sender: http2::SendRequest<tonic::body::Body>,
+}
+
+impl core::fmt::Debug for GrpcChannel {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("GrpcChannel").finish_non_exhaustive()
+    }
+}
+
+impl tower::Service<Request<tonic::body::Body>> for GrpcChannel {
+    type Response = hyper::Response<hyper::body::Incoming>;
+    type Error = hyper::Error;
+    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.sender.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<tonic::body::Body>) -> Self::Future {
+        let fut = self.sender.send_request(req);
+        Box::pin(fut)
+    }
 }
 
 /// An HTTPS connection to an enclave that passed both attestations.
@@ -93,13 +141,23 @@ async fn timed<T>(f: impl Future<Output = T>) -> Result<T, ClientError> {
 }
 
 impl AttestedSession {
-    /// Connects to `url`, verifies the certificate and a fresh attestation under `policy`.
+    /// Connects to `url` over HTTP/1.1, verifies the certificate and a fresh attestation under
+    /// `policy`.
     pub async fn connect(url: &str, policy: &ClientPolicy) -> Result<Self, ClientError> {
+        Self::connect_with(url, policy, Wire::Http1).await
+    }
+
+    /// [`Self::connect`] speaking `wire`. Over HTTP/2 the fresh attestation is asked for and
+    /// verified on the HTTP/2 connection that gRPC calls then use.
+    pub async fn connect_with(url: &str, policy: &ClientPolicy, wire: Wire) -> Result<Self, ClientError> {
         let (host, port) = parse_url(url)?;
         let addr = format!("{host}:{port}");
         let verifier = AttestedServerVerifier::new(policy.attestation.clone());
         let mut config = verifier.client_config().map_err(ClientError::Certificate)?;
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.alpn_protocols = vec![match wire {
+            Wire::Http1 => b"http/1.1".to_vec(),
+            Wire::Http2 => b"h2".to_vec(),
+        }];
         let connect_err = |message: String| ClientError::Connect { addr: addr.clone(), message };
         let tcp = timed(TcpStream::connect((host.as_str(), port)))
             .await?
@@ -120,10 +178,26 @@ impl AttestedSession {
         })?;
         let exporter =
             nacre_atls::exporter::<rustls::client::ClientConnectionData>(conn).map_err(ClientError::Fresh)?;
-        let (sender, driver) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(|e| ClientError::Http(e.to_string()))?;
-        tokio::spawn(driver);
+        let sender = match wire {
+            Wire::Http1 => {
+                let (sender, driver) = http1::handshake(TokioIo::new(tls))
+                    .await
+                    .map_err(|e| ClientError::Http(e.to_string()))?;
+                tokio::spawn(driver);
+                Sender::Http1(sender)
+            }
+            Wire::Http2 => {
+                if conn.alpn_protocol() != Some(b"h2") {
+                    return Err(ClientError::Protocol("the server did not choose HTTP/2 (ALPN h2)".into()));
+                }
+                let (sender, driver) =
+                    http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(tls))
+                        .await
+                        .map_err(|e| ClientError::Http(e.to_string()))?;
+                tokio::spawn(driver);
+                Sender::Http2(sender)
+            }
+        };
         let mut channel = Channel { sender, authority: addr, token: None };
         let nonce = Nonce::random().map_err(ClientError::Fresh)?;
         let evidence = channel.fresh_evidence(&nonce).await?;
@@ -131,6 +205,16 @@ impl AttestedSession {
         let fresh = nacre_atls::verify_fresh(&policy.attestation, &peer, &evidence, &nonce, &exporter, now)
             .map_err(ClientError::Fresh)?;
         Ok(AttestedSession { channel, peer, fresh, exporter })
+    }
+
+    /// A gRPC client on this session's HTTP/2 connection (the one whose fresh attestation was
+    /// verified); `None` on an HTTP/1.1 session. Its requests carry no token: add the
+    /// `authorization` metadata per request where the enclave requires one.
+    pub fn grpc(&self) -> Option<GrpcClient> {
+        let Sender::Http2(sender) = &self.channel.sender else { return None };
+        let origin = format!("https://{}", self.channel.authority).parse().ok()?;
+        let channel = GrpcChannel { sender: sender.clone() };
+        Some(GrpcClient::with_origin(channel, origin))
     }
 
     /// Sends `token` as the bearer token of inference requests.
@@ -214,8 +298,17 @@ impl Channel {
             None => Full::new(Bytes::new()),
         };
         let req = req.body(body).map_err(|e| ClientError::Http(e.to_string()))?;
-        timed(self.sender.ready()).await?.map_err(|e| http_error(&e))?;
-        let response = timed(self.sender.send_request(req)).await?.map_err(|e| http_error(&e))?;
+        let response = match &mut self.sender {
+            Sender::Http1(sender) => {
+                timed(sender.ready()).await?.map_err(|e| http_error(&e))?;
+                timed(sender.send_request(req)).await?.map_err(|e| http_error(&e))?
+            }
+            Sender::Http2(sender) => {
+                timed(sender.ready()).await?.map_err(|e| http_error(&e))?;
+                let req = req.map(tonic::body::Body::new);
+                timed(sender.send_request(req)).await?.map_err(|e| http_error(&e))?
+            }
+        };
         let status = response.status();
         let body = timed(Limited::new(response.into_body(), MAX_RESPONSE).collect())
             .await?

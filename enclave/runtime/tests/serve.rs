@@ -238,3 +238,66 @@ fn a_disk_padded_to_a_sector_serves_and_other_trailing_bytes_are_refused() {
     let failed = stack.wait_for("NACRE-ENCLAVE-FAILED ", SERVING);
     assert!(failed.contains("non-zero bytes after the sealed model"), "{failed}");
 }
+
+/// gRPC and the fresh, channel-bound attestation on one HTTP/2 connection: the client verifies
+/// the enclave's fresh evidence on the connection its gRPC calls then use, and again after.
+#[test]
+fn grpc_inference_runs_on_the_http2_connection_whose_attestation_was_verified() {
+    use nacre_oip::inference::ModelInferRequest;
+    use nacre_oip::inference::model_infer_request::InferInputTensor;
+
+    let stack = Stack::start(sample());
+    stack.wait_for("NACRE-ENCLAVE-SERVING", SERVING);
+    let policy = stack.policy();
+    stack.rt.block_on(async {
+        let mut s =
+            AttestedSession::connect_with(&stack.url, &policy, nacre_client::Wire::Http2).await.unwrap();
+        assert_eq!(s.fresh().measurement, MEASUREMENT);
+        let mut grpc = s.grpc().expect("an HTTP/2 session has a gRPC client");
+        let x = [0.5f32, -1.0, 2.0, 0.25];
+        let raw: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let request = ModelInferRequest {
+            model_name: "sample-mlp".into(),
+            id: "g1".into(),
+            inputs: vec![InferInputTensor {
+                name: "x".into(),
+                datatype: "FP32".into(),
+                shape: vec![1, 4],
+                ..Default::default()
+            }],
+            raw_input_contents: vec![raw.into()],
+            ..Default::default()
+        };
+        let out = grpc.model_infer(request.clone()).await.unwrap().into_inner();
+        assert_eq!(out.id, "g1");
+        assert_eq!(out.outputs[0].shape, vec![1, 2]);
+        let got: Vec<f32> = out.raw_output_contents[0]
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        let want = nacre_model::sample::mlp_reference(&x);
+        for (g, w) in got.iter().zip(want.iter()) {
+            assert!((g - w).abs() < 1e-5, "{got:?} vs {want:?}");
+        }
+        // Fresh evidence again, on the same connection, after the gRPC call.
+        let nonce = Nonce::random().unwrap();
+        let evidence = s.fresh_evidence(&nonce).await.unwrap();
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        nacre_atls::verify_fresh(&policy.attestation, s.peer(), &evidence, &nonce, s.exporter(), now)
+            .unwrap();
+        // Refusals come back as gRPC statuses, not as inference.
+        let mut bad = request.clone();
+        bad.inputs[0].shape = vec![1, 5];
+        let status = grpc.model_infer(bad).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        assert!(status.message().contains("shape"), "{status:?}");
+        let mut other = request;
+        other.model_name = "other".into();
+        assert_eq!(grpc.model_infer(other).await.unwrap_err().code(), tonic::Code::NotFound);
+        let metrics = String::from_utf8(s.get("/metrics").await.unwrap().to_vec()).unwrap();
+        assert!(
+            metrics.contains("nacre_enclave_requests_total{route=\"grpc_infer\",status=\"200\"} 1"),
+            "{metrics}"
+        );
+    });
+}
