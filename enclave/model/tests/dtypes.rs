@@ -6,7 +6,8 @@
 //!     "$NACRE_PYTHON" scripts/models.py make dtypes DIR
 //!     NACRE_DTYPE_MODELS=DIR cargo test -p nacre-model --test dtypes -- --nocapture
 //!
-//! Without `NACRE_DTYPE_MODELS` the test says so loudly and passes. The inputs and
+//! Without `NACRE_DTYPE_MODELS` the test makes the models itself (the pinned virtualenv of
+//! `scripts/inputs.sh`). The inputs and
 //! onnxruntime's outputs come from the ONNX TensorProto files models.py writes beside each model
 //! (`dtype-<t>.input_0.pb`, `.output_0.pb`, `.output_1.pb`, the ONNX backend tests' format):
 //! they keep FP16 bits, 64-bit integers and strings exact, and tract-onnx reads them with the
@@ -176,17 +177,33 @@ fn check_nacre(case: &Case, kserve: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The models, made here: `scripts/inputs.sh` gives the pinned virtualenv (idempotent, cached),
+/// `scripts/models.py make dtypes` writes them into the test's scratch directory.
+fn make_models() -> PathBuf {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = std::process::Command::new("bash").arg(repo.join("scripts/inputs.sh")).output().unwrap();
+    assert!(out.status.success(), "scripts/inputs.sh: {}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let python = stdout.lines().find_map(|l| l.strip_prefix("NACRE_PYTHON=")).expect("NACRE_PYTHON");
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("dtypes-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let status = std::process::Command::new(python)
+        .arg(repo.join("scripts/models.py"))
+        .args(["make", "dtypes"])
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(status.success(), "models.py make dtypes");
+    dir
+}
+
 #[test]
 fn every_datatype_loads_runs_and_matches_onnxruntime() {
-    let Some(dir) = std::env::var_os("NACRE_DTYPE_MODELS") else {
-        eprintln!(
-            "\n\n*** dtypes: NACRE_DTYPE_MODELS is not set: NOTHING WAS CHECKED. Run\n\
-             ***   \"$NACRE_PYTHON\" scripts/models.py make dtypes DIR\n\
-             ***   NACRE_DTYPE_MODELS=DIR cargo test -p nacre-model --test dtypes\n"
-        );
-        return;
+    let dir = match std::env::var_os("NACRE_DTYPE_MODELS") {
+        Some(dir) => PathBuf::from(dir),
+        None => make_models(),
     };
-    let dir = PathBuf::from(dir);
     let mut table = String::new();
     let mut failed = 0;
     let mut row = |what: &str, kserve: &str, result: Result<(), String>| match result {
