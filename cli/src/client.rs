@@ -8,8 +8,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use nacre_client::{AttestedSession, ClientPolicy};
-use nacre_verifier::{Claims, PlatformClaims};
+use nacre_client::proxy::{Proxy, ProxyConfig, ProxyError};
+use nacre_client::{AttestedSession, ClientPolicy, Verification};
 use zeroize::Zeroizing;
 
 #[derive(Args, Debug)]
@@ -44,6 +44,26 @@ pub struct InferArgs {
     /// Print the response JSON as the enclave sent it.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ProxyArgs {
+    /// The enclave, `https://HOST:PORT`.
+    pub url: String,
+    #[arg(long)]
+    pub policy: PathBuf,
+    /// Where local clients connect: a loopback address (plain HTTP/1.1, and HTTP/2 prior
+    /// knowledge as gRPC's insecure channels speak it).
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    pub listen: std::net::SocketAddr,
+    /// A file holding the proxy's own token: local clients must send
+    /// `Proxy-Authorization: Bearer TOKEN` (gRPC: `proxy-authorization` metadata).
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// A file holding the enclave's inference token, added to requests that carry no
+    /// `Authorization` of their own.
+    #[arg(long)]
+    pub enclave_token_file: Option<PathBuf>,
 }
 
 /// Bounds of an inference token, bytes. The image carries the token's SHA-256, unsalted, and
@@ -92,95 +112,52 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
 }
 
-fn tcb(t: &nacre_wire::snp::TcbVersion) -> String {
-    format!("bootloader {} tee {} snp {} microcode {}", t.bootloader, t.tee, t.snp, t.microcode)
-}
-
-fn claims_json(c: &Claims) -> serde_json::Value {
-    let mut v = serde_json::json!({
-        "tee": c.tee.to_string(),
-        "measurement": hex::encode(c.measurement),
-        "report_data": hex::encode(c.report_data),
-        "debug": c.debug,
-        "warnings": c.warnings,
-    });
-    match &c.platform {
-        PlatformClaims::Snp(s) => {
-            v["host_data"] = hex::encode(s.report.host_data).into();
-            v["chip_id"] = hex::encode(s.report.chip_id).into();
-            v["reported_tcb"] = tcb(&s.reported_tcb).into();
-            v["crl_checked"] = s.crl_checked.into();
-        }
-        PlatformClaims::Tdx(t) => {
-            v["tcb_status"] = format!("{:?}", t.tcb_status).into();
-            v["rtmr"] = t.td.rtmr.iter().map(hex::encode).collect::<Vec<_>>().into();
-        }
-    }
-    v
-}
-
-fn session(url: &str, policy: &ClientPolicy) -> Result<(tokio::runtime::Runtime, AttestedSession)> {
-    let rt = runtime()?;
-    let session = rt.block_on(AttestedSession::connect(url, policy))?;
-    Ok((rt, session))
-}
-
 pub fn verify(args: VerifyArgs) -> Result<ExitCode> {
     let policy = ClientPolicy::load(&args.policy)?;
-    let session = match session(&args.url, &policy) {
-        Ok((_, s)) => s,
-        Err(e) => {
-            if args.json {
-                println!("{}", serde_json::json!({"verdict": "reject", "reason": format!("{e:#}")}));
-            } else {
-                println!("REFUSED: {e:#}");
-            }
-            return Ok(ExitCode::from(1));
-        }
+    let rt = runtime()?;
+    let (report, code) = match rt.block_on(AttestedSession::connect(&args.url, &policy)) {
+        Ok(session) => (Verification::accepted(&args.url, &policy, &session), ExitCode::SUCCESS),
+        Err(e) => (Verification::refused(&args.url, &e), ExitCode::from(1)),
     };
-    let (peer, fresh) = (session.peer(), session.fresh());
     if args.json {
-        let out = serde_json::json!({
-            "verdict": "accept",
-            "url": args.url,
-            "reference_values": policy.reference_values,
-            "model_digest": hex::encode(peer.model_digest()),
-            "tls_spki_sha256": hex::encode(peer.spki_sha256()),
-            "certificate_sha256": hex::encode(peer.certificate_sha256()),
-            "certificate": claims_json(peer.claims().get()),
-            "fresh": claims_json(fresh.get()),
-        });
-        println!("{out}");
-        return Ok(ExitCode::SUCCESS);
+        println!("{}", report.document);
+    } else {
+        print!("{report}");
     }
-    let c = peer.claims().get();
-    let ok = |what: &str, detail: String| println!("  ✓ {what:<34} {detail}");
-    println!("Enclave {} — verified before any input was sent:", args.url);
-    ok("TLS 1.3 handshake", "signed with the certificate's key".into());
-    ok(
-        "evidence signature chain",
-        format!("{} ({})", c.tee, if policy.insecure_sim { "INSECURE sim root" } else { "vendor root" }),
-    );
-    ok("measurement allowed by policy", hex::encode(c.measurement));
-    if !policy.reference_values.is_empty() {
-        ok("from signed reference values", policy.reference_values.join(", "));
-    }
-    ok("debug disabled", format!("debug = {}", c.debug));
-    if let PlatformClaims::Snp(s) = &c.platform {
-        ok("TCB (reported)", tcb(&s.reported_tcb));
-        ok("HOST_DATA", hex::encode(s.report.host_data));
-    }
-    ok("bound TLS key (SPKI SHA-256)", hex::encode(peer.spki_sha256()));
-    ok("bound model digest", hex::encode(peer.model_digest()));
-    let (nb, na) = peer.validity();
-    ok("certificate validity", format!("{nb} .. {na} (Unix seconds)"));
-    ok("fresh attestation", "same guest, binds our nonce and this connection's TLS exporter".into());
-    let mut warnings: Vec<&String> = c.warnings.iter().chain(&fresh.get().warnings).collect();
-    warnings.dedup();
-    for w in warnings {
-        println!("  ! warning: {w}");
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(code)
+}
+
+pub fn proxy(args: ProxyArgs) -> Result<ExitCode> {
+    let token = args.token_file.as_deref().map(read_token_file).transpose()?;
+    let upstream_token = args.enclave_token_file.as_deref().map(read_token_file).transpose()?;
+    let policy = ClientPolicy::load(&args.policy)?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async {
+        // Bound before the enclave is contacted: a busy or non-loopback address fails first.
+        let listener = nacre_client::proxy::bind_loopback(args.listen).await?;
+        let config = ProxyConfig {
+            upstream: args.url.clone(),
+            policy,
+            token: token.as_ref().map(|t| t.as_str().to_owned()),
+            upstream_token: upstream_token.as_ref().map(|t| t.as_str().to_owned()),
+        };
+        let (proxy, verification) = match Proxy::start(config).await {
+            Ok(started) => started,
+            Err(ProxyError::Refused(refusal)) => {
+                print!("{refusal}");
+                return Ok(ExitCode::from(1));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        print!("{verification}");
+        let local = listener.local_addr()?;
+        println!("nacre proxy: listening on http://{local} (HTTP/1.1 and gRPC), forwarding to {}", args.url);
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        proxy.serve(listener, shutdown).await;
+        Ok(ExitCode::SUCCESS)
+    })
 }
 
 pub fn infer(args: InferArgs) -> Result<ExitCode> {

@@ -63,6 +63,9 @@ enum Command {
     Verify(client::VerifyArgs),
     /// Verify an enclave, then send it one KServe v2 inference request and print the outputs.
     Infer(client::InferArgs),
+    /// Verify an enclave, then forward local HTTP and gRPC clients to it over the verified
+    /// connection (loopback only; every reconnect verified again).
+    Proxy(client::ProxyArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -185,6 +188,7 @@ fn main() -> ExitCode {
         Command::Seal(args) => seal::seal(args),
         Command::Verify(args) => client::verify(args),
         Command::Infer(args) => client::infer(args),
+        Command::Proxy(args) => client::proxy(args),
         Command::Unseal(args) => seal::unseal(args),
         Command::Model(ModelCmd::Sample { out }) => std::fs::write(&out, nacre_model::sample::mlp_onnx())
             .map(|()| ExitCode::SUCCESS)

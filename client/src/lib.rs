@@ -14,6 +14,8 @@
 #![forbid(unsafe_code)]
 
 pub mod policy;
+pub mod proxy;
+pub mod report;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +32,7 @@ use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
 pub use policy::{ClientPolicy, PolicyError};
+pub use report::Verification;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest response accepted (a batch of outputs as JSON).
@@ -93,21 +96,39 @@ struct Channel {
 
 /// A gRPC client of `inference.GRPCInferenceService` on a verified HTTP/2 connection.
 pub type GrpcClient =
-    nacre_oip::inference::grpc_inference_service_client::GrpcInferenceServiceClient<GrpcChannel>;
+    nacre_oip::inference::grpc_inference_service_client::GrpcInferenceServiceClient<Http2Channel>;
 
-/// The verified HTTP/2 connection as the gRPC client's transport.
+/// The verified HTTP/2 connection as a transport: gRPC's ([`GrpcClient`]) and `nacre proxy`'s.
 #[derive(Clone)]
-pub struct GrpcChannel {
+pub struct Http2Channel {
     sender: http2::SendRequest<tonic::body::Body>,
 }
 
-impl core::fmt::Debug for GrpcChannel {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("GrpcChannel").finish_non_exhaustive()
+impl Http2Channel {
+    /// Whether the connection is gone (closed by the server, or broken): a new session, with
+    /// both attestations verified again, is needed.
+    pub fn is_closed(&self) -> bool {
+        self.sender.is_closed()
+    }
+
+    /// Sends one request on the verified connection. The URI is an origin-form path; the
+    /// `:authority` is the session's.
+    pub async fn send(
+        &mut self,
+        req: Request<tonic::body::Body>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, hyper::Error> {
+        self.sender.ready().await?;
+        self.sender.send_request(req).await
     }
 }
 
-impl tower::Service<Request<tonic::body::Body>> for GrpcChannel {
+impl core::fmt::Debug for Http2Channel {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Http2Channel").finish_non_exhaustive()
+    }
+}
+
+impl tower::Service<Request<tonic::body::Body>> for Http2Channel {
     type Response = hyper::Response<hyper::body::Incoming>;
     type Error = hyper::Error;
     type Future = std::pin::Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
@@ -211,10 +232,19 @@ impl AttestedSession {
     /// verified); `None` on an HTTP/1.1 session. Its requests carry no token: add the
     /// `authorization` metadata per request where the enclave requires one.
     pub fn grpc(&self) -> Option<GrpcClient> {
-        let Sender::Http2(sender) = &self.channel.sender else { return None };
         let origin = format!("https://{}", self.channel.authority).parse().ok()?;
-        let channel = GrpcChannel { sender: sender.clone() };
-        Some(GrpcClient::with_origin(channel, origin))
+        Some(GrpcClient::with_origin(self.http2()?, origin))
+    }
+
+    /// This session's verified HTTP/2 connection as a transport; `None` on HTTP/1.1.
+    pub fn http2(&self) -> Option<Http2Channel> {
+        let Sender::Http2(sender) = &self.channel.sender else { return None };
+        Some(Http2Channel { sender: sender.clone() })
+    }
+
+    /// The `host:port` this session is connected to.
+    pub fn authority(&self) -> &str {
+        &self.channel.authority
     }
 
     /// Sends `token` as the bearer token of inference requests.
@@ -266,6 +296,19 @@ impl AttestedSession {
             .await
     }
 
+    /// Any request on the verified connection, whatever the answer's status: for clients that
+    /// build their own requests (the Python package's attested session). `headers` must not
+    /// hold `host`; the session's token, if any, is added unless `authorization` is given.
+    pub async fn send(
+        &mut self,
+        method: Method,
+        target: &str,
+        headers: hyper::HeaderMap,
+        body: Bytes,
+    ) -> Result<hyper::Response<Bytes>, ClientError> {
+        self.channel.send(method, target, headers, body).await
+    }
+
     /// `POST /v2/models/{model}/infer` with a raw body (for tests of the server's validation).
     pub async fn infer_raw(&mut self, model: &str, body: Vec<u8>) -> Result<Bytes, ClientError> {
         self.channel
@@ -286,18 +329,43 @@ impl Channel {
         target: &str,
         json: Option<Vec<u8>>,
     ) -> Result<Bytes, ClientError> {
-        let mut req = Request::builder().method(method).uri(target).header(header::HOST, &self.authority);
-        if let Some(token) = &self.token {
-            req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
-        }
+        let mut headers = hyper::HeaderMap::new();
         let body = match json {
             Some(bytes) => {
-                req = req.header(header::CONTENT_TYPE, "application/json");
-                Full::new(Bytes::from(bytes))
+                headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+                Bytes::from(bytes)
             }
-            None => Full::new(Bytes::new()),
+            None => Bytes::new(),
         };
-        let req = req.body(body).map_err(|e| ClientError::Http(e.to_string()))?;
+        let (parts, body) = self.send(method, target, headers, body).await?.into_parts();
+        if parts.status != StatusCode::OK {
+            let message = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+                .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned());
+            return Err(ClientError::Status { status: parts.status.as_u16(), message });
+        }
+        Ok(body)
+    }
+
+    async fn send(
+        &mut self,
+        method: Method,
+        target: &str,
+        headers: hyper::HeaderMap,
+        body: Bytes,
+    ) -> Result<hyper::Response<Bytes>, ClientError> {
+        if headers.contains_key(header::HOST) {
+            return Err(ClientError::Http("the Host header is the session's".into()));
+        }
+        let mut req = Request::builder().method(method).uri(target).header(header::HOST, &self.authority);
+        if let Some(token) = &self.token
+            && !headers.contains_key(header::AUTHORIZATION)
+        {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let mut req = req.body(Full::new(body)).map_err(|e| ClientError::Http(e.to_string()))?;
+        req.headers_mut().extend(headers);
         let response = match &mut self.sender {
             Sender::Http1(sender) => {
                 timed(sender.ready()).await?.map_err(|e| http_error(&e))?;
@@ -309,19 +377,10 @@ impl Channel {
                 timed(sender.send_request(req)).await?.map_err(|e| http_error(&e))?
             }
         };
-        let status = response.status();
-        let body = timed(Limited::new(response.into_body(), MAX_RESPONSE).collect())
-            .await?
-            .map_err(|e| http_error(&*e))?
-            .to_bytes();
-        if status != StatusCode::OK {
-            let message = serde_json::from_slice::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
-                .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned());
-            return Err(ClientError::Status { status: status.as_u16(), message });
-        }
-        Ok(body)
+        let (parts, body) = response.into_parts();
+        let body =
+            timed(Limited::new(body, MAX_RESPONSE).collect()).await?.map_err(|e| http_error(&*e))?.to_bytes();
+        Ok(hyper::Response::from_parts(parts, body))
     }
 
     async fn json(
