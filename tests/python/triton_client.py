@@ -21,7 +21,7 @@ failure, 2 on bad arguments:
 - gRPC inference: no outputs named, every output named, one output named; raw contents expected
   (tritonclient reads only `raw_output_contents`);
 - an unknown model is refused with a parseable error; with a token, a request without it is
-  refused (401 / UNAUTHENTICATED).
+  refused (401, or 407 from `nacre proxy` / UNAUTHENTICATED).
 
 Comparison with onnxruntime: integers, BOOL and BYTES exactly; FP32 and FP64 within
 1e-5 + 1e-5 * |expected|; FP16 within 1e-3 + 1e-3 * |expected| (its epsilon is 2^-10).
@@ -230,8 +230,8 @@ def http_checks(args, rep, sess_io, feeds, reference, headers):
         ssl_options["server_hostname"] = args.server_name
     client = httpclient.InferenceServerClient(
         args.url,
-        ssl=True,
-        ssl_options=ssl_options,
+        ssl=not args.plaintext,
+        ssl_options=None if args.plaintext else ssl_options,
         connection_timeout=args.timeout,
         network_timeout=args.timeout,
     )
@@ -382,7 +382,7 @@ def http_checks(args, rep, sess_io, feeds, reference, headers):
 
     rep.check(proto, "unknown model refused", refused(headers, ("400", "404"), args.model + "-no-such-model"))
     if headers:
-        rep.check(proto, "refused without the bearer token", refused(None, ("401",), args.model))
+        rep.check(proto, "refused without its token(s)", refused(None, ("401", "407"), args.model))
     client.close()
 
 
@@ -406,7 +406,10 @@ def grpc_checks(args, rep, sess_io, feeds, reference, headers):
             ("grpc.max_send_message_length", grpcclient.MAX_GRPC_MESSAGE_SIZE),
             ("grpc.max_receive_message_length", grpcclient.MAX_GRPC_MESSAGE_SIZE),
         ]
-    client = grpcclient.InferenceServerClient(args.url, ssl=True, root_certificates=args.ca, **kwargs)
+    if args.plaintext:
+        client = grpcclient.InferenceServerClient(args.url, **kwargs)
+    else:
+        client = grpcclient.InferenceServerClient(args.url, ssl=True, root_certificates=args.ca, **kwargs)
     t = args.timeout
 
     def live():
@@ -534,7 +537,7 @@ def grpc_checks(args, rep, sess_io, feeds, reference, headers):
         refused(headers, ("NOT_FOUND", "INVALID_ARGUMENT"), args.model + "-no-such-model"),
     )
     if headers:
-        rep.check(proto, "refused without the bearer token", refused(None, ("UNAUTHENTICATED",), args.model))
+        rep.check(proto, "refused without its token(s)", refused(None, ("UNAUTHENTICATED",), args.model))
     client.close()
 
 
@@ -644,6 +647,12 @@ def main(argv):
     p.add_argument("--url", help="HOST:PORT of the enclave's TLS port (no scheme)")
     p.add_argument("--ca", help="PEM file the server's certificate must chain to (the enclave's certificate)")
     p.add_argument("--server-name", help="name to verify in the certificate instead of the URL's host")
+    p.add_argument(
+        "--plaintext",
+        action="store_true",
+        help="no TLS: --url is a local `nacre proxy`, which verifies the enclave (no --ca)",
+    )
+    p.add_argument("--proxy-token-file", help="file holding `nacre proxy`'s own token (Proxy-Authorization)")
     tok = p.add_mutually_exclusive_group()
     tok.add_argument("--token", help="bearer token (visible to other local users: prefer --token-file)")
     tok.add_argument("--token-file", help="file holding the bearer token")
@@ -664,11 +673,11 @@ def main(argv):
     if args.model is None:
         args.model = os.path.splitext(os.path.basename(args.model_file))[0]
     if not args.dry_run:
-        if not args.url or not args.ca:
-            p.error("--url and --ca are needed (or --dry-run)")
+        if not args.url or not (args.ca or args.plaintext):
+            p.error("--url and --ca (or --plaintext) are needed (or --dry-run)")
         if "://" in args.url:
             p.error("--url: HOST:PORT, without a scheme")
-        if not os.path.isfile(args.ca):
+        if args.ca and not os.path.isfile(args.ca):
             p.error(f"--ca: {args.ca}: no such file")
     token = args.token
     if args.token_file:
@@ -693,22 +702,27 @@ def main(argv):
     sess_io = model_io(sess)
     feeds = make_inputs(args, sess_io[0])
     reference = dict(models.ort_outputs(args.model_file, feeds))
+    proxy_token = None
+    if args.proxy_token_file:
+        with open(args.proxy_token_file) as f:
+            proxy_token = f.read().strip()
     rep = Report(secret=token)
     protocols = []
     if args.dry_run:
         dry_run(rep, sess_io, feeds, reference)
     else:
         protocols = ["http", "grpc"] if args.protocol == "both" else [args.protocol]
+        # gRPC metadata keys must be lower case: "Authorization" fails in the client itself
+        # (INTERNAL "Invalid metadata") before anything is sent. HTTP takes either.
+        headers = {}
+        if token:
+            headers["authorization"] = f"Bearer {token}"
+        if proxy_token:
+            headers["proxy-authorization"] = f"Bearer {proxy_token}"
         if "http" in protocols:
-            http_checks(
-                args, rep, sess_io, feeds, reference, {"Authorization": f"Bearer {token}"} if token else None
-            )
+            http_checks(args, rep, sess_io, feeds, reference, dict(headers) or None)
         if "grpc" in protocols:
-            # gRPC metadata keys must be lower case: "Authorization" fails in the client itself
-            # (INTERNAL "Invalid metadata") before anything is sent.
-            grpc_checks(
-                args, rep, sess_io, feeds, reference, {"authorization": f"Bearer {token}"} if token else None
-            )
+            grpc_checks(args, rep, sess_io, feeds, reference, dict(headers) or None)
     signal.setitimer(signal.ITIMER_REAL, 0)
     summary = {
         "result": "fail" if rep.failures else "ok",

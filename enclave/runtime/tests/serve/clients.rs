@@ -12,7 +12,7 @@ use super::common::{Options, Stack};
 use nacre_client::AttestedSession;
 
 /// The models virtualenv's Python (`scripts/inputs.sh`: onnx, onnxruntime, tritonclient).
-fn python() -> &'static Path {
+pub(super) fn python() -> &'static Path {
     static PYTHON: OnceLock<PathBuf> = OnceLock::new();
     PYTHON.get_or_init(|| {
         let script = repo().join("scripts/inputs.sh");
@@ -29,12 +29,12 @@ fn python() -> &'static Path {
     })
 }
 
-fn repo() -> PathBuf {
+pub(super) fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 /// `scripts/models.py make WHAT OUT.onnx`.
-fn make_model(what: &[&str], out: &Path) -> Vec<u8> {
+pub(super) fn make_model(what: &[&str], out: &Path) -> Vec<u8> {
     let status = Command::new(python())
         .arg(repo().join("scripts/models.py"))
         .arg("make")
