@@ -217,6 +217,13 @@ def compare_all(result_get, names, datatypes, reference):
 # ---------------------------------------------------------------------------- HTTP
 
 
+def fresh(headers):
+    """A copy of the headers for one call: tritonclient.http adds `Inference-Header-Content-Length`
+    to the dict it is given, so a dict shared between calls would carry one request's binary
+    header length into the next (a JSON request then arrives cut at the stale length)."""
+    return dict(headers) if headers else None
+
+
 def http_checks(args, rep, sess_io, feeds, reference, headers):
     import tritonclient.http as httpclient
     from tritonclient.utils import InferenceServerException
@@ -237,27 +244,27 @@ def http_checks(args, rep, sess_io, feeds, reference, headers):
     )
 
     def live():
-        expect(client.is_server_live(headers=headers), "GET /v2/health/live: not 200")
+        expect(client.is_server_live(headers=fresh(headers)), "GET /v2/health/live: not 200")
 
     # The first call says whether the server can be reached at all; the rest would only repeat it.
     if not rep.check(proto, "server live", live):
         rep.fail(proto, "remaining checks", f"skipped: no answer from https://{args.url}")
         return
-    rep.check(proto, "server ready", lambda: expect(client.is_server_ready(headers=headers), "not 200"))
+    rep.check(proto, "server ready", lambda: expect(client.is_server_ready(headers=fresh(headers)), "not 200"))
     rep.check(
-        proto, "model ready", lambda: expect(client.is_model_ready(args.model, headers=headers), "not 200")
+        proto, "model ready", lambda: expect(client.is_model_ready(args.model, headers=fresh(headers)), "not 200")
     )
     rep.check(
         proto,
         "unknown model not ready",
         lambda: expect(
-            not client.is_model_ready(args.model + "-no-such-model", headers=headers),
+            not client.is_model_ready(args.model + "-no-such-model", headers=fresh(headers)),
             "its ready endpoint answered 200",
         ),
     )
 
     def server_metadata():
-        md = client.get_server_metadata(headers=headers)
+        md = client.get_server_metadata(headers=fresh(headers))
         expect(isinstance(md.get("name"), str) and md["name"], f"no name: {md}")
         expect(isinstance(md.get("version"), str), f"no version: {md}")
         ext = md.get("extensions")
@@ -268,7 +275,7 @@ def http_checks(args, rep, sess_io, feeds, reference, headers):
     rep.check(proto, "server metadata", server_metadata)
 
     def model_metadata():
-        md = client.get_model_metadata(args.model, headers=headers)
+        md = client.get_model_metadata(args.model, headers=fresh(headers))
         expect(md.get("name") == args.model, f"name {md.get('name')!r}")
         check_signature(md.get("inputs"), md.get("outputs"), inputs_io, outputs_io, int)
         return f"platform {md.get('platform')!r}"
@@ -276,7 +283,7 @@ def http_checks(args, rep, sess_io, feeds, reference, headers):
     rep.check(proto, "model metadata", model_metadata)
 
     def model_config():
-        cfg = client.get_model_config(args.model, headers=headers)
+        cfg = client.get_model_config(args.model, headers=fresh(headers))
         expect(cfg.get("name") == args.model, f"name {cfg.get('name')!r}")
         check_config(
             [(t.get("name"), t.get("data_type")) for t in cfg.get("input", [])],
@@ -289,7 +296,7 @@ def http_checks(args, rep, sess_io, feeds, reference, headers):
     rep.check(proto, "model config", model_config)
 
     def success_count():
-        stats = client.get_inference_statistics(args.model, headers=headers)
+        stats = client.get_inference_statistics(args.model, headers=fresh(headers))
         mine = [s for s in stats.get("model_stats", []) if s.get("name") == args.model]
         expect(mine, f"no model_stats entry for {args.model}: {stats}")
         return sum(int(s["inference_stats"]["success"]["count"]) for s in mine)
@@ -312,7 +319,7 @@ def http_checks(args, rep, sess_io, feeds, reference, headers):
                     i.set_data_from_numpy(x, binary_data=False)
                 ins.append(i)
             rid = f"triton-client-http-{next(counter)}"
-            res = client.infer(args.model, ins, outputs=outputs, request_id=rid, headers=headers)
+            res = client.infer(args.model, ins, outputs=outputs, request_id=rid, headers=fresh(headers))
             served += 1
             resp = res.get_response()
             expect(resp.get("id") == rid, f"request id {rid!r} not echoed: {resp.get('id')!r}")
@@ -365,7 +372,7 @@ def http_checks(args, rep, sess_io, feeds, reference, headers):
                 for n, dt, _ in inputs_io
             ]
             try:
-                client.infer(what, ins, headers=hdrs)
+                client.infer(what, ins, headers=fresh(hdrs))
             except InferenceServerException as e:
                 expect(
                     e.status() in statuses,

@@ -5,11 +5,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use super::SERVING;
 use super::common::{Options, Stack};
 use nacre_client::AttestedSession;
+use nacre_client::proxy::{self, Proxy, ProxyConfig, ProxyError};
 
 /// The models virtualenv's Python (`scripts/inputs.sh`: onnx, onnxruntime, tritonclient).
 pub(super) fn python() -> &'static Path {
@@ -118,4 +120,111 @@ fn every_datatype_round_trips_through_tritonclient() {
         let out = triton_client(&stack, &name, &model_file, &["--protocol", "both"]);
         assert!(!out.contains("FAIL"), "{datatype}: {out}");
     }
+}
+
+/// The inferences the enclave has counted for `model` (Triton's success counter).
+fn inferences(stack: &Stack, model: &str) -> u64 {
+    stack.rt.block_on(async {
+        let mut s = AttestedSession::connect(&stack.url, &stack.policy()).await.unwrap();
+        let metrics = String::from_utf8(s.get("/metrics").await.unwrap().to_vec()).unwrap();
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("nv_inference_request_success{") && l.contains(&format!("model=\"{model}\""))
+            })
+            .map_or(0, |l| l.rsplit(' ').next().unwrap().parse().unwrap())
+    })
+}
+
+/// Starts `nacre proxy` in process (as the CLI does) on a loopback port.
+fn start_proxy(
+    stack: &Stack,
+    policy: nacre_client::ClientPolicy,
+    token: Option<&str>,
+) -> Result<(Arc<Proxy>, String), ProxyError> {
+    stack.rt.block_on(async {
+        let listener = proxy::bind_loopback("127.0.0.1:0".parse().unwrap()).await?;
+        let addr = listener.local_addr().unwrap().to_string();
+        let config = ProxyConfig {
+            upstream: stack.url.clone(),
+            policy,
+            token: token.map(str::to_owned),
+            upstream_token: None,
+        };
+        let (proxy, verification) = Proxy::start(config).await?;
+        assert!(verification.accepted);
+        tokio::spawn(proxy.clone().serve(listener, std::future::pending()));
+        Ok((proxy, addr))
+    })
+}
+
+/// `nacre proxy`: tritonclient over plain loopback HTTP and gRPC, with default arguments, gets
+/// onnxruntime's outputs from the verified enclave; without the proxy's token it is refused
+/// (407 / UNAUTHENTICATED). A proxy whose policy the enclave does not meet refuses to start,
+/// and the enclave sees no inference. When the enclave closes the upstream connection (idle),
+/// the next request goes over a new connection verified from the start.
+#[test]
+fn nacre_proxy_forwards_tritonclient_only_over_a_verified_connection() {
+    let dir = super::common::scratch("proxy");
+    let model_file = dir.join("fraud-mlp.onnx");
+    let model = make_model(&["fraud-mlp"], &model_file);
+    let mut options = Options::new(model, "fraud-mlp");
+    options.extra_config = "idle_timeout_secs = 2\n".into();
+    let stack = Stack::start(options);
+    stack.wait_for("NACRE-ENCLAVE-SERVING", SERVING);
+
+    // Refusals first: a wrong model digest, a wrong measurement. Nothing is forwarded.
+    let before = inferences(&stack, "fraud-mlp");
+    for (what, policy) in [
+        ("model digest", stack.client_policy(super::common::MEASUREMENT, [0x5a; 32])),
+        ("measurement", stack.client_policy([0x5a; 48], stack.model_digest)),
+    ] {
+        match start_proxy(&stack, policy, None) {
+            Err(ProxyError::Refused(v)) => {
+                assert!(!v.accepted);
+                assert_eq!(v.steps[1].status, nacre_client::report::Status::Failed, "{what}: {v}");
+                assert_eq!(v.steps[2].status, nacre_client::report::Status::NotRun, "{what}: {v}");
+            }
+            Err(e) => panic!("{what}: {e}"),
+            Ok(_) => panic!("{what}: a proxy started on a policy the enclave does not meet"),
+        }
+    }
+    assert_eq!(inferences(&stack, "fraud-mlp"), before, "a refused proxy let an inference through");
+
+    let token = "proxy-token-0123456789";
+    let (proxy, addr) = start_proxy(&stack, stack.policy(), Some(token)).unwrap();
+    assert_eq!(proxy.verifications(), 1);
+    let token_file = dir.join("proxy-token");
+    std::fs::write(&token_file, token).unwrap();
+    let out = Command::new(python())
+        .arg(repo().join("tests/python/triton_client.py"))
+        .args(["--url", &addr, "--model", "fraud-mlp", "--plaintext", "--protocol", "both", "--batch", "4"])
+        .arg("--proxy-token-file")
+        .arg(&token_file)
+        .arg("--model-file")
+        .arg(&model_file)
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && !text.contains("FAIL"), "through the proxy:\n{text}");
+    assert!(text.contains("refused without its token(s)"), "{text}");
+    assert!(inferences(&stack, "fraud-mlp") >= before + 6, "the inferences did not reach the enclave");
+    assert!(proxy.forwarded() > 0);
+
+    // The enclave closes the idle upstream connection; the next request is verified anew.
+    std::thread::sleep(Duration::from_secs(4));
+    let ready = stack.rt.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.unwrap();
+        tokio::spawn(conn);
+        let req = hyper::Request::get("/v2/health/ready")
+            .header("host", &addr)
+            .header("proxy-authorization", format!("Bearer {token}"))
+            .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+            .unwrap();
+        sender.send_request(req).await.unwrap().status()
+    });
+    assert_eq!(ready, 200);
+    assert_eq!(proxy.verifications(), 2, "the reconnect was not verified again");
 }
