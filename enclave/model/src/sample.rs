@@ -26,9 +26,12 @@ fn tensor(name: &str, dims: &[i64], data: Vec<f32>) -> TensorProto {
     }
 }
 
+/// A value's declaration; a negative dimension is the dynamic batch dimension `N`.
 fn value(name: &str, dims: &[i64]) -> ValueInfoProto {
-    let dim =
-        dims.iter().map(|d| Dimension { value: Some(dimension::Value::DimValue(*d)), ..Default::default() });
+    let dim = dims.iter().map(|&d| Dimension {
+        value: Some(if d < 0 { dimension::Value::DimParam("N".into()) } else { dimension::Value::DimValue(d) }),
+        ..Default::default()
+    });
     ValueInfoProto {
         name: name.into(),
         r#type: Some(TypeProto {
@@ -54,6 +57,15 @@ fn node(op: &str, inputs: &[&str], output: &str) -> NodeProto {
 
 /// The serialized ONNX model.
 pub fn mlp_onnx() -> Vec<u8> {
+    mlp(1)
+}
+
+/// The same model with a dynamic batch dimension: f32[N,4] -> f32[N,2].
+pub fn mlp_onnx_batched() -> Vec<u8> {
+    mlp(-1)
+}
+
+fn mlp(batch: i64) -> Vec<u8> {
     let graph = GraphProto {
         name: "nacre-sample-mlp".into(),
         node: vec![
@@ -69,8 +81,8 @@ pub fn mlp_onnx() -> Vec<u8> {
             tensor("w2", &[3, 2], W2.iter().flatten().copied().collect()),
             tensor("b2", &[2], B2.to_vec()),
         ],
-        input: vec![value("x", &[1, 4])],
-        output: vec![value("y", &[1, 2])],
+        input: vec![value("x", &[batch, 4])],
+        output: vec![value("y", &[batch, 2])],
         ..Default::default()
     };
     ModelProto {
