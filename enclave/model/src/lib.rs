@@ -243,10 +243,19 @@ impl Model {
         self.batch1.is_some()
     }
 
-    /// Whether every input's first dimension is one shared dynamic dimension (the batch), so
-    /// that requests can be merged along it.
+    /// Whether every input's first dimension is one shared dynamic dimension (the batch).
     pub fn has_batch_dimension(&self) -> bool {
         batch_symbol(self.plan.model()).ok().flatten().is_some()
+    }
+
+    /// Whether requests can be stacked along the batch dimension and their outputs cut back
+    /// apart: every input and every output has the batch as its first dimension.
+    pub fn batchable(&self) -> bool {
+        let m = self.plan.model();
+        let Ok(Some(n)) = batch_symbol(m) else { return false };
+        (0..m.outputs.len()).all(|i| {
+            m.output_fact(i).is_ok_and(|f| matches!(f.shape.iter().next(), Some(TDim::Sym(s)) if *s == n))
+        })
     }
 
     /// The declared input facts (dtype and shape), for request validation.
@@ -335,7 +344,8 @@ mod tests {
         let fixed = Model::load(&sample::mlp_onnx()).unwrap();
         assert!(!fixed.has_batch_dimension() && !fixed.has_batch1_plan());
         let model = Model::load(&sample::mlp_onnx_batched()).unwrap();
-        assert!(model.has_batch_dimension() && model.has_batch1_plan());
+        assert!(model.has_batch_dimension() && model.has_batch1_plan() && model.batchable());
+        assert!(!fixed.batchable());
         assert!(!Model::load_with(&sample::mlp_onnx_batched(), false).unwrap().has_batch1_plan());
         let rows = [[1.0, 2.0, 3.0, 4.0], [-1.0, 0.5, 0.0, 2.0], [0.1, -0.2, 0.3, -0.4]];
         let run = |rows: &[[f32; 4]]| {

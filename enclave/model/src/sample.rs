@@ -29,7 +29,11 @@ fn tensor(name: &str, dims: &[i64], data: Vec<f32>) -> TensorProto {
 /// A value's declaration; a negative dimension is the dynamic batch dimension `N`.
 fn value(name: &str, dims: &[i64]) -> ValueInfoProto {
     let dim = dims.iter().map(|&d| Dimension {
-        value: Some(if d < 0 { dimension::Value::DimParam("N".into()) } else { dimension::Value::DimValue(d) }),
+        value: Some(if d < 0 {
+            dimension::Value::DimParam("N".into())
+        } else {
+            dimension::Value::DimValue(d)
+        }),
         ..Default::default()
     });
     ValueInfoProto {

@@ -296,6 +296,104 @@ pub struct Tensor {
     pub data: TensorData,
 }
 
+impl ByteStrings {
+    fn append(&mut self, other: &ByteStrings) {
+        let base = self.bytes.len() as u32;
+        self.bytes.extend_from_slice(&other.bytes);
+        self.ends.extend(other.ends.iter().map(|e| e + base));
+    }
+
+    /// The strings from `at` on, removed from `self`.
+    fn split_off(&mut self, at: usize) -> ByteStrings {
+        let cut = match at {
+            0 => 0,
+            i => self.ends[i - 1],
+        };
+        let bytes = self.bytes.split_off(cut as usize);
+        let ends = self.ends.split_off(at).into_iter().map(|e| e - cut).collect();
+        ByteStrings { bytes, ends }
+    }
+}
+
+impl Tensor {
+    /// The elements of one row (one index of the first dimension); `None` for a scalar.
+    fn row_len(&self) -> Option<usize> {
+        (!self.shape.is_empty()).then(|| self.shape[1..].iter().product())
+    }
+
+    /// Whether `self` and `other` can be stacked along the first dimension: the same datatype
+    /// and the same shape past it.
+    pub fn stacks_with(&self, other: &Tensor) -> bool {
+        !self.shape.is_empty()
+            && self.shape.len() == other.shape.len()
+            && self.shape[1..] == other.shape[1..]
+            && self.data.datatype() == other.data.datatype()
+    }
+
+    /// `tensors` stacked along the first dimension (dynamic batching merges requests this
+    /// way); `None` unless every one [`Self::stacks_with`] the first.
+    pub fn concat_rows(tensors: Vec<Tensor>) -> Option<Tensor> {
+        let mut it = tensors.into_iter();
+        let mut out = it.next()?;
+        for t in it {
+            if !out.stacks_with(&t) {
+                return None;
+            }
+            out.shape[0] += t.shape[0];
+            match (&mut out.data, t.data) {
+                (TensorData::Bytes(a), TensorData::Bytes(b)) => a.append(&b),
+                (a, b) => {
+                    macro_rules! extend {
+                        ($($v:ident),*) => {
+                            match (a, b) {
+                                $((TensorData::$v(x), TensorData::$v(y)) => x.extend(y),)*
+                                _ => return None,
+                            }
+                        };
+                    }
+                    extend!(Bool, Uint8, Uint16, Uint32, Uint64, Int8, Int16, Int32, Int64, Fp16, Fp32, Fp64);
+                }
+            }
+        }
+        Some(out)
+    }
+
+    /// `self` cut along the first dimension into pieces of `rows` rows each (the inverse of
+    /// [`Self::concat_rows`]); `None` unless `rows` adds up to the first dimension and the
+    /// elements match the shape.
+    pub fn split_rows(mut self, rows: &[usize]) -> Option<Vec<Tensor>> {
+        let row_len = self.row_len()?;
+        if rows.iter().sum::<usize>() != self.shape[0] || self.data.len() != self.shape[0] * row_len {
+            return None;
+        }
+        let mut pieces = Vec::with_capacity(rows.len());
+        // From the back, so that each split_off moves only the piece it returns.
+        for &n in rows.iter().rev() {
+            let at = (self.shape[0] - n) * row_len;
+            let data = match &mut self.data {
+                TensorData::Bytes(s) => TensorData::Bytes(s.split_off(at)),
+                other => {
+                    macro_rules! split {
+                        ($($v:ident),*) => {
+                            match other {
+                                $(TensorData::$v(x) => TensorData::$v(x.split_off(at)),)*
+                                TensorData::Bytes(_) => return None,
+                            }
+                        };
+                    }
+                    split!(Bool, Uint8, Uint16, Uint32, Uint64, Int8, Int16, Int32, Int64, Fp16, Fp32, Fp64)
+                }
+            };
+            self.shape[0] -= n;
+            let mut shape = self.shape.clone();
+            shape[0] = n;
+            pieces.push(Tensor { shape, data });
+        }
+        pieces.reverse();
+        Some(pieces)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -338,5 +436,26 @@ mod tests {
         out.clear();
         TensorData::Fp16(vec![f16::from_f32(1.0)]).write_le(&mut out);
         assert_eq!(out, [0x00, 0x3c]);
+    }
+
+    #[test]
+    fn rows_stack_and_split_back() {
+        let a = Tensor { shape: vec![1, 2], data: TensorData::Fp32(vec![1.0, 2.0]) };
+        let b = Tensor { shape: vec![2, 2], data: TensorData::Fp32(vec![3.0, 4.0, 5.0, 6.0]) };
+        let ab = Tensor::concat_rows(vec![a.clone(), b.clone()]).unwrap();
+        assert_eq!(ab.shape, vec![3, 2]);
+        assert_eq!(ab.data, TensorData::Fp32(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]));
+        assert_eq!(ab.clone().split_rows(&[1, 2]).unwrap(), vec![a.clone(), b]);
+        assert!(ab.clone().split_rows(&[1, 1]).is_none(), "rows must add up");
+        let other = Tensor { shape: vec![1, 3], data: TensorData::Fp32(vec![0.0; 3]) };
+        assert!(Tensor::concat_rows(vec![a.clone(), other]).is_none(), "shapes past the first differ");
+        let ints = Tensor { shape: vec![1, 2], data: TensorData::Int32(vec![1, 2]) };
+        assert!(Tensor::concat_rows(vec![a, ints]).is_none(), "datatypes differ");
+        let s = |v: &[&str]| TensorData::Bytes(v.iter().map(|s| (*s).to_owned()).collect());
+        let x = Tensor { shape: vec![2], data: s(&["ab", ""]) };
+        let y = Tensor { shape: vec![1], data: s(&["cde"]) };
+        let xy = Tensor::concat_rows(vec![x.clone(), y.clone()]).unwrap();
+        assert_eq!(xy.data, s(&["ab", "", "cde"]));
+        assert_eq!(xy.split_rows(&[2, 1]).unwrap(), vec![x, y]);
     }
 }

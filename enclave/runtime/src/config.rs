@@ -128,6 +128,20 @@ pub struct EnclaveConfig {
     /// a new one (new key, fresh evidence) at half-life, retrying with backoff on failure.
     #[serde(default = "certificate_lifetime")]
     pub certificate_lifetime_secs: u64,
+    /// Dynamic batching (Triton's `dynamic_batching`), for a model whose inputs and outputs
+    /// share a dynamic first dimension: concurrent requests are stacked along it and run as
+    /// one. Absent: every request runs alone.
+    #[serde(default)]
+    pub batching: Option<Batching>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Batching {
+    /// Rows of one merged run at most (2–4096).
+    pub max_batch_size: usize,
+    /// How long the first request of a batch may wait for others, microseconds (1–100,000).
+    pub max_queue_delay_us: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -177,6 +191,11 @@ impl EnclaveConfig {
         }
         if !(1..=600).contains(&self.request_timeout_secs) || !(1..=600).contains(&self.idle_timeout_secs) {
             return bad("request_timeout_secs and idle_timeout_secs: 1–600".into());
+        }
+        if let Some(b) = &self.batching
+            && (!(2..=4096).contains(&b.max_batch_size) || !(1..=100_000).contains(&b.max_queue_delay_us))
+        {
+            return bad("batching: max_batch_size 2–4096, max_queue_delay_us 1–100000".into());
         }
         if !CERTIFICATE_LIFETIME.contains(&self.certificate_lifetime_secs) {
             return bad(format!(

@@ -148,6 +148,7 @@ impl GrpcInferenceService for Grpc {
         let r = request.get_ref();
         let answer = ready_model(&self.app, &r.name, &r.version).map(|ready| {
             let m = &ready.metadata;
+            let batching = self.app.batching_of(&ready);
             let data_type = |d: &str| {
                 Datatype::parse(d)
                     .ok()
@@ -159,14 +160,20 @@ impl GrpcInferenceService for Grpc {
                     name: m.name.clone(),
                     platform: m.platform.clone(),
                     backend: "tract".into(),
-                    max_batch_size: 0,
+                    max_batch_size: batching.map_or(0, |b| b.max_batch_size as i32),
+                    scheduling_choice: batching.map(|b| {
+                        pb::model_config::SchedulingChoice::DynamicBatching(pb::ModelDynamicBatching {
+                            max_queue_delay_microseconds: b.max_queue_delay.as_micros() as u64,
+                            ..Default::default()
+                        })
+                    }),
                     input: m
                         .inputs
                         .iter()
                         .map(|i| pb::ModelInput {
                             name: i.name.clone(),
                             data_type: data_type(&i.datatype),
-                            dims: i.shape.clone(),
+                            dims: super::triton::dims(i, batching),
                             ..Default::default()
                         })
                         .collect(),
@@ -176,7 +183,7 @@ impl GrpcInferenceService for Grpc {
                         .map(|o| pb::ModelOutput {
                             name: o.name.clone(),
                             data_type: data_type(&o.datatype),
-                            dims: o.shape.clone(),
+                            dims: super::triton::dims(o, batching),
                             ..Default::default()
                         })
                         .collect(),

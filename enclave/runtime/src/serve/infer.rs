@@ -11,6 +11,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use super::batcher::{BatchError, Batcher};
 use super::kserve::parse::{Parameter, ParsedRequest};
 use super::kserve::{self, Framing, InferResponse, OutputTensor, ParseError};
 use super::{App, Conn, Ready, Reject, Shared, body};
@@ -212,11 +213,33 @@ pub(super) fn model_reject(e: &nacre_model::ModelError) -> Reject {
 
 impl App {
     /// Runs the model once on a core (waiting for one first), recording Triton's statistics.
+    /// Dynamic batching in force for `ready`'s model: configured, and the model batchable.
+    pub(super) fn batching_of(&self, ready: &Ready) -> Option<super::batcher::BatchConfig> {
+        self.batching.filter(|_| ready.model.batchable())
+    }
+
     pub(super) async fn run_model(
         &self,
         ready: &Arc<Ready>,
         inputs: Vec<nacre_model::Tensor>,
     ) -> Result<Vec<nacre_model::Tensor>, Reject> {
+        let internal = || Reject::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "inference failed");
+        let batcher = self.batcher.get_or_init(|| {
+            let config = self.batching_of(ready)?;
+            Some(Batcher::start(ready.model.clone(), config, self.infer_slots.clone(), self.stats.clone()))
+        });
+        if let Some(batcher) = batcher {
+            // The batcher counts queueing and executions itself (one per merged run).
+            let (outputs, times) = batcher.run(inputs).await.map_err(|e| match e {
+                BatchError::Model(e) => model_reject(&e),
+                BatchError::Internal => internal(),
+                BatchError::Closed => Reject::unavailable("the server is shutting down"),
+            })?;
+            self.stats.compute_input.add(times.input);
+            self.stats.compute_infer.add(times.infer);
+            self.stats.compute_output.add(times.output);
+            return Ok(outputs);
+        }
         let queued = Instant::now();
         let _slot = self
             .infer_slots
@@ -229,7 +252,7 @@ impl App {
         let (outputs, times) = tokio::task::spawn_blocking(move || model.run_timed(inputs))
             .await
             // A panic's message is tract's text too: not passed on.
-            .map_err(|_| Reject::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "inference failed"))?
+            .map_err(|_| internal())?
             .map_err(|e| model_reject(&e))?;
         self.stats.compute_input.add(times.input);
         self.stats.compute_infer.add(times.infer);

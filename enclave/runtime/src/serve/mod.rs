@@ -20,6 +20,7 @@
 //! The attested certificate is renewed at half-life ([`renew`]); each connection keeps the
 //! certificate it was shown ([`tls::Presented`]).
 
+pub mod batcher;
 pub mod body;
 pub mod budget;
 pub mod grpc;
@@ -125,7 +126,11 @@ pub struct App {
     request_timeout: Duration,
     /// Bounds concurrent inferences to the cores; the rest wait (their clients see latency,
     /// not errors).
-    infer_slots: tokio::sync::Semaphore,
+    infer_slots: Arc<tokio::sync::Semaphore>,
+    /// Dynamic batching as configured; in force only for a batchable model.
+    batching: Option<batcher::BatchConfig>,
+    /// The batch collector, started with the first inference of a batchable model.
+    batcher: std::sync::OnceLock<Option<batcher::Batcher>>,
     /// The served model's statistics (Triton's extension and `nv_*` metrics).
     stats: Arc<stats::ModelStats>,
 }
@@ -160,7 +165,12 @@ impl App {
             max_request: config.max_request_bytes,
             budget: Budget::new(config.max_buffered_bytes),
             allow_non_finite: config.allow_non_finite,
-            infer_slots: tokio::sync::Semaphore::new(cores),
+            infer_slots: Arc::new(tokio::sync::Semaphore::new(cores)),
+            batching: config.batching.map(|b| batcher::BatchConfig {
+                max_batch_size: b.max_batch_size,
+                max_queue_delay: Duration::from_micros(b.max_queue_delay_us),
+            }),
+            batcher: std::sync::OnceLock::new(),
             admission,
             request_timeout: Duration::from_secs(config.request_timeout_secs),
             attest_queue: tokio::sync::Semaphore::new(ATTEST_QUEUE),
@@ -450,7 +460,8 @@ async fn model_ready(State(app): Shared, Path(path): ModelPath) -> Response {
 /// Triton's model-configuration extension.
 async fn model_config(State(app): Shared, Path(path): ModelPath) -> Response {
     let t = Instant::now();
-    let r = model_of_path(&app, &path).map(|ready| json(StatusCode::OK, &triton::config(&ready.metadata)));
+    let r = model_of_path(&app, &path)
+        .map(|ready| json(StatusCode::OK, &triton::config(&ready.metadata, app.batching_of(&ready))));
     app.finish("model_config", t, r)
 }
 

@@ -228,3 +228,75 @@ fn nacre_proxy_forwards_tritonclient_only_over_a_verified_connection() {
     assert_eq!(ready, 200);
     assert_eq!(proxy.verifications(), 2, "the reconnect was not verified again");
 }
+
+/// Dynamic batching (`[batching]` in the measured configuration): concurrent clients' requests
+/// are merged into fewer runs of the model (Triton's statistics count fewer executions than
+/// inferences), every client gets its own rows back — equal to tract's on that input alone —
+/// and tritonclient sees a batching model's configuration and still matches onnxruntime.
+#[test]
+fn dynamic_batching_merges_concurrent_requests_and_answers_each_its_own_rows() {
+    let dir = super::common::scratch("batching");
+    let model_file = dir.join("fraud-mlp.onnx");
+    let model = make_model(&["fraud-mlp"], &model_file);
+    let reference = nacre_model::Model::load(&model).unwrap();
+    let mut options = Options::new(model, "fraud-mlp");
+    options.extra_config = "[batching]\nmax_batch_size = 16\nmax_queue_delay_us = 5000\n".into();
+    let stack = Stack::start(options);
+    stack.wait_for("NACRE-ENCLAVE-SERVING", SERVING);
+    let features = |client: usize, i: usize| -> Vec<f32> {
+        (0..30).map(|f| ((client * 131 + i * 17 + f * 7) % 97) as f32 / 48.5 - 1.0).collect()
+    };
+    let (clients, per_client) = (8, 12);
+    let answers = stack.rt.block_on(async {
+        let mut tasks = Vec::new();
+        for c in 0..clients {
+            let (url, policy) = (stack.url.clone(), stack.policy());
+            tasks.push(tokio::spawn(async move {
+                let mut s = AttestedSession::connect(&url, &policy).await.unwrap();
+                let mut out = Vec::new();
+                for i in 0..per_client {
+                    let request = serde_json::json!({"inputs": [{
+                        "name": "features", "shape": [1, 30], "datatype": "FP32", "data": features(c, i)
+                    }]});
+                    let response = s.infer("fraud-mlp", &request).await.unwrap();
+                    out.push((c, i, response));
+                }
+                out
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.unwrap());
+        }
+        all
+    });
+    assert_eq!(answers.len(), clients * per_client);
+    for (c, i, response) in &answers {
+        let input =
+            nacre_model::Tensor { shape: vec![1, 30], data: nacre_model::TensorData::Fp32(features(*c, *i)) };
+        let alone = reference.run(vec![input]).unwrap();
+        let nacre_model::TensorData::Fp32(want) = &alone[0].data else { panic!() };
+        let got: Vec<f32> = response["outputs"][0]["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        assert_eq!(got.len(), want.len(), "{response}");
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() <= 1e-5 + 1e-5 * w.abs(), "client {c} request {i}: {got:?} vs {want:?}");
+        }
+    }
+    let stats = stack.rt.block_on(async {
+        let mut s = AttestedSession::connect(&stack.url, &stack.policy()).await.unwrap();
+        let body = s.get("/v2/models/fraud-mlp/stats").await.unwrap();
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap()
+    });
+    let model_stats = &stats["model_stats"][0];
+    let (inferences, executions) =
+        (model_stats["inference_count"].as_u64().unwrap(), model_stats["execution_count"].as_u64().unwrap());
+    assert_eq!(inferences, (clients * per_client) as u64, "{stats}");
+    assert!(executions < inferences, "no request was batched with another: {stats}");
+    let out = triton_client(&stack, "fraud-mlp", &model_file, &["--protocol", "both", "--batch", "3"]);
+    assert!(out.contains("max_batch_size 16") && !out.contains("FAIL"), "{out}");
+}
