@@ -255,6 +255,14 @@ pub struct ServingArgs {
     /// Accept NaN and ±infinity in inference inputs.
     #[arg(long)]
     allow_non_finite: bool,
+    /// Dynamic batching: rows per merged run at most (2–4096), for a model whose inputs and
+    /// outputs share a dynamic first dimension.
+    #[arg(long, requires = "max_queue_delay_us")]
+    max_batch_size: Option<u64>,
+    /// Dynamic batching: how long the first request of a batch may wait for others,
+    /// microseconds (1–100000).
+    #[arg(long, requires = "max_batch_size")]
+    max_queue_delay_us: Option<u64>,
 }
 
 impl ServingArgs {
@@ -276,6 +284,7 @@ impl ServingArgs {
             request_timeout_secs: self.request_timeout_secs,
             idle_timeout_secs: self.idle_timeout_secs,
             allow_non_finite: self.allow_non_finite,
+            batching: self.max_batch_size.zip(self.max_queue_delay_us),
         })
     }
 }
@@ -305,6 +314,7 @@ fn serving_summary(s: &ServingOptions) -> String {
     .into_iter()
     .filter_map(|(k, v)| v.map(|v| format!("{k} {v}")))
     .chain(s.allow_non_finite.then(|| "allow_non_finite".to_owned()))
+    .chain(s.batching.map(|(n, d)| format!("dynamic batching up to {n} rows, {d} µs")))
     .collect();
     if limits.is_empty() {
         out.push_str("; the enclave's default limits");

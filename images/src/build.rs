@@ -87,6 +87,9 @@ pub struct ServingOptions {
     pub idle_timeout_secs: Option<u64>,
     /// Accept NaN and ±infinity in inputs (the enclave refuses them unless this is set).
     pub allow_non_finite: bool,
+    /// Dynamic batching: rows per merged run (2–4096) and the first request's longest wait,
+    /// microseconds (1–100,000). Written as the `[batching]` table, last in the file.
+    pub batching: Option<(u64, u64)>,
 }
 
 /// The enclave's defaults (`enclave/runtime/src/config.rs`) of the limits that are checked
@@ -320,6 +323,16 @@ fn serving_config(s: &ServingOptions) -> Result<String, BuildError> {
     if s.allow_non_finite {
         out += "allow_non_finite = true\n";
     }
+    if let Some((size, delay)) = s.batching {
+        if !(2..=4096).contains(&size) || !(1..=100_000).contains(&delay) {
+            return bad(
+                "batching",
+                format!("max_batch_size {size} (2–4096), max_queue_delay_us {delay} (1–100000)"),
+            );
+        }
+        // A table: last, so that no key after it falls into it.
+        out += &format!("[batching]\nmax_batch_size = {size}\nmax_queue_delay_us = {delay}\n");
+    }
     Ok(out)
 }
 
@@ -472,6 +485,7 @@ mod tests {
             request_timeout_secs: Some(10),
             idle_timeout_secs: Some(600),
             allow_non_finite: true,
+            batching: Some((16, 500)),
         };
         let text = enclave_config(&spec(serving)).unwrap();
         // SHA-256("abc"), FIPS 180-2 appendix B.1.
@@ -485,7 +499,10 @@ mod tests {
                     max_buffered_bytes = 8388608\n\
                     request_timeout_secs = 10\n\
                     idle_timeout_secs = 600\n\
-                    allow_non_finite = true\n";
+                    allow_non_finite = true\n\
+                    [batching]\n\
+                    max_batch_size = 16\n\
+                    max_queue_delay_us = 500\n";
         assert_eq!(text, format!("{BASE}{want}"));
         // Only what is set.
         let token_only = ServingOptions { inference_token_sha256: Some([0; 32]), ..Default::default() };
@@ -529,6 +546,9 @@ mod tests {
             (|s| s.idle_timeout_secs = Some(0), "idle_timeout_secs"),
             (|s| s.idle_timeout_secs = Some(601), "idle_timeout_secs"),
             (|s| s.max_request_bytes = Some(u64::MAX), "TOML integer"),
+            (|s| s.batching = Some((1, 500)), "max_batch_size 1 (2–4096)"),
+            (|s| s.batching = Some((16, 0)), "batching"),
+            (|s| s.batching = Some((16, 100_001)), "batching"),
         ];
         for (edit, reason) in cases {
             let mut serving = ServingOptions::default();
