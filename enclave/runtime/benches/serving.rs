@@ -60,6 +60,203 @@ fn request_for(metadata: &serde_json::Value) -> (serde_json::Value, Tensors) {
     (json!({ "inputs": inputs }), tensors)
 }
 
+/// How a Rust client sends the request.
+#[derive(Clone, Copy, Debug)]
+enum Wire {
+    /// KServe v2 JSON over HTTP/1.1.
+    Json,
+    /// The binary tensor extension over HTTP/1.1 (raw little-endian inputs and outputs).
+    Binary,
+    /// `inference.GRPCInferenceService/ModelInfer` over HTTP/2, raw contents.
+    Grpc,
+}
+
+/// One request in every form the benchmark sends it.
+#[derive(Clone)]
+struct Request {
+    model: String,
+    json: Vec<u8>,
+    binary: (Vec<u8>, usize),
+    grpc: nacre_oip::inference::ModelInferRequest,
+}
+
+impl Request {
+    fn new(model: &str, metadata: &serde_json::Value, tensors: &Tensors) -> Self {
+        let names: Vec<String> = metadata["inputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["name"].as_str().unwrap().to_owned())
+            .collect();
+        let raw: Vec<Vec<u8>> = tensors
+            .iter()
+            .map(|t| {
+                let mut out = Vec::new();
+                t.data.write_le(&mut out);
+                out
+            })
+            .collect();
+        let json_inputs: Vec<serde_json::Value> = names
+            .iter()
+            .zip(tensors)
+            .map(|(n, t)| {
+                let nacre_model::TensorData::Fp32(v) = &t.data else { panic!("FP32 inputs") };
+                json!({"name": n, "shape": t.shape, "datatype": "FP32", "data": v})
+            })
+            .collect();
+        let header_inputs: Vec<serde_json::Value> = names
+            .iter()
+            .zip(tensors)
+            .zip(&raw)
+            .map(|((n, t), r)| {
+                json!({"name": n, "shape": t.shape, "datatype": "FP32", "parameters": {"binary_data_size": r.len()}})
+            })
+            .collect();
+        let header =
+            serde_json::to_vec(&json!({"inputs": header_inputs, "parameters": {"binary_data_output": true}}))
+                .unwrap();
+        let json_len = header.len();
+        let mut body = header;
+        for r in &raw {
+            body.extend_from_slice(r);
+        }
+        use nacre_oip::inference::model_infer_request::InferInputTensor;
+        let grpc = nacre_oip::inference::ModelInferRequest {
+            model_name: model.to_owned(),
+            inputs: names
+                .iter()
+                .zip(tensors)
+                .map(|(n, t)| InferInputTensor {
+                    name: n.clone(),
+                    datatype: "FP32".into(),
+                    shape: t.shape.iter().map(|&d| d as i64).collect(),
+                    ..Default::default()
+                })
+                .collect(),
+            raw_input_contents: raw.into_iter().map(Into::into).collect(),
+            ..Default::default()
+        };
+        Request {
+            model: model.to_owned(),
+            json: serde_json::to_vec(&json!({ "inputs": json_inputs })).unwrap(),
+            binary: (body, json_len),
+            grpc,
+        }
+    }
+}
+
+/// One client connection sending `request` over `wire`, `n` times after a warm-up; the
+/// latency of each.
+async fn client(mut s: AttestedSession, wire: Wire, request: Request, n: usize) -> Vec<f64> {
+    use hyper::{HeaderMap, Method, header::HeaderValue};
+    let target = format!("/v2/models/{}/infer", request.model);
+    let mut grpc = s.grpc();
+    let (binary_body, json_len) = (hyper::body::Bytes::from(request.binary.0.clone()), request.binary.1);
+    let json_body = hyper::body::Bytes::from(request.json.clone());
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n + 50 {
+        let st = Instant::now();
+        match wire {
+            Wire::Json => {
+                let mut h = HeaderMap::new();
+                h.insert("content-type", HeaderValue::from_static("application/json"));
+                let r = s.send(Method::POST, &target, h, json_body.clone()).await.unwrap();
+                assert_eq!(r.status(), 200, "{:?}", r.body());
+            }
+            Wire::Binary => {
+                let mut h = HeaderMap::new();
+                h.insert("inference-header-content-length", HeaderValue::from(json_len));
+                h.insert("content-type", HeaderValue::from_static("application/octet-stream"));
+                let r = s.send(Method::POST, &target, h, binary_body.clone()).await.unwrap();
+                assert_eq!(r.status(), 200, "{:?}", r.body());
+                assert!(r.headers().contains_key("inference-header-content-length"));
+            }
+            Wire::Grpc => {
+                let g = grpc.as_mut().unwrap();
+                let out = g.model_infer(request.grpc.clone()).await.unwrap().into_inner();
+                assert!(!out.raw_output_contents.is_empty());
+            }
+        }
+        if i >= 50 {
+            samples.push(st.elapsed().as_secs_f64());
+        }
+    }
+    samples
+}
+
+/// `connections` clients at once, `iters` requests in all: every latency, and requests/s.
+fn load(stack: &Stack, wire: Wire, request: &Request, connections: usize, iters: usize) -> (Vec<f64>, f64) {
+    let policy = stack.policy();
+    stack.rt.block_on(async {
+        let per = iters.div_ceil(connections);
+        // Connected (and verified) one by one before the clock starts: the enclave queues at
+        // most 8 fresh attestations.
+        let mut sessions = Vec::new();
+        for _ in 0..connections {
+            let http = if matches!(wire, Wire::Grpc) {
+                nacre_client::Wire::Http2
+            } else {
+                nacre_client::Wire::Http1
+            };
+            sessions.push(AttestedSession::connect_with(&stack.url, &policy, http).await.unwrap());
+        }
+        let t = Instant::now();
+        let mut tasks = Vec::new();
+        for session in sessions {
+            tasks.push(tokio::spawn(client(session, wire, request.clone(), per)));
+        }
+        let mut all = Vec::new();
+        for task in tasks {
+            all.extend(task.await.unwrap());
+        }
+        let rate = all.len() as f64 / t.elapsed().as_secs_f64();
+        (all, rate)
+    })
+}
+
+/// tract in-process, one thread, sequential: the floor the serving rows are compared with.
+fn in_process(model: &nacre_model::Model, tensors: &Tensors, iters: usize) -> (Vec<f64>, f64) {
+    for _ in 0..100 {
+        model.run(tensors.clone()).unwrap();
+    }
+    let mut samples = Vec::with_capacity(iters);
+    let t = Instant::now();
+    for _ in 0..iters {
+        let input = tensors.clone();
+        let s = Instant::now();
+        std::hint::black_box(model.run(input).unwrap());
+        samples.push(s.elapsed().as_secs_f64());
+    }
+    (samples, iters as f64 / t.elapsed().as_secs_f64())
+}
+
+/// `scripts/bench_tritonclient.py` (tritonclient, default arguments, one process per
+/// connection), when `NACRE_PYTHON` names the models virtualenv's Python.
+fn tritonclient(
+    url: &str,
+    tls_ca: Option<&std::path::Path>,
+    model: &str,
+    request_file: &std::path::Path,
+    protocol: &str,
+    connections: usize,
+    iters: usize,
+) -> Option<(f64, f64, f64)> {
+    let python = std::env::var("NACRE_PYTHON").ok()?;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/bench_tritonclient.py");
+    let mut cmd = std::process::Command::new(python);
+    cmd.arg(script).args(["--url", url, "--model", model, "--protocol", protocol]);
+    cmd.arg("--request").arg(request_file);
+    cmd.args(["--connections", &connections.to_string(), "--iters", &iters.to_string()]);
+    match tls_ca {
+        Some(ca) => cmd.arg("--ca").arg(ca),
+        None => cmd.arg("--plaintext"),
+    };
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "bench_tritonclient.py: {}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    Some((v["p50_us"].as_f64()?, v["p99_us"].as_f64()?, v["per_sec"].as_f64()?))
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo bench -- --list` (and test harness probing)
@@ -73,91 +270,120 @@ fn main() {
                 (name.to_owned(), std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}")))
             })
             .collect(),
-        Err(_) => vec![("sample-mlp".into(), nacre_model::sample::mlp_onnx())],
+        Err(_) => vec![("sample-mlp".into(), nacre_model::sample::mlp_onnx_batched())],
     };
+    let rate_limits = "rate_per_second = 1000000\nrate_burst = 1000000\n";
     let mut rows = Vec::new();
+    let mut batching_rows = Vec::new();
     let mut handshake_rows = Vec::new();
     for (name, onnx) in &models {
         let mut options = Options::new(onnx.clone(), name);
-        // The per-client limit would throttle the benchmark's single client.
-        options.extra_config = "rate_per_second = 1000000\nrate_burst = 1000000\n".into();
+        // The per-client limit would throttle the benchmark's clients.
+        options.extra_config = rate_limits.into();
         let stack = Stack::start(options);
         stack.wait_for("NACRE-ENCLAVE-SERVING", Duration::from_secs(120));
         let policy = stack.policy();
-        let (request, tensors) = stack.rt.block_on(async {
+        let (metadata, tensors, pem) = stack.rt.block_on(async {
             let mut s = AttestedSession::connect(&stack.url, &policy).await.unwrap();
-            request_for(&s.metadata(name).await.unwrap())
+            let metadata = s.metadata(name).await.unwrap();
+            let (_, tensors) = request_for(&metadata);
+            (metadata, tensors, s.peer().certificate_pem())
         });
+        let request = Request::new(name, &metadata, &tensors);
+        let request_file = stack.dir.join("request.json");
+        std::fs::write(&request_file, &request.json).unwrap();
+        let ca = stack.dir.join("enclave-cert.pem");
+        std::fs::write(&ca, pem).unwrap();
 
-        // tract in-process: the same model bytes, the same input.
-        let model = nacre_model::Model::load(onnx).unwrap();
-        for _ in 0..100 {
-            model.run(tensors.clone()).unwrap();
+        // tract in-process: the same model bytes, the same input; both plans.
+        let generic = nacre_model::Model::load_with(onnx, false).unwrap();
+        let (samples, rate) = in_process(&generic, &tensors, iters);
+        rows.push(row(format!("{name}: tract in-process, generic plan"), samples, rate));
+        let batch1 = nacre_model::Model::load(onnx).unwrap();
+        if batch1.has_batch1_plan() {
+            let (samples, rate) = in_process(&batch1, &tensors, iters);
+            rows.push(row(format!("{name}: tract in-process, batch-1 plan (served)"), samples, rate));
         }
-        let mut samples = Vec::with_capacity(iters);
-        let t = Instant::now();
-        for _ in 0..iters {
-            let input = tensors.clone();
-            let s = Instant::now();
-            std::hint::black_box(model.run(input).unwrap());
-            samples.push(s.elapsed().as_secs_f64());
+
+        for (wire, label) in [(Wire::Json, "JSON"), (Wire::Binary, "binary"), (Wire::Grpc, "gRPC")] {
+            for connections in [1, 4, 16] {
+                let (samples, rate) = load(&stack, wire, &request, connections, iters);
+                rows.push(row(format!("{name}: Rust client, {label}, {connections} conn."), samples, rate));
+            }
         }
-        let rate = iters as f64 / t.elapsed().as_secs_f64();
-        rows.push(row(format!("{name}: tract in-process"), samples, rate));
 
-        // Through the enclave's HTTPS API: one kept-alive attested connection, sequential.
-        let (samples, rate) = stack.rt.block_on(async {
-            let mut s = AttestedSession::connect(&stack.url, &policy).await.unwrap();
-            for _ in 0..100 {
-                s.infer(name, &request).await.unwrap();
-            }
-            let mut samples = Vec::with_capacity(iters);
-            let t = Instant::now();
-            for _ in 0..iters {
-                let st = Instant::now();
-                std::hint::black_box(s.infer(name, &request).await.unwrap());
-                samples.push(st.elapsed().as_secs_f64());
-            }
-            (samples, iters as f64 / t.elapsed().as_secs_f64())
+        // tritonclient, default arguments: straight to the enclave (the verified certificate
+        // as its CA), and through `nacre proxy`.
+        let host_port = stack.url.trim_start_matches("https://").to_owned();
+        let proxy_addr = stack.rt.block_on(async {
+            let listener = nacre_client::proxy::bind_loopback("127.0.0.1:0".parse().unwrap()).await.unwrap();
+            let addr = listener.local_addr().unwrap().to_string();
+            let config = nacre_client::proxy::ProxyConfig {
+                upstream: stack.url.clone(),
+                policy: stack.policy(),
+                token: None,
+                upstream_token: None,
+            };
+            let (proxy, _) = nacre_client::proxy::Proxy::start(config).await.unwrap();
+            tokio::spawn(proxy.serve(listener, std::future::pending()));
+            addr
         });
-        rows.push(row(format!("{name}: enclave HTTPS, 1 connection"), samples, rate));
-
-        // Throughput with 4 concurrent connections.
-        let (samples, rate) = stack.rt.block_on(async {
-            let per = iters / 4;
-            let t = Instant::now();
-            let mut tasks = Vec::new();
-            for _ in 0..4 {
-                let (url, policy, request, name) =
-                    (stack.url.clone(), policy.clone(), request.clone(), name.clone());
-                tasks.push(tokio::spawn(async move {
-                    let mut s = AttestedSession::connect(&url, &policy).await.unwrap();
-                    let mut samples = Vec::with_capacity(per);
-                    for _ in 0..per {
-                        let st = Instant::now();
-                        s.infer(&name, &request).await.unwrap();
-                        samples.push(st.elapsed().as_secs_f64());
-                    }
-                    samples
-                }));
+        for (via, url, tls) in [
+            ("tritonclient", &host_port, Some(ca.as_path())),
+            ("tritonclient via nacre proxy", &proxy_addr, None),
+        ] {
+            for protocol in ["http", "grpc"] {
+                for connections in [1, 4, 16] {
+                    let Some((p50, p99, rate)) =
+                        tritonclient(url, tls, name, &request_file, protocol, connections, iters)
+                    else {
+                        continue;
+                    };
+                    rows.push(Row {
+                        what: format!("{name}: {via}, {protocol}, {connections} conn."),
+                        p50_us: p50,
+                        p99_us: p99,
+                        per_sec: rate,
+                    });
+                }
             }
-            let mut all = Vec::new();
-            for task in tasks {
-                all.extend(task.await.unwrap());
-            }
-            let rate = all.len() as f64 / t.elapsed().as_secs_f64();
-            (all, rate)
-        });
-        rows.push(row(format!("{name}: enclave HTTPS, 4 connections"), samples, rate));
+        }
 
         if handshake_rows.is_empty() {
             handshake_rows = handshakes(&stack);
+        }
+        drop(stack);
+
+        // Dynamic batching: 16 connections, binary and gRPC, with and without.
+        if batch1.batchable() {
+            for (label, batching) in [
+                ("off", ""),
+                ("max 16 rows, 500 µs", "[batching]\nmax_batch_size = 16\nmax_queue_delay_us = 500\n"),
+            ] {
+                let mut options = Options::new(onnx.clone(), name);
+                options.extra_config = format!("{rate_limits}{batching}");
+                let stack = Stack::start(options);
+                stack.wait_for("NACRE-ENCLAVE-SERVING", Duration::from_secs(120));
+                for (wire, wire_label) in [(Wire::Binary, "binary"), (Wire::Grpc, "gRPC")] {
+                    let (samples, rate) = load(&stack, wire, &request, 16, iters * 2);
+                    batching_rows.push(row(
+                        format!("{name}: {wire_label}, 16 conn., batching {label}"),
+                        samples,
+                        rate,
+                    ));
+                }
+            }
         }
     }
 
     println!("\n| path (batch 1) | p50 µs | p99 µs | requests/s |");
     println!("|---|---:|---:|---:|");
     for r in &rows {
+        println!("| {} | {:.1} | {:.1} | {:.0} |", r.what, r.p50_us, r.p99_us, r.per_sec);
+    }
+    println!("\n| dynamic batching (batch-1 requests) | p50 µs | p99 µs | requests/s |");
+    println!("|---|---:|---:|---:|");
+    for r in &batching_rows {
         println!("| {} | {:.1} | {:.1} | {:.0} |", r.what, r.p50_us, r.p99_us, r.per_sec);
     }
     println!("\n| handshake (loopback) | p50 µs | p99 µs | per second (sequential) |");
