@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The project's test command: formatting, clippy (warnings are errors), every test of the workspace,
+# The project's test command: formatting, clippy (warnings are errors), the Python package's wheel,
+# every test of the workspace,
 # the end-to-end demo, then the supply-chain checks (scripts/audit.sh). Needs ../shared/vectors beside the checkout.
 # Runs every step even after a failure, prints a summary, and exits non-zero if any step failed.
 set -euo pipefail
@@ -30,10 +31,14 @@ step() {
 # cargo test's output stays on screen (CI reads its "test result:" lines); a copy is kept for the totals.
 test_log=$(mktemp)
 trap 'rm -f "$test_log"' EXIT
-run_tests() { cargo test --workspace --no-fail-fast 2>&1 | tee "$test_log"; }
+# nacre-python is a PyO3 extension module: it is tested from Python (below), not as a test binary.
+run_tests() { cargo test --workspace --exclude nacre-python --no-fail-fast 2>&1 | tee "$test_log"; }
 
 step "cargo fmt --check" cargo fmt --all -- --check
 step "cargo clippy -D warnings" cargo clippy --workspace --all-targets -- -D warnings
+# The Python package (python/) into the models virtualenv, for enclave/runtime/tests/serve/python.rs:
+# built here because cargo test holds the target directory's lock while its tests run.
+step "python package (scripts/python-package.sh)" scripts/python-package.sh
 step "cargo test" run_tests
 # The README's main command as an integration test: the whole flow in a sim CVM, outputs equal
 # to onnxruntime's within 1e-5 (the script fails otherwise).

@@ -5,6 +5,8 @@ onnxruntime's on the same inputs.
 
     "$NACRE_PYTHON" tests/python/triton_client.py --url 127.0.0.1:PORT --ca CERT.pem \\
         --model NAME --model-file MODEL.onnx [--protocol http|grpc|both] [--token-file FILE]
+    "$NACRE_PYTHON" tests/python/triton_client.py --url 127.0.0.1:PORT --policy POLICY.toml \\
+        [--allow-insecure-sim] --model NAME --model-file MODEL.onnx ...
     "$NACRE_PYTHON" tests/python/triton_client.py --dry-run --model-file MODEL.onnx [--inputs REQ.json]
 
 (NACRE_PYTHON from `eval "$(scripts/inputs.sh)"`: onnxruntime, numpy and tritonclient 2.73.0.)
@@ -30,6 +32,11 @@ Inputs: from --inputs (a KServe v2 JSON request, e.g. scripts/models.py input or
 or generated from the ONNX file's inputs (the first dimension, if dynamic, is --batch; the
 values come from scripts/models.py: the demo models' own generators, else its per-datatype
 values with the type's edge cases, --seed).
+
+With --policy (a client policy file, as `nacre verify --policy` takes), the Python package `nacre`
+(scripts/python-package.sh) verifies the enclave first — `nacre.verify`, a check of its own — and
+both clients are built with its ready-made arguments (`tritonclient_http_args()`,
+`tritonclient_grpc_args()`): the certificate it accepted is their only CA.
 
 The CA file is the enclave's certificate: both clients verify the name in the URL against it
 (the enclave's default names are localhost and 127.0.0.1); --server-name overrides that name.
@@ -235,13 +242,20 @@ def http_checks(args, rep, sess_io, feeds, reference, headers):
     ssl_options = {"ca_certs": args.ca}
     if args.server_name:
         ssl_options["server_hostname"] = args.server_name
-    client = httpclient.InferenceServerClient(
-        args.url,
-        ssl=not args.plaintext,
-        ssl_options=None if args.plaintext else ssl_options,
-        connection_timeout=args.timeout,
-        network_timeout=args.timeout,
-    )
+    if args.verification:
+        client = httpclient.InferenceServerClient(
+            **args.verification.tritonclient_http_args(),
+            connection_timeout=args.timeout,
+            network_timeout=args.timeout,
+        )
+    else:
+        client = httpclient.InferenceServerClient(
+            args.url,
+            ssl=not args.plaintext,
+            ssl_options=None if args.plaintext else ssl_options,
+            connection_timeout=args.timeout,
+            network_timeout=args.timeout,
+        )
 
     def live():
         expect(client.is_server_live(headers=fresh(headers)), "GET /v2/health/live: not 200")
@@ -415,6 +429,8 @@ def grpc_checks(args, rep, sess_io, feeds, reference, headers):
         ]
     if args.plaintext:
         client = grpcclient.InferenceServerClient(args.url, **kwargs)
+    elif args.verification:
+        client = grpcclient.InferenceServerClient(**args.verification.tritonclient_grpc_args())
     else:
         client = grpcclient.InferenceServerClient(args.url, ssl=True, root_certificates=args.ca, **kwargs)
     t = args.timeout
@@ -649,6 +665,17 @@ def dry_run(rep, sess_io, feeds, reference):
     rep.check("grpc", "request built", grpc_request)
 
 
+def verify(args):
+    """--policy: `nacre.verify` (the Python package); sets args.verification."""
+    try:
+        import nacre
+    except ImportError as e:
+        raise CheckFailed(f"--policy needs the Python package nacre ({e}): run scripts/python-package.sh")
+    v = nacre.verify("https://" + args.url, args.policy, allow_insecure_sim=args.allow_insecure_sim)
+    args.verification = v
+    return f"{len(v.steps)} steps passed, TLS key {v.spki_sha256[:16]}…"
+
+
 def main(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--url", help="HOST:PORT of the enclave's TLS port (no scheme)")
@@ -658,6 +685,12 @@ def main(argv):
         "--plaintext",
         action="store_true",
         help="no TLS: --url is a local `nacre proxy`, which verifies the enclave (no --ca)",
+    )
+    p.add_argument(
+        "--policy", help="verify with the Python package `nacre` under this client policy; its CA (no --ca)"
+    )
+    p.add_argument(
+        "--allow-insecure-sim", action="store_true", help="with --policy: the policy may trust the sim TEE"
     )
     p.add_argument("--proxy-token-file", help="file holding `nacre proxy`'s own token (Proxy-Authorization)")
     tok = p.add_mutually_exclusive_group()
@@ -680,8 +713,10 @@ def main(argv):
     if args.model is None:
         args.model = os.path.splitext(os.path.basename(args.model_file))[0]
     if not args.dry_run:
-        if not args.url or not (args.ca or args.plaintext):
-            p.error("--url and --ca (or --plaintext) are needed (or --dry-run)")
+        if not args.url or not (args.ca or args.plaintext or args.policy):
+            p.error("--url and --ca (or --plaintext, or --policy) are needed (or --dry-run)")
+        if args.policy and (args.ca or args.plaintext or args.server_name):
+            p.error("--policy: the CA and name come from the verification (no --ca, --plaintext, --server-name)")
         if "://" in args.url:
             p.error("--url: HOST:PORT, without a scheme")
         if args.ca and not os.path.isfile(args.ca):
@@ -715,8 +750,11 @@ def main(argv):
             proxy_token = f.read().strip()
     rep = Report(secret=token)
     protocols = []
+    args.verification = None
     if args.dry_run:
         dry_run(rep, sess_io, feeds, reference)
+    elif args.policy and not rep.check("nacre", "nacre.verify (the clients' CA)", lambda: verify(args)):
+        rep.fail("all", "remaining checks", "skipped: the enclave was not verified")
     else:
         protocols = ["http", "grpc"] if args.protocol == "both" else [args.protocol]
         # gRPC metadata keys must be lower case: "Authorization" fails in the client itself

@@ -10,6 +10,8 @@ mod common;
 /// Issue 14's load test (`tests/serve/load.rs`).
 #[path = "serve/load.rs"]
 mod load;
+#[path = "serve/python.rs"]
+mod python;
 
 use std::time::Duration;
 
