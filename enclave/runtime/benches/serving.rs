@@ -145,16 +145,21 @@ impl Request {
     }
 }
 
-/// One client connection sending `request` over `wire`, `n` times after a warm-up; the
+/// One client connection sending `request` over `wire`, `n` times, one at a time: the
 /// latency of each.
-async fn client(mut s: AttestedSession, wire: Wire, request: Request, n: usize) -> Vec<f64> {
+async fn client(
+    mut s: AttestedSession,
+    wire: Wire,
+    request: Request,
+    n: usize,
+) -> (AttestedSession, Vec<f64>) {
     use hyper::{HeaderMap, Method, header::HeaderValue};
     let target = format!("/v2/models/{}/infer", request.model);
     let mut grpc = s.grpc();
     let (binary_body, json_len) = (hyper::body::Bytes::from(request.binary.0.clone()), request.binary.1);
     let json_body = hyper::body::Bytes::from(request.json.clone());
     let mut samples = Vec::with_capacity(n);
-    for i in 0..n + 50 {
+    for _ in 0..n {
         let st = Instant::now();
         match wire {
             Wire::Json => {
@@ -177,11 +182,9 @@ async fn client(mut s: AttestedSession, wire: Wire, request: Request, n: usize) 
                 assert!(!out.raw_output_contents.is_empty());
             }
         }
-        if i >= 50 {
-            samples.push(st.elapsed().as_secs_f64());
-        }
+        samples.push(st.elapsed().as_secs_f64());
     }
-    samples
+    (s, samples)
 }
 
 /// `connections` clients at once, `iters` requests in all: every latency, and requests/s.
@@ -200,14 +203,19 @@ fn load(stack: &Stack, wire: Wire, request: &Request, connections: usize, iters:
             };
             sessions.push(AttestedSession::connect_with(&stack.url, &policy, http).await.unwrap());
         }
+        // Warmed up (connections, allocator, the model's first runs) before the clock starts.
+        let mut warm = Vec::new();
+        for session in sessions {
+            warm.push(client(session, wire, request.clone(), 20).await.0);
+        }
         let t = Instant::now();
         let mut tasks = Vec::new();
-        for session in sessions {
+        for session in warm {
             tasks.push(tokio::spawn(client(session, wire, request.clone(), per)));
         }
         let mut all = Vec::new();
         for task in tasks {
-            all.extend(task.await.unwrap());
+            all.extend(task.await.unwrap().1);
         }
         let rate = all.len() as f64 / t.elapsed().as_secs_f64();
         (all, rate)

@@ -4,6 +4,10 @@
 //!
 //! Held at once per request: the chunks in the channel (two), the one the parser is reading
 //! and the one waiting to be sent, each as large as the HTTP layer makes it.
+//!
+//! A small body of declared length ([`INLINE`] bytes at most) is read whole first and parsed
+//! on the calling task instead: handing a few hundred bytes to a blocking thread and back
+//! costs more than parsing them (most inference requests are that small).
 
 use std::io::{self, Read};
 
@@ -42,13 +46,22 @@ enum Piece {
     End,
 }
 
-/// The body as the parser reads it; it blocks until the next chunk arrives, so it must run
-/// on a blocking thread.
+/// Largest body parsed on the calling task (read whole first).
+pub const INLINE: u64 = 16 << 10;
+
+/// The body as the parser reads it: from the channel, blocking until the next chunk arrives
+/// (so it must run on a blocking thread), or from chunks read whole before.
 #[derive(Debug)]
 pub struct BodyReader {
-    chunks: mpsc::Receiver<Piece>,
+    chunks: Source,
     current: Bytes,
     ended: bool,
+}
+
+#[derive(Debug)]
+enum Source {
+    Channel(mpsc::Receiver<Piece>),
+    Whole(std::collections::VecDeque<Bytes>),
 }
 
 impl std::fmt::Debug for Piece {
@@ -66,7 +79,11 @@ impl Read for BodyReader {
             if self.ended {
                 return Ok(0);
             }
-            match self.chunks.blocking_recv() {
+            let next = match &mut self.chunks {
+                Source::Channel(rx) => rx.blocking_recv(),
+                Source::Whole(chunks) => Some(chunks.pop_front().map_or(Piece::End, Piece::Chunk)),
+            };
+            match next {
                 Some(Piece::Chunk(b)) => self.current = b,
                 Some(Piece::End) => self.ended = true,
                 None => {
@@ -93,8 +110,12 @@ where
     T: Send + 'static,
     E: Send + 'static,
 {
+    let small = hyper::body::Body::size_hint(&body).exact().is_some_and(|n| n <= INLINE);
+    if small {
+        return parse_whole(body, limit, parse).await;
+    }
     let (tx, rx) = mpsc::channel(2);
-    let reader = BodyReader { chunks: rx, current: Bytes::new(), ended: false };
+    let reader = BodyReader { chunks: Source::Channel(rx), current: Bytes::new(), ended: false };
     let mut parser = tokio::task::spawn_blocking(move || parse(reader));
     let finished = |joined: Result<Result<T, E>, tokio::task::JoinError>| match joined {
         Ok(r) => r.map_err(Streamed::Parse),
@@ -136,6 +157,28 @@ where
     drop(tx);
     let _ = parser.await;
     Err(Streamed::Body(failed))
+}
+
+/// [`parse`] of a small body: read whole (within `limit`), then parsed on this task.
+async fn parse_whole<T, E, F>(mut body: Body, limit: usize, parse: F) -> Result<T, Streamed<E>>
+where
+    F: FnOnce(BodyReader) -> Result<T, E>,
+{
+    let mut chunks = std::collections::VecDeque::new();
+    let mut read = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| Streamed::Body(BodyError::Read(e)))?;
+        let Ok(chunk) = frame.into_data() else { continue };
+        read = read.saturating_add(chunk.len());
+        if read > limit {
+            return Err(Streamed::Body(BodyError::TooLarge { limit }));
+        }
+        chunks.push_back(chunk);
+    }
+    let reader = BodyReader { chunks: Source::Whole(chunks), current: Bytes::new(), ended: false };
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| parse(reader)))
+        .map_err(|_| Streamed::Body(BodyError::Parser))?
+        .map_err(Streamed::Parse)
 }
 
 #[cfg(test)]
@@ -201,6 +244,33 @@ mod tests {
         let (b, _) = body(&[b"hello ", b"", b"world"], false, false);
         let got = rt().block_on(parse(b, 100, read_all)).unwrap();
         assert_eq!(got, b"hello world");
+    }
+
+    /// A small body of declared length is read whole and parsed on the calling task (a
+    /// `current_thread` runtime has no blocking pool thread to hand it to first), with the
+    /// same limit and the same refusals.
+    #[test]
+    fn a_small_body_of_declared_length_is_parsed_on_the_task() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let on_task = std::thread::current().id();
+        let got = rt.block_on(parse(Body::from("hello world"), 100, move |r| {
+            assert_eq!(std::thread::current().id(), on_task);
+            read_all(r)
+        }));
+        assert_eq!(got.unwrap(), b"hello world");
+        let r = rt.block_on(parse(Body::from("0123456789"), 9, read_all));
+        assert!(matches!(r, Err(Streamed::Body(BodyError::TooLarge { limit: 9 }))));
+        let r = rt.block_on(parse(Body::from("x"), 9, |_| Err::<(), _>(io::Error::other("refused"))));
+        assert!(matches!(r, Err(Streamed::Parse(e)) if e.to_string() == "refused"));
+        let r = rt.block_on(parse(Body::from("x"), 9, |_| -> Result<(), io::Error> { panic!("parser bug") }));
+        assert!(matches!(r, Err(Streamed::Body(BodyError::Parser))));
+        // Past INLINE: the blocking pool, as before.
+        let big = vec![b'y'; INLINE as usize + 1];
+        let r = rt.block_on(parse(Body::from(big.clone()), usize::MAX, move |r| {
+            assert_ne!(std::thread::current().id(), on_task);
+            read_all(r)
+        }));
+        assert_eq!(r.unwrap(), big);
     }
 
     #[test]

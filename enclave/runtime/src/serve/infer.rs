@@ -3,6 +3,7 @@
 //! one run of the model on a core, and the response in the encoding each output asked for.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use axum::Extension;
@@ -14,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use super::batcher::{BatchError, Batcher};
 use super::kserve::parse::{Parameter, ParsedRequest};
 use super::kserve::{self, Framing, InferResponse, OutputTensor, ParseError};
-use super::{App, Conn, Ready, Reject, Shared, body};
+use super::{App, Conn, INLINE_RUN_NS, Ready, Reject, Shared, body};
 
 /// The binary tensor extension's header: the length of the body's JSON part.
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
@@ -249,11 +250,23 @@ impl App {
         self.stats.queue.add(queued.elapsed());
         let batch = inputs.first().and_then(|t| t.shape.first().copied()).unwrap_or(1) as u64;
         let model = ready.model.clone();
-        let (outputs, times) = tokio::task::spawn_blocking(move || model.run_timed(inputs))
-            .await
-            // A panic's message is tract's text too: not passed on.
-            .map_err(|_| internal())?
-            .map_err(|e| model_reject(&e))?;
+        let typical = self.typical_run_ns.load(Ordering::Relaxed);
+        let (outputs, times) = if typical <= INLINE_RUN_NS {
+            // A run this short costs less than the hand-off to a blocking thread and back.
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.run_timed(inputs)))
+                .map_err(|_| internal())?
+        } else {
+            tokio::task::spawn_blocking(move || model.run_timed(inputs))
+                .await
+                // A panic's message is tract's text too: not passed on.
+                .map_err(|_| internal())?
+        }
+        .map_err(|e| model_reject(&e))?;
+        let took = u64::try_from((times.input + times.infer + times.output).as_nanos()).unwrap_or(u64::MAX);
+        // A moving average over about the last 8 runs; the first run sets it.
+        let next =
+            if typical == u64::MAX { took } else { (typical / 8).saturating_mul(7).saturating_add(took / 8) };
+        self.typical_run_ns.store(next, Ordering::Relaxed);
         self.stats.compute_input.add(times.input);
         self.stats.compute_infer.add(times.infer);
         self.stats.compute_output.add(times.output);

@@ -104,6 +104,11 @@ enum Phase {
     Serving(Arc<Ready>),
 }
 
+/// A model whose runs typically take at most this long runs on the request's own task (still
+/// one per core at a time): the blocking pool's hand-off costs tens of microseconds, more than
+/// such a run, and holding a worker this long delays no other request noticeably.
+pub const INLINE_RUN_NS: u64 = 100_000;
+
 pub struct App {
     phase: RwLock<Phase>,
     /// What new connections are shown; replaced whole when the certificate changes.
@@ -129,6 +134,9 @@ pub struct App {
     infer_slots: Arc<tokio::sync::Semaphore>,
     /// Dynamic batching as configured; in force only for a batchable model.
     batching: Option<batcher::BatchConfig>,
+    /// How long the model's runs typically take, ns (a moving average; `u64::MAX` before the
+    /// first): runs under [`INLINE_RUN_NS`] stay on the request's task.
+    typical_run_ns: std::sync::atomic::AtomicU64,
     /// The batch collector, started with the first inference of a batchable model.
     batcher: std::sync::OnceLock<Option<batcher::Batcher>>,
     /// The served model's statistics (Triton's extension and `nv_*` metrics).
@@ -171,6 +179,7 @@ impl App {
                 max_queue_delay: Duration::from_micros(b.max_queue_delay_us),
             }),
             batcher: std::sync::OnceLock::new(),
+            typical_run_ns: std::sync::atomic::AtomicU64::new(u64::MAX),
             admission,
             request_timeout: Duration::from_secs(config.request_timeout_secs),
             attest_queue: tokio::sync::Semaphore::new(ATTEST_QUEUE),
