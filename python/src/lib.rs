@@ -348,6 +348,12 @@ impl Session {
         Ok(state.session.insert(session))
     }
 
+    /// `f` on the state, waiting for it without the GIL: a request in another thread holds the
+    /// lock for as long as it takes.
+    fn with_state<T: Send>(&self, py: Python<'_>, f: impl FnOnce(&mut State) -> T + Send) -> T {
+        py.detach(|| f(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner)))
+    }
+
     async fn send(
         &self,
         state: &mut State,
@@ -477,14 +483,14 @@ impl Session {
 
     /// The verification of the current connection (a reconnection replaces it).
     #[getter]
-    fn verification(&self) -> Verification {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner).verification.clone()
+    fn verification(&self, py: Python<'_>) -> Verification {
+        self.with_state(py, |s| s.verification.clone())
     }
 
     /// How many connections were verified (1, plus one per reconnection).
     #[getter]
-    fn verifications(&self) -> u64 {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner).verifications
+    fn verifications(&self, py: Python<'_>) -> u64 {
+        self.with_state(py, |s| s.verifications)
     }
 
     #[getter]
@@ -493,16 +499,15 @@ impl Session {
     }
 
     #[getter]
-    fn closed(&self) -> bool {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner).closed
+    fn closed(&self, py: Python<'_>) -> bool {
+        self.with_state(py, |s| s.closed)
     }
 
     /// Closes the connection; later requests raise `SessionClosedError`.
     fn close(&self, py: Python<'_>) {
-        py.detach(|| {
-            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-            state.closed = true;
-            state.session = None;
+        self.with_state(py, |s| {
+            s.closed = true;
+            s.session = None;
         });
     }
 }
