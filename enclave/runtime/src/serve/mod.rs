@@ -24,6 +24,7 @@ pub mod batcher;
 pub mod body;
 pub mod budget;
 pub mod grpc;
+pub mod grpc_deadline;
 pub mod infer;
 pub mod kserve;
 pub mod limit;
@@ -575,7 +576,7 @@ pub fn router(app: Arc<App>) -> Router {
             );
     }
     // gRPC: `/inference.GRPCInferenceService/{Method}`, on HTTP/2, under the inference
-    // deadline; messages bounded as REST bodies are.
+    // deadline or the client's shorter `grpc-timeout`; messages bounded as REST bodies are.
     let grpc =
         nacre_oip::inference::grpc_inference_service_server::GrpcInferenceServiceServer::new(grpc::Grpc {
             app: app.clone(),
@@ -583,9 +584,9 @@ pub fn router(app: Arc<App>) -> Router {
         .max_decoding_message_size(app.max_request)
         .max_encoding_message_size(usize::MAX);
     let grpc = tower::ServiceBuilder::new()
-        .layer(Deadline::new(app.request_timeout, handler_timeout))
         .map_response(|r: axum::http::Response<tonic::body::Body>| r.map(axum::body::Body::new))
         .service(grpc);
+    let grpc = grpc_deadline::GrpcDeadline { inner: grpc, limit: app.request_timeout };
     router = router.route_service("/inference.GRPCInferenceService/{method}", grpc);
     router
         .route(fresh::PATH, get(attestation).layer(Deadline::new(Duration::from_secs(10), handler_timeout)))
