@@ -72,6 +72,9 @@ pub fn init(
     leaf.subject_alt_names.push(SanType::IpAddress(listen.ip()));
     leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    // The CA's key identifier in the leaf: strict verifiers (Python 3.13's default context,
+    // OpenSSL's X509_V_FLAG_X509_STRICT) refuse a CA-issued certificate without it.
+    leaf.use_authority_key_identifier_extension = true;
     let leaf_cert = leaf.signed_by(&tls_key, &issuer).map_err(err)?;
 
     let master = MasterKey::generate_hex().map_err(|e| e.to_string())?;
@@ -166,6 +169,9 @@ mod tests {
         for not in ["10.0.2.101", "example.com"] {
             assert!(!verify(not), "{not} should not be in the certificate");
         }
+        // authorityKeyIdentifier (2.5.29.35) in the leaf, as strict verifiers require.
+        let aki_oid = [0x06, 0x03, 0x55, 0x1d, 0x23];
+        assert!(chain[0].windows(5).any(|w| w == aki_oid), "the leaf has no authority key identifier");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
