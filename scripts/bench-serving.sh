@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Issue 5's benchmarks in one command, printed as markdown tables:
-#   1. inference at batch 1 through the enclave's HTTPS API (the serving stack as a host
-#      process, sim attester on the secure processor's socket: no TCG in the figure) vs tract
-#      in-process vs onnxruntime in-process (one thread), on the fraud MLP and the small CNN;
+# The serving benchmarks in one command, printed as markdown tables:
+#   1. inference at batch 1 through the enclave (the serving stack as a host process, sim
+#      attester on the secure processor's socket: no TCG in the figure), on the fraud MLP and
+#      the small CNN: JSON, binary and gRPC from kept-alive Rust clients and tritonclient
+#      (direct and through `nacre proxy`) at 1, 4 and 16 connections, the HTTPS floor (a
+#      health check), beside tract (generic and batch-1 plans) and onnxruntime in-process (one
+#      thread); where the time goes (tract's and onnxruntime's operators, the server's
+#      statistics); dynamic batching on and off at 16 connections;
 #   2. the attested TLS handshake and attested session vs a plain TLS 1.3 handshake;
 #   3. cold start of the sim CVM under QEMU TCG, stage by stage (one run of scripts/demo.sh).
 # Figures depend on load: the load average is printed before and after.
@@ -19,7 +23,7 @@ for m in fraud-mlp small-cnn; do
     "$NACRE_PYTHON" scripts/models.py input "$m" "$work/$m.json" --batch 1
     models+=("$m=$work/$m.onnx")
 done
-NACRE_BENCH_MODELS=$(IFS=,; echo "${models[*]}") cargo bench -q -p nacre-enclave --bench serving 2>/dev/null \
+NACRE_PYTHON=$NACRE_PYTHON NACRE_BENCH_MODELS=$(IFS=,; echo "${models[*]}") cargo bench -q -p nacre-enclave --bench serving 2>/dev/null \
     | tee "$work/serving.md"
 
 echo
@@ -28,6 +32,14 @@ echo "|---|---:|---:|---:|"
 for m in fraud-mlp small-cnn; do
     "$NACRE_PYTHON" scripts/models.py time "$work/$m.onnx" "$work/$m.json" --iters 2000 \
         | "$NACRE_PYTHON" -c 'import json,sys; d=json.load(sys.stdin); print("| %s: onnxruntime | %.1f | %.1f | %.0f |" % (sys.argv[1], d["p50_us"], d["p99_us"], d["per_sec"]))' "$m"
+done
+
+echo
+echo "| onnxruntime, µs per run by operator type (its profiler, 1 thread) | by operator |"
+echo "|---|---|"
+for m in fraud-mlp small-cnn; do
+    "$NACRE_PYTHON" scripts/models.py profile "$work/$m.onnx" "$work/$m.json" --iters 1000 \
+        | "$NACRE_PYTHON" -c 'import json,sys; d=json.load(sys.stdin); print("| %s | %s |" % (sys.argv[1], ", ".join("%s %.1f" % kv for kv in d.items())))' "$m"
 done
 
 echo

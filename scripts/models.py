@@ -8,6 +8,8 @@ reference run that Nacre's outputs are compared with.
     models.py make dtypes OUTDIR [--batch B] [--seed S]   # all of them, with requests and answers
     models.py input fraud-mlp|small-cnn|dtype-<datatype> OUT.json [--batch B] [--seed S]
     models.py ort MODEL.onnx REQUEST.json      # KServe v2 response JSON on stdout
+    models.py time MODEL.onnx REQUEST.json     # onnxruntime latency (JSON: p50_us, p99_us, per_sec)
+    models.py profile MODEL.onnx REQUEST.json  # onnxruntime µs per run by operator type (JSON)
 
 The datatype models (`dtype-bool` … `dtype-bytes`, one per KServe v2 datatype that ONNX has: BOOL,
 INT8-64, UINT8-64, FP16, FP32, FP64, BYTES as ONNX STRING; not BF16, which tract does not have)
@@ -410,6 +412,35 @@ def ort_time(model_path, request_path, iters):
     return {"p50_us": pick(0.5), "p99_us": pick(0.99), "per_sec": iters / total}
 
 
+def ort_profile(model_path, request_path, iters):
+    """onnxruntime's time per operator type, µs per run (its own profiler, one thread), largest
+    first: the counterpart of the serving benchmark's tract profile."""
+    import os
+    import tempfile
+
+    import onnxruntime as ort
+
+    with open(request_path) as f:
+        req = json.load(f)
+    feeds = {t["name"]: tensor_from_json(t) for t in req["inputs"]}
+    with tempfile.TemporaryDirectory() as d:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.enable_profiling = True
+        opts.profile_file_prefix = os.path.join(d, "ort")
+        sess = ort.InferenceSession(model_path, opts, providers=["CPUExecutionProvider"])
+        for _ in range(iters):
+            sess.run(None, feeds)
+        with open(sess.end_profiling()) as f:
+            events = json.load(f)
+    totals = {}
+    for e in events:
+        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
+            op = e.get("args", {}).get("op_name", "?")
+            totals[op] = totals.get(op, 0) + e.get("dur", 0)
+    return dict(sorted(((k, v / iters) for k, v in totals.items()), key=lambda kv: -kv[1]))
+
+
 def main(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -433,6 +464,10 @@ def main(argv):
     t.add_argument("model")
     t.add_argument("request")
     t.add_argument("--iters", type=int, default=2000)
+    r = sub.add_parser("profile", help="onnxruntime µs per run by operator type (JSON)")
+    r.add_argument("model")
+    r.add_argument("request")
+    r.add_argument("--iters", type=int, default=1000)
     a = p.parse_args(argv)
     if a.cmd == "make":
         want = {"dtype": 2, "dtypes": 1}.get(a.model, 1)
@@ -457,6 +492,9 @@ def main(argv):
         with open(a.out, "w") as f:
             json.dump(request(a.model, a.batch, a.seed), f)
             f.write("\n")
+    elif a.cmd == "profile":
+        json.dump(ort_profile(a.model, a.request, a.iters), sys.stdout)
+        sys.stdout.write("\n")
     elif a.cmd == "time":
         json.dump(ort_time(a.model, a.request, a.iters), sys.stdout)
         sys.stdout.write("\n")

@@ -309,6 +309,47 @@ impl Model {
     }
 }
 
+/// Where a run's time goes, by operator: for the benchmarks that compare tract with other
+/// runtimes (`scripts/bench-serving.sh`), not for serving.
+pub mod profile {
+    use super::*;
+    use tract_onnx::tract_core::plan::{SimpleState, eval};
+
+    /// Runs `inputs` `iters` times on the plan that serving would pick and returns, per
+    /// operator name, the total time spent in it, largest first.
+    pub fn by_operator(
+        model: &Model,
+        inputs: &[Tensor],
+        iters: usize,
+    ) -> Result<Vec<(String, Duration)>, ModelError> {
+        let plan = match &model.batch1 {
+            Some(b1) if inputs.iter().all(|t| t.shape.first() == Some(&1)) => b1,
+            _ => &model.plan,
+        };
+        let mut totals: std::collections::HashMap<String, Duration> = Default::default();
+        let mut state = SimpleState::new(plan).map_err(run_error)?;
+        for _ in 0..iters {
+            let values = inputs
+                .iter()
+                .cloned()
+                .map(to_tract)
+                .collect::<TractResult<TVec<TValue>>>()
+                .map_err(run_error)?;
+            state
+                .run_plan_with_eval(values, |ctx, op_state, node, input| {
+                    let start = Instant::now();
+                    let out = eval(ctx, op_state, node, input);
+                    *totals.entry(node.op().name().to_string()).or_default() += start.elapsed();
+                    out
+                })
+                .map_err(run_error)?;
+        }
+        let mut out: Vec<(String, Duration)> = totals.into_iter().collect();
+        out.sort_by_key(|(_, d)| std::cmp::Reverse(*d));
+        Ok(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -347,6 +388,8 @@ mod tests {
         assert!(model.has_batch_dimension() && model.has_batch1_plan() && model.batchable());
         assert!(!fixed.batchable());
         assert!(!Model::load_with(&sample::mlp_onnx_batched(), false).unwrap().has_batch1_plan());
+        let ops = profile::by_operator(&model, &[fp32(&[1, 4], &[1.0; 4])], 3).unwrap();
+        assert!(!ops.is_empty() && ops.iter().all(|(name, _)| !name.is_empty()), "{ops:?}");
         let rows = [[1.0, 2.0, 3.0, 4.0], [-1.0, 0.5, 0.0, 2.0], [0.1, -0.2, 0.3, -0.4]];
         let run = |rows: &[[f32; 4]]| {
             let x: Vec<f32> = rows.iter().flatten().copied().collect();

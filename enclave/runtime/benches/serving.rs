@@ -69,6 +69,8 @@ enum Wire {
     Binary,
     /// `inference.GRPCInferenceService/ModelInfer` over HTTP/2, raw contents.
     Grpc,
+    /// `GET /v2/health/ready` over HTTP/1.1: the HTTPS round trip without inference (the floor).
+    Health,
 }
 
 /// One request in every form the benchmark sends it.
@@ -176,6 +178,12 @@ async fn client(
                 assert_eq!(r.status(), 200, "{:?}", r.body());
                 assert!(r.headers().contains_key("inference-header-content-length"));
             }
+            Wire::Health => {
+                let r = s
+                    .send(Method::GET, "/v2/health/ready", HeaderMap::new(), hyper::body::Bytes::new())
+                    .await;
+                assert_eq!(r.unwrap().status(), 200);
+            }
             Wire::Grpc => {
                 let g = grpc.as_mut().unwrap();
                 let out = g.model_infer(request.grpc.clone()).await.unwrap().into_inner();
@@ -223,19 +231,27 @@ fn load(stack: &Stack, wire: Wire, request: &Request, connections: usize, iters:
 }
 
 /// tract in-process, one thread, sequential: the floor the serving rows are compared with.
-fn in_process(model: &nacre_model::Model, tensors: &Tensors, iters: usize) -> (Vec<f64>, f64) {
-    for _ in 0..100 {
-        model.run(tensors.clone()).unwrap();
+/// The plans run alternately, one call each in turn, so that the machine's load drifts over
+/// both alike (run one after the other, their p50s swapped places between runs).
+fn in_process(models: &[&nacre_model::Model], tensors: &Tensors, iters: usize) -> Vec<(Vec<f64>, f64)> {
+    for model in models {
+        for _ in 0..100 {
+            model.run(tensors.clone()).unwrap();
+        }
     }
-    let mut samples = Vec::with_capacity(iters);
-    let t = Instant::now();
+    let mut samples = vec![Vec::with_capacity(iters); models.len()];
+    let mut busy = vec![0.0; models.len()];
     for _ in 0..iters {
-        let input = tensors.clone();
-        let s = Instant::now();
-        std::hint::black_box(model.run(input).unwrap());
-        samples.push(s.elapsed().as_secs_f64());
+        for (i, model) in models.iter().enumerate() {
+            let input = tensors.clone();
+            let s = Instant::now();
+            std::hint::black_box(model.run(input).unwrap());
+            let d = s.elapsed().as_secs_f64();
+            samples[i].push(d);
+            busy[i] += d;
+        }
     }
-    (samples, iters as f64 / t.elapsed().as_secs_f64())
+    samples.into_iter().zip(busy).map(|(s, b)| (s, iters as f64 / b)).collect()
 }
 
 /// `scripts/bench_tritonclient.py` (tritonclient, default arguments, one process per
@@ -283,6 +299,8 @@ fn main() {
     let rate_limits = "rate_per_second = 1000000\nrate_burst = 1000000\n";
     let mut rows = Vec::new();
     let mut batching_rows = Vec::new();
+    let mut server_rows = Vec::new();
+    let mut op_rows = Vec::new();
     let mut handshake_rows = Vec::new();
     for (name, onnx) in &models {
         let mut options = Options::new(onnx.clone(), name);
@@ -305,20 +323,53 @@ fn main() {
 
         // tract in-process: the same model bytes, the same input; both plans.
         let generic = nacre_model::Model::load_with(onnx, false).unwrap();
-        let (samples, rate) = in_process(&generic, &tensors, iters);
-        rows.push(row(format!("{name}: tract in-process, generic plan"), samples, rate));
         let batch1 = nacre_model::Model::load(onnx).unwrap();
-        if batch1.has_batch1_plan() {
-            let (samples, rate) = in_process(&batch1, &tensors, iters);
-            rows.push(row(format!("{name}: tract in-process, batch-1 plan (served)"), samples, rate));
+        let plans: Vec<(&nacre_model::Model, &str)> = if batch1.has_batch1_plan() {
+            vec![(&generic, "generic plan"), (&batch1, "batch-1 plan (served)")]
+        } else {
+            vec![(&generic, "generic plan (served)")]
+        };
+        let models_only: Vec<&nacre_model::Model> = plans.iter().map(|(m, _)| *m).collect();
+        for ((samples, rate), (_, label)) in in_process(&models_only, &tensors, iters).into_iter().zip(&plans)
+        {
+            rows.push(row(format!("{name}: tract in-process, {label}"), samples, rate));
         }
 
+        // Where tract's time goes, by operator (the served plan).
+        let ops = nacre_model::profile::by_operator(&batch1, &tensors, 500).unwrap();
+        let total: f64 = ops.iter().map(|(_, d)| d.as_secs_f64()).sum::<f64>() / 500.0 * 1e6;
+        let top: Vec<String> =
+            ops.iter().take(6).map(|(op, d)| format!("{op} {:.1}", d.as_secs_f64() / 500.0 * 1e6)).collect();
+        op_rows.push(format!("| {name} | {total:.1} | {} |", top.join(", ")));
+
+        if rows.len() <= 2 {
+            // Once: the HTTPS round trip on a kept-alive connection, no inference.
+            let (samples, rate) = load(&stack, Wire::Health, &request, 1, iters);
+            rows.push(row("floor: Rust client, GET /v2/health/ready, 1 conn.".into(), samples, rate));
+        }
         for (wire, label) in [(Wire::Json, "JSON"), (Wire::Binary, "binary"), (Wire::Grpc, "gRPC")] {
             for connections in [1, 4, 16] {
                 let (samples, rate) = load(&stack, wire, &request, connections, iters);
                 rows.push(row(format!("{name}: Rust client, {label}, {connections} conn."), samples, rate));
             }
         }
+
+        // Where a request's time goes inside the server (Triton's statistics, all requests so far).
+        let stats = stack.rt.block_on(async {
+            let mut s = AttestedSession::connect(&stack.url, &policy).await.unwrap();
+            let body = s.get(&format!("/v2/models/{name}/stats")).await.unwrap();
+            serde_json::from_slice::<serde_json::Value>(&body).unwrap()
+        });
+        let st = &stats["model_stats"][0]["inference_stats"];
+        let avg = |k: &str| st[k]["ns"].as_f64().unwrap() / st[k]["count"].as_f64().unwrap().max(1.0) / 1e3;
+        server_rows.push(format!(
+            "| {name} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            avg("success"),
+            avg("queue"),
+            avg("compute_input"),
+            avg("compute_infer"),
+            avg("compute_output")
+        ));
 
         // tritonclient, default arguments: straight to the enclave (the verified certificate
         // as its CA), and through `nacre proxy`.
@@ -388,6 +439,13 @@ fn main() {
     println!("|---|---:|---:|---:|");
     for r in &rows {
         println!("| {} | {:.1} | {:.1} | {:.0} |", r.what, r.p50_us, r.p99_us, r.per_sec);
+    }
+    println!(
+        "\n| inside the server, mean per request (µs) | handler, arrival to response | queue | compute input | compute infer | compute output |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    for r in &server_rows {
+        println!("{r}");
     }
     println!("\n| dynamic batching (batch-1 requests) | p50 µs | p99 µs | requests/s |");
     println!("|---|---:|---:|---:|");
