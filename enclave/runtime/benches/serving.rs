@@ -447,6 +447,11 @@ fn main() {
     for r in &server_rows {
         println!("{r}");
     }
+    println!("\n| tract, µs per run by operator (served plan, profiled) | sum | largest |");
+    println!("|---|---:|---|");
+    for r in &op_rows {
+        println!("{r}");
+    }
     println!("\n| dynamic batching (batch-1 requests) | p50 µs | p99 µs | requests/s |");
     println!("|---|---:|---:|---:|");
     for r in &batching_rows {
