@@ -36,8 +36,11 @@ run_tests() { cargo test --workspace --exclude nacre-python --no-fail-fast 2>&1 
 
 step "cargo fmt --check" cargo fmt --all -- --check
 step "cargo clippy -D warnings" cargo clippy --workspace --all-targets -- -D warnings
-# The Python package (python/) into the models virtualenv, for enclave/runtime/tests/serve/python.rs:
-# built here because cargo test holds the target directory's lock while its tests run.
+# The test binaries first, then the Python package (python/) into the models virtualenv, for
+# enclave/runtime/tests/serve/python.rs: built between the two because cargo test holds the target
+# directory's lock while its tests run, and after the tests' build so that the wheel reuses its
+# dependencies (only those whose features differ are built again).
+step "cargo test --no-run" cargo test --workspace --exclude nacre-python --no-run
 step "python package (scripts/python-package.sh)" scripts/python-package.sh
 step "cargo test" run_tests
 # The README's main command as an integration test: the whole flow in a sim CVM, outputs equal
