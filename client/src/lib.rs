@@ -56,6 +56,10 @@ pub enum ClientError {
     Http(String),
     #[error("request timed out")]
     Timeout,
+    /// The certificate passed but the fresh evidence did not come in time: refused, since the
+    /// channel binding could not be checked.
+    #[error("the fresh attestation did not arrive within {0:?}")]
+    FreshTimeout(Duration),
     #[error("unexpected response: {0}")]
     Protocol(String),
 }
@@ -221,7 +225,10 @@ impl AttestedSession {
         };
         let mut channel = Channel { sender, authority: addr, token: None };
         let nonce = Nonce::random().map_err(ClientError::Fresh)?;
-        let evidence = channel.fresh_evidence(&nonce).await?;
+        let evidence = match channel.fresh_evidence(&nonce).await {
+            Err(ClientError::Timeout) => return Err(ClientError::FreshTimeout(TIMEOUT)),
+            other => other?,
+        };
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let fresh = nacre_atls::verify_fresh(&policy.attestation, &peer, &evidence, &nonce, &exporter, now)
             .map_err(ClientError::Fresh)?;

@@ -97,7 +97,7 @@ impl Verification {
     pub fn refused(url: &str, error: &ClientError) -> Self {
         let failed_at = match error {
             ClientError::Certificate(_) => 1,
-            ClientError::Fresh(_) => 2,
+            ClientError::Fresh(_) | ClientError::FreshTimeout(_) => 2,
             // The certificate passed and the connection broke before the fresh evidence came.
             ClientError::Status { .. } | ClientError::Http(_) | ClientError::Protocol(_) => 2,
             ClientError::Url(_) | ClientError::Connect { .. } | ClientError::Timeout => 0,
@@ -186,4 +186,30 @@ pub fn claims_json(c: &Claims) -> Value {
         }
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A refusal names the step it happened at and marks the later ones as not run.
+    #[test]
+    fn a_refusal_fails_the_step_it_happened_at() {
+        let at = |e: ClientError| {
+            let v = Verification::refused("https://x", &e);
+            assert!(!v.accepted);
+            assert_eq!(v.document["verdict"], "reject");
+            let statuses: Vec<Status> = v.steps.iter().map(|s| s.status).collect();
+            let failed = statuses.iter().position(|s| *s == Status::Failed).unwrap_or(usize::MAX);
+            assert!(statuses[..failed].iter().all(|s| *s == Status::Passed), "{statuses:?}");
+            assert!(statuses[failed + 1..].iter().all(|s| *s == Status::NotRun), "{statuses:?}");
+            assert_eq!(v.reason(), Some(e.to_string().as_str()));
+            v.steps[failed].name
+        };
+        assert_eq!(at(ClientError::Connect { addr: "x:1".into(), message: "refused".into() }), CONNECT);
+        assert_eq!(at(ClientError::Timeout), CONNECT);
+        assert_eq!(at(ClientError::Certificate(nacre_atls::AtlsError::Tls12Refused)), CERTIFICATE);
+        assert_eq!(at(ClientError::FreshTimeout(std::time::Duration::from_secs(30))), FRESH);
+        assert_eq!(at(ClientError::Status { status: 503, message: "busy".into() }), FRESH);
+    }
 }
