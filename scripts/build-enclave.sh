@@ -4,10 +4,20 @@
 # DWARF debug information (the release profile's line tables are three quarters of the binary; the guest
 # has no use for them, and every byte of the initrd is loaded and measured at each launch).
 # `strip` is deterministic: the same build gives the same bytes, so the same measurement.
+#
+# Paths of this machine stay out of the binary (panic locations, debug strings): the checkout,
+# the target directory and CARGO_HOME are remapped to fixed names, so that the bytes do not
+# depend on where the build ran, and the build fails if any of them still appears. The lock
+# file is used as it is (--locked).
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 target=${NACRE_ENCLAVE_TARGET_DIR:-$repo/target/enclave}
-RUSTFLAGS="-C target-feature=+crt-static" cargo build -q --manifest-path "$repo/Cargo.toml" \
+mkdir -p "$target"
+target=$(cd "$target" && pwd)
+cargo_home=$(cd "${CARGO_HOME:-$HOME/.cargo}" && pwd)
+# The last matching prefix wins: the target directory may lie inside the checkout.
+remap="--remap-path-prefix=$cargo_home=/cargo --remap-path-prefix=$repo=/nacre --remap-path-prefix=$target=/target"
+RUSTFLAGS="-C target-feature=+crt-static $remap" cargo build -q --locked --manifest-path "$repo/Cargo.toml" \
     -p nacre-enclave --release --target x86_64-unknown-linux-gnu --target-dir "$target" >&2
 bin=$target/x86_64-unknown-linux-gnu/release/nacre-enclave
 if readelf -l "$bin" | grep -q INTERP; then
@@ -17,6 +27,15 @@ fi
 guest=$bin-guest
 tmp=$(mktemp "$guest.XXXXXX") # tests may run this script concurrently: each renames its own copy
 strip --strip-debug -o "$tmp" "$bin"
+# What the guest gets must not depend on where it was built. (The unstripped binary still has
+# them in the DWARF of C and assembly objects, which cc compiles without the remapping.)
+for path in "$repo" "$target" "$cargo_home"; do
+    if grep -qaF "$path/" "$tmp"; then
+        rm -f "$tmp"
+        echo "build-enclave.sh: the guest binary contains the build path $path: it would not rebuild bit for bit elsewhere" >&2
+        exit 1
+    fi
+done
 chmod 755 "$tmp"
 mv "$tmp" "$guest"
 echo "$guest"
