@@ -11,6 +11,20 @@
 # file is used as it is (--locked).
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# The pinned compiler (images/toolchain.pin): another one builds other bytes, so a measurement no
+# published reference value has. NACRE_ALLOW_OTHER_TOOLCHAIN=1 builds anyway, for development.
+# shellcheck source=../images/toolchain.pin
+. "$repo/images/toolchain.pin"
+commit=$("${RUSTC:-rustc}" -vV | sed -n 's/^commit-hash: //p')
+if [ "$commit" != "$RUSTC_COMMIT" ]; then
+    version=$("${RUSTC:-rustc}" -V 2>/dev/null || echo "${RUSTC:-rustc} (no version)")
+    msg="$version is not the pinned $RUSTC_VERSION ($RUSTC_COMMIT, images/toolchain.pin): the enclave's bytes, and so its measurement, would differ from a pinned build"
+    if [ "${NACRE_ALLOW_OTHER_TOOLCHAIN:-}" != 1 ]; then
+        echo "build-enclave.sh: error: $msg (NACRE_ALLOW_OTHER_TOOLCHAIN=1 builds anyway)" >&2
+        exit 1
+    fi
+    echo "build-enclave.sh: warning: $msg" >&2
+fi
 target=${NACRE_ENCLAVE_TARGET_DIR:-$repo/target/enclave}
 mkdir -p "$target"
 target=$(cd "$target" && pwd)
