@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds the static `nacre-enclave` for the guest image (glibc, +crt-static, release) in its own
 # target directory, so the host build's cache is untouched, and prints the path of a copy without
-# DWARF debug information (the release profile's line tables are three quarters of the binary; the guest
-# has no use for them, and every byte of the initrd is loaded and measured at each launch).
+# DWARF debug information or symbols (the release profile's line tables are three quarters of the
+# binary; the guest has no use for them, and every byte of the initrd is loaded and measured at
+# each launch). Panic messages keep their file and line: those are in the code, not the symbols.
 # `strip` is deterministic: the same build gives the same bytes, so the same measurement.
 #
 # Paths of this machine stay out of the binary (panic locations, debug strings): the checkout,
@@ -40,7 +41,9 @@ if readelf -l "$bin" | grep -q INTERP; then
 fi
 guest=$bin-guest
 tmp=$(mktemp "$guest.XXXXXX") # tests may run this script concurrently: each renames its own copy
-strip --strip-debug -o "$tmp" "$bin"
+# Symbols go too: LLVM names promoted local symbols with a hash (`….llvm.<n>`) that differs
+# between build directories although the code is the same, and the linker's build ID hashes them.
+strip --strip-all --remove-section=.note.gnu.build-id -o "$tmp" "$bin"
 # What the guest gets must not depend on where it was built. (The unstripped binary still has
 # them in the DWARF of C and assembly objects, which cc compiles without the remapping.)
 for path in "$repo" "$target" "$cargo_home"; do
