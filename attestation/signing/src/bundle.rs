@@ -37,6 +37,9 @@ pub(crate) struct Bundle {
     pub(crate) payload: Vec<u8>,
     /// The DER ECDSA signature.
     pub(crate) signature: Vec<u8>,
+    /// The signing time that log or timestamp evidence proves, in unix seconds. Such evidence
+    /// is refused for now, so this is always `None`; the field is where keyless support puts it.
+    pub(crate) signing_time: Option<i64>,
 }
 
 #[derive(Debug)]
@@ -189,6 +192,7 @@ pub(crate) fn parse(json: &[u8]) -> Result<Bundle, SignatureError> {
         payload_type: envelope.payload_type,
         payload: decode_b64("DSSE payload", &envelope.payload)?,
         signature: decode_b64("DSSE signature", &signature.sig)?,
+        signing_time: None,
     })
 }
 

@@ -167,9 +167,9 @@ pub fn verify(bundle_json: &[u8], trust: &Trust, now: i64) -> Result<VerifiedSig
         return Err(SignatureError::UnsupportedScheme(Unsupported::PayloadType(bundle.payload_type)));
     }
 
-    // No evidence of the signing time is accepted yet (bundle::parse refuses it), so the chain
-    // is checked at `now`.
-    let signing_time: Option<i64> = None;
+    // No evidence of the signing time is accepted yet (bundle::parse refuses it), so this is
+    // `None` and the chain is checked at `now`.
+    let signing_time = bundle.signing_time;
     let (key, signer, checked_at) = match (&trust.0, &bundle.material) {
         (TrustKind::PublicKey(key), Material::PublicKey { hint }) => {
             // The hint is unsigned, but a mismatch says plainly that another key signed.
