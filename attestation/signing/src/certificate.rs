@@ -47,6 +47,9 @@ static CHAIN_ALGS: &[&dyn rustls_pki_types::SignatureVerificationAlgorithm] = &[
 #[derive(Debug, Clone)]
 pub(crate) struct CertificateTrust {
     anchors: Vec<TrustAnchor<'static>>,
+    /// Each root's validity (unix seconds), in `anchors`' order. webpki's trust anchors carry
+    /// none, so the root that a path ends at is checked here: an expired root is not trusted.
+    validity: Vec<(i64, i64)>,
     identity: Identity,
 }
 
@@ -68,18 +71,22 @@ impl CertificateTrust {
         if blocks.is_empty() {
             return Err(misuse("no root certificate in the PEM".to_owned()));
         }
-        let anchors = blocks
-            .iter()
-            .map(|b| {
-                if b.tag() != "CERTIFICATE" {
-                    return Err(misuse(format!("expected PEM certificates, found {:?}", b.tag())));
-                }
-                webpki::anchor_from_trusted_cert(&CertificateDer::from(b.contents()))
-                    .map(|a| a.to_owned())
-                    .map_err(|e| misuse(format!("root certificate: {e}")))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { anchors, identity })
+        let mut anchors = Vec::with_capacity(blocks.len());
+        let mut validity = Vec::with_capacity(blocks.len());
+        for block in &blocks {
+            if block.tag() != "CERTIFICATE" {
+                return Err(misuse(format!("expected PEM certificates, found {:?}", block.tag())));
+            }
+            let der = CertificateDer::from(block.contents());
+            let anchor = webpki::anchor_from_trusted_cert(&der)
+                .map_err(|e| misuse(format!("root certificate: {e}")))?;
+            anchors.push(anchor.to_owned());
+            let (_, root) = X509Certificate::from_der(block.contents())
+                .map_err(|e| misuse(format!("root certificate: {e}")))?;
+            let v = root.validity();
+            validity.push((v.not_before.timestamp(), v.not_after.timestamp()));
+        }
+        Ok(Self { anchors, validity, identity })
     }
 
     /// Verifies `chain` (DER, leaf first) at `at` (unix seconds) and returns the leaf's key.
@@ -94,18 +101,20 @@ impl CertificateTrust {
         let secs = u64::try_from(at)
             .map_err(|_| SignatureError::InvalidTrust(format!("verification time {at} is before 1970")))?;
         let time = UnixTime::since_unix_epoch(Duration::from_secs(secs));
-        ee.verify_for_usage(
-            CHAIN_ALGS,
-            &self.anchors,
-            &intermediates,
-            time,
-            // A code-signing EKU if the leaf restricts its purposes at all (as model-signing's
-            // verifier also accepts a leaf without EKU that may sign by key usage).
-            KeyUsage::required_if_present(CODE_SIGNING),
-            None,
-            None,
-        )
-        .map_err(|e| chain_error(e, at))?;
+        let path = ee
+            .verify_for_usage(
+                CHAIN_ALGS,
+                &self.anchors,
+                &intermediates,
+                time,
+                // A code-signing EKU if the leaf restricts its purposes at all (as model-signing's
+                // verifier also accepts a leaf without EKU that may sign by key usage).
+                KeyUsage::required_if_present(CODE_SIGNING),
+                None,
+                None,
+            )
+            .map_err(|e| chain_error(e, at))?;
+        self.check_root_validity(path.anchor(), at)?;
 
         let (rest, cert) = X509Certificate::from_der(&leaf_der)
             .map_err(|e| SignatureError::parse("signing certificate", e))?;
@@ -129,6 +138,27 @@ impl CertificateTrust {
             not_before: validity.not_before.timestamp(),
             not_after: validity.not_after.timestamp(),
         })
+    }
+}
+
+impl CertificateTrust {
+    fn check_root_validity(&self, used: &TrustAnchor<'_>, at: i64) -> Result<(), SignatureError> {
+        let spki = used.subject_public_key_info.as_ref();
+        let index = self
+            .anchors
+            .iter()
+            .position(|a| {
+                a.subject_public_key_info.as_ref() == spki && a.subject.as_ref() == used.subject.as_ref()
+            })
+            .ok_or_else(|| SignatureError::UntrustedChain("the path ends at no pinned root".to_owned()))?;
+        let (not_before, not_after) = self.validity[index];
+        if at < not_before {
+            return Err(SignatureError::CertificateNotYetValid { at, not_before });
+        }
+        if at > not_after {
+            return Err(SignatureError::CertificateExpired { at, not_after });
+        }
+        Ok(())
     }
 }
 

@@ -520,3 +520,145 @@ fn trust_material_is_checked_when_built() {
         Err(SignatureError::InvalidTrust(_))
     ));
 }
+
+// --- Certificate chains this test issues itself: one property changed per case ---
+
+mod chains {
+    use super::*;
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+        KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType, date_time_ymd,
+    };
+
+    struct Ca {
+        params: CertificateParams,
+        key: KeyPair,
+        pem: String,
+    }
+
+    fn ca(from_year: i32, to_year: i32) -> Ca {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, "Nacre generated root");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params.not_before = date_time_ymd(from_year, 1, 1);
+        params.not_after = date_time_ymd(to_year, 1, 1);
+        let pem = params.self_signed(&key).unwrap().pem();
+        Ca { params, key, pem }
+    }
+
+    /// A leaf under `ca` valid 2026–2028 with the SAN e-mail, `edit` applied, and a bundle over
+    /// a one-shard statement signed by its key.
+    fn bundle(ca: &Ca, edit: impl FnOnce(&mut CertificateParams)) -> Vec<u8> {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, "Nacre generated publisher");
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::CodeSigning];
+        params.subject_alt_names = vec![SanType::Rfc822Name("models@publisher.example".try_into().unwrap())];
+        params.not_before = date_time_ymd(2026, 1, 1);
+        params.not_after = date_time_ymd(2028, 1, 1);
+        edit(&mut params);
+        let leaf = params.signed_by(&key, &Issuer::from_params(&ca.params, &ca.key)).unwrap();
+
+        let signer = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &key.serialize_der()).unwrap();
+        let payload = serde_json::to_vec(&shard_statement(json!(10), &[(".", 0, 10)])).unwrap();
+        let ptype = "application/vnd.in-toto+json";
+        let mut pae = format!("DSSEv1 {} {ptype} {} ", ptype.len(), payload.len()).into_bytes();
+        pae.extend_from_slice(&payload);
+        let sig = signer.sign(&SystemRandom::new(), &pae).unwrap();
+        serde_json::to_vec(&json!({
+            "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+            "verificationMaterial": {
+                "x509CertificateChain": {"certificates": [{"rawBytes": STANDARD.encode(leaf.der())}]},
+                "tlogEntries": [],
+            },
+            "dsseEnvelope": {
+                "payload": STANDARD.encode(&payload),
+                "payloadType": ptype,
+                "signatures": [{"sig": STANDARD.encode(sig.as_ref()), "keyid": ""}],
+            },
+        }))
+        .unwrap()
+    }
+
+    fn check(ca: &Ca, identity: Identity, bundle: &[u8]) -> Result<Signer, SignatureError> {
+        let trust = Trust::certificate(ca.pem.as_bytes(), identity).unwrap();
+        verify(bundle, &trust, NOW).map(|v| v.signer)
+    }
+
+    #[test]
+    fn generated_chain_verifies() {
+        let ca = ca(2025, 2035);
+        let signer = check(&ca, email(), &bundle(&ca, |_| {})).unwrap();
+        assert!(matches!(signer, Signer::Certificate { .. }));
+    }
+
+    #[test]
+    fn uri_identity_matches() {
+        let ca = ca(2025, 2035);
+        let uri = "https://ci.publisher.example/workflows/release";
+        let b = bundle(&ca, |p| p.subject_alt_names = vec![SanType::URI(uri.try_into().unwrap())]);
+        let Signer::Certificate { identity, .. } = check(&ca, Identity::Uri(uri.to_owned()), &b).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(identity, format!("uri:{uri}"));
+        let err = check(&ca, email(), &b).unwrap_err();
+        assert!(matches!(err, SignatureError::WrongSigner(WrongSigner::Identity { .. })), "{err}");
+    }
+
+    /// webpki's trust anchors have no validity; the root's own is checked too.
+    #[test]
+    fn expired_root_is_refused() {
+        let ca = ca(2020, 2026);
+        let err = check(&ca, email(), &bundle(&ca, |_| {})).unwrap_err();
+        match err {
+            SignatureError::CertificateExpired { at, not_after } => {
+                assert_eq!((at, not_after), (NOW, LEAF_NOT_BEFORE));
+            }
+            other => panic!("{other}"),
+        }
+    }
+
+    type Edit = Box<dyn FnOnce(&mut CertificateParams)>;
+
+    #[test]
+    fn leaf_that_may_not_sign_is_refused() {
+        let ca = ca(2025, 2035);
+        let cases: [(&str, Edit); 3] = [
+            (
+                "key usage without digitalSignature",
+                Box::new(|p| p.key_usages = vec![KeyUsagePurpose::KeyEncipherment]),
+            ),
+            (
+                "EKU without codeSigning",
+                Box::new(|p| p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth]),
+            ),
+            (
+                "neither key usage nor EKU",
+                Box::new(|p| {
+                    p.key_usages = vec![];
+                    p.extended_key_usages = vec![];
+                }),
+            ),
+        ];
+        for (what, edit) in cases {
+            let err = check(&ca, email(), &bundle(&ca, edit)).unwrap_err();
+            assert!(matches!(err, SignatureError::NotForSigning(_)), "{what}: {err}");
+        }
+        // EKU codeSigning alone (no key usage) is enough, as for model-signing.
+        let b = bundle(&ca, |p| p.key_usages = vec![]);
+        assert!(check(&ca, email(), &b).is_ok());
+    }
+
+    #[test]
+    fn ca_certificate_as_signer_is_refused() {
+        let ca = ca(2025, 2035);
+        let b = bundle(&ca, |p| p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained));
+        let err = check(&ca, email(), &b).unwrap_err();
+        assert!(matches!(err, SignatureError::UntrustedChain(_)), "{err}");
+    }
+}
