@@ -662,3 +662,33 @@ mod chains {
         assert!(matches!(err, SignatureError::UntrustedChain(_)), "{err}");
     }
 }
+
+// --- Any change to a bundle: refused, or the same verdict (never a panic, never another model) ---
+
+mod mutation {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Flipping bits anywhere in a real bundle either makes it fail, or leaves what it
+        /// vouches for unchanged (e.g. a flip inside the unsigned, unused `keyid`).
+        #[test]
+        fn mutated_bundle_never_vouches_for_something_else(at in any::<prop::sample::Index>(), bits in 1u8..=255) {
+            let original = fixture("shards-1mib.sig.json");
+            let expected = verify(&original, &publisher(), NOW).unwrap();
+            let mut bundle = original.clone();
+            let i = at.index(bundle.len());
+            bundle[i] ^= bits;
+            if let Ok(v) = verify(&bundle, &publisher(), NOW) {
+                prop_assert_eq!(v, expected);
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
+            let _ = verify(&bytes, &publisher(), NOW);
+        }
+    }
+}
