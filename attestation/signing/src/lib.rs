@@ -12,15 +12,22 @@
 //!   and duplicate keys refused), exactly one DSSE signature.
 //! - The signer: [`Trust::public_key_pem`] (ECDSA P-256/P-384/P-521 with the curve's hash, as
 //!   model-signing's `key` method), or [`Trust::certificate`] (model-signing's `certificate`
-//!   method): the bundle's chain leads to a pinned root, every certificate on the path is valid
-//!   at the checking time, the leaf may sign (key usage / code-signing EKU) and carries the pinned
-//!   identity.
+//!   method): the bundle's chain leads to a pinned root, every certificate on the path and the
+//!   root itself are valid at the checking time, the leaf is not a CA, may sign (key usage
+//!   digitalSignature / code-signing EKU) and carries the pinned identity.
 //! - The DSSE signature over PAE("application/vnd.in-toto+json", payload), over the payload
 //!   bytes received; the statement is parsed only afterwards, from those bytes.
 //! - The statement: in-toto Statement v1, the OMS v1.0 predicate, one subject whose SHA-256 is
 //!   recomputed over the resource digests, SHA-256 resources, one file (Nacre seals one ONNX
 //!   file), and for shards: contiguous from 0, in order, every shard `shard_size` long but the
 //!   last.
+//!
+//! Both manifests are accepted: [`Manifest::WholeFile`] (the model-signing CLI's only mode) and
+//! [`Manifest::Shards`] (its Python API). Whether sealing takes whole-file bundles, at the cost
+//! of one sequential SHA-256 in the enclave, is the caller's policy. The OMS subject digest is
+//! SHA-256 over the resource digests alone; for shards the file length is bound through the
+//! signed `path:start:end` names ([`Manifest::Shards::total_len`] comes from them), for a whole
+//! file it is not stated at all.
 //!
 //! # What is not
 //! - The model bytes: [`verify`] never sees them. [`Manifest::check_model`] recomputes them for a
@@ -34,16 +41,19 @@
 //! - model-signing's pre-1.0 formats (the `Digests/v0.1` predicate and its PAE bug).
 //!
 //! # Dependencies, and why no Sigstore crate
-//! `sigstore-verify` (sigstore-rust) checks keyless bundles against a trusted root, but its
-//! top-level verification refuses bundles without log or timestamp evidence, which is every
-//! bundle the OMS `key` and `certificate` methods write; and OMS's own DSSE/statement checks
-//! (PAE over in-toto, the predicate, the shard manifest) would remain ours regardless. So this
-//! crate composes what is already in the tree: `aws-lc-rs` (SHA-256, ECDSA, as everywhere in
-//! Nacre), `rustls-webpki` (certificate path validation, the validator rustls already uses here,
-//! aws-lc-rs algorithms only), `x509-parser` (key usage, SAN, names), `serde_json` (strict
-//! parsing), `base64`, `hex`, `pem`. DSSE's PAE is four lines. Keyless support, when it comes,
-//! needs Rekor inclusion-proof and SET checks against a supplied `trusted_root.json`, and is the
-//! place to reconsider `sigstore-verify`.
+//! `sigstore-verify` (sigstore-rust) checks keyless bundles against a trusted root, but it
+//! refuses bundles without log or timestamp evidence, which is every bundle the OMS `key` and
+//! `certificate` methods write: in 0.15.1 its structural check (`sigstore-bundle`'s
+//! `validate_common`) returns `MissingSigningTimeEvidence` for a bundle with neither tlog
+//! entries nor RFC 3161 timestamps, even under `PublicKeyVerificationPolicy::skip_tlog_unsafe`.
+//! OMS's own checks (the in-toto statement, the predicate, the shard manifest) would remain ours
+//! regardless. So this crate composes what is already in the tree: `aws-lc-rs` (SHA-256, ECDSA,
+//! as everywhere in Nacre), `rustls-webpki` (certificate path validation, the validator rustls
+//! already uses here, aws-lc-rs algorithms only), `x509-parser` (key usage, SAN, names),
+//! `serde_json` (strict parsing), `base64`, `hex`, `pem`; tests add `rcgen` and `proptest`, also
+//! already in the tree. DSSE's PAE is four lines. Keyless support, when it comes, needs Rekor
+//! inclusion-proof and SET checks against a supplied `trusted_root.json`, and is the place to
+//! reconsider `sigstore-verify`.
 
 #![forbid(unsafe_code)]
 
