@@ -194,9 +194,12 @@ fn identities(cert: &X509Certificate<'_>) -> Result<Vec<Identity>, SignatureErro
             }
         }
     }
+    // A common name in a string type x509-parser cannot read (e.g. BMPString) names no one
+    // here; it is skipped rather than failing a certificate pinned by its SAN.
     for cn in cert.subject().iter_common_name() {
-        let cn = cn.as_str().map_err(|e| SignatureError::parse("subject common name", e))?;
-        out.push(Identity::CommonName(cn.to_owned()));
+        if let Ok(cn) = cn.as_str() {
+            out.push(Identity::CommonName(cn.to_owned()));
+        }
     }
     Ok(out)
 }

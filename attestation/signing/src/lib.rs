@@ -149,21 +149,44 @@ pub enum Signer {
     },
 }
 
-/// A bundle that verified. Only [`verify`] builds one (`#[non_exhaustive]`), so holding one
-/// means the checks above were made.
+/// A bundle that verified. Only [`verify`] builds one and its fields are read-only, so holding
+/// one means the checks above were made on exactly what it reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct VerifiedSignature {
-    pub signer: Signer,
+    signer: Signer,
+    signing_time: Option<i64>,
+    checked_at: Option<i64>,
+    manifest: Manifest,
+    subject_digest: [u8; 32],
+}
+
+impl VerifiedSignature {
+    /// Who signed.
+    pub fn signer(&self) -> &Signer {
+        &self.signer
+    }
+
     /// The signing time proven by log or timestamp evidence, in unix seconds. Always `None`
     /// today (see the crate docs): such evidence is refused, not trusted unchecked.
-    pub signing_time: Option<i64>,
+    pub fn signing_time(&self) -> Option<i64> {
+        self.signing_time
+    }
+
     /// The instant the certificate chain was checked at (the signing time if proven, else the
     /// caller's `now`); `None` for a bare key, which has no validity.
-    pub checked_at: Option<i64>,
-    pub manifest: Manifest,
-    /// The statement's subject digest, equal to `manifest.subject_digest()`.
-    pub subject_digest: [u8; 32],
+    pub fn checked_at(&self) -> Option<i64> {
+        self.checked_at
+    }
+
+    /// What was signed.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The statement's subject digest, equal to `manifest().subject_digest()`.
+    pub fn subject_digest(&self) -> [u8; 32] {
+        self.subject_digest
+    }
 }
 
 /// Verifies an OMS bundle (`bundle_json`, the `.sig` file's bytes) against `trust`, checking

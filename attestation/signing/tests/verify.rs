@@ -72,15 +72,15 @@ fn spki_sha256(pem_name: &str) -> [u8; 32] {
 fn whole_file_bundle_verifies() {
     let model = model_bytes();
     let v = verify(&fixture("whole-file.sig.json"), &publisher(), NOW).unwrap();
-    assert_eq!(v.signer, Signer::Key { spki_sha256: spki_sha256("publisher.pub.pem") });
-    assert_eq!(v.signing_time, None);
-    assert_eq!(v.checked_at, None);
+    assert_eq!(v.signer(), &Signer::Key { spki_sha256: spki_sha256("publisher.pub.pem") });
+    assert_eq!(v.signing_time(), None);
+    assert_eq!(v.checked_at(), None);
     assert_eq!(
-        v.manifest,
-        Manifest::WholeFile { name: "model.onnx".to_owned(), path: ".".to_owned(), sha256: sha256(&model) }
+        v.manifest(),
+        &Manifest::WholeFile { name: "model.onnx".to_owned(), path: ".".to_owned(), sha256: sha256(&model) }
     );
-    assert_eq!(v.subject_digest, sha256(&sha256(&model)));
-    v.manifest.check_model(&model).unwrap();
+    assert_eq!(v.subject_digest(), sha256(&sha256(&model)));
+    v.manifest().check_model(&model).unwrap();
 }
 
 #[test]
@@ -90,8 +90,8 @@ fn one_mib_shard_bundle_verifies_with_recomputed_shard_digests() {
     let digests: Vec<[u8; 32]> = model.chunks(MIB).map(sha256).collect();
     assert_eq!(digests.len(), 3);
     assert_eq!(
-        v.manifest,
-        Manifest::Shards {
+        v.manifest(),
+        &Manifest::Shards {
             name: "model.onnx".to_owned(),
             path: ".".to_owned(),
             shard_size: MIB as u64,
@@ -99,9 +99,9 @@ fn one_mib_shard_bundle_verifies_with_recomputed_shard_digests() {
             digests: digests.clone(),
         }
     );
-    assert_eq!(v.subject_digest, sha256(&digests.concat()));
-    assert_eq!(v.subject_digest, v.manifest.subject_digest());
-    v.manifest.check_model(&model).unwrap();
+    assert_eq!(v.subject_digest(), sha256(&digests.concat()));
+    assert_eq!(v.subject_digest(), v.manifest().subject_digest());
+    v.manifest().check_model(&model).unwrap();
 }
 
 /// The API's default shard size (10^9 bytes, written as the float `1000000000.0`) gives one
@@ -110,39 +110,39 @@ fn one_mib_shard_bundle_verifies_with_recomputed_shard_digests() {
 fn default_shard_size_bundle_verifies() {
     let model = model_bytes();
     let v = verify(&fixture("shards-default.sig.json"), &publisher(), NOW).unwrap();
-    let Manifest::Shards { shard_size, total_len, digests, .. } = &v.manifest else {
-        panic!("{:?}", v.manifest)
+    let Manifest::Shards { shard_size, total_len, digests, .. } = v.manifest() else {
+        panic!("{:?}", v.manifest())
     };
     assert_eq!(*shard_size, 1_000_000_000);
     assert_eq!(*total_len, model.len() as u64);
     assert_eq!(digests, &vec![sha256(&model)]);
     let whole = verify(&fixture("whole-file.sig.json"), &publisher(), NOW).unwrap();
-    assert_eq!(v.subject_digest, whole.subject_digest);
-    v.manifest.check_model(&model).unwrap();
+    assert_eq!(v.subject_digest(), whole.subject_digest());
+    v.manifest().check_model(&model).unwrap();
 }
 
 #[test]
 fn p384_key_bundle_verifies() {
     let trust = Trust::public_key_pem(&fixture("p384.pub.pem")).unwrap();
     let v = verify(&fixture("p384.sig.json"), &trust, NOW).unwrap();
-    assert_eq!(v.signer, Signer::Key { spki_sha256: spki_sha256("p384.pub.pem") });
-    v.manifest.check_model(&model_bytes()).unwrap();
+    assert_eq!(v.signer(), &Signer::Key { spki_sha256: spki_sha256("p384.pub.pem") });
+    v.manifest().check_model(&model_bytes()).unwrap();
 }
 
 #[test]
 fn certificate_bundle_verifies_against_the_pinned_root() {
     let model = model_bytes();
     let v = verify(&fixture("certificate.sig.json"), &publisher_ca(email()), NOW).unwrap();
-    let Signer::Certificate { identity, subject, issuer, not_before, not_after, .. } = &v.signer else {
-        panic!("{:?}", v.signer)
+    let Signer::Certificate { identity, subject, issuer, not_before, not_after, .. } = v.signer() else {
+        panic!("{:?}", v.signer())
     };
     assert_eq!(identity, "email:models@publisher.example");
     assert!(subject.contains("CN=Nacre test model publisher"), "{subject}");
     assert!(issuer.contains("CN=Nacre test signing CA"), "{issuer}");
     assert_eq!((*not_before, *not_after), (LEAF_NOT_BEFORE, LEAF_NOT_AFTER));
-    assert_eq!(v.checked_at, Some(NOW));
-    assert_eq!(v.signing_time, None);
-    v.manifest.check_model(&model).unwrap();
+    assert_eq!(v.checked_at(), Some(NOW));
+    assert_eq!(v.signing_time(), None);
+    v.manifest().check_model(&model).unwrap();
 
     let by_cn = publisher_ca(Identity::CommonName("Nacre test model publisher".to_owned()));
     assert!(verify(&fixture("certificate.sig.json"), &by_cn, NOW).is_ok());
@@ -155,12 +155,12 @@ fn tampered_model_is_refused_naming_the_shard() {
     let v = verify(&fixture("shards-1mib.sig.json"), &publisher(), NOW).unwrap();
     let mut model = model_bytes();
     model[MIB + 5] ^= 1;
-    let err = v.manifest.check_model(&model).unwrap_err();
+    let err = v.manifest().check_model(&model).unwrap_err();
     assert!(matches!(err, SignatureError::ModelMismatch(ModelMismatch::ShardDigest { index: 1 })));
     assert!(err.to_string().contains("shard 1 differs"), "{err}");
 
     let short = &model_bytes()[..2 * MIB];
-    let err = v.manifest.check_model(short).unwrap_err();
+    let err = v.manifest().check_model(short).unwrap_err();
     assert!(matches!(err, SignatureError::ModelMismatch(ModelMismatch::Length { .. })), "{err}");
 }
 
@@ -169,7 +169,7 @@ fn tampered_model_is_refused_whole_file() {
     let v = verify(&fixture("whole-file.sig.json"), &publisher(), NOW).unwrap();
     let mut model = model_bytes();
     *model.last_mut().unwrap() ^= 0x80;
-    let err = v.manifest.check_model(&model).unwrap_err();
+    let err = v.manifest().check_model(&model).unwrap_err();
     assert!(matches!(err, SignatureError::ModelMismatch(ModelMismatch::WholeFileDigest)), "{err}");
 }
 
@@ -409,7 +409,9 @@ fn self_signed_reference_statement_verifies() {
     let signer = TestSigner::new();
     let v =
         signer.verify(&shard_statement(json!(10), &[(".", 0, 10), (".", 10, 20), (".", 20, 25)])).unwrap();
-    let Manifest::Shards { shard_size: 10, total_len: 25, digests, .. } = v.manifest else { panic!() };
+    let Manifest::Shards { shard_size: 10, total_len: 25, digests, .. } = v.manifest().clone() else {
+        panic!()
+    };
     assert_eq!(digests.len(), 3);
     // An integral float is the same shard size; unknown predicate fields are ignored (OMS v1.0).
     let mut s = shard_statement(json!(10.0), &[(".", 0, 10), (".", 10, 20)]);
@@ -586,7 +588,7 @@ mod chains {
 
     fn check(ca: &Ca, identity: Identity, bundle: &[u8]) -> Result<Signer, SignatureError> {
         let trust = Trust::certificate(ca.pem.as_bytes(), identity).unwrap();
-        verify(bundle, &trust, NOW).map(|v| v.signer)
+        verify(bundle, &trust, NOW).map(|v| v.signer().clone())
     }
 
     #[test]
