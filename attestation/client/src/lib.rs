@@ -19,6 +19,7 @@ use nacre_protocol::messages::{
     AuditRecord, CONTENT_TYPE, Challenge, ChallengeRequest, KeyCreate, KeyInfo, KeyRevoke, KeyRollback,
     KeyRotate, PolicySet, ReferenceImport, ReferenceInfo, ReleaseRequest, ReleaseResponse, ResultKey, path,
 };
+pub use nacre_protocol::model::ModelRegistration;
 use nacre_protocol::result::{AttestationResult, SUBMOD};
 use nacre_protocol::wrap::RecipientKey;
 use nacre_protocol::{ErrorBody, cbor};
@@ -295,16 +296,34 @@ impl Client {
 
     // ---- admin ------------------------------------------------------------------------------
 
+    /// Registers `key_id` at version 1 under `policy`, for no particular model (refused by a
+    /// policy that names signers: use [`Client::create_key_for_model`]).
     pub async fn create_key(
         &self,
         key_id: &str,
         data_key: &[u8; 32],
         policy: &str,
     ) -> Result<KeyInfo, ClientError> {
+        self.create_key_for_model(key_id, data_key, policy, None).await
+    }
+
+    /// [`Client::create_key`] for a sealed model: `model` carries the sealed header's model
+    /// identity and publisher signature bundle ([`ModelRegistration::new`]). When the policy
+    /// names signers, the service verifies the bundle against them and relates it to the
+    /// identity before anything is stored; refusals: `signature_required`, `untrusted_signer`,
+    /// `bad_signature`, `model_mismatch`, `malformed`.
+    pub async fn create_key_for_model(
+        &self,
+        key_id: &str,
+        data_key: &[u8; 32],
+        policy: &str,
+        model: Option<ModelRegistration>,
+    ) -> Result<KeyInfo, ClientError> {
         let req = KeyCreate {
             key_id: key_id.into(),
             data_key: ByteBuf::from(data_key.to_vec()),
             policy: policy.into(),
+            model,
         };
         self.call(Method::POST, path::KEYS, Some(&req)).await
     }
@@ -317,7 +336,19 @@ impl Client {
         data_key: &[u8; 32],
         expected_version: Option<u32>,
     ) -> Result<KeyInfo, ClientError> {
-        let req = KeyRotate { data_key: ByteBuf::from(data_key.to_vec()), version: expected_version };
+        self.rotate_key_for_model(key_id, data_key, expected_version, None).await
+    }
+
+    /// [`Client::rotate_key`] for a sealed model, checked under the key's current policy as
+    /// [`Client::create_key_for_model`] is.
+    pub async fn rotate_key_for_model(
+        &self,
+        key_id: &str,
+        data_key: &[u8; 32],
+        expected_version: Option<u32>,
+        model: Option<ModelRegistration>,
+    ) -> Result<KeyInfo, ClientError> {
+        let req = KeyRotate { data_key: ByteBuf::from(data_key.to_vec()), version: expected_version, model };
         self.call(Method::POST, &format!("{}/{key_id}/versions", path::KEYS), Some(&req)).await
     }
 

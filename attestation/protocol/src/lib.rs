@@ -4,6 +4,7 @@
 //! - [`cbor`]: strict decoding (one item, no trailing bytes, unknown fields refused),
 //! - [`wrap`]: the data key wrapped to the enclave's ephemeral HPKE key (RFC 9180),
 //! - [`result`]: the signed, EAR-style attestation result the enclave can show to clients,
+//! - [`model`]: the model a key version is registered for and the publisher's signature over it,
 //! - [`reference`]: signed reference values (image digests and expected measurements per TEE),
 //!   written by the image builder, imported by the service, named by release policies.
 //!
@@ -12,6 +13,7 @@
 
 pub mod cbor;
 pub mod messages;
+pub mod model;
 pub mod reference;
 pub mod result;
 pub mod wrap;

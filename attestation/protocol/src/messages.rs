@@ -5,6 +5,8 @@ use nacre_wire::Evidence;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
+use crate::model::{ModelRegistration, ModelSignature};
+
 /// Content type of every request and response body.
 pub const CONTENT_TYPE: &str = "application/cbor";
 
@@ -148,10 +150,16 @@ pub enum ErrorCode {
     Conflict,
     Internal,
     Unavailable,
-    /// Reference values signed by a key the service does not trust.
+    /// Reference values signed by a key the service does not trust, or a model signature by
+    /// none of the key's release-policy signers.
     UntrustedSigner,
-    /// Reference values whose signature does not verify over the document.
+    /// Reference values, or a model's signature bundle, whose signature does not verify.
     BadSignature,
+    /// The key's release policy names signers, but the model (or key version) has no
+    /// publisher signature.
+    SignatureRequired,
+    /// The publisher signature's subject is not the registered model identity.
+    ModelMismatch,
     /// A release policy names reference values that are not (or no longer) imported.
     UnknownReference,
     /// The request's body did not arrive within its deadline.
@@ -183,6 +191,8 @@ impl ErrorCode {
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::UntrustedSigner => "untrusted_signer",
             ErrorCode::BadSignature => "bad_signature",
+            ErrorCode::SignatureRequired => "signature_required",
+            ErrorCode::ModelMismatch => "model_mismatch",
             ErrorCode::UnknownReference => "unknown_reference",
             ErrorCode::Timeout => "timeout",
         }
@@ -203,7 +213,9 @@ impl ErrorCode {
             | ErrorCode::KeyRevoked
             | ErrorCode::VersionRevoked
             | ErrorCode::VersionNotAllowed
-            | ErrorCode::OutsideWindow => 403,
+            | ErrorCode::OutsideWindow
+            | ErrorCode::SignatureRequired
+            | ErrorCode::ModelMismatch => 403,
             ErrorCode::NotFound | ErrorCode::UnknownKey | ErrorCode::UnknownReference => 404,
             ErrorCode::Timeout => 408,
             ErrorCode::Conflict => 409,
@@ -262,6 +274,10 @@ pub struct KeyCreate {
     pub data_key: ByteBuf,
     /// The release policy, TOML (see the service's `ReleasePolicy`).
     pub policy: String,
+    /// The model version 1 is for. Required, with a signature by one of its signers, when the
+    /// policy names `signers`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelRegistration>,
 }
 
 /// `POST /v1/admin/keys/{id}/versions`: add a version and make it current.
@@ -273,17 +289,28 @@ pub struct KeyRotate {
     /// (the version is in its authenticated header) cannot be registered as another one.
     #[serde(default)]
     pub version: Option<u32>,
+    /// The model the new version is for (see [`KeyCreate::model`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelRegistration>,
 }
 
 // Data keys never appear in Debug output.
 impl core::fmt::Debug for KeyCreate {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("KeyCreate").field("key_id", &self.key_id).field("data_key", &"<redacted>").finish()
+        f.debug_struct("KeyCreate")
+            .field("key_id", &self.key_id)
+            .field("data_key", &"<redacted>")
+            .field("model", &self.model)
+            .finish()
     }
 }
 impl core::fmt::Debug for KeyRotate {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("KeyRotate").field("data_key", &"<redacted>").field("version", &self.version).finish()
+        f.debug_struct("KeyRotate")
+            .field("data_key", &"<redacted>")
+            .field("version", &self.version)
+            .field("model", &self.model)
+            .finish()
     }
 }
 
@@ -315,6 +342,22 @@ pub struct KeyVersionInfo {
     pub version: u32,
     pub created_at: i64,
     pub revoked: bool,
+    /// The model this version was registered for, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelInfo>,
+}
+
+/// A key version's registered model as the admin API shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelInfo {
+    pub model_identity: ByteBuf,
+    /// Whether a signature bundle is stored with the version (releases under a policy with
+    /// signers re-check it against the policy's current signers).
+    pub signature_bundle: bool,
+    /// The signature as verified at registration, when the policy then named signers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<ModelSignature>,
 }
 
 /// A key as the admin API shows it: never the key material.

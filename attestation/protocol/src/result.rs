@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
 use crate::cbor;
+use crate::model::ModelSignature;
 
 /// The profile this result follows.
 pub const EAR_PROFILE: &str = "tag:nacre.dev,2026:ear/v1";
@@ -41,6 +42,11 @@ pub struct GuestAppraisal {
     pub key_version: u32,
     #[serde(rename = "nacre.warnings")]
     pub warnings: Vec<String>,
+    /// Who signed the released key version's model, when the key's release policy requires
+    /// signers (checked at the model's registration and again against the policy of this
+    /// release). Absent otherwise, so results of keys without signers are unchanged.
+    #[serde(rename = "nacre.model-signature", default, skip_serializing_if = "Option::is_none")]
+    pub model_signature: Option<ModelSignature>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,6 +152,7 @@ mod tests {
             key_id: "m".into(),
             key_version: 1,
             warnings: vec![],
+            model_signature: None,
         };
         AttestationResult {
             eat_profile: EAR_PROFILE.into(),
@@ -170,5 +177,29 @@ mod tests {
             bad[i] ^= 0x40;
             assert!(verify(&bad, signer.public_key()).is_err(), "byte {i}");
         }
+    }
+
+    /// Issue 16: the model's signer travels in the signed result; a result without one encodes
+    /// as before (no key), so readers of keys without signers see no change.
+    #[test]
+    fn model_signature_claim_round_trips_and_is_optional() {
+        use crate::model::SignedManifest;
+        let signer = ResultSigner::from_pkcs8(&ResultSigner::generate_pkcs8().unwrap()).unwrap();
+        let plain = cbor::to_vec(&sample()).unwrap();
+        assert!(!String::from_utf8_lossy(&plain).contains("nacre.model-signature"));
+        let mut result = sample();
+        let guest = result.submods.get_mut(SUBMOD).unwrap();
+        guest.model_signature = Some(ModelSignature {
+            signer: "email:models@publisher.example".into(),
+            certificate_subject: Some("CN=publisher".into()),
+            certificate_issuer: Some("CN=ca".into()),
+            model_identity: ByteBuf::from(vec![4; 32]),
+            manifest: SignedManifest::WholeFile,
+            subject_digest: ByteBuf::from(vec![5; 32]),
+            file_sha256: Some(ByteBuf::from(vec![6; 32])),
+            checked_at: 1_796_342_400,
+        });
+        let signed = signer.sign(&result).unwrap();
+        assert_eq!(verify(&signed, signer.public_key()).unwrap(), result);
     }
 }

@@ -64,7 +64,8 @@ pub struct Limits {
     pub challenge_body_max: usize,
     /// Body limit of `/v1/release`. Default 64 KiB (a TDX quote is ~5 KiB).
     pub release_body_max: usize,
-    /// Body limit of the admin routes. Default 64 KiB.
+    /// Body limit of the admin routes. Default 256 KiB: a key registration carries a model's
+    /// signature bundle (up to 64 KiB) beside a policy that may pin signers' roots.
     pub admin_body_max: usize,
     /// Denials a caller may collect before it is refused outright. Default 10. A caller is
     /// an authenticated bearer token, else the chip of authentic SNP evidence for a refused
@@ -100,7 +101,7 @@ impl Default for Limits {
             result_ttl_secs: 3600,
             challenge_body_max: 1024,
             release_body_max: 64 * 1024,
-            admin_body_max: 64 * 1024,
+            admin_body_max: 256 * 1024,
             denial_burst: 10,
             denials_per_minute: 30,
             max_tracked_sources: 65_536,

@@ -140,6 +140,9 @@ pub fn public_reason(code: ErrorCode) -> &'static str {
         ErrorCode::Unavailable => "temporarily unavailable; retry with a new challenge",
         ErrorCode::Internal => "internal error",
         ErrorCode::Timeout => "the request did not arrive in time",
+        ErrorCode::SignatureRequired => "the key's release policy requires a signed model",
+        ErrorCode::UntrustedSigner => "the model is not signed by a signer the key's release policy names",
+        ErrorCode::ModelMismatch => "the model signature does not match the model",
         _ => "refused",
     }
 }

@@ -12,5 +12,6 @@ pub mod policy;
 pub mod ratelimit;
 pub mod service;
 pub mod setup;
+pub mod signers;
 pub mod store;
 pub mod tokens;

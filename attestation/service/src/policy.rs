@@ -41,11 +41,25 @@
 //! entries of named reference values (which `nacre image build` always writes) are ignored: a
 //! service that trusts the sim root for development never releases a production key to a
 //! forged sim report.
+//!
+//! A policy can require that the model be signed by one of a list of publishers (issue 16;
+//! format and checks in [`crate::signers`]):
+//!
+//! ```toml
+//! [[signers]]
+//! public_key_pem = """
+//! -----BEGIN PUBLIC KEY-----
+//! ...
+//! -----END PUBLIC KEY-----
+//! """
+//! ```
 
 use nacre_protocol::reference::{ReferenceValues, check_name};
 use nacre_verifier::{Appraiser, Policy};
 use serde::Deserialize;
 use time::OffsetDateTime;
+
+use crate::signers::{PolicySigner, SignerToml};
 use time::format_description::well_known::Rfc3339;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -63,6 +77,8 @@ struct ReleasePolicyToml {
     insecure_sim: bool,
     #[serde(default)]
     appraisal: toml::Table,
+    #[serde(default)]
+    signers: Vec<SignerToml>,
 }
 
 #[derive(Debug)]
@@ -78,6 +94,9 @@ pub struct ReleasePolicy {
     /// not empty its unset allow-lists are closed (empty), and releases appraise under
     /// [`ReleasePolicy::resolve`] instead.
     pub appraiser: Appraiser,
+    /// Publishers one of whom must have signed the released version's model (none: no
+    /// signature is required).
+    pub signers: Vec<PolicySigner>,
 }
 
 fn instant(field: &str, text: &Option<String>) -> Result<Option<i64>, String> {
@@ -132,7 +151,9 @@ impl ReleasePolicy {
         {
             return Err("not_before is after not_after".into());
         }
+        let signers = crate::signers::parse(raw.signers)?;
         Ok(ReleasePolicy {
+            signers,
             allowed_versions: raw.allowed_versions,
             not_before,
             not_after,

@@ -12,8 +12,10 @@ use std::time::Instant;
 
 use nacre_protocol::messages::{
     AuditRecord, Challenge, ChallengeRequest, KeyCreate, KeyInfo, KeyRevoke, KeyRollback, KeyRotate,
-    KeyVersionInfo, PolicySet, ReferenceImport, ReferenceInfo, ReleaseRequest, ReleaseResponse, check_key_id,
+    KeyVersionInfo, ModelInfo, PolicySet, ReferenceImport, ReferenceInfo, ReleaseRequest, ReleaseResponse,
+    check_key_id,
 };
+use nacre_protocol::model::{ModelRegistration, ModelSignature};
 use nacre_protocol::reference::{ReferenceError, ReferenceValues};
 use nacre_protocol::result::{
     AttestationResult, EAR_PROFILE, GuestAppraisal, ResultSigner, SUBMOD, VerifierId,
@@ -34,6 +36,7 @@ use crate::metrics::Metrics;
 use crate::nonce::NonceIssuer;
 use crate::policy::ReleasePolicy;
 use crate::ratelimit::{Charge, DenialLimiter};
+use crate::signers::{self, ModelRow};
 use crate::store::{AuditEntry, DecidedUnder, KeyRow, ReferenceRow, ReleaseCommit, Store, StoreError};
 use crate::tokens::{Principal, Role, Tokens};
 
@@ -73,7 +76,14 @@ pub struct Service {
     /// made through another replica can make a commit refuse (`KeyChanged`).
     key_locks: Box<[tokio::sync::RwLock<()>]>,
     admission: Arc<nacre_http::conns::Admission>,
+    /// Model signatures checked for releases, by (key id, version), each valid only under the
+    /// policy (same parse) it was checked against. A version's model never changes once
+    /// stored, so the policy is all that can make an entry stale.
+    signatures: Mutex<HashMap<(String, u32), CheckedSignature>>,
 }
+
+/// A model signature checked for releases under this policy (same parse).
+type CheckedSignature = (Arc<ReleasePolicy>, Arc<ModelSignature>);
 
 /// Number of per-key lock stripes.
 const KEY_LOCK_STRIPES: usize = 64;
@@ -248,6 +258,8 @@ struct Subject {
     chip_id: Option<String>,
     /// The chip of authentic SNP evidence (see [`Charge::chip`]).
     chip: Option<Charge>,
+    /// The released version's model signature, when the policy requires signers.
+    model_signature: Option<Arc<ModelSignature>>,
 }
 
 fn subject(claims: &Claims) -> Subject {
@@ -260,6 +272,7 @@ fn subject(claims: &Claims) -> Subject {
         measurement: Some(hex::encode(claims.measurement)),
         chip_id,
         chip,
+        model_signature: None,
     }
 }
 
@@ -328,6 +341,7 @@ impl Service {
             rows: Mutex::default(),
             key_locks: (0..KEY_LOCK_STRIPES).map(|_| tokio::sync::RwLock::new(())).collect(),
             admission,
+            signatures: Mutex::default(),
         })
     }
 
@@ -412,7 +426,11 @@ impl Service {
             key_id: Some(req.key_id.clone()),
             key_version: Some(req.key_version),
             allow,
-            reason,
+            // A release names the model's signer (issue 16): who signed what was released.
+            reason: reason.or_else(|| {
+                s.and_then(|s| s.model_signature.as_deref())
+                    .map(|m| format!("model {}", signers::describe_signature(m)))
+            }),
             tee: s.and_then(|s| s.tee.clone()).or_else(|| Some(req.evidence.tee.as_str().into())),
             measurement: s.and_then(|s| s.measurement.clone()),
             chip_id: s.and_then(|s| s.chip_id.clone()),
@@ -688,6 +706,37 @@ impl Service {
         Ok(values)
     }
 
+    /// The model signature a release of `version` under `policy` relies on (None when the
+    /// policy names no signers): the stored bundle verified against the policy's signers at
+    /// its registration time, once per policy parse.
+    fn model_signature(
+        &self,
+        key_id: &str,
+        version: &crate::store::VersionRow,
+        policy: &Arc<ReleasePolicy>,
+    ) -> Result<Option<Arc<ModelSignature>>, ErrorBody> {
+        if policy.signers.is_empty() {
+            return Ok(None);
+        }
+        let cache_key = (key_id.to_owned(), version.version);
+        {
+            let cache = self.signatures.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((p, signature)) = cache.get(&cache_key)
+                && Arc::ptr_eq(p, policy)
+            {
+                return Ok(Some(signature.clone()));
+            }
+        }
+        let signature =
+            Arc::new(signers::check_at_release(&policy.signers, version.version, version.model.as_ref())?);
+        let mut cache = self.signatures.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= ROW_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(cache_key, (policy.clone(), signature.clone()));
+        Ok(Some(signature))
+    }
+
     /// Decides a release on the key's rows (cached ones unless `fresh`): the response to send
     /// once committed, the subject, the nonce's expiry and the rows it was decided on.
     async fn decide(
@@ -744,6 +793,8 @@ impl Service {
             let body = ErrorBody::new(ErrorCode::OutsideWindow, "outside the key's release window");
             return Err(denied(body, &basis));
         }
+        let model_signature =
+            self.model_signature(&req.key_id, version, &policy).map_err(|b| denied(b, &basis))?;
         let (resolved, references, references_cached) =
             self.resolve_references(&req.key_id, &policy, fresh).await.map_err(|b| denied(b, &basis))?;
         basis.references = references;
@@ -782,7 +833,8 @@ impl Service {
                 d
             })?
             .into_inner();
-        let subject = subject(&claims);
+        let mut subject = subject(&claims);
+        subject.model_signature = model_signature.clone();
 
         let t = Instant::now();
         let data_key = self
@@ -811,6 +863,7 @@ impl Service {
                     key_id: req.key_id.clone(),
                     key_version: req.key_version,
                     warnings: claims.warnings.clone(),
+                    model_signature: model_signature.as_deref().cloned(),
                 },
             )]
             .into(),
@@ -936,10 +989,10 @@ impl Service {
     }
 
     /// A policy parses, and every reference-values name it has is imported.
-    async fn check_policy(&self, text: &str) -> Result<(), ErrorBody> {
+    async fn check_policy(&self, text: &str) -> Result<ReleasePolicy, ErrorBody> {
         let policy = ReleasePolicy::parse(text).map_err(|e| ErrorBody::new(ErrorCode::Malformed, e))?;
         if policy.reference_values.is_empty() {
-            return Ok(());
+            return Ok(policy);
         }
         let rows = self.store.references(&policy.reference_values).await.map_err(store_error)?;
         match policy.reference_values.iter().find(|n| !rows.iter().any(|r| &r.name == *n)) {
@@ -947,7 +1000,39 @@ impl Service {
                 ErrorCode::UnknownReference,
                 format!("the policy names reference values {missing:?}, which are not imported"),
             )),
-            None => Ok(()),
+            None => Ok(policy),
+        }
+    }
+
+    /// Checks the model a key version is registered for against `policy`'s signers
+    /// ([`signers::register`], at the service's clock). A refusal is audited as `action` and
+    /// charged to nobody (the caller is an authenticated admin).
+    async fn register_model(
+        &self,
+        who: &Principal,
+        action: &'static str,
+        key_id: &str,
+        policy: &ReleasePolicy,
+        model: Option<&ModelRegistration>,
+        source: IpAddr,
+    ) -> Result<Option<ModelRow>, ErrorBody> {
+        match signers::register(&policy.signers, model, now_unix()) {
+            Ok(row) => Ok(row),
+            Err(body) => {
+                tracing::warn!(key_id, code = %body.code, reason = %body.reason, "model registration refused");
+                let audit = self.admin_audit(
+                    who,
+                    action,
+                    Some(key_id),
+                    None,
+                    (false, Some(format!("{}: {}", body.code, body.reason))),
+                    source,
+                );
+                Err(match self.store.commit_denial(audit, None).await {
+                    Ok(_) => body,
+                    Err(e) => store_error(e),
+                })
+            }
         }
     }
 
@@ -959,13 +1044,16 @@ impl Service {
     ) -> Result<KeyInfo, ErrorBody> {
         check_key_id(&req.key_id)?;
         let key = Self::data_key(&req.data_key)?;
-        self.check_policy(&req.policy).await?;
+        let policy = self.check_policy(&req.policy).await?;
+        let model =
+            self.register_model(who, "key_create", &req.key_id, &policy, req.model.as_ref(), source).await?;
         let kek = &self.keyring.current;
         let wrapped =
             kek.seal(&req.key_id, 1, &key).map_err(|e| ErrorBody::new(ErrorCode::Internal, e.to_string()))?;
-        let audit = self.admin_audit(who, "key_create", Some(&req.key_id), Some(1), (true, None), source);
+        let reason = signers::describe(model.as_ref());
+        let audit = self.admin_audit(who, "key_create", Some(&req.key_id), Some(1), (true, reason), source);
         self.store
-            .create_key(&req.key_id, &req.policy, kek.id(), &wrapped, audit)
+            .create_key(&req.key_id, &req.policy, kek.id(), &wrapped, model.as_ref(), audit)
             .await
             .map_err(store_error)?;
         self.admin_done("key_create");
@@ -981,11 +1069,27 @@ impl Service {
     ) -> Result<KeyInfo, ErrorBody> {
         check_key_id(key_id)?;
         let key = Self::data_key(&req.data_key)?;
+        // The model is checked under the key's policy as stored now; the rotation commits only
+        // if the policy is still that text.
+        let current = self.store.key(key_id).await.map_err(store_error)?;
+        let (policy_text, model) = match &current {
+            Some(row) => {
+                let policy = self.policy_for(key_id, &row.policy)?;
+                let model = self
+                    .register_model(who, "key_rotate", key_id, &policy, req.model.as_ref(), source)
+                    .await?;
+                (Some(row.policy.as_str()), model)
+            }
+            // The store refuses an unknown key.
+            None => (None, None),
+        };
         let kek = &self.keyring.current;
-        let audit = self.admin_audit(who, "key_rotate", Some(key_id), None, (true, None), source);
+        let reason = signers::describe(model.as_ref());
+        let audit = self.admin_audit(who, "key_rotate", Some(key_id), None, (true, reason), source);
         let wrap = |v: u32| kek.seal(key_id, v, &key).map_err(|e| StoreError::Corrupt(e.to_string()));
         let locked = self.key_lock(key_id).write().await;
-        let result = self.store.rotate(key_id, req.version, kek.id(), wrap, audit).await;
+        let result =
+            self.store.rotate(key_id, req.version, kek.id(), wrap, model.as_ref(), policy_text, audit).await;
         self.forget_key(key_id);
         drop(locked);
         result.map_err(store_error)?;
@@ -1176,7 +1280,16 @@ fn info(row: KeyRow) -> KeyInfo {
         versions: row
             .versions
             .iter()
-            .map(|v| KeyVersionInfo { version: v.version, created_at: v.created_at, revoked: v.revoked })
+            .map(|v| KeyVersionInfo {
+                version: v.version,
+                created_at: v.created_at,
+                revoked: v.revoked,
+                model: v.model.as_ref().map(|m| ModelInfo {
+                    model_identity: ByteBuf::from(m.identity.to_vec()),
+                    signature_bundle: m.bundle.is_some(),
+                    signature: m.signature.clone(),
+                }),
+            })
             .collect(),
         policy: row.policy,
     }

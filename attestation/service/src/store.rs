@@ -10,6 +10,8 @@
 use std::borrow::Cow;
 
 use nacre_protocol::messages::{AuditRecord, GENESIS_HASH};
+use nacre_protocol::model::{ModelSignature, SignedManifest};
+use serde_bytes::ByteBuf;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{Any, AnyPool, Row, Transaction};
@@ -76,7 +78,11 @@ pub struct VersionRow {
     pub wrapped_key: Vec<u8>,
     pub created_at: i64,
     pub revoked: bool,
+    /// The model the version was registered for (`model_registrations`), if any.
+    pub model: Option<ModelRow>,
 }
+
+pub use crate::signers::ModelRow;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyRow {
@@ -189,6 +195,7 @@ fn migrator() -> Migrator {
         migrations: Cow::Owned(vec![
             migration(1, "initial", include_str!("../migrations/0001_initial.sql")),
             migration(2, "reference values", include_str!("../migrations/0002_reference_values.sql")),
+            migration(3, "model registrations", include_str!("../migrations/0003_model_registrations.sql")),
         ]),
         ..Migrator::DEFAULT
     }
@@ -323,14 +330,16 @@ impl Store {
         else {
             return Ok(None);
         };
-        let rows = sqlx::query(
-            "SELECT version, kek_id, wrapped_key, created_at, revoked FROM key_versions \
-             WHERE key_id = $1 ORDER BY version",
-        )
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT v.version, v.kek_id, v.wrapped_key, v.created_at, v.revoked, {MODEL_COLUMNS} \
+             FROM key_versions v LEFT JOIN model_registrations m \
+             ON m.key_id = v.key_id AND m.version = v.version \
+             WHERE v.key_id = $1 ORDER BY v.version"
+        )))
         .bind(key_id.to_owned())
         .fetch_all(&mut *exec)
         .await?;
-        let versions = rows.iter().map(version_row).collect::<Result<_, _>>()?;
+        let versions = rows.iter().map(|r| version_row_of(r, true)).collect::<Result<_, _>>()?;
         Ok(Some(KeyRow {
             key_id: k.try_get("key_id")?,
             current_version: u32_of(k.try_get("current_version")?, "current_version")?,
@@ -403,12 +412,14 @@ impl Store {
         batch::submit(queue, item).await
     }
 
+    /// Creates a key at version 1, registered for `model` if given.
     pub async fn create_key(
         &self,
         key_id: &str,
         policy: &str,
         kek_id: &str,
         wrapped: &[u8],
+        model: Option<&ModelRow>,
         audit: AuditEntry,
     ) -> Result<AuditRecord, StoreError> {
         let now = audit.time_ms / 1000;
@@ -433,6 +444,9 @@ impl Store {
                 .execute(&mut **tx)
                 .await?;
                 insert_version(tx, key_id, 1, kek_id, wrapped, now).await?;
+                if let Some(model) = model {
+                    insert_model(tx, key_id, 1, model).await?;
+                }
                 Self::append(tx, head, audit).await
             }
             .await?;
@@ -441,13 +455,18 @@ impl Store {
         }
     }
 
-    /// Adds the next version and makes it current. Returns the new version.
+    /// Adds the next version and makes it current, registered for `model` if given. Returns
+    /// the new version. With `policy`, the key's release policy must still be that text (the
+    /// model was checked under it), else [`StoreError::KeyChanged`] and nothing is written.
+    #[allow(clippy::too_many_arguments)]
     pub async fn rotate(
         &self,
         key_id: &str,
         expected: Option<u32>,
         kek_id: &str,
         wrap: impl FnOnce(u32) -> Result<Vec<u8>, StoreError>,
+        model: Option<&ModelRow>,
+        policy: Option<&str>,
         mut audit: AuditEntry,
     ) -> Result<(u32, AuditRecord), StoreError> {
         let now = audit.time_ms / 1000;
@@ -456,11 +475,17 @@ impl Store {
             let (tx, head) = (&mut w.tx, w.head.clone());
             let out = async {
                 let key = live_key(tx, key_id).await?;
+                if policy.is_some_and(|p| p != key.policy) {
+                    return Err(StoreError::KeyChanged(key_id.to_owned()));
+                }
                 let next = key.versions.iter().map(|v| v.version).max().unwrap_or(0) + 1;
                 if let Some(expected) = expected.filter(|&e| e != next) {
                     return Err(StoreError::VersionMismatch { key_id: key_id.to_owned(), expected, next });
                 }
                 insert_version(tx, key_id, next, kek_id, &wrap(next)?, now).await?;
+                if let Some(model) = model {
+                    insert_model(tx, key_id, next, model).await?;
+                }
                 sqlx::query("UPDATE keys SET current_version = $1, updated_at = $2 WHERE key_id = $3")
                     .bind(i64::from(next))
                     .bind(now)
@@ -842,14 +867,92 @@ async fn insert_version(
     Ok(())
 }
 
-fn version_row(r: &AnyRow) -> Result<VersionRow, StoreError> {
+/// A version row, with its model when `with_model` (the query selected [`MODEL_COLUMNS`]).
+fn version_row_of(r: &AnyRow, with_model: bool) -> Result<VersionRow, StoreError> {
     Ok(VersionRow {
         version: u32_of(r.try_get("version")?, "version")?,
         kek_id: r.try_get("kek_id")?,
         wrapped_key: hex_of(&r.try_get::<String, _>("wrapped_key")?, "wrapped_key")?,
         created_at: r.try_get("created_at")?,
         revoked: r.try_get::<i64, _>("revoked")? != 0,
+        model: if with_model { model_row(r)? } else { None },
     })
+}
+
+fn version_row(r: &AnyRow) -> Result<VersionRow, StoreError> {
+    version_row_of(r, false)
+}
+
+/// The `model_registrations` columns a version query selects (as `m_…`, NULL without a model).
+const MODEL_COLUMNS: &str = "m.model_identity AS m_identity, m.signature_bundle AS m_bundle, \
+     m.registered_at AS m_registered_at, m.signer AS m_signer, m.certificate_subject AS m_subject, \
+     m.certificate_issuer AS m_issuer, m.manifest AS m_manifest, m.subject_digest AS m_subject_digest, \
+     m.file_sha256 AS m_file_sha256, m.checked_at AS m_checked_at";
+
+fn digest_of(text: &str, what: &str) -> Result<[u8; 32], StoreError> {
+    hex_of(text, what)?.try_into().map_err(|_| StoreError::Corrupt(format!("{what} is not 32 bytes")))
+}
+
+fn model_row(r: &AnyRow) -> Result<Option<ModelRow>, StoreError> {
+    let Some(identity) = r.try_get::<Option<String>, _>("m_identity")? else { return Ok(None) };
+    let identity = digest_of(&identity, "model_identity")?;
+    let registered_at: i64 = r.try_get("m_registered_at")?;
+    let signature = match r.try_get::<Option<String>, _>("m_signer")? {
+        None => None,
+        Some(signer) => {
+            let text = |c: &str| r.try_get::<Option<String>, _>(c);
+            let manifest = match text("m_manifest")?.as_deref() {
+                Some("shards") => SignedManifest::Shards,
+                Some("whole_file") => SignedManifest::WholeFile,
+                other => return Err(StoreError::Corrupt(format!("model manifest {other:?}"))),
+            };
+            let subject_digest = text("m_subject_digest")?
+                .ok_or_else(|| StoreError::Corrupt("model subject_digest is NULL".into()))?;
+            Some(ModelSignature {
+                signer,
+                certificate_subject: text("m_subject")?,
+                certificate_issuer: text("m_issuer")?,
+                model_identity: ByteBuf::from(identity.to_vec()),
+                manifest,
+                subject_digest: ByteBuf::from(digest_of(&subject_digest, "subject_digest")?.to_vec()),
+                file_sha256: text("m_file_sha256")?
+                    .map(|d| digest_of(&d, "file_sha256").map(|d| ByteBuf::from(d.to_vec())))
+                    .transpose()?,
+                checked_at: r.try_get::<Option<i64>, _>("m_checked_at")?.unwrap_or(registered_at),
+            })
+        }
+    };
+    Ok(Some(ModelRow { identity, bundle: r.try_get("m_bundle")?, registered_at, signature }))
+}
+
+async fn insert_model(
+    tx: &mut Transaction<'static, Any>,
+    key_id: &str,
+    version: u32,
+    m: &ModelRow,
+) -> Result<(), StoreError> {
+    let s = m.signature.as_ref();
+    let hex_of_buf = |b: &ByteBuf| hex::encode(b.as_slice());
+    sqlx::query(
+        "INSERT INTO model_registrations (key_id, version, model_identity, signature_bundle, registered_at, \
+         signer, certificate_subject, certificate_issuer, manifest, subject_digest, file_sha256, checked_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+    )
+    .bind(key_id.to_owned())
+    .bind(i64::from(version))
+    .bind(hex::encode(m.identity))
+    .bind(m.bundle.clone())
+    .bind(m.registered_at)
+    .bind(s.map(|s| s.signer.clone()))
+    .bind(s.and_then(|s| s.certificate_subject.clone()))
+    .bind(s.and_then(|s| s.certificate_issuer.clone()))
+    .bind(s.map(|s| s.manifest.as_str().to_owned()))
+    .bind(s.map(|s| hex_of_buf(&s.subject_digest)))
+    .bind(s.and_then(|s| s.file_sha256.as_ref().map(hex_of_buf)))
+    .bind(s.map(|s| s.checked_at))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 fn reference_row(r: &AnyRow) -> Result<ReferenceRow, StoreError> {

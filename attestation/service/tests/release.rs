@@ -12,6 +12,8 @@ mod commit;
 mod disclosure;
 #[path = "release/limits.rs"]
 mod limits;
+#[path = "release/signers.rs"]
+mod signers;
 
 use common::{Harness, MEASUREMENT, policy_for};
 use nacre_attestation_client::{Client, ClientError};
@@ -716,6 +718,16 @@ async fn postgres() {
         .await
         .unwrap();
     batch_suite(Some(&format!("{base}/{batch_db}"))).await;
+    let signers_db = format!("{db}_signers");
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {signers_db}")))
+        .execute(&admin_pool)
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {signers_db}")))
+        .execute(&admin_pool)
+        .await
+        .unwrap();
+    signers::suite(Some(&format!("{base}/{signers_db}"))).await;
     admin_pool.close().await;
     if let Some(dir) = started {
         let _ = std::process::Command::new(repo.join("scripts/postgres.sh")).arg("stop").arg(&dir).status();

@@ -453,9 +453,9 @@ mod tests {
         let url = std::env::var("NACRE_TEST_POSTGRES_URL")
             .unwrap_or_else(|_| format!("sqlite:{}", dir.join("store.db").display()));
         let store = Store::connect(&url, 4).await.unwrap();
-        store.create_key("k", "", "kek", b"w", admin("create")).await.unwrap();
-        store.create_key("r", "", "kek", b"w", admin("create")).await.unwrap();
-        store.rotate("k", None, "kek", |_| Ok(b"w2".to_vec()), admin("rotate")).await.unwrap();
+        store.create_key("k", "", "kek", b"w", None, admin("create")).await.unwrap();
+        store.create_key("r", "", "kek", b"w", None, admin("create")).await.unwrap();
+        store.rotate("k", None, "kek", |_| Ok(b"w2".to_vec()), None, None, admin("rotate")).await.unwrap();
         store.revoke("r", None, admin("revoke")).await.unwrap();
         store.revoke("k", Some(2), admin("revoke")).await.unwrap();
         let document = "{\"reference\": 1}";

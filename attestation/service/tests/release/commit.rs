@@ -46,7 +46,7 @@ async fn nonces(store: &Store) -> Vec<String> {
 /// between moved the head past the records read, a truncation that was not there.
 async fn audit_verify_sees_one_snapshot(url: &str) {
     let store = Store::connect(url, 4).await.unwrap();
-    store.create_key("k", "", "kek", b"w", admin("create")).await.unwrap();
+    store.create_key("k", "", "kek", b"w", None, admin("create")).await.unwrap();
     store.commit_release(release("first", i64::MAX)).await.unwrap();
 
     let mut snapshot = store.audit_snapshot().await.unwrap();
@@ -77,7 +77,7 @@ async fn audit_verify_sees_one_snapshot(url: &str) {
 /// decided on a replica whose clock lags) is refused, and writes nothing.
 async fn expired_nonce_is_refused_at_commit(url: &str) {
     let store = Store::connect(url, 4).await.unwrap();
-    store.create_key("k", "", "kek", b"w", admin("create")).await.unwrap();
+    store.create_key("k", "", "kek", b"w", None, admin("create")).await.unwrap();
     let head = store.audit_head().await.unwrap();
     assert!(matches!(store.commit_release(release("late", now() - 2)).await, Err(StoreError::NonceExpired)));
     assert_eq!(store.audit_head().await.unwrap(), head, "nothing was written");
