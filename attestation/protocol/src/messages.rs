@@ -5,7 +5,7 @@ use nacre_wire::Evidence;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
-use crate::model::{ModelRegistration, ModelSignature};
+use crate::model::{ModelRegistration, ModelSignature, Sha256};
 
 /// Content type of every request and response body.
 pub const CONTENT_TYPE: &str = "application/cbor";
@@ -351,7 +351,7 @@ pub struct KeyVersionInfo {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelInfo {
-    pub model_identity: ByteBuf,
+    pub model_identity: Sha256,
     /// Whether a signature bundle is stored with the version (releases under a policy with
     /// signers re-check it against the policy's current signers).
     pub signature_bundle: bool,

@@ -57,6 +57,43 @@ impl ModelRegistration {
     }
 }
 
+/// A SHA-256 value in the admin API and the attestation result: written as 64 lowercase hex
+/// digits (as the audit log and reference values write digests, so that `nacre … keys show`
+/// and a client's JSON rendering read alike), read back strictly.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Sha256(pub [u8; 32]);
+
+impl core::fmt::Debug for Sha256 {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl core::fmt::Display for Sha256 {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl Serialize for Sha256 {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Sha256 {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let lower =
+            text.len() == 64 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let mut out = [0u8; 32];
+        match hex::decode_to_slice(&text, &mut out) {
+            Ok(()) if lower => Ok(Sha256(out)),
+            _ => Err(serde::de::Error::custom("a SHA-256 must be 64 lowercase hex digits")),
+        }
+    }
+}
+
 /// What the publisher signed: a manifest of shard digests or one whole-file digest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -94,14 +131,14 @@ pub struct ModelSignature {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate_issuer: Option<String>,
     /// The registered model identity the signature was related to.
-    pub model_identity: ByteBuf,
+    pub model_identity: Sha256,
     pub manifest: SignedManifest,
     /// The OMS statement's subject digest (SHA-256 over the signed resource digests).
-    pub subject_digest: ByteBuf,
+    pub subject_digest: Sha256,
     /// For [`SignedManifest::WholeFile`]: the signed SHA-256 of the whole model file, which
     /// the enclave must find over the plaintext it opened.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub file_sha256: Option<ByteBuf>,
+    pub file_sha256: Option<Sha256>,
     /// Unix seconds the signature and its certificate chain were checked at: the model's
     /// registration. Certificates are never re-validated at release time.
     pub checked_at: i64,
@@ -136,5 +173,22 @@ mod tests {
         }
         let odd = crate::cbor::to_vec(&Odd { model_identity: ByteBuf::from(vec![1; 32]), guard: 1 }).unwrap();
         assert!(crate::cbor::from_slice::<ModelRegistration>(&odd).is_err());
+    }
+
+    #[test]
+    fn digests_are_lowercase_hex_both_ways() {
+        let d = Sha256([0xab; 32]);
+        assert_eq!(serde_json::to_string(&d).unwrap(), format!("\"{}\"", "ab".repeat(32)));
+        let back: Sha256 = crate::cbor::from_slice(&crate::cbor::to_vec(&d).unwrap()).unwrap();
+        assert_eq!(back, d);
+        for bad in [
+            "AB".repeat(32),
+            "ab".repeat(31),
+            "ab".repeat(33),
+            "zz".repeat(32),
+            format!("+{}", "a".repeat(63)),
+        ] {
+            assert!(serde_json::from_str::<Sha256>(&format!("\"{bad}\"")).is_err(), "{bad}");
+        }
     }
 }

@@ -193,10 +193,10 @@ mod tests {
             signer: "email:models@publisher.example".into(),
             certificate_subject: Some("CN=publisher".into()),
             certificate_issuer: Some("CN=ca".into()),
-            model_identity: ByteBuf::from(vec![4; 32]),
+            model_identity: crate::model::Sha256([4; 32]),
             manifest: SignedManifest::WholeFile,
-            subject_digest: ByteBuf::from(vec![5; 32]),
-            file_sha256: Some(ByteBuf::from(vec![6; 32])),
+            subject_digest: crate::model::Sha256([5; 32]),
+            file_sha256: Some(crate::model::Sha256([6; 32])),
             checked_at: 1_796_342_400,
         });
         let signed = signer.sign(&result).unwrap();

@@ -1285,7 +1285,7 @@ fn info(row: KeyRow) -> KeyInfo {
                 created_at: v.created_at,
                 revoked: v.revoked,
                 model: v.model.as_ref().map(|m| ModelInfo {
-                    model_identity: ByteBuf::from(m.identity.to_vec()),
+                    model_identity: nacre_protocol::model::Sha256(m.identity),
                     signature_bundle: m.bundle.is_some(),
                     signature: m.signature.clone(),
                 }),

@@ -41,13 +41,12 @@
 //! attestation result.
 
 use aws_lc_rs::digest;
-use nacre_protocol::model::{ModelRegistration, ModelSignature, SignedManifest};
+use nacre_protocol::model::{ModelRegistration, ModelSignature, Sha256, SignedManifest};
 use nacre_protocol::{ErrorBody, ErrorCode};
 use nacre_signing::{Identity, Manifest, SignatureError, Signer, Trust};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, SubjectPublicKeyInfoDer};
 use serde::Deserialize;
-use serde_bytes::ByteBuf;
 
 /// Most signers one policy names.
 pub const MAX_SIGNERS: usize = 16;
@@ -263,10 +262,10 @@ fn verify_any(
             signer,
             certificate_subject,
             certificate_issuer,
-            model_identity: ByteBuf::from(identity.to_vec()),
+            model_identity: Sha256(*identity),
             manifest,
-            subject_digest: ByteBuf::from(verified.subject_digest().to_vec()),
-            file_sha256: file_sha256.map(|d| ByteBuf::from(d.to_vec())),
+            subject_digest: Sha256(verified.subject_digest()),
+            file_sha256: file_sha256.map(Sha256),
             checked_at: verified.checked_at().unwrap_or(at),
         });
     }
@@ -372,11 +371,9 @@ pub fn describe(model: Option<&ModelRow>) -> Option<String> {
 /// A verdict in one line: who signed, and what is left for the enclave to check.
 pub fn describe_signature(s: &ModelSignature) -> String {
     match (s.manifest, &s.file_sha256) {
-        (SignedManifest::WholeFile, Some(d)) => format!(
-            "signed by {} (whole-file manifest, sha256 {}: checked by the enclave)",
-            s.signer,
-            hex::encode(d)
-        ),
+        (SignedManifest::WholeFile, Some(d)) => {
+            format!("signed by {} (whole-file manifest, sha256 {}: checked by the enclave)", s.signer, d)
+        }
         _ => format!("signed by {} ({} manifest, identity checked)", s.signer, s.manifest.as_str()),
     }
 }
@@ -430,6 +427,31 @@ mod tests {
         assert!(raw(&twice).unwrap_err().contains("named twice"));
         let many = "[[signers]]\npublic_key_pem = \"x\"\n".repeat(MAX_SIGNERS + 1);
         assert!(raw(&many).unwrap_err().contains("at most"));
+    }
+
+    /// The release policy reads `[[signers]]` through this module, strictly; none is no
+    /// requirement.
+    #[test]
+    fn release_policies_take_signers() {
+        use crate::policy::ReleasePolicy;
+        let base = format!("insecure_sim = true\n[appraisal.sim]\nmeasurements = [\"{}\"]\n", "a".repeat(96));
+        assert!(ReleasePolicy::parse(&base).unwrap().signers.is_empty());
+        let ca = include_str!("../../signing/tests/fixtures/ca.pem");
+        let p = ReleasePolicy::parse(&format!(
+            "{base}[[signers]]\npublic_key_pem = \"\"\"\n{KEY}\"\"\"\n\
+             [[signers]]\ncertificate_roots_pem = \"\"\"\n{ca}\"\"\"\nuri = \"https://ci.example/release\"\n"
+        ))
+        .unwrap();
+        assert_eq!(p.signers.len(), 2);
+        assert!(
+            p.signers[1].name.starts_with("uri:https://ci.example/release (roots sha256:"),
+            "{}",
+            p.signers[1].name
+        );
+        let e = ReleasePolicy::parse(&format!("{base}[[signers]]\nemail = \"a@b\"\n")).unwrap_err();
+        assert!(e.contains("signers[0]"), "{e}");
+        let e = ReleasePolicy::parse(&format!("{base}signers = 1\n")).unwrap_err();
+        assert!(e.contains("signers"), "{e}");
     }
 
     #[test]

@@ -10,8 +10,7 @@
 use std::borrow::Cow;
 
 use nacre_protocol::messages::{AuditRecord, GENESIS_HASH};
-use nacre_protocol::model::{ModelSignature, SignedManifest};
-use serde_bytes::ByteBuf;
+use nacre_protocol::model::{ModelSignature, Sha256, SignedManifest};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{Any, AnyPool, Row, Transaction};
@@ -912,11 +911,11 @@ fn model_row(r: &AnyRow) -> Result<Option<ModelRow>, StoreError> {
                 signer,
                 certificate_subject: text("m_subject")?,
                 certificate_issuer: text("m_issuer")?,
-                model_identity: ByteBuf::from(identity.to_vec()),
+                model_identity: Sha256(identity),
                 manifest,
-                subject_digest: ByteBuf::from(digest_of(&subject_digest, "subject_digest")?.to_vec()),
+                subject_digest: Sha256(digest_of(&subject_digest, "subject_digest")?),
                 file_sha256: text("m_file_sha256")?
-                    .map(|d| digest_of(&d, "file_sha256").map(|d| ByteBuf::from(d.to_vec())))
+                    .map(|d| digest_of(&d, "file_sha256").map(Sha256))
                     .transpose()?,
                 checked_at: r.try_get::<Option<i64>, _>("m_checked_at")?.unwrap_or(registered_at),
             })
@@ -932,7 +931,7 @@ async fn insert_model(
     m: &ModelRow,
 ) -> Result<(), StoreError> {
     let s = m.signature.as_ref();
-    let hex_of_buf = |b: &ByteBuf| hex::encode(b.as_slice());
+    let hex_of_buf = |b: &Sha256| hex::encode(b.0);
     sqlx::query(
         "INSERT INTO model_registrations (key_id, version, model_identity, signature_bundle, registered_at, \
          signer, certificate_subject, certificate_issuer, manifest, subject_digest, file_sha256, checked_at) \

@@ -144,7 +144,7 @@ pub async fn suite(database: Option<&str>) {
         .await
         .unwrap();
     let m = info.versions[0].model.as_ref().unwrap();
-    assert_eq!(m.model_identity.as_slice(), id);
+    assert_eq!(m.model_identity.0, id);
     assert!(m.signature_bundle);
     let s = m.signature.as_ref().unwrap();
     assert_eq!(
@@ -152,7 +152,7 @@ pub async fn suite(database: Option<&str>) {
         (publisher.as_str(), SignedManifest::Shards, None)
     );
     let digests: Vec<u8> = model.chunks(MIB).flat_map(sha256).collect();
-    assert_eq!(s.subject_digest.as_slice(), sha256(&digests));
+    assert_eq!(s.subject_digest.0, sha256(&digests));
     let created = last_record(&admin, "shards", "key_create").await;
     assert!(
         created.reason.as_deref().unwrap().contains(&format!("signed by {publisher} (shards")),
@@ -161,7 +161,7 @@ pub async fn suite(database: Option<&str>) {
 
     let claim = release(&h, "shards", 1).await.unwrap().unwrap();
     assert_eq!(&claim, s, "the signed result carries the stored verdict");
-    assert_eq!(claim.model_identity.as_slice(), id);
+    assert_eq!(claim.model_identity.0, id);
     let released = last_record(&admin, "shards", "release").await;
     assert_eq!(released.decision, "allow");
     assert!(
@@ -171,7 +171,13 @@ pub async fn suite(database: Option<&str>) {
 
     // ---- each refusal names its reason, and registers nothing --------------------------------
     let cases: [(&str, &str, Option<ModelRegistration>, ErrorCode, &str); 6] = [
-        ("wrong-signer", &by_other, registration(id, Some(shards.clone())), ErrorCode::UntrustedSigner, "key hint"),
+        (
+            "wrong-signer",
+            &by_other,
+            registration(id, Some(shards.clone())),
+            ErrorCode::UntrustedSigner,
+            "key hint",
+        ),
         (
             "tampered",
             &by_publisher,
@@ -194,7 +200,13 @@ pub async fn suite(database: Option<&str>) {
             ErrorCode::ModelMismatch,
             "1 shards of 1000000000 bytes",
         ),
-        ("unsigned", &by_publisher, registration(id, None), ErrorCode::SignatureRequired, "has no signature bundle"),
+        (
+            "unsigned",
+            &by_publisher,
+            registration(id, None),
+            ErrorCode::SignatureRequired,
+            "has no signature bundle",
+        ),
         ("no-model", &by_publisher, None, ErrorCode::SignatureRequired, "no model was registered"),
     ];
     for (key_id, policy, registration, code, reason) in cases {
@@ -214,7 +226,9 @@ pub async fn suite(database: Option<&str>) {
     let e = refused(admin.rotate_key("shards", &[0x53; 32], Some(2)).await);
     assert_eq!(e.code, ErrorCode::SignatureRequired, "{e}");
     let e = refused(
-        admin.rotate_key_for_model("shards", &[0x53; 32], Some(2), registration(id, Some(tampered(&shards)))).await,
+        admin
+            .rotate_key_for_model("shards", &[0x53; 32], Some(2), registration(id, Some(tampered(&shards))))
+            .await,
     );
     assert_eq!(e.code, ErrorCode::BadSignature, "{e}");
     assert_eq!(admin.key("shards").await.unwrap().versions.len(), 1, "a refused rotation adds no version");
@@ -239,19 +253,20 @@ pub async fn suite(database: Option<&str>) {
         .unwrap();
     let s = info.versions[0].model.as_ref().unwrap().signature.clone().unwrap();
     assert_eq!(s.manifest, SignedManifest::WholeFile);
-    assert_eq!(s.file_sha256.as_ref().map(|d| d.as_slice()), Some(&sha256(&model)[..]));
+    assert_eq!(s.file_sha256.map(|d| d.0), Some(sha256(&model)));
     let claim = release(&h, "whole", 1).await.unwrap().unwrap();
-    assert_eq!(
-        claim.file_sha256.as_ref().map(|d| d.as_slice()),
-        Some(&sha256(&model)[..]),
-        "the enclave gets the digest to check"
-    );
+    assert_eq!(claim.file_sha256.map(|d| d.0), Some(sha256(&model)), "the enclave gets the digest to check");
     assert!(last_record(&admin, "whole", "release").await.reason.unwrap().contains("checked by the enclave"));
 
     // ---- a certificate signer: checked at registration, named by its pinned identity ----------
     let by_ca = policy(&certificate_signer("ca.pem", EMAIL));
     let info = admin
-        .create_key_for_model("cert", &[0x55; 32], &by_ca, registration(id, Some(fixture("certificate.sig.json"))))
+        .create_key_for_model(
+            "cert",
+            &[0x55; 32],
+            &by_ca,
+            registration(id, Some(fixture("certificate.sig.json"))),
+        )
         .await
         .unwrap();
     let s = info.versions[0].model.as_ref().unwrap().signature.clone().unwrap();
@@ -276,7 +291,9 @@ pub async fn suite(database: Option<&str>) {
         ("cert-for-key", &by_publisher, "certificate.sig.json", "signed with a certificate"),
     ] {
         let e = refused(
-            admin.create_key_for_model(key_id, &[0x56; 32], policy, registration(id, Some(fixture(bundle)))).await,
+            admin
+                .create_key_for_model(key_id, &[0x56; 32], policy, registration(id, Some(fixture(bundle))))
+                .await,
         );
         assert_eq!(e.code, ErrorCode::UntrustedSigner, "{key_id}: {e}");
         assert!(e.reason.contains(reason), "{key_id}: {e}");
@@ -297,7 +314,9 @@ pub async fn suite(database: Option<&str>) {
         format!("email:{EMAIL}")
     );
     let e = refused(
-        admin.create_key_for_model("neither", &[0x57; 32], &either, registration(id, Some(shards.clone()))).await,
+        admin
+            .create_key_for_model("neither", &[0x57; 32], &either, registration(id, Some(shards.clone())))
+            .await,
     );
     assert_eq!(e.code, ErrorCode::UntrustedSigner, "{e}");
     assert!(e.reason.contains("none of the policy's 2 signers"), "{e}");
@@ -307,7 +326,12 @@ pub async fn suite(database: Option<&str>) {
     assert_eq!(release(&h, "plain", 1).await.unwrap(), None, "no signer claim without signers");
     assert_eq!(last_record(&admin, "plain", "release").await.reason, None);
     let info = admin
-        .create_key_for_model("kept", &[0x59; 32], &policy_for(&MEASUREMENT), registration(id, Some(shards.clone())))
+        .create_key_for_model(
+            "kept",
+            &[0x59; 32],
+            &policy_for(&MEASUREMENT),
+            registration(id, Some(shards.clone())),
+        )
         .await
         .unwrap();
     let m = info.versions[0].model.as_ref().unwrap();
