@@ -429,6 +429,107 @@ mod tests {
         assert!(raw(&many).unwrap_err().contains("at most"));
     }
 
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = format!("{}/../signing/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    fn key(pem: &str) -> String {
+        format!("[[signers]]\npublic_key_pem = \"\"\"\n{}\"\"\"\n", String::from_utf8(fixture(pem)).unwrap())
+    }
+
+    fn ca(roots: &str, email: &str) -> String {
+        let pem = String::from_utf8(fixture(roots)).unwrap();
+        format!("[[signers]]\ncertificate_roots_pem = \"\"\"\n{pem}\"\"\"\nemail = \"{email}\"\n")
+    }
+
+    /// The identity of the fixture model in 1 MiB shards, from the signed manifest's digests
+    /// (tests/release/signers.rs recomputes it from the model's bytes).
+    fn fixture_identity() -> [u8; 32] {
+        let v = nacre_signing::verify(
+            &fixture("shards-1mib.sig.json"),
+            &raw(&key("publisher.pub.pem")).unwrap()[0].trust,
+            0,
+        )
+        .unwrap();
+        let Manifest::Shards { shard_size, total_len, digests, .. } = v.manifest() else { panic!() };
+        model_identity(*total_len, *shard_size, digests)
+    }
+
+    /// Every subset of four signers, in both orders: a bundle registers exactly when its signer
+    /// is among them, the verdict names that signer whatever its place, and a refusal is
+    /// `untrusted_signer` naming each signer's reason.
+    #[test]
+    fn the_signer_is_found_among_any_set_of_signers() {
+        let all = [
+            key("publisher.pub.pem"),
+            key("other.pub.pem"),
+            ca("ca.pem", "models@publisher.example"),
+            ca("other-ca.pem", "models@publisher.example"),
+        ];
+        let id = fixture_identity();
+        let bundles = [
+            ("shards-1mib.sig.json", 0, "key:sha256:"),
+            ("certificate.sig.json", 2, "email:models@publisher.example"),
+        ];
+        for set in 1u32..16 {
+            for reversed in [false, true] {
+                let mut chosen: Vec<usize> = (0..4).filter(|i| set & (1 << i) != 0).collect();
+                if reversed {
+                    chosen.reverse();
+                }
+                let signers = raw(&chosen.iter().map(|&i| all[i].as_str()).collect::<String>()).unwrap();
+                for (bundle, signer, name) in bundles {
+                    let m = ModelRegistration::new(id, Some(fixture(bundle)));
+                    // 2026-12-04, inside the certificate's validity.
+                    match register(&signers, Some(&m), 1_796_342_400) {
+                        Ok(row) => {
+                            assert!(chosen.contains(&signer), "{set} {bundle}");
+                            assert!(row.unwrap().signature.unwrap().signer.starts_with(name));
+                        }
+                        Err(e) => {
+                            assert!(!chosen.contains(&signer), "{set} {bundle}: {e}");
+                            assert_eq!(e.code, ErrorCode::UntrustedSigner, "{set} {bundle}: {e}");
+                            if chosen.len() > 1 {
+                                assert!(
+                                    e.reason
+                                        .contains(&format!("none of the policy's {} signers", chosen.len())),
+                                    "{e}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A certificate signer is judged at the registration time stored with the model, never at
+    /// the release's: the same stored row passes or fails by its own time alone.
+    #[test]
+    fn certificates_are_checked_at_the_registration_time() {
+        let signers = raw(&ca("ca.pem", "models@publisher.example")).unwrap();
+        let m = ModelRegistration::new(fixture_identity(), Some(fixture("certificate.sig.json")));
+        let mut row = register(&signers, Some(&m), 1_796_342_400).unwrap().unwrap();
+        let at_registration = check_at_release(&signers, 1, Some(&row)).unwrap();
+        assert_eq!(Some(&at_registration), row.signature.as_ref());
+        assert_eq!(at_registration.checked_at, 1_796_342_400);
+        // The leaf is valid 2026-01-01 .. 2028-01-01: a row registered in 2029 fails, by its
+        // own time, and as a denial.
+        row.registered_at = 1_861_920_000;
+        let e = check_at_release(&signers, 1, Some(&row)).unwrap_err();
+        assert_eq!(e.code, ErrorCode::UntrustedSigner, "{e}");
+        assert!(e.reason.contains("expired"), "{e}");
+        // A key signer has no validity to check.
+        let signers = raw(&key("publisher.pub.pem")).unwrap();
+        let m = ModelRegistration::new(fixture_identity(), Some(fixture("shards-1mib.sig.json")));
+        let row = register(&signers, Some(&m), 0).unwrap().unwrap();
+        assert_eq!(check_at_release(&signers, 1, Some(&row)).unwrap().checked_at, 0);
+        // Another key at release: a denial, whatever nacre-signing calls it.
+        let other = raw(&key("other.pub.pem")).unwrap();
+        assert!(check_at_release(&other, 1, Some(&row)).unwrap_err().code.is_denial());
+    }
+
     /// The release policy reads `[[signers]]` through this module, strictly; none is no
     /// requirement.
     #[test]
