@@ -15,7 +15,7 @@ pub const MAX_SIGNATURE_BUNDLE_LEN: usize = 64 * 1024;
 pub const MODEL_IDENTITY_LEN: usize = 32;
 
 /// A model to register with a key version: the sealed header's values, byte for byte.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelRegistration {
     /// The sealed header's model identity (format v2: SHA-256 of the shard manifest).
@@ -23,6 +23,16 @@ pub struct ModelRegistration {
     /// The header's publisher signature bundle (OMS, Sigstore bundle v0.3 JSON), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature_bundle: Option<ByteBuf>,
+}
+
+// The identity in hex and the bundle's length: a KeyCreate in a log stays one short line.
+impl core::fmt::Debug for ModelRegistration {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ModelRegistration")
+            .field("model_identity", &hex::encode(&self.model_identity))
+            .field("signature_bundle_len", &self.signature_bundle.as_ref().map(|b| b.len()))
+            .finish()
+    }
 }
 
 impl ModelRegistration {
