@@ -156,8 +156,10 @@ SERVE_URL=https://127.0.0.1:$SERVE_PORT
 stage "model: fraud-scoring MLP (30 features -> 64 -> 32 -> 1) with onnx"
 "$NACRE_PYTHON" scripts/models.py make fraud-mlp "$WORK/fraud-mlp.onnx"
 "$NACRE_PYTHON" scripts/models.py input fraud-mlp "$WORK/request.json" --batch "${NACRE_DEMO_BATCH:-4}"
-MODEL_DIGEST=$(sha256sum "$WORK/fraud-mlp.onnx" | cut -d' ' -f1)
-note "fraud-mlp.onnx $(stat -c %s "$WORK/fraud-mlp.onnx") bytes, sha256 $MODEL_DIGEST"
+# The model identity (docs/sealed-format.md), from the plaintext alone: sealing puts the same
+# value in the header, the image measures it, and the client policy pins it.
+MODEL_IDENTITY=$("$NACRE" model digest --hex "$WORK/fraud-mlp.onnx")
+note "fraud-mlp.onnx $(stat -c %s "$WORK/fraud-mlp.onnx") bytes, model identity $MODEL_IDENTITY"
 
 # --- attestation service ----------------------------------------------------------------------
 stage "attestation service: sim CA, init (SQLite), image signer, serve"
@@ -311,13 +313,13 @@ fi
 
 # --- client: verify, infer; onnxruntime beside it ---------------------------------------------
 # The client's policy (client/src/policy.rs), and where each value comes from:
-#   model_digest       SHA-256 of fraud-mlp.onnx (the sealed header's digest; `nacre seal` prints it)
+#   model_identity     the model identity of fraud-mlp.onnx (`nacre model digest`; `nacre seal` prints it)
 #   reference values   image/reference-values.{json,sig} from `nacre image build`, trusted by the
 #                      signer's public key that `nacre image keygen` printed: the sim measurement
 #   insecure_sim_root  sim/ark.pem from `nacre sim ca init` (the host agent signs sim reports under it)
 cat >"$WORK/client-policy.toml" <<EOF
 # What the enclave at $SERVE_URL must prove before any input leaves.
-model_digest = "$MODEL_DIGEST"
+model_identity = "$MODEL_IDENTITY"
 # INSECURE, development only: simulated-TEE evidence under the demo's sim root.
 insecure_sim_root = "sim/ark.pem"
 

@@ -397,7 +397,7 @@ fn model_binding(sealed: &Path) -> Result<ModelBinding> {
     Ok(ModelBinding {
         key_id: header.key_id,
         model_name: header.model_name,
-        model_digest: header.model_digest,
+        model_identity: header.model_identity,
     })
 }
 
@@ -541,6 +541,7 @@ fn build_image(a: BuildArgs) -> Result<ExitCode> {
     };
     let model = model_binding(&a.sealed)?;
     let serving = a.serving.options()?;
+    let enclave = a.enclave.clone();
     let image = build(&ImageSpec {
         kernel,
         modules_dir,
@@ -608,6 +609,7 @@ fn build_image(a: BuildArgs) -> Result<ExitCode> {
             vmlinuz_sha256: sha(&image.kernel),
             initrd_sha256: sha(&image.initrd),
             cmdline: image.cmdline.clone(),
+            sbom_sha256: Some(sha(&image.sbom)),
         },
         measurements,
         snp_min_tcb: a.snp_min_tcb,
@@ -626,10 +628,23 @@ fn build_image(a: BuildArgs) -> Result<ExitCode> {
         image.modules.join(","),
         model.model_name,
         model.key_id,
-        hex::encode(model.model_digest),
+        hex::encode(model.model_identity),
         Tee::from(a.tee),
     );
     eprintln!("{}", serving_summary(&serving));
+    eprintln!(
+        "SBOM {} ({} bytes, SHA-256 {}, signed as image.sbom_sha256)",
+        a.out.join(nacre_images::sbom::FILE_NAME).display(),
+        image.sbom.len(),
+        sha(&image.sbom),
+    );
+    if nacre_images::deps::embedded(&read(&enclave)?)?.is_none() {
+        eprintln!(
+            "warning: {} embeds no dependency list (.dep-v0): the SBOM cannot name its crates \
+             (scripts/build-enclave.sh builds one that does)",
+            enclave.display()
+        );
+    }
     println!("{}", String::from_utf8_lossy(&doc));
     Ok(ExitCode::SUCCESS)
 }

@@ -75,6 +75,9 @@ enum ModelCmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// The model identity of a plaintext model file, as sealing computes it and clients pin it
+    /// (docs/sealed-format.md), on every core.
+    Digest(seal::DigestArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -190,6 +193,7 @@ fn main() -> ExitCode {
         Command::Infer(args) => client::infer(args),
         Command::Proxy(args) => client::proxy(args),
         Command::Unseal(args) => seal::unseal(args),
+        Command::Model(ModelCmd::Digest(args)) => seal::digest(args),
         Command::Model(ModelCmd::Sample { out }) => std::fs::write(&out, nacre_model::sample::mlp_onnx())
             .map(|()| ExitCode::SUCCESS)
             .map_err(|e| anyhow::anyhow!("writing {}: {e}", out.display())),

@@ -1,7 +1,7 @@
 //! `nacre seal` and `nacre unseal`: the model owner's tools.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -9,7 +9,8 @@ use anyhow::{Context, bail};
 use clap::Args;
 use nacre_attestation_client::{Client, ClientError};
 use nacre_protocol::ErrorCode;
-use nacre_sealed::{AwsLcGcm, DataKey, KeyFile, SealError, SealParams};
+use nacre_sealed::{AwsLcGcm, DataKey, FileRange, KeyFile, ModelIdentity, Output, SealError, SealParams};
+use nacre_signing::{Manifest, Trust};
 
 #[derive(Args, Debug)]
 pub struct SealArgs {
@@ -47,6 +48,122 @@ pub struct SealArgs {
     /// Chunk size in bytes: a power of two from 4 KiB to 16 MiB.
     #[arg(long, default_value_t = nacre_sealed::header::DEFAULT_CHUNK)]
     chunk_size: u32,
+    /// The identity's shard size in bytes, 1 MiB to 4 GiB (default 4 MiB). With a shard-manifest
+    /// --signature, the bundle's shard size is used and this must be unset or equal.
+    #[arg(long)]
+    shard_size: Option<u64>,
+    /// A publisher's OpenSSF Model Signing bundle (model-signing 1.x `.sig`, key or certificate
+    /// method) for this model: verified offline before sealing (with --signer-key or
+    /// --signer-roots), then carried in the sealed header. A shard bundle is matched shard by
+    /// shard; a whole-file bundle costs the enclave one extra SHA-256 pass when it opens.
+    #[arg(long, requires = "signer")]
+    signature: Option<PathBuf>,
+    /// The publisher's public key (PEM) the bundle must be signed with.
+    #[arg(long, group = "signer", requires = "signature")]
+    signer_key: Option<PathBuf>,
+    /// CA certificates (PEM) the bundle's signing certificate must chain to, with
+    /// --signer-identity.
+    #[arg(long, group = "signer", requires_all = ["signature", "signer_identity"])]
+    signer_roots: Option<PathBuf>,
+    /// The signing certificate's identity: an e-mail address, a URI, or `cn:NAME`.
+    #[arg(long, requires = "signer_roots")]
+    signer_identity: Option<String>,
+    /// The owner's guard manifest, carried in the sealed header (its format comes with the guard).
+    #[arg(long)]
+    guard_manifest: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct DigestArgs {
+    /// The plaintext model file.
+    model: PathBuf,
+    /// Shard size in bytes (1 MiB to 4 GiB): the sealed header's, or an OMS shard bundle's.
+    #[arg(long, default_value_t = nacre_sealed::header::DEFAULT_SHARD)]
+    shard_size: u64,
+    /// Print only the identity (hex), for scripts.
+    #[arg(long, conflicts_with = "json")]
+    hex: bool,
+    /// Print a JSON object: identity, length, shard size and digests, OMS subject digest.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `nacre model digest FILE`.
+pub fn digest(args: DigestArgs) -> anyhow::Result<ExitCode> {
+    let file = File::open(&args.model).with_context(|| format!("opening {}", args.model.display()))?;
+    let id = ModelIdentity::compute(
+        &FileRange::whole(&file)?,
+        args.shard_size,
+        nacre_sealed::workers::available(),
+    )?;
+    let identity = hex::encode(id.identity());
+    if args.hex {
+        println!("{identity}");
+    } else if args.json {
+        let shards: Vec<String> = id.shard_digests.iter().map(hex::encode).collect();
+        let doc = serde_json::json!({
+            "model_identity": identity,
+            "length": id.len,
+            "shard_size": id.shard_size,
+            "shard_sha256": shards,
+            "oms_subject_sha256": hex::encode(id.oms_subject_digest()),
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        println!("identity     {identity}");
+        println!("length       {} bytes", id.len);
+        println!("shards       {} of {} bytes", id.shard_digests.len(), id.shard_size);
+        println!(
+            "oms subject  {} (an OMS bundle sharded at the same size states this)",
+            hex::encode(id.oms_subject_digest())
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Verifies `--signature` before anything is sealed; returns the bundle and the shard size it
+/// requires, if it is a shard manifest.
+fn check_signature(args: &SealArgs, model: &[u8]) -> anyhow::Result<Option<(Vec<u8>, Option<u64>)>> {
+    let Some(path) = &args.signature else { return Ok(None) };
+    let bundle = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let trust = match (&args.signer_key, &args.signer_roots, &args.signer_identity) {
+        (Some(key), None, _) => {
+            Trust::public_key_pem(&std::fs::read(key).with_context(|| format!("reading {}", key.display()))?)?
+        }
+        (None, Some(roots), Some(identity)) => {
+            let identity = match identity.strip_prefix("cn:") {
+                Some(cn) => nacre_signing::Identity::CommonName(cn.to_owned()),
+                None if identity.contains('@') => nacre_signing::Identity::Email(identity.clone()),
+                None => nacre_signing::Identity::Uri(identity.clone()),
+            };
+            let pem = std::fs::read(roots).with_context(|| format!("reading {}", roots.display()))?;
+            Trust::certificate(&pem, identity)?
+        }
+        _ => bail!("--signature needs --signer-key, or --signer-roots with --signer-identity"),
+    };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
+    let verified = nacre_signing::verify(&bundle, &trust, now)
+        .with_context(|| format!("publisher signature {}", path.display()))?;
+    verified.manifest().check_model(model).with_context(|| {
+        format!("publisher signature {} does not sign {}", path.display(), args.model.display())
+    })?;
+    let shard_size = match verified.manifest() {
+        Manifest::Shards { shard_size, .. } => {
+            if !(nacre_sealed::header::MIN_SHARD..=nacre_sealed::header::MAX_SHARD).contains(shard_size) {
+                bail!(
+                    "the bundle shards at {shard_size} bytes; a sealed model's shards are 1 MiB to 4 GiB \
+                     (sign with model_signing's use_shard_serialization(shard_size=...) in that range)"
+                );
+            }
+            if args.shard_size.is_some_and(|s| s != *shard_size) {
+                bail!("--shard-size differs from the bundle's shard size {shard_size}");
+            }
+            Some(*shard_size)
+        }
+        _ => None,
+    };
+    eprintln!("publisher signature verified: {}", verified.signer());
+    Ok(Some((bundle, shard_size)))
 }
 
 #[derive(Args, Debug)]
@@ -104,8 +221,13 @@ pub fn seal(args: SealArgs) -> anyhow::Result<ExitCode> {
         eprintln!("refusing to seal {}: {e}: tract: {}", args.model.display(), e.tract_detail());
         return Ok(ExitCode::from(1));
     }
+    let signature = check_signature(&args, &onnx)?;
     drop(onnx);
-    let name = match args.name {
+    let guard_manifest = match &args.guard_manifest {
+        Some(p) => Some(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?),
+        None => None,
+    };
+    let name = match args.name.clone() {
         Some(n) => n,
         None => args
             .model
@@ -136,12 +258,16 @@ pub fn seal(args: SealArgs) -> anyhow::Result<ExitCode> {
             Err(e) => return Err(e).context("asking the service for the key"),
         },
     };
+    let (signature_bundle, signed_shards) = signature.map_or((None, None), |(b, s)| (Some(b), s));
     let params = SealParams {
         key_id,
         key_version,
         model_name: name,
-        model_version: args.version,
+        model_version: args.version.clone(),
         chunk_size: args.chunk_size,
+        shard_size: signed_shards.or(args.shard_size).unwrap_or(nacre_sealed::header::DEFAULT_SHARD),
+        signature_bundle,
+        guard_manifest,
     };
     let key = DataKey::generate()?;
     let cipher = AwsLcGcm::new(&key)?;
@@ -149,11 +275,20 @@ pub fn seal(args: SealArgs) -> anyhow::Result<ExitCode> {
     let total = input.metadata()?.len();
     let bar = progress_bar(total);
     let seal = |w: &mut BufWriter<&File>| {
-        nacre_sealed::seal(BufReader::new(&input), w, &cipher, &params, |done| {
+        let source = FileRange::whole(&input)?;
+        let progress = |done| {
             if let Some(b) = &bar {
                 b.set_position(done)
             }
-        })
+        };
+        nacre_sealed::seal(
+            &source,
+            Output::File(w.get_ref()),
+            &cipher,
+            &params,
+            nacre_sealed::workers::available(),
+            &progress,
+        )
         .map_err(anyhow::Error::from)
     };
     // With --register, the sealed file is renamed into place only once the service holds its
@@ -187,8 +322,19 @@ pub fn seal(args: SealArgs) -> anyhow::Result<ExitCode> {
     }
     println!("sealed      {}", args.out.display());
     println!("model       {} {}", header.model_name, header.model_version);
-    println!("digest      {}", hex::encode(header.model_digest));
-    println!("size        {} bytes in {} chunks", header.plaintext_len, header.chunk_count());
+    println!("identity    {}", hex::encode(header.model_identity));
+    println!(
+        "size        {} bytes in {} chunks, shards of {} bytes",
+        header.plaintext_len,
+        header.chunk_count(),
+        header.shard_size.unwrap_or_default()
+    );
+    if header.signature_bundle.is_some() {
+        println!("signature   carried (publisher bundle verified above)");
+    }
+    if header.guard_manifest.is_some() {
+        println!("guard       {}", hex::encode(header.guard_digest()));
+    }
     println!("key         {} v{} -> {key_dest}", header.key_id, header.key_version);
     Ok(ExitCode::SUCCESS)
 }
@@ -199,8 +345,14 @@ pub fn unseal(args: UnsealArgs) -> anyhow::Result<ExitCode> {
     let keyfile = KeyFile::from_json(&text)?;
     let cipher = AwsLcGcm::new(&keyfile.key)?;
     let file = File::open(&args.sealed).with_context(|| format!("opening {}", args.sealed.display()))?;
-    let (header, plain) = match nacre_sealed::open(BufReader::new(file), &cipher, args.max_size) {
-        Ok(v) => v,
+    let opened = nacre_sealed::open(
+        &FileRange::whole(&file)?,
+        &cipher,
+        args.max_size,
+        nacre_sealed::workers::available(),
+    );
+    let (header, plain) = match opened {
+        Ok(o) => (o.header, o.plaintext),
         Err(e @ SealError::Io(_)) => return Err(e.into()),
         Err(e) => {
             eprintln!("{}: {e}", args.sealed.display());
@@ -221,10 +373,11 @@ pub fn unseal(args: UnsealArgs) -> anyhow::Result<ExitCode> {
     } else {
         write_atomically(&args.out, false, |w| Ok(w.write_all(&plain)?), |_| Ok(()))?;
         eprintln!(
-            "{}: {} bytes, digest {} verified",
+            "{}: {} bytes, {} identity {} verified",
             args.out.display(),
             plain.len(),
-            hex::encode(header.model_digest)
+            header.format,
+            hex::encode(header.model_identity)
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -23,7 +23,7 @@ use nacre_client::{AttestedSession, ClientError, ClientPolicy};
 use nacre_host::agent::Agent;
 use nacre_host::spec::{Backend, LaunchSpec};
 use nacre_host::vm::Tools;
-use nacre_sealed::{AwsLcGcm, DataKey, SealParams};
+use nacre_sealed::{AwsLcGcm, DataKey, Output, SealParams};
 
 const NACRE: &str = env!("CARGO_BIN_EXE_nacre");
 
@@ -132,20 +132,15 @@ async fn sealed_model_served_in_a_sim_cvm_and_a_changed_initrd_gets_no_key() {
     // The model owner seals the model (its key is registered once the image's reference values are).
     let onnx = nacre_model::sample::mlp_onnx();
     let key = DataKey::generate().unwrap();
-    let params = SealParams {
-        key_id: "e2e-mlp".into(),
-        key_version: 1,
-        model_name: "e2e-mlp".into(),
-        model_version: "1".into(),
-        chunk_size: 64 << 10,
-    };
+    let params = SealParams { chunk_size: 64 << 10, ..SealParams::new("e2e-mlp", 1, "e2e-mlp", "1") };
     let mut sealed = Vec::new();
     let header = nacre_sealed::seal(
-        std::io::Cursor::new(&onnx),
-        &mut sealed,
+        &onnx[..],
+        Output::Memory(&mut sealed),
         &AwsLcGcm::new(&key).unwrap(),
         &params,
-        |_| {},
+        2,
+        &|_| {},
     )
     .unwrap();
     let sealed_path = dir.join("e2e-mlp.sealed");
@@ -215,9 +210,9 @@ async fn sealed_model_served_in_a_sim_cvm_and_a_changed_initrd_gets_no_key() {
     std::fs::write(
         &policy_path,
         format!(
-            "model_digest = \"{}\"\ninsecure_sim_root = \"sim/ark.pem\"\n\n[[reference_values]]\n\
+            "model_identity = \"{}\"\ninsecure_sim_root = \"sim/ark.pem\"\n\n[[reference_values]]\n\
              document = \"image/reference-values.json\"\nsignature = \"image/reference-values.sig\"\nsigner = \"{}\"\n",
-            hex::encode(header.model_digest),
+            hex::encode(header.model_identity),
             hex::encode(signer)
         ),
     )
@@ -366,21 +361,16 @@ fn tdx_reference_values_of_an_image_admit_its_boot_chain_only() {
     let (signing_key, signer) = nacre_protocol::reference::generate_signing_key().unwrap();
     std::fs::write(dir.join("image-signing.key"), &signing_key).unwrap();
     let key = DataKey::generate().unwrap();
-    let params = SealParams {
-        key_id: "tdx-mlp".into(),
-        key_version: 1,
-        model_name: "tdx-mlp".into(),
-        model_version: "1".into(),
-        chunk_size: 64 << 10,
-    };
+    let params = SealParams { chunk_size: 64 << 10, ..SealParams::new("tdx-mlp", 1, "tdx-mlp", "1") };
     let mut sealed = Vec::new();
     let onnx = nacre_model::sample::mlp_onnx();
     nacre_sealed::seal(
-        std::io::Cursor::new(&onnx),
-        &mut sealed,
+        &onnx[..],
+        Output::Memory(&mut sealed),
         &AwsLcGcm::new(&key).unwrap(),
         &params,
-        |_| {},
+        2,
+        &|_| {},
     )
     .unwrap();
     std::fs::write(dir.join("m.sealed"), &sealed).unwrap();
@@ -515,7 +505,7 @@ fn tdx_reference_values_of_an_image_admit_its_boot_chain_only() {
     std::fs::write(
         dir.join("client.toml"),
         format!(
-            "model_digest = \"{}\"\n[[reference_values]]\ndocument = \"image/reference-values.json\"\n\
+            "model_identity = \"{}\"\n[[reference_values]]\ndocument = \"image/reference-values.json\"\n\
              signature = \"image/reference-values.sig\"\nsigner = \"{}\"\n",
             "00".repeat(32),
             hex::encode(signer)

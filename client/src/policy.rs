@@ -1,8 +1,11 @@
 //! The client's policy file: what an enclave must prove before any input leaves.
 //!
 //! ```toml
-//! # SHA-256 of the plaintext model (the sealed header's digest; `nacre seal` prints it).
-//! model_digest = "<64 hex digits>"
+//! # The model identity (docs/sealed-format.md; `nacre seal` and `nacre model digest` print it).
+//! # `model_digest` is accepted as its old name; a version-1 model's identity is its SHA-256.
+//! model_identity = "<64 hex digits>"
+//! # Optional: require exactly this guard manifest (its SHA-256; all zeros: none at all).
+//! # guard_digest = "<64 hex digits>"
 //!
 //! # Signed reference values (`nacre image build`): their measurements are allowed, per TEE.
 //! # Paths are relative to this file. `signer` is the Ed25519 public key the client trusts.
@@ -40,7 +43,13 @@ use serde::Deserialize;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PolicyToml {
-    model_digest: String,
+    #[serde(default)]
+    model_identity: Option<String>,
+    /// The name before sealed format v2.
+    #[serde(default)]
+    model_digest: Option<String>,
+    #[serde(default)]
+    guard_digest: Option<String>,
     #[serde(default)]
     reference_values: Vec<ReferenceToml>,
     #[serde(default)]
@@ -87,9 +96,20 @@ impl ClientPolicy {
     /// Parses a policy whose relative paths are relative to `base`.
     pub fn parse(text: &str, base: &Path) -> Result<Self, String> {
         let raw: PolicyToml = toml::from_str(text).map_err(|e| e.to_string())?;
-        let mut model_digest = [0u8; 32];
-        hex::decode_to_slice(&raw.model_digest, &mut model_digest)
-            .map_err(|_| "model_digest: 64 hex digits".to_owned())?;
+        let (name, identity) = match (&raw.model_identity, &raw.model_digest) {
+            (Some(i), None) => ("model_identity", i),
+            (None, Some(d)) => ("model_digest", d),
+            (Some(_), Some(_)) => {
+                return Err("model_identity and model_digest (its old name) are both set: keep one".into());
+            }
+            (None, None) => return Err("model_identity is missing".into()),
+        };
+        let hex32 = |name: &str, text: &str| {
+            let mut out = [0u8; 32];
+            hex::decode_to_slice(text, &mut out).map(|()| out).map_err(|_| format!("{name}: 64 hex digits"))
+        };
+        let model_identity = hex32(name, identity)?;
+        let guard_digest = raw.guard_digest.as_deref().map(|g| hex32("guard_digest", g)).transpose()?;
         let read = |p: &Path| {
             let p = base.join(p);
             std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))
@@ -135,7 +155,8 @@ impl ClientPolicy {
                 .with_sim(SnpRoots::insecure_sim(&der).map_err(|e| format!("insecure_sim_root: {e}"))?);
         }
         Ok(ClientPolicy {
-            attestation: AttestationPolicy::new(verifier, Appraiser::new(appraisal), model_digest),
+            attestation: AttestationPolicy::new(verifier, Appraiser::new(appraisal), model_identity)
+                .with_guard_digest(guard_digest),
             reference_values: names,
             insecure_sim: raw.insecure_sim_root.is_some(),
         })
@@ -157,10 +178,34 @@ mod tests {
     use super::*;
 
     const DIGEST: &str =
-        "model_digest = \"0000000000000000000000000000000000000000000000000000000000000000\"\n";
+        "model_identity = \"0000000000000000000000000000000000000000000000000000000000000000\"\n";
 
     fn m(byte: &str) -> String {
         format!("\"{}\"", byte.repeat(48))
+    }
+
+    /// Issue 16: `model_identity`, or its old name `model_digest` (a v1 model's SHA-256 is its
+    /// identity), never both; an optional guard pin.
+    #[test]
+    fn model_identity_under_either_name_and_a_guard_pin() {
+        let snp = format!(
+            "[appraisal.snp]\nmeasurements = [{}]\nmin_tcb = {{ bootloader = 3, tee = 0, snp = 8, microcode = 115 }}\n",
+            m("aa")
+        );
+        let ab = "ab".repeat(32);
+        for key in ["model_identity", "model_digest"] {
+            let p = ClientPolicy::parse(&format!("{key} = \"{ab}\"\n{snp}"), Path::new(".")).unwrap();
+            assert_eq!(p.attestation.model_identity(), &[0xab; 32]);
+            assert_eq!(p.attestation.guard_digest(), None);
+        }
+        let both = format!("model_identity = \"{ab}\"\nmodel_digest = \"{ab}\"\n{snp}");
+        assert!(ClientPolicy::parse(&both, Path::new(".")).unwrap_err().contains("both"));
+        assert!(ClientPolicy::parse(&snp, Path::new(".")).unwrap_err().contains("model_identity is missing"));
+        let short = format!("model_identity = \"abab\"\n{snp}");
+        assert!(ClientPolicy::parse(&short, Path::new(".")).unwrap_err().contains("64 hex"));
+        let guard = format!("model_identity = \"{ab}\"\nguard_digest = \"{}\"\n{snp}", "cd".repeat(32));
+        let p = ClientPolicy::parse(&guard, Path::new(".")).unwrap();
+        assert_eq!(p.attestation.guard_digest(), Some(&[0xcd; 32]));
     }
 
     /// Issue 12 §1, issue 13: a client never accepts TDX on the firmware measurement alone; a

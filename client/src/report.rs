@@ -71,7 +71,13 @@ impl Verification {
             ok("HOST_DATA", hex::encode(s.report.host_data));
         }
         ok("bound TLS key (SPKI SHA-256)", hex::encode(peer.spki_sha256()));
-        ok("bound model digest", hex::encode(peer.model_digest()));
+        ok("bound model identity (as the policy pins)", hex::encode(peer.model_identity()));
+        let guard = nacre_atls::verify::guard_text(&peer.model().guard_digest);
+        match policy.attestation.guard_digest() {
+            Some(_) => ok("bound guard manifest (as the policy pins)", guard),
+            None => ok("bound guard manifest (not pinned by the policy)", guard),
+        }
+        ok("bound release key (SHA-256)", nacre_atls::verify::release_text(&peer.model().release_key_digest));
         let (nb, na) = peer.validity();
         ok("certificate validity", format!("{nb} .. {na} (Unix seconds)"));
         ok(FRESH, "same guest, binds our nonce and this connection's TLS exporter".into());
@@ -84,7 +90,9 @@ impl Verification {
             "warnings": warnings,
             "insecure_sim": policy.insecure_sim,
             "reference_values": policy.reference_values,
-            "model_digest": hex::encode(peer.model_digest()),
+            "model_identity": hex::encode(peer.model_identity()),
+            "guard_digest": hex::encode(peer.model().guard_digest),
+            "release_key_digest": hex::encode(peer.model().release_key_digest),
             "tls_spki_sha256": hex::encode(peer.spki_sha256()),
             "certificate_sha256": hex::encode(peer.certificate_sha256()),
             "certificate": claims_json(c),

@@ -54,7 +54,7 @@ fn main() {
         model: ModelBinding {
             key_id: "selftest".into(),
             model_name: "selftest".into(),
-            model_digest: [0; 32],
+            model_identity: [0; 32],
         },
         serving: Default::default(),
         extra_cmdline: format!("nacre.selftest=report:{}", "00".repeat(64)),

@@ -92,7 +92,7 @@ async fn sim_vm_reports_verify_restart_and_adoption() {
         model: ModelBinding {
             key_id: "selftest".into(),
             model_name: "selftest".into(),
-            model_digest: [0; 32],
+            model_identity: [0; 32],
         },
         serving: Default::default(),
         extra_cmdline: format!("nacre.selftest=report:{}", hex::encode(REPORT_DATA)),

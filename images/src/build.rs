@@ -121,7 +121,7 @@ pub struct ModelBinding {
     /// The model name in the sealed header (1–256 bytes, no control characters).
     pub model_name: String,
     /// SHA-256 of the plaintext model (the sealed header's model digest).
-    pub model_digest: [u8; 32],
+    pub model_identity: [u8; 32],
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -246,13 +246,13 @@ fn enclave_config(spec: &ImageSpec) -> Result<String, BuildError> {
          tee = \"{}\"\n\
          key_id = {}\n\
          model_name = {}\n\
-         model_digest = \"{}\"\n\
+         model_identity = \"{}\"\n\
          {serving}",
         toml_string(&spec.service_url),
         spec.tee.as_str(),
         toml_string(&m.key_id),
         toml_string(&m.model_name),
-        hex::encode(m.model_digest),
+        hex::encode(m.model_identity),
     ))
 }
 
@@ -450,7 +450,7 @@ mod tests {
             model: ModelBinding {
                 key_id: "fraud-mlp".into(),
                 model_name: "fraud-mlp".into(),
-                model_digest: [0xab; 32],
+                model_identity: [0xab; 32],
             },
             serving,
             extra_cmdline: String::new(),
@@ -463,7 +463,7 @@ mod tests {
         tee = \"sim\"\n\
         key_id = \"fraud-mlp\"\n\
         model_name = \"fraud-mlp\"\n\
-        model_digest = \"abababababababababababababababababababababababababababababababab\"\n";
+        model_identity = \"abababababababababababababababababababababababababababababababab\"\n";
 
     /// No option set: the configuration (hence the initrd and every measurement) is byte for
     /// byte what it was before images had serving options.

@@ -23,7 +23,7 @@ fn spec(dir: &Path) -> ImageSpec {
         model: ModelBinding {
             key_id: "fraud-mlp".into(),
             model_name: "fraud-mlp".into(),
-            model_digest: [0xab; 32],
+            model_identity: [0xab; 32],
         },
         serving: Default::default(),
         extra_cmdline: "nacre.test=1".into(),
@@ -107,7 +107,7 @@ fn gnu_cpio_reads_the_initrd_back() {
     assert_eq!(std::fs::metadata(out.join("init")).unwrap().permissions().mode() & 0o777, 0o755);
     let config = std::fs::read_to_string(out.join("etc/nacre/enclave.toml")).unwrap();
     assert!(config.contains("service_url = \"https://10.0.2.2:8443\""), "{config}");
-    assert!(config.contains(&format!("model_digest = \"{}\"", "ab".repeat(32))), "{config}");
+    assert!(config.contains(&format!("model_identity = \"{}\"", "ab".repeat(32))), "{config}");
     let order = std::fs::read_to_string(out.join("etc/nacre/modules")).unwrap();
     for line in order.lines() {
         // Present and decompressed (the kernel package ships .ko.xz; busybox insmod wants ELF).
@@ -157,16 +157,16 @@ fn enclave_config_names_the_tee_and_the_sealed_model() {
     s.model.model_name = "fraud \"scorer\" \\ v2 – ünïcode\"\ninjected = 1".replace('\n', " ");
     let t = enclave_toml(&s, &dir);
     let keys: Vec<&str> = t.keys().map(String::as_str).collect();
-    assert_eq!(keys, ["key_id", "model_digest", "model_name", "service_ca", "service_url", "tee"]);
+    assert_eq!(keys, ["key_id", "model_identity", "model_name", "service_ca", "service_url", "tee"]);
     assert_eq!(t["tee"].as_str(), Some("snp"));
     assert_eq!(t["key_id"].as_str(), Some("fraud-mlp"));
     assert_eq!(t["model_name"].as_str(), Some(s.model.model_name.as_str()));
-    assert_eq!(t["model_digest"].as_str(), Some("ab".repeat(32).as_str()));
+    assert_eq!(t["model_identity"].as_str(), Some("ab".repeat(32).as_str()));
     assert_eq!(t["service_ca"].as_str(), Some("/etc/nacre/service-ca.pem"));
     // A different model or TEE is a different initrd, hence a different measurement.
     let base = build(&spec(&dir)).unwrap().initrd;
     let mut other = spec(&dir);
-    other.model.model_digest[31] ^= 1;
+    other.model.model_identity[31] ^= 1;
     assert_ne!(build(&other).unwrap().initrd, base);
     let mut other = spec(&dir);
     other.tee = Tee::Tdx;

@@ -17,7 +17,8 @@ class Verification:
     (`str()` is its text, `.document` its JSON as Python objects, `.to_json()` the JSON text).
 
     On acceptance, also the verified enclave certificate (`.certificate_pem`), the TLS key it
-    binds (`.spki_sha256`) and the model digest (`.model_digest`), both hex."""
+    binds (`.spki_sha256`) and the model binding: `.model_identity`, `.guard_digest` (zeros: no
+    guard manifest) and `.release_key_digest` (SHA-256 of the key-release HPKE key), all hex."""
 
     __slots__ = ("_native", "_certificate_file", "__weakref__")
 
@@ -40,7 +41,11 @@ class Verification:
         lambda self: self._native.certificate_names, doc="the certificate's subjectAltName names and IPs"
     )
     spki_sha256 = property(lambda self: self._native.spki_sha256, doc="SHA-256 of the verified TLS key")
-    model_digest = property(lambda self: self._native.model_digest, doc="the model digest the enclave bound")
+    model_identity = property(lambda self: self._native.model_identity, doc="the model identity the enclave bound")
+    guard_digest = property(lambda self: self._native.guard_digest, doc="the guard manifest's SHA-256 (zeros: none)")
+    release_key_digest = property(
+        lambda self: self._native.release_key_digest, doc="SHA-256 of the HPKE key of the enclave's key release"
+    )
 
     def to_json(self):
         return self._native.to_json()

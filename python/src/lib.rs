@@ -150,7 +150,9 @@ struct Peer {
     /// the server name against.
     certificate_names: Vec<String>,
     spki_sha256: String,
-    model_digest: String,
+    model_identity: String,
+    guard_digest: String,
+    release_key_digest: String,
 }
 
 impl Verification {
@@ -162,7 +164,9 @@ impl Verification {
                 certificate_pem: peer.certificate_pem(),
                 certificate_names: subject_alt_names(peer.certificate_der()),
                 spki_sha256: hex::encode(peer.spki_sha256()),
-                model_digest: hex::encode(peer.model_digest()),
+                model_identity: hex::encode(peer.model_identity()),
+                guard_digest: hex::encode(peer.model().guard_digest),
+                release_key_digest: hex::encode(peer.model().release_key_digest),
             }),
         }
     }
@@ -269,8 +273,18 @@ impl Verification {
     }
 
     #[getter]
-    fn model_digest(&self) -> Option<&str> {
-        self.peer.as_ref().map(|p| p.model_digest.as_str())
+    fn model_identity(&self) -> Option<&str> {
+        self.peer.as_ref().map(|p| p.model_identity.as_str())
+    }
+
+    #[getter]
+    fn guard_digest(&self) -> Option<&str> {
+        self.peer.as_ref().map(|p| p.guard_digest.as_str())
+    }
+
+    #[getter]
+    fn release_key_digest(&self) -> Option<&str> {
+        self.peer.as_ref().map(|p| p.release_key_digest.as_str())
     }
 
     /// `nacre verify`'s text.

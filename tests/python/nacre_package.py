@@ -4,7 +4,7 @@ enclave, one group of checks per command (enclave/runtime/tests/serve/python.rs 
 reads the enclave's counters between them):
 
     "$NACRE_PYTHON" tests/python/nacre_package.py accept   --url https://H:P --policy P.toml \\
-        --spki HEX --model-digest HEX
+        --spki HEX --model-identity HEX
     ... refusals --url https://H:P --policy P.toml --wrong-digest P2.toml --wrong-measurement P3.toml
     ... reverify --url https://H:P --policy P.toml --token-file F --wrong-ca OTHER.pem \\
         --model NAME --model-file M.onnx
@@ -96,7 +96,12 @@ def accept(args):
         pem = v.certificate_pem or ""
         expect(pem.startswith("-----BEGIN CERTIFICATE-----") and pem.rstrip().endswith("-----"), pem[:80])
         expect(v.spki_sha256 == args.spki, f"spki {v.spki_sha256}, the Rust client's {args.spki}")
-        expect(v.model_digest == args.model_digest, f"model digest {v.model_digest}")
+        expect(v.model_identity == args.model_identity, f"model identity {v.model_identity}")
+        expect(v.guard_digest == "00" * 32, f"guard digest {v.guard_digest} (this model has no guard manifest)")
+        expect(
+            len(v.release_key_digest) == 64 and v.release_key_digest != "00" * 32,
+            f"release key digest {v.release_key_digest} (the model was released by the service)",
+        )
         doc = v.document
         expect(doc["verdict"] == "accept" and doc["tls_spki_sha256"] == args.spki, f"document {doc}")
         expect(json.loads(v.to_json()) == doc, "to_json() differs from .document")
@@ -394,7 +399,7 @@ def main(argv):
     p.add_argument("--url", required=True, help="https://HOST:PORT of the enclave")
     p.add_argument("--policy", required=True, help="the client policy the enclave meets")
     p.add_argument("--spki", help="the TLS key's SHA-256 as the Rust client verified it (accept)")
-    p.add_argument("--model-digest", help="the model digest (accept)")
+    p.add_argument("--model-identity", help="the model identity (accept)")
     p.add_argument("--wrong-digest", help="a policy expecting another model digest (refusals)")
     p.add_argument("--wrong-measurement", help="a policy allowing another measurement (refusals)")
     p.add_argument("--wrong-ca", help="a self-signed certificate that is not the enclave's (reverify)")

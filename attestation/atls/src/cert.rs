@@ -10,7 +10,7 @@ use std::sync::Arc;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair as _};
 use nacre_wire::Evidence;
-use nacre_wire::binding::TlsBinding;
+use nacre_wire::binding::{ModelBinding, TlsBinding};
 use rcgen::{
     CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyUsagePurpose, PublicKeyData,
     SerialNumber,
@@ -57,7 +57,7 @@ impl CertOptions {
 pub struct AttestedCert {
     certified: Arc<CertifiedKey>,
     spki_sha256: [u8; 32],
-    model_digest: [u8; 32],
+    model: ModelBinding,
     evidence: Evidence,
     not_after: OffsetDateTime,
 }
@@ -66,7 +66,9 @@ impl core::fmt::Debug for AttestedCert {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("AttestedCert")
             .field("spki_sha256", &hex::encode(self.spki_sha256))
-            .field("model_digest", &hex::encode(self.model_digest))
+            .field("model_identity", &hex::encode(self.model.model_identity))
+            .field("guard_digest", &hex::encode(self.model.guard_digest))
+            .field("release_key_digest", &hex::encode(self.model.release_key_digest))
             .field("evidence", &self.evidence)
             .finish_non_exhaustive()
     }
@@ -74,23 +76,19 @@ impl core::fmt::Debug for AttestedCert {
 
 impl AttestedCert {
     /// Generates a key, asks `attest` for evidence over
-    /// `TlsBinding { spki_sha256, model_digest, None, None }.report_data()` and issues the
-    /// self-signed certificate carrying that evidence.
+    /// `TlsBinding { spki_sha256, model, None, None }.report_data()` and issues the
+    /// self-signed certificate carrying that evidence and the model binding.
     pub fn generate<E>(
         options: &CertOptions,
-        model_digest: [u8; 32],
+        model: ModelBinding,
         attest: impl FnOnce([u8; 64]) -> Result<Evidence, E>,
     ) -> Result<Self, CertError<E>> {
         let key = Arc::new(TlsKey::generate().ok_or(CertError::KeyGeneration)?);
         let spki_sha256 = sha256(&key.spki_der);
-        let report_data = TlsBinding {
-            spki_sha256: &spki_sha256,
-            model_digest: &model_digest,
-            client_nonce: None,
-            tls_exporter: None,
-        }
-        .report_data()
-        .map_err(CertError::Binding)?;
+        let report_data =
+            TlsBinding { spki_sha256: &spki_sha256, model: &model, client_nonce: None, tls_exporter: None }
+                .report_data()
+                .map_err(CertError::Binding)?;
         let evidence = attest(report_data).map_err(CertError::Attester)?;
 
         let mut params = CertificateParams::new(options.subject_alt_names.clone())?;
@@ -101,7 +99,10 @@ impl AttestedCert {
         params.serial_number = Some(random_serial().ok_or(CertError::Random)?);
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params.custom_extensions = vec![extension::custom_extension(&evidence).map_err(CertError::Evidence)?];
+        params.custom_extensions = vec![
+            extension::custom_extension(&evidence).map_err(CertError::Evidence)?,
+            extension::binding_extension(&model),
+        ];
         // Subject and authority key identifiers (RFC 5280 §4.2.1.1–2), both non-critical. RFC 5280
         // requires an SKI of CA certificates and recommends one for the rest, and clients that
         // take this certificate as their CA file treat it as one; the AKI, optional in a
@@ -127,7 +128,7 @@ impl AttestedCert {
         Ok(AttestedCert {
             certified: Arc::new(certified),
             spki_sha256,
-            model_digest,
+            model,
             evidence,
             not_after: options.not_after,
         })
@@ -144,8 +145,9 @@ impl AttestedCert {
         &self.spki_sha256
     }
 
-    pub fn model_digest(&self) -> &[u8; 32] {
-        &self.model_digest
+    /// The model, guard and key release the certificate's evidence binds.
+    pub fn model(&self) -> &ModelBinding {
+        &self.model
     }
 
     /// The evidence inside the certificate.
@@ -185,7 +187,7 @@ impl AttestedCert {
         nonce: &Nonce,
         exporter: &Exporter,
     ) -> Result<[u8; 64], nacre_wire::WireError> {
-        crate::fresh::fresh_report_data(&self.spki_sha256, &self.model_digest, nonce, exporter)
+        crate::fresh::fresh_report_data(&self.spki_sha256, &self.model, nonce, exporter)
     }
 }
 
@@ -308,7 +310,8 @@ mod tests {
     fn certificate_carries_the_evidence_and_the_bound_key() {
         let now = OffsetDateTime::now_utc();
         let opts = CertOptions::new(vec!["enclave.example".into(), "127.0.0.1".into()], now);
-        let model = [9u8; 32];
+        let model =
+            ModelBinding { model_identity: [9; 32], guard_digest: [8; 32], release_key_digest: [7; 32] };
         let cert = AttestedCert::generate(&opts, model, fake_evidence).unwrap();
         // Our SPKI encoding is the standard one aws-lc produces.
         let key = &cert.certified.key;
@@ -319,7 +322,7 @@ mod tests {
         // The evidence's stand-in report is the REPORT_DATA the attester was asked for.
         let want = TlsBinding {
             spki_sha256: cert.spki_sha256(),
-            model_digest: &model,
+            model: &model,
             client_nonce: None,
             tls_exporter: None,
         }
@@ -331,6 +334,11 @@ mod tests {
         assert_eq!(ext.len(), 1);
         assert!(!ext[0].critical);
         assert_eq!(&extension::decode_value(ext[0].value).unwrap(), cert.evidence());
+        let ext: Vec<_> =
+            parsed.extensions().iter().filter(|e| e.oid.to_id_string() == crate::BINDING_OID_STR).collect();
+        assert_eq!(ext.len(), 1);
+        assert!(!ext[0].critical);
+        assert_eq!(extension::decode_binding(ext[0].value).unwrap(), model);
         // Names, validity, no CA.
         let san = parsed.subject_alternative_name().unwrap().unwrap();
         assert_eq!(san.value.general_names.len(), 2);
@@ -353,7 +361,8 @@ mod tests {
     #[test]
     fn attester_errors_and_oversized_evidence_are_reported() {
         let opts = CertOptions::new(vec![], OffsetDateTime::now_utc());
-        let e = AttestedCert::generate(&opts, [0; 32], |_| Err::<Evidence, _>("no TEE")).unwrap_err();
+        let e = AttestedCert::generate(&opts, ModelBinding::default(), |_| Err::<Evidence, _>("no TEE"))
+            .unwrap_err();
         assert!(matches!(e, CertError::Attester("no TEE")));
         let huge = |_| {
             Ok::<_, std::convert::Infallible>(Evidence {
@@ -363,7 +372,10 @@ mod tests {
                 event_log: None,
             })
         };
-        assert!(matches!(AttestedCert::generate(&opts, [0; 32], huge), Err(CertError::Evidence(_))));
+        assert!(matches!(
+            AttestedCert::generate(&opts, ModelBinding::default(), huge),
+            Err(CertError::Evidence(_))
+        ));
     }
 
     #[test]
@@ -375,7 +387,12 @@ mod tests {
 
         let opts =
             CertOptions::new(vec!["enclave.example".into(), "127.0.0.1".into()], OffsetDateTime::now_utc());
-        let cert = AttestedCert::generate(&opts, [9; 32], fake_evidence).unwrap();
+        let cert = AttestedCert::generate(
+            &opts,
+            ModelBinding { model_identity: [9; 32], ..ModelBinding::default() },
+            fake_evidence,
+        )
+        .unwrap();
         let parsed = nacre_verifier::x509::parse_cert(cert.cert_der()).unwrap();
 
         // SKI: RFC 5280 §4.2.1.2 method (1), recomputed from the certificate's own bits.
@@ -432,7 +449,12 @@ mod tests {
         }
         let opts =
             CertOptions::new(vec!["enclave.example".into(), "127.0.0.1".into()], OffsetDateTime::now_utc());
-        let cert = AttestedCert::generate(&opts, [9; 32], fake_evidence).unwrap();
+        let cert = AttestedCert::generate(
+            &opts,
+            ModelBinding { model_identity: [9; 32], ..ModelBinding::default() },
+            fake_evidence,
+        )
+        .unwrap();
         let dir = std::env::temp_dir().join(format!("nacre-atls-strict-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let der = dir.join("cert.der");

@@ -38,6 +38,12 @@ pub enum AtlsError {
         "fresh attestation comes from another guest: {what} {fresh} differs from the certificate's {certificate}"
     )]
     DifferentGuest { what: &'static str, certificate: String, fresh: String },
+    /// The certificate states another model identity than the client's policy pins.
+    #[error("the server serves model identity {served}; the policy expects {expected}")]
+    WrongModel { expected: String, served: String },
+    /// The certificate states another guard manifest than the client's policy pins.
+    #[error("the server runs guard manifest {served}; the policy expects {expected}")]
+    WrongGuard { expected: String, served: String },
 
     // Protocol.
     /// Attested TLS needs TLS 1.3 (its exporter and signed handshake).
@@ -67,6 +73,8 @@ impl AtlsError {
             AtlsError::Evidence(e) | AtlsError::FreshEvidence(e) => e.check(),
             AtlsError::CertificateNotValidNow { .. } => "certificate_validity",
             AtlsError::DifferentGuest { .. } => "same_guest",
+            AtlsError::WrongModel { .. } => "model_identity",
+            AtlsError::WrongGuard { .. } => "guard_digest",
             AtlsError::Tls12Refused | AtlsError::Exporter(_) => "tls",
             AtlsError::Binding(_) | AtlsError::Config(_) | AtlsError::Random => "internal",
         }
@@ -117,6 +125,14 @@ pub enum Malformed {
     DuplicateEvidence { count: usize },
     #[error("the evidence extension is marked critical; it must not be")]
     CriticalEvidence,
+    #[error("no model binding extension ({})", crate::BINDING_OID_STR)]
+    NoBinding,
+    #[error("{count} model binding extensions; exactly one is allowed")]
+    DuplicateBinding { count: usize },
+    #[error("the model binding extension is marked critical; it must not be")]
+    CriticalBinding,
+    #[error("the model binding extension holds {len} bytes; it must hold exactly 96")]
+    BindingLength { len: usize },
     #[error("evidence extension value: {0}")]
     Der(&'static str),
     #[error("evidence of {len} bytes exceeds the limit of {max}")]

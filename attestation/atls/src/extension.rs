@@ -6,6 +6,7 @@
 
 use nacre_protocol::cbor;
 use nacre_wire::Evidence;
+use nacre_wire::binding::ModelBinding;
 
 use crate::MAX_EVIDENCE_LEN;
 use crate::error::Malformed;
@@ -51,6 +52,18 @@ pub fn decode_value(extn_value: &[u8]) -> Result<Evidence, Malformed> {
 /// The extension as `rcgen` adds it to a certificate: [`crate::EVIDENCE_OID`], non-critical.
 pub fn custom_extension(evidence: &Evidence) -> Result<rcgen::CustomExtension, Malformed> {
     Ok(rcgen::CustomExtension::from_oid_content(crate::EVIDENCE_OID, encode_value(evidence)?))
+}
+
+/// The model binding extension as `rcgen` adds it: [`crate::BINDING_OID`], non-critical, a DER
+/// `OCTET STRING` of the binding's 96 bytes.
+pub fn binding_extension(model: &ModelBinding) -> rcgen::CustomExtension {
+    rcgen::CustomExtension::from_oid_content(crate::BINDING_OID, der_octet_string(&model.to_bytes()))
+}
+
+/// Decodes the model binding extension's `extnValue` contents strictly.
+pub fn decode_binding(extn_value: &[u8]) -> Result<ModelBinding, Malformed> {
+    let bytes = parse_der_octet_string(extn_value)?;
+    ModelBinding::from_bytes(bytes).ok_or(Malformed::BindingLength { len: bytes.len() })
 }
 
 fn der_octet_string(content: &[u8]) -> Vec<u8> {

@@ -14,7 +14,7 @@
 //! CBOR evidence of at most [`MAX_EVIDENCE_LEN`] bytes.
 
 use nacre_verifier::{Claims, PlatformClaims, Verified};
-use nacre_wire::binding::TlsBinding;
+use nacre_wire::binding::{ModelBinding, TlsBinding};
 use nacre_wire::{Evidence, WireError};
 
 use crate::error::{AtlsError, Malformed};
@@ -128,14 +128,14 @@ pub fn exporter<D>(conn: &rustls::ConnectionCommon<D>) -> Result<Exporter, AtlsE
 }
 
 /// REPORT_DATA of a fresh attestation:
-/// `TlsBinding { spki_sha256, model_digest, Some(nonce), Some(exporter) }.report_data()`.
+/// `TlsBinding { spki_sha256, model, Some(nonce), Some(exporter) }.report_data()`.
 pub fn fresh_report_data(
     spki_sha256: &[u8; 32],
-    model_digest: &[u8; 32],
+    model: &ModelBinding,
     nonce: &Nonce,
     exporter: &Exporter,
 ) -> Result<[u8; 64], WireError> {
-    TlsBinding { spki_sha256, model_digest, client_nonce: Some(&nonce.0), tls_exporter: Some(&exporter.0) }
+    TlsBinding { spki_sha256, model, client_nonce: Some(&nonce.0), tls_exporter: Some(&exporter.0) }
         .report_data()
 }
 
@@ -168,8 +168,8 @@ pub fn verify_fresh(
     exporter: &Exporter,
     now: i64,
 ) -> Result<Verified<Claims>, AtlsError> {
-    let report_data = fresh_report_data(peer.spki_sha256(), policy.model_digest(), nonce, exporter)
-        .map_err(AtlsError::Binding)?;
+    let report_data =
+        fresh_report_data(peer.spki_sha256(), peer.model(), nonce, exporter).map_err(AtlsError::Binding)?;
     let fresh = policy.appraise(evidence, report_data, now).map_err(AtlsError::FreshEvidence)?;
     same_guest(peer.claims(), &fresh)?;
     Ok(fresh)
@@ -283,29 +283,30 @@ mod tests {
 
     #[test]
     fn golden_fresh_binding() {
-        // SHA-512("nacre/v1/tls" || 84 5820 spki 5820 model 5820 nonce 5820 exporter),
-        // written out by hand for implementers in other languages.
-        let (spki, model) = ([1u8; 32], [2u8; 32]);
+        // SHA-512("nacre/v2/tls" || 86 5820 spki 5820 identity 5820 guard 5820 release-key
+        // 5820 nonce 5820 exporter), written out by hand for implementers in other languages.
+        let spki = [1u8; 32];
+        let model =
+            ModelBinding { model_identity: [2; 32], guard_digest: [5; 32], release_key_digest: [6; 32] };
         let (nonce, exporter) = (Nonce::from_bytes([3; 32]), Exporter::from_bytes([4; 32]));
-        let mut input = b"nacre/v1/tls".to_vec();
-        input.push(0x84);
-        for field in [[1u8; 32], [2; 32], [3; 32], [4; 32]] {
+        let mut input = b"nacre/v2/tls".to_vec();
+        input.push(0x86);
+        for field in [[1u8; 32], [2; 32], [5; 32], [6; 32], [3; 32], [4; 32]] {
             input.extend_from_slice(&[0x58, 0x20]);
             input.extend_from_slice(&field);
         }
         let want = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA512, &input);
         assert_eq!(fresh_report_data(&spki, &model, &nonce, &exporter).unwrap(), want.as_ref());
         // The certificate's binding: the last two fields are CBOR null.
-        let mut input = b"nacre/v1/tls".to_vec();
-        input.push(0x84);
-        for field in [[1u8; 32], [2; 32]] {
+        let mut input = b"nacre/v2/tls".to_vec();
+        input.push(0x86);
+        for field in [[1u8; 32], [2; 32], [5; 32], [6; 32]] {
             input.extend_from_slice(&[0x58, 0x20]);
             input.extend_from_slice(&field);
         }
         input.extend_from_slice(&[0xf6, 0xf6]);
         let want = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA512, &input);
-        let cert =
-            TlsBinding { spki_sha256: &spki, model_digest: &model, client_nonce: None, tls_exporter: None };
+        let cert = TlsBinding { spki_sha256: &spki, model: &model, client_nonce: None, tls_exporter: None };
         assert_eq!(cert.report_data().unwrap(), want.as_ref());
     }
 }

@@ -51,16 +51,26 @@
 //!
 //! # The binding
 //!
-//! `REPORT_DATA = SHA-512("nacre/v1/tls" || CBOR([spki_sha256, model_digest, client_nonce,
-//! tls_exporter]))` (`nacre_wire::binding::TlsBinding`), all 64 bytes compared, where
+//! `REPORT_DATA = SHA-512("nacre/v2/tls" || CBOR([spki_sha256, model_identity, guard_digest,
+//! release_key_digest, client_nonce, tls_exporter]))` (`nacre_wire::binding::TlsBinding`), all
+//! 64 bytes compared, where
 //!
 //! - `spki_sha256`: `bstr(32)`, SHA-256 of the certificate's whole DER `SubjectPublicKeyInfo`;
-//! - `model_digest`: `bstr(32)`, SHA-256 of the plaintext model;
+//! - `model_identity`: `bstr(32)`, the model identity (docs/sealed-format.md) the enclave
+//!   recomputed from the plaintext it serves;
+//! - `guard_digest`: `bstr(32)`, SHA-256 of the owner's guard manifest, zeros without one;
+//! - `release_key_digest`: `bstr(32)`, SHA-256 of the HPKE public key the enclave sent with its
+//!   key-release request (the transparency log's release leaf has the same digest), zeros if the
+//!   model was not released by the attestation service;
 //! - in the certificate: `client_nonce` and `tls_exporter` are CBOR `null` (`0xf6`);
 //! - in a fresh attestation: `client_nonce` is the client's 32-byte nonce and `tls_exporter` is
 //!   the 32-byte TLS 1.3 exporter (RFC 8446 §7.5) of the connection the request arrived on, with
 //!   label [`EXPORTER_LABEL`] `"EXPORTER-nacre-attestation"` and an empty context. Both are
 //!   `bstr(32)`.
+//!
+//! The three model values also travel in the certificate, in the model binding extension
+//! ([`BINDING_OID`]), so that a client can show them and name a mismatch; they are trusted only
+//! because the evidence's REPORT_DATA binds them.
 //!
 //! The certificate's evidence shows which guest holds the key; the fresh evidence shows that the
 //! guest itself — not a relay holding a leaked copy of the key — terminates this connection,
@@ -83,6 +93,10 @@ pub use verify::{AttestationPolicy, AttestedPeer, AttestedServerVerifier, verify
 pub const EVIDENCE_OID: &[u64] = &[2, 25, 2_147_383_400];
 /// The evidence extension's OID in dotted form.
 pub const EVIDENCE_OID_STR: &str = "2.25.2147383400";
+/// The model binding extension's OID: the next arc after the evidence's, non-critical, exactly
+/// one; its value is a DER `OCTET STRING` of the 96 bytes of `ModelBinding::to_bytes`.
+pub const BINDING_OID: &[u64] = &[2, 25, 2_147_383_401];
+pub const BINDING_OID_STR: &str = "2.25.2147383401";
 
 /// Largest CBOR evidence accepted in the extension or a fresh-attestation response: the
 /// envelope's own limits (a 16 KiB report, 8 certificates of 8 KiB) plus framing.

@@ -5,7 +5,9 @@
 //! Order of checks ([`verify_certificate`]): strict X.509 parse (one certificate, v3, no
 //! duplicated extension, every known extension parses) → exactly one non-critical evidence
 //! extension, strictly decoded → the certificate's validity window → SHA-256 of its SPKI → the
-//! appraisal pipeline with `REPORT_DATA = TlsBinding { spki, model_digest, None, None }`. The
+//! model binding extension (exactly one, non-critical, 96 bytes) → its model identity equals the
+//! policy's, and its guard digest too if the policy pins one → the appraisal pipeline with
+//! `REPORT_DATA = TlsBinding { spki, model binding, None, None }`. The
 //! handshake signature is then verified against the same certificate's key (TLS 1.3 only).
 //! The certificate's self-signature is not checked: it proves only possession of the key, which
 //! the handshake signature proves for this very connection.
@@ -14,7 +16,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use nacre_verifier::{Appraiser, Claims, EvidenceVerifier, ExpectedReportData, Verified};
-use nacre_wire::binding::TlsBinding;
+use nacre_wire::binding::{ModelBinding, TlsBinding};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -26,21 +28,36 @@ use crate::error::{AtlsError, Malformed};
 use crate::extension;
 
 /// What a client requires of an attested server: the verifiers it trusts, its appraisal
-/// policy, and the digest of the model it means to talk to.
+/// policy, the identity of the model it means to talk to, and optionally the guard manifest
+/// that must run in front of it.
 #[derive(Clone, Debug)]
 pub struct AttestationPolicy {
     evidence: EvidenceVerifier,
     appraiser: Appraiser,
-    model_digest: [u8; 32],
+    model_identity: [u8; 32],
+    guard_digest: Option<[u8; 32]>,
 }
 
 impl AttestationPolicy {
-    pub fn new(evidence: EvidenceVerifier, appraiser: Appraiser, model_digest: [u8; 32]) -> Self {
-        AttestationPolicy { evidence, appraiser, model_digest }
+    /// Any guard manifest (or none) is accepted and reported; see [`Self::with_guard_digest`].
+    pub fn new(evidence: EvidenceVerifier, appraiser: Appraiser, model_identity: [u8; 32]) -> Self {
+        AttestationPolicy { evidence, appraiser, model_identity, guard_digest: None }
     }
 
-    pub fn model_digest(&self) -> &[u8; 32] {
-        &self.model_digest
+    /// Requires exactly this guard manifest digest (all zeros: no guard manifest).
+    pub fn with_guard_digest(mut self, guard_digest: Option<[u8; 32]>) -> Self {
+        self.guard_digest = guard_digest;
+        self
+    }
+
+    /// The model identity the server must bind (a v1 model's is its SHA-256).
+    pub fn model_identity(&self) -> &[u8; 32] {
+        &self.model_identity
+    }
+
+    /// The guard manifest digest the server must bind, if pinned.
+    pub fn guard_digest(&self) -> Option<&[u8; 32]> {
+        self.guard_digest.as_ref()
     }
 
     /// The appraiser (policy) evidence must pass.
@@ -65,7 +82,7 @@ impl AttestationPolicy {
 pub struct AttestedPeer {
     claims: Verified<Claims>,
     spki_sha256: [u8; 32],
-    model_digest: [u8; 32],
+    model: ModelBinding,
     certificate_sha256: [u8; 32],
     /// The certificate itself: clients that cannot verify evidence (Python's `ssl`, grpcio)
     /// are given it as their only trusted certificate, pinning the verified key.
@@ -83,9 +100,13 @@ impl AttestedPeer {
     pub fn spki_sha256(&self) -> &[u8; 32] {
         &self.spki_sha256
     }
-    /// The model digest the evidence binds (the one the client expected).
-    pub fn model_digest(&self) -> &[u8; 32] {
-        &self.model_digest
+    /// The model identity, guard digest and release-key digest the evidence binds.
+    pub fn model(&self) -> &ModelBinding {
+        &self.model
+    }
+    /// The model identity the evidence binds (the one the client expected).
+    pub fn model_identity(&self) -> &[u8; 32] {
+        &self.model.model_identity
     }
     /// SHA-256 of the whole certificate (DER).
     pub fn certificate_sha256(&self) -> &[u8; 32] {
@@ -111,7 +132,9 @@ impl core::fmt::Display for AttestedPeer {
         writeln!(f, "TEE:                    {}", c.tee)?;
         writeln!(f, "measurement:            {}", hex::encode(c.measurement))?;
         writeln!(f, "debug:                  {}", c.debug)?;
-        writeln!(f, "model digest:           {}", hex::encode(self.model_digest))?;
+        writeln!(f, "model identity:         {}", hex::encode(self.model.model_identity))?;
+        writeln!(f, "guard manifest:         {}", guard_text(&self.model.guard_digest))?;
+        writeln!(f, "release key (SHA-256):  {}", release_text(&self.model.release_key_digest))?;
         writeln!(f, "TLS key (SPKI SHA-256): {}", hex::encode(self.spki_sha256))?;
         writeln!(f, "certificate SHA-256:    {}", hex::encode(self.certificate_sha256))?;
         write!(f, "certificate valid:      {} .. {} (Unix seconds)", self.not_before, self.not_after)?;
@@ -134,12 +157,16 @@ pub fn verify_certificate(
         return Err(Malformed::Version { version: cert.version().0 + 1 }.into());
     }
     let mut found = Vec::new();
+    let mut bindings = Vec::new();
     for ext in cert.extensions() {
         if let ParsedExtension::ParseError { error } = ext.parsed_extension() {
             return Err(Malformed::Extension { oid: ext.oid.to_id_string(), error: error.to_string() }.into());
         }
         if ext.oid.iter().is_some_and(|arcs| arcs.eq(crate::EVIDENCE_OID.iter().copied())) {
             found.push(ext);
+        }
+        if ext.oid.iter().is_some_and(|arcs| arcs.eq(crate::BINDING_OID.iter().copied())) {
+            bindings.push(ext);
         }
     }
     let ext = match found.as_slice() {
@@ -154,6 +181,27 @@ pub fn verify_certificate(
         return Err(Malformed::CriticalEvidence.into());
     }
     let evidence = extension::decode_value(ext.value)?;
+    let binding = match bindings.as_slice() {
+        [] => return Err(Malformed::NoBinding.into()),
+        [one] if one.critical => return Err(Malformed::CriticalBinding.into()),
+        [one] => *one,
+        more => return Err(Malformed::DuplicateBinding { count: more.len() }.into()),
+    };
+    let model = extension::decode_binding(binding.value)?;
+    if model.model_identity != policy.model_identity {
+        return Err(AtlsError::WrongModel {
+            expected: hex::encode(policy.model_identity),
+            served: hex::encode(model.model_identity),
+        });
+    }
+    if let Some(guard) = policy.guard_digest
+        && guard != model.guard_digest
+    {
+        return Err(AtlsError::WrongGuard {
+            expected: guard_text(&guard),
+            served: guard_text(&model.guard_digest),
+        });
+    }
 
     let (not_before, not_after) = nacre_verifier::x509::validity(&cert);
     if now < not_before || now > not_after {
@@ -161,24 +209,30 @@ pub fn verify_certificate(
     }
 
     let spki_sha256 = nacre_verifier::x509::spki_sha256(&cert);
-    let report_data = TlsBinding {
-        spki_sha256: &spki_sha256,
-        model_digest: &policy.model_digest,
-        client_nonce: None,
-        tls_exporter: None,
-    }
-    .report_data()
-    .map_err(AtlsError::Binding)?;
+    let report_data =
+        TlsBinding { spki_sha256: &spki_sha256, model: &model, client_nonce: None, tls_exporter: None }
+            .report_data()
+            .map_err(AtlsError::Binding)?;
     let claims = policy.appraise(&evidence, report_data, now).map_err(AtlsError::Evidence)?;
     Ok(AttestedPeer {
         claims,
         spki_sha256,
-        model_digest: policy.model_digest,
+        model,
         certificate_sha256: sha256(cert_der),
         certificate_der: cert_der.to_vec(),
         not_before,
         not_after,
     })
+}
+
+/// A guard digest as shown: all zeros means there is no guard manifest.
+pub fn guard_text(digest: &[u8; 32]) -> String {
+    if *digest == [0; 32] { "none".into() } else { hex::encode(digest) }
+}
+
+/// A release-key digest as shown: all zeros means the model was not released by a service.
+pub fn release_text(digest: &[u8; 32]) -> String {
+    if *digest == [0; 32] { "none (no key release)".into() } else { hex::encode(digest) }
 }
 
 fn sha256(data: &[u8]) -> [u8; 32] {

@@ -10,6 +10,7 @@ use nacre_atls::{
 };
 use nacre_sim::{SimCa, SimParams};
 use nacre_verifier::{Appraiser, EvidenceVerifier, Policy, PolicyViolation, SnpRoots, VerifyError};
+use nacre_wire::binding::ModelBinding;
 use nacre_wire::{Evidence, Tee};
 use rcgen::{CertificateParams, CustomExtension, KeyPair, PKCS_ECDSA_P256_SHA256};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
@@ -23,6 +24,9 @@ type ClientTls = tokio_rustls::client::TlsStream<TcpStream>;
 const MEASUREMENT: [u8; 48] = [0x5a; 48];
 const OTHER_MEASUREMENT: [u8; 48] = [0xa5; 48];
 const MODEL: [u8; 32] = [0x3c; 32];
+/// What the certificate binds: the model, a guard manifest's digest and a release key's.
+const BINDING: ModelBinding =
+    ModelBinding { model_identity: MODEL, guard_digest: [0x4d; 32], release_key_digest: [0x5e; 32] };
 
 fn now_unix() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
@@ -50,7 +54,7 @@ impl SimTee {
 
     fn cert_with(&self, options: &CertOptions) -> Arc<AttestedCert> {
         let attest = |rd| Ok::<_, std::convert::Infallible>(self.evidence(rd, MEASUREMENT));
-        Arc::new(AttestedCert::generate(options, MODEL, attest).unwrap())
+        Arc::new(AttestedCert::generate(options, BINDING, attest).unwrap())
     }
 
     fn cert(&self) -> Arc<AttestedCert> {
@@ -68,7 +72,16 @@ impl SimTee {
     }
 
     fn client(&self, measurements: &[[u8; 48]], model: [u8; 32]) -> Client {
-        let verifier = AttestedServerVerifier::new(self.policy(measurements, model));
+        self.client_with_guard(measurements, model, None)
+    }
+
+    fn client_with_guard(
+        &self,
+        measurements: &[[u8; 48]],
+        model: [u8; 32],
+        guard: Option<[u8; 32]>,
+    ) -> Client {
+        let verifier = AttestedServerVerifier::new(self.policy(measurements, model).with_guard_digest(guard));
         let config = Arc::new(verifier.client_config().unwrap());
         Client { verifier, config }
     }
@@ -264,19 +277,37 @@ async fn the_right_guest_is_accepted_and_what_was_verified_is_recorded() {
     let peer = client.verifier.peer(conn).expect("the verifier recorded the connection's certificate");
     assert_eq!(peer.claims().measurement, MEASUREMENT);
     assert_eq!(peer.claims().tee, Tee::Sim);
-    assert_eq!(peer.model_digest(), &MODEL);
+    assert_eq!(peer.model_identity(), &MODEL);
+    assert_eq!(peer.model(), &BINDING, "the guard and release-key digests the evidence binds");
     assert_eq!(peer.spki_sha256(), cert.spki_sha256());
     let shown = peer.to_string();
     assert!(shown.contains(&hex::encode(MEASUREMENT)) && shown.contains(&hex::encode(MODEL)), "{shown}");
+    assert!(shown.contains(&hex::encode([0x4d; 32])) && shown.contains(&hex::encode([0x5e; 32])), "{shown}");
 }
 
 #[tokio::test]
-async fn another_model_digest_is_refused() {
+async fn a_guard_pin_is_enforced() {
+    let tee = SimTee::new();
+    let server = serve(tee.cert().server_config().unwrap(), None, Mode::Honest).await;
+    let client = tee.client_with_guard(&[MEASUREMENT], MODEL, Some([0x4d; 32]));
+    client.connect(server.addr).await.unwrap();
+    for other in [[0x4e; 32], [0; 32]] {
+        let e = tee.client_with_guard(&[MEASUREMENT], MODEL, Some(other)).refused(server.addr).await;
+        assert!(matches!(&e, AtlsError::WrongGuard { .. }), "{e}");
+        assert!(e.to_string().contains(&hex::encode([0x4d; 32])), "{e}");
+    }
+}
+
+#[tokio::test]
+async fn another_model_identity_is_refused() {
     let tee = SimTee::new();
     let server = serve(tee.cert().server_config().unwrap(), None, Mode::Honest).await;
     let e = tee.client(&[MEASUREMENT], [0x3d; 32]).refused(server.addr).await;
-    assert!(matches!(&e, AtlsError::Evidence(v) if is_report_data_mismatch(v)), "{e}");
-    assert!(e.to_string().contains("REPORT_DATA"), "{e}");
+    assert!(matches!(&e, AtlsError::WrongModel { .. }), "{e}");
+    assert!(
+        e.to_string().contains(&hex::encode(MODEL)) && e.to_string().contains(&hex::encode([0x3d; 32])),
+        "{e}"
+    );
 }
 
 #[tokio::test]

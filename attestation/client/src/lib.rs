@@ -66,6 +66,9 @@ pub struct ReleasedKey {
     /// COSE_Sign1 attestation result, to show to clients.
     pub attestation_result: Vec<u8>,
     pub result: AttestationResult,
+    /// SHA-256 of the HPKE public key sent with the request: the enclave binds it into its
+    /// attested TLS, and the service's log records it, so a client can tie the two.
+    pub release_key_digest: [u8; 32],
 }
 
 impl core::fmt::Debug for ReleasedKey {
@@ -286,11 +289,15 @@ impl Client {
         let data_key = recipient
             .unwrap(&response.encapsulated_key, &response.wrapped_key, key_id, key_version, &challenge.nonce)
             .map_err(|e| ClientError::Unwrap(e.to_string()))?;
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, recipient.public_key());
+        let mut release_key_digest = [0u8; 32];
+        release_key_digest.copy_from_slice(digest.as_ref());
         Ok(ReleasedKey {
             data_key,
             key_version,
             attestation_result: response.attestation_result.into_vec(),
             result,
+            release_key_digest,
         })
     }
 

@@ -12,8 +12,8 @@ pub enum SealError {
     Tampered { chunk: u64 },
     #[error("bytes after the last chunk")]
     TrailingBytes,
-    #[error("plaintext digest differs from the header's model digest")]
-    DigestMismatch,
+    #[error("the identity recomputed from the plaintext differs from the header's model identity")]
+    IdentityMismatch,
     #[error("plaintext of {len} bytes exceeds the limit of {max}")]
     TooLarge { len: u64, max: u64 },
     #[error("the input changed while it was being sealed")]

@@ -149,6 +149,17 @@ pub enum Signer {
     },
 }
 
+impl fmt::Display for Signer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Signer::Key { spki_sha256 } => write!(f, "key (SPKI SHA-256 {})", hex::encode(spki_sha256)),
+            Signer::Certificate { identity, issuer, .. } => {
+                write!(f, "{identity}, certificate issued by {issuer}")
+            }
+        }
+    }
+}
+
 /// A bundle that verified. Only [`verify`] builds one and its fields are read-only, so holding
 /// one means the checks above were made on exactly what it reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -187,6 +198,19 @@ impl VerifiedSignature {
     pub fn subject_digest(&self) -> [u8; 32] {
         self.subject_digest
     }
+}
+
+/// The manifest a bundle states, **without verifying its signature or signer**: for a bundle
+/// that was verified elsewhere and reached the caller over an authenticated path. The enclave
+/// uses it on the bundle in its sealed header (authenticated under the data key; the service
+/// verified the signer at registration) to check that the bundle names the model it opened.
+/// Parsing is as strict as [`verify`]'s.
+pub fn signed_manifest(bundle_json: &[u8]) -> Result<Manifest, SignatureError> {
+    let bundle = bundle::parse(bundle_json)?;
+    if bundle.payload_type != dsse::IN_TOTO_PAYLOAD_TYPE {
+        return Err(SignatureError::UnsupportedScheme(Unsupported::PayloadType(bundle.payload_type)));
+    }
+    statement::parse(&bundle.payload)
 }
 
 /// Verifies an OMS bundle (`bundle_json`, the `.sig` file's bytes) against `trust`, checking

@@ -11,8 +11,9 @@ use crate::error::WireError;
 
 /// Domain-separation tag for key release.
 pub const TAG_KEY_RELEASE: &[u8] = b"nacre/v1/key-release";
-/// Domain-separation tag for attested TLS.
-pub const TAG_TLS: &[u8] = b"nacre/v1/tls";
+/// Domain-separation tag for attested TLS, version 2 (the model binding's three values; version
+/// 1 bound the model digest alone and is no longer produced or accepted).
+pub const TAG_TLS: &[u8] = b"nacre/v2/tls";
 
 /// The 64 bytes a guest puts into REPORT_DATA.
 pub type ReportData = [u8; 64];
@@ -26,13 +27,52 @@ pub struct KeyReleaseBinding<'a> {
     pub key_id: &'a str,
 }
 
+/// What the enclave serves, as its attested TLS binds it: which model, under which guard, and
+/// with which key release. Fixed-length fields, so it also travels as 96 raw bytes
+/// (`to_bytes`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ModelBinding {
+    /// The model identity (the sealed header's, recomputed by the enclave from the plaintext).
+    pub model_identity: [u8; 32],
+    /// SHA-256 of the owner's guard manifest; all zeros without one.
+    pub guard_digest: [u8; 32],
+    /// SHA-256 of the HPKE public key the enclave sent with its key-release request (the
+    /// transparency log records the same digest in the release's leaf); all zeros if the model
+    /// was not released by the attestation service.
+    pub release_key_digest: [u8; 32],
+}
+
+impl ModelBinding {
+    pub const LEN: usize = 96;
+
+    /// `model_identity || guard_digest || release_key_digest`.
+    pub fn to_bytes(&self) -> [u8; Self::LEN] {
+        let mut out = [0u8; Self::LEN];
+        out[..32].copy_from_slice(&self.model_identity);
+        out[32..64].copy_from_slice(&self.guard_digest);
+        out[64..].copy_from_slice(&self.release_key_digest);
+        out
+    }
+
+    /// The inverse of `to_bytes`; anything but exactly 96 bytes is refused.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        let bytes: &[u8; Self::LEN] = bytes.try_into().ok()?;
+        let field = |i: usize| {
+            let mut f = [0u8; 32];
+            f.copy_from_slice(&bytes[32 * i..32 * (i + 1)]);
+            f
+        };
+        Some(ModelBinding { model_identity: field(0), guard_digest: field(1), release_key_digest: field(2) })
+    }
+}
+
 /// What an attested TLS certificate or a channel-bound attestation binds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TlsBinding<'a> {
     /// SHA-256 of the certificate's SubjectPublicKeyInfo (DER).
     pub spki_sha256: &'a [u8; 32],
-    /// SHA-256 of the plaintext model (the sealed header's model digest).
-    pub model_digest: &'a [u8; 32],
+    /// The model, guard and key release this enclave serves under.
+    pub model: &'a ModelBinding,
     /// A client's nonce, for a fresh attestation.
     pub client_nonce: Option<&'a [u8]>,
     /// The TLS exporter value of the channel the attestation travels on.
@@ -61,7 +101,9 @@ impl TlsBinding<'_> {
             TAG_TLS,
             Value::Array(vec![
                 Value::Bytes(self.spki_sha256.to_vec()),
-                Value::Bytes(self.model_digest.to_vec()),
+                Value::Bytes(self.model.model_identity.to_vec()),
+                Value::Bytes(self.model.guard_digest.to_vec()),
+                Value::Bytes(self.model.release_key_digest.to_vec()),
                 opt(self.client_nonce),
                 opt(self.tls_exporter),
             ]),
@@ -96,13 +138,44 @@ mod tests {
     }
 
     #[test]
+    fn golden_tls_binding() {
+        // array(6), bstr(32) × 4, null × 2 — written out by hand.
+        let model =
+            ModelBinding { model_identity: [2; 32], guard_digest: [0; 32], release_key_digest: [3; 32] };
+        let rd = TlsBinding { spki_sha256: &[1; 32], model: &model, client_nonce: None, tls_exporter: None }
+            .report_data()
+            .unwrap();
+        let mut expected_input = b"nacre/v2/tls".to_vec();
+        expected_input.push(0x86);
+        for fill in [1u8, 2, 0, 3] {
+            expected_input.extend_from_slice(&[0x58, 0x20]);
+            expected_input.extend_from_slice(&[fill; 32]);
+        }
+        expected_input.extend_from_slice(&[0xf6, 0xf6]);
+        let expected: [u8; 64] = Sha512::digest(&expected_input).into();
+        assert_eq!(rd, expected);
+    }
+
+    #[test]
     fn purposes_and_fields_are_separated() {
         let spki = [1u8; 32];
-        let digest = [2u8; 32];
-        let tls =
-            TlsBinding { spki_sha256: &spki, model_digest: &digest, client_nonce: None, tls_exporter: None };
+        let model =
+            ModelBinding { model_identity: [2; 32], guard_digest: [0; 32], release_key_digest: [3; 32] };
+        let tls = TlsBinding { spki_sha256: &spki, model: &model, client_nonce: None, tls_exporter: None };
         let with_nonce = TlsBinding { client_nonce: Some(&[]), ..tls.clone() };
         assert_ne!(tls.report_data().unwrap(), with_nonce.report_data().unwrap());
+        // Each of the model binding's values is bound: another guard or release key, another
+        // REPORT_DATA; the guard and release-key fields are not interchangeable.
+        for other in [
+            ModelBinding { guard_digest: [4; 32], ..model },
+            ModelBinding { release_key_digest: [0; 32], guard_digest: [3; 32], ..model },
+            ModelBinding { model_identity: [5; 32], ..model },
+        ] {
+            let t = TlsBinding { model: &other, ..tls.clone() };
+            assert_ne!(tls.report_data().unwrap(), t.report_data().unwrap());
+        }
+        assert_eq!(ModelBinding::from_bytes(&model.to_bytes()), Some(model));
+        assert_eq!(ModelBinding::from_bytes(&[0; 95]), None);
         let kr = KeyReleaseBinding { nonce: &[1; 32], hpke_public_key: &[2; 32], key_id: "a" };
         let kr2 = KeyReleaseBinding { key_id: "b", ..kr.clone() };
         assert_ne!(kr.report_data().unwrap(), kr2.report_data().unwrap());

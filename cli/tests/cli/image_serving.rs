@@ -149,7 +149,7 @@ fn base_config(sealed_digest: &str) -> String {
          tee = \"sim\"\n\
          key_id = \"mlp\"\n\
          model_name = \"mlp\"\n\
-         model_digest = \"{sealed_digest}\"\n"
+         model_identity = \"{sealed_digest}\"\n"
     )
 }
 
@@ -161,7 +161,12 @@ fn a_token_and_limits_reach_the_enclave_as_built() {
     let token_file = i.dir.join("inference.token");
     std::fs::write(&token_file, format!("{token}\n")).unwrap();
     let token_sha256 = hex::encode(sha2::Sha256::digest(token.as_bytes()));
-    let model_digest = hex::encode(sha2::Sha256::digest(std::fs::read(i.dir.join("mlp.onnx")).unwrap()));
+    // `nacre model digest` computes, from the plaintext alone, the identity sealing put in the
+    // header (and the image measured): the built configuration must state it.
+    let digest = nacre(&["model", "digest", "--hex", &i.dir.join("mlp.onnx").display().to_string()]);
+    assert!(digest.status.success(), "{}", stderr(&digest));
+    let model_identity = String::from_utf8(digest.stdout).unwrap().trim().to_owned();
+    assert_eq!(model_identity.len(), 64);
 
     let image = i.dir.join("image");
     let out = build(
@@ -214,7 +219,7 @@ fn a_token_and_limits_reach_the_enclave_as_built() {
              request_timeout_secs = 15\n\
              idle_timeout_secs = 45\n\
              allow_non_finite = true\n",
-            base_config(&model_digest)
+            base_config(&model_identity)
         )
     );
     assert!(!config.contains(token), "the token itself never enters the image");
@@ -261,7 +266,7 @@ fn a_token_and_limits_reach_the_enclave_as_built() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("inference requires NO token"), "{}", stderr(&out));
     let base = enclave_toml(&plain);
-    assert_eq!(base, base_config(&model_digest));
+    assert_eq!(base, base_config(&model_identity));
 
     // The builder judges a lone limit against the enclave's default of its counterpart (256
     // connections, 16 MiB requests): these edges pass both, one step further fails both. The

@@ -73,11 +73,12 @@ pub struct EnclaveConfig {
     pub service_ca: PathBuf,
     pub tee: TeeKind,
     /// The key the sealed model is sealed under, and the model this image is built to serve:
-    /// the sealed header must name the same key, model and digest, or the enclave refuses.
+    /// the sealed header must name the same key, model and identity, or the enclave refuses.
     pub key_id: String,
     pub model_name: String,
-    /// Hex SHA-256 of the plaintext model (the sealed header's digest).
-    pub model_digest: String,
+    /// Hex model identity (docs/sealed-format.md; the sealed header's, which opening recomputes
+    /// from the plaintext; for a version-1 sealed model, its SHA-256).
+    pub model_identity: String,
     #[serde(default = "listen")]
     pub listen: SocketAddr,
     #[serde(default = "sealed_device")]
@@ -166,8 +167,8 @@ impl EnclaveConfig {
         if self.key_id.is_empty() || self.key_id.len() > 128 {
             return bad("key_id: 1–128 bytes".into());
         }
-        if self.model_digest.len() != 64 || !self.model_digest.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return bad("model_digest: 64 hex digits".into());
+        if self.model_identity.len() != 64 || !self.model_identity.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return bad("model_identity: 64 hex digits".into());
         }
         if let Some(t) = &self.inference_token_sha256
             && (t.len() != 64 || !t.bytes().all(|b| b.is_ascii_hexdigit()))
@@ -218,9 +219,9 @@ impl EnclaveConfig {
         time::Duration::seconds(i64::try_from(self.certificate_lifetime_secs).unwrap_or(i64::MAX))
     }
 
-    pub fn model_digest(&self) -> [u8; 32] {
+    pub fn model_identity(&self) -> [u8; 32] {
         let mut d = [0u8; 32];
-        let _ = hex::decode_to_slice(&self.model_digest, &mut d);
+        let _ = hex::decode_to_slice(&self.model_identity, &mut d);
         d
     }
 }
@@ -241,7 +242,7 @@ service_ca = "/etc/nacre/service-ca.pem"
 tee = "sim"
 key_id = "fraud-mlp"
 model_name = "fraud-mlp"
-model_digest = "0000000000000000000000000000000000000000000000000000000000000000"
+model_identity = "0000000000000000000000000000000000000000000000000000000000000000"
 "#;
 
     #[test]

@@ -16,6 +16,7 @@ mod clock;
 mod config;
 mod lifecycle;
 mod serve;
+mod signature;
 mod unlock;
 
 use std::process::ExitCode;
@@ -122,7 +123,11 @@ fn start(config: EnclaveConfig, app: &App) -> Result<Serving<Schedule>, Failure>
         let schedule = app.serve_model(Ready {
             model: r.model.model,
             metadata,
-            model_digest: header.model_digest,
+            binding: nacre_wire::binding::ModelBinding {
+                model_identity: header.model_identity,
+                guard_digest: header.guard_digest(),
+                release_key_digest: r.model.release_key_digest,
+            },
             attester: Mutex::new(r.attester),
             attestation_result: r.attestation_result,
         })?;

@@ -5,14 +5,16 @@
 //! wiped-on-drop buffer; tract loads it; the buffer and the key are wiped.
 //!
 //! The disk is the host's: its header is only a hint for which version to ask for. What is
-//! trusted is what `open` returns after every chunk authenticated under the released key,
-//! and that must name the key, model and digest of the measured configuration.
+//! trusted is what `open` returns after every chunk authenticated under the released key and
+//! the identity was recomputed from the plaintext, and that must name the key, model and
+//! identity of the measured configuration. A publisher's signature bundle in the header must
+//! state that same model (its signer was checked by the service at registration).
 
 use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom};
 
 use nacre_attestation_client::Client;
-use nacre_sealed::{AwsLcGcm, DataKey, Header};
+use nacre_sealed::{AwsLcGcm, DataKey, FileRange, Header};
 
 use crate::attest::Attester;
 use crate::config::EnclaveConfig;
@@ -23,6 +25,8 @@ pub struct Unlocked {
     pub model: nacre_model::Model,
     /// The service's COSE_Sign1 attestation result.
     pub attestation_result: Vec<u8>,
+    /// SHA-256 of the HPKE public key this guest sent with its key-release request.
+    pub release_key_digest: [u8; 32],
 }
 
 /// `stage` is told when the key is released and when the model is unsealed (cold-start
@@ -73,30 +77,44 @@ pub fn unlock(
         AwsLcGcm::new(&key).map_err(|e| unseal(e.to_string()))?
     };
     let disk = File::open(device).map_err(|e| unseal(format!("{}: {e}", device.display())))?;
-    // A block device ends on a sector boundary: read exactly the sealed length.
-    let (header, plain) =
-        nacre_sealed::open(BufReader::new(disk.take(sealed_len)), &cipher, config.max_model_bytes)
-            .map_err(|e| unseal(e.to_string()))?;
+    // A block device ends on a sector boundary: read exactly the sealed length, a shard per core.
+    let opened = nacre_sealed::open(
+        &FileRange::new(&disk, 0, sealed_len),
+        &cipher,
+        config.max_model_bytes,
+        nacre_sealed::workers::available(),
+    )
+    .map_err(|e| unseal(e.to_string()))?;
     drop(cipher);
     stage("unsealed");
+    let header = &opened.header;
     if header.key_id != config.key_id
         || header.model_name != config.model_name
-        || header.model_digest != config.model_digest()
+        || header.model_identity != config.model_identity()
     {
         return Err(unseal(format!(
-            "the sealed model is {} (key {}, digest {}), not the {} (key {}, digest {}) this image serves",
+            "the sealed model is {} (key {}, identity {}), not the {} (key {}, identity {}) this image serves",
             header.model_name,
             header.key_id,
-            hex::encode(header.model_digest),
+            hex::encode(header.model_identity),
             config.model_name,
             config.key_id,
-            config.model_digest
+            config.model_identity
         )));
     }
+    if let Some(bundle) = &header.signature_bundle {
+        crate::signature::check_subject(bundle, &opened).map_err(|e| unseal(e.to_string()))?;
+    }
     // The typed error only: tract's text can quote the model's constant tensors.
-    let model = nacre_model::Model::load(plain.as_slice()).map_err(Failure::Model)?;
-    drop(plain); // wiped: tract holds its own copy of the weights
-    Ok(Unlocked { header, model, attestation_result: released.attestation_result })
+    let model = nacre_model::Model::load(opened.plaintext.as_slice()).map_err(Failure::Model)?;
+    let header = opened.header.clone();
+    drop(opened); // wiped: tract holds its own copy of the weights
+    Ok(Unlocked {
+        header,
+        model,
+        attestation_result: released.attestation_result,
+        release_key_digest: released.release_key_digest,
+    })
 }
 
 /// Largest padding after the sealed stream: a block device rounds its size up to a sector.

@@ -40,7 +40,7 @@ fn serves_verified_inference_and_survives_bad_requests() {
         let mut s = AttestedSession::connect(&stack.url, &policy).await.unwrap();
         assert_eq!(s.peer().claims().measurement, MEASUREMENT);
         assert_eq!(s.fresh().measurement, MEASUREMENT);
-        assert_eq!(s.peer().model_digest(), &stack.model_digest);
+        assert_eq!(s.peer().model_identity(), &stack.model_identity);
 
         let meta = s.metadata("sample-mlp").await.unwrap();
         assert_eq!(meta["inputs"][0], json!({"name": "x", "datatype": "FP32", "shape": [1, 4]}));
@@ -125,7 +125,7 @@ fn clients_refuse_another_measurement_or_model_before_sending_input() {
     let stack = Stack::start(sample());
     stack.wait_for("NACRE-ENCLAVE-SERVING", SERVING);
     stack.rt.block_on(async {
-        let other_measurement = stack.client_policy([0x11; 48], stack.model_digest);
+        let other_measurement = stack.client_policy([0x11; 48], stack.model_identity);
         match AttestedSession::connect(&stack.url, &other_measurement).await {
             Err(ClientError::Certificate(AtlsError::Evidence(e))) => {
                 assert!(e.to_string().contains("measurement"), "{e}")

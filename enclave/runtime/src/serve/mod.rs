@@ -65,8 +65,9 @@ use tls::Presented;
 pub struct Ready {
     pub model: nacre_model::Model,
     pub metadata: ModelMetadata,
-    /// The digest every attested certificate binds.
-    pub model_digest: [u8; 32],
+    /// What every attested certificate binds: the model identity, the guard manifest's digest
+    /// and the release key's digest.
+    pub binding: nacre_wire::binding::ModelBinding,
     /// Serialises attestations (fresh ones and certificate renewals: one request at a time to
     /// the secure processor).
     pub attester: Mutex<Box<dyn Attester + Send>>,
@@ -215,7 +216,7 @@ impl App {
             self.certificate_lifetime,
         );
         let mut attester = ready.attester.lock().unwrap_or_else(|p| p.into_inner());
-        AttestedCert::generate(&options, ready.model_digest, |rd| attester.attest(&rd))
+        AttestedCert::generate(&options, ready.binding, |rd| attester.attest(&rd))
             .map(Arc::new)
             .map_err(|e| format!("attested certificate: {e}"))
     }

@@ -74,7 +74,11 @@ fn serving() -> Serving {
         .serve_model(Ready {
             model,
             metadata,
-            model_digest: [7; 32],
+            binding: nacre_wire::binding::ModelBinding {
+                model_identity: [7; 32],
+                guard_digest: [0; 32],
+                release_key_digest: [6; 32],
+            },
             attester: Mutex::new(Box::new(attester.clone())),
             attestation_result: vec![],
         })
@@ -199,7 +203,7 @@ fn certificate_renews_at_half_life() {
     assert_eq!(renew::step(&app, &mut schedule), Step::Renewed { issued_at: T0 + DAY / 2 });
     let second = current(&app);
     assert_ne!(second.spki_sha256(), first.spki_sha256(), "a new key");
-    assert_eq!(second.model_digest(), first.model_digest());
+    assert_eq!(second.model(), first.model());
     assert_eq!(second.not_after(), T0 + DAY / 2 + DAY);
     assert_eq!(attester.calls.load(Ordering::SeqCst), attestations + 1, "fresh evidence");
 

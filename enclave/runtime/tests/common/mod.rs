@@ -16,7 +16,7 @@ use nacre_attestation_service::config::Config;
 use nacre_attestation_service::service::Service;
 use nacre_client::ClientPolicy;
 use nacre_host::sp::{SecureProcessor, SimIdentity};
-use nacre_sealed::{AwsLcGcm, DataKey, SealParams};
+use nacre_sealed::{AwsLcGcm, DataKey, Output, SealParams};
 use nacre_sim::{SimCa, SimParams};
 
 /// The measurement the simulated secure processor reports for the host-process enclave.
@@ -72,7 +72,7 @@ pub struct Stack {
     pub admin_token: String,
     pub service: Arc<Service>,
     pub sim_ark: PathBuf,
-    pub model_digest: [u8; 32],
+    pub model_identity: [u8; 32],
     enclave: Child,
     pub lines: Arc<Mutex<Vec<String>>>,
     /// `https://127.0.0.1:PORT` of the enclave.
@@ -121,17 +121,12 @@ impl Stack {
         rt.spawn(sp.serve(listener, "host-process".into()));
         // Seal and register the model.
         let key = DataKey::generate().unwrap();
-        let params = SealParams {
-            key_id: KEY_ID.into(),
-            key_version: 1,
-            model_name: options.model_name.clone(),
-            model_version: "1".into(),
-            chunk_size: 64 << 10,
-        };
+        let params =
+            SealParams { chunk_size: 64 << 10, ..SealParams::new(KEY_ID, 1, &options.model_name, "1") };
         let mut sealed = Vec::new();
         let cipher = AwsLcGcm::new(&key).unwrap();
         let header =
-            nacre_sealed::seal(std::io::Cursor::new(&options.model), &mut sealed, &cipher, &params, |_| {})
+            nacre_sealed::seal(&options.model[..], Output::Memory(&mut sealed), &cipher, &params, 2, &|_| {})
                 .unwrap();
         if let Some(tamper) = options.tamper {
             tamper(&mut sealed);
@@ -148,11 +143,11 @@ impl Stack {
         std::fs::write(dir.join("service-ca.pem"), &service_ca).unwrap();
         let enclave_config = format!(
             "service_url = \"{service_url}\"\nservice_ca = \"{}\"\ntee = \"sim\"\nkey_id = \"{KEY_ID}\"\n\
-             model_name = \"{}\"\nmodel_digest = \"{}\"\nlisten = \"127.0.0.1:0\"\nsealed_device = \"{}\"\n\
+             model_name = \"{}\"\nmodel_identity = \"{}\"\nlisten = \"127.0.0.1:0\"\nsealed_device = \"{}\"\n\
              sim_socket = \"{}\"\n{}",
             dir.join("service-ca.pem").display(),
             options.model_name,
-            hex::encode(header.model_digest),
+            hex::encode(header.model_identity),
             sealed_path.display(),
             sp_socket.display(),
             options.extra_config,
@@ -181,7 +176,7 @@ impl Stack {
             admin_token,
             service,
             sim_ark,
-            model_digest: header.model_digest,
+            model_identity: header.model_identity,
             enclave,
             lines,
             url: String::new(),
@@ -208,11 +203,11 @@ impl Stack {
         }
     }
 
-    /// A client policy allowing `measurement` and expecting `model_digest`.
-    pub fn client_policy(&self, measurement: [u8; 48], model_digest: [u8; 32]) -> ClientPolicy {
+    /// A client policy allowing `measurement` and expecting `model_identity`.
+    pub fn client_policy(&self, measurement: [u8; 48], model_identity: [u8; 32]) -> ClientPolicy {
         let text = format!(
-            "model_digest = \"{}\"\ninsecure_sim_root = \"{}\"\n[appraisal.sim]\nmeasurements = [\"{}\"]\n",
-            hex::encode(model_digest),
+            "model_identity = \"{}\"\ninsecure_sim_root = \"{}\"\n[appraisal.sim]\nmeasurements = [\"{}\"]\n",
+            hex::encode(model_identity),
             self.sim_ark.display(),
             hex::encode(measurement)
         );
@@ -220,7 +215,7 @@ impl Stack {
     }
 
     pub fn policy(&self) -> ClientPolicy {
-        self.client_policy(MEASUREMENT, self.model_digest)
+        self.client_policy(MEASUREMENT, self.model_identity)
     }
 }
 

@@ -177,7 +177,7 @@ fn nacre_proxy_forwards_tritonclient_only_over_a_verified_connection() {
     let before = inferences(&stack, "fraud-mlp");
     for (what, policy) in [
         ("model digest", stack.client_policy(super::common::MEASUREMENT, [0x5a; 32])),
-        ("measurement", stack.client_policy([0x5a; 48], stack.model_digest)),
+        ("measurement", stack.client_policy([0x5a; 48], stack.model_identity)),
     ] {
         match start_proxy(&stack, policy, None) {
             Err(ProxyError::Refused(v)) => {

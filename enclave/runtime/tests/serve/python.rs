@@ -17,10 +17,10 @@ const TOKEN: &str = "python-package-token-0123456789";
 const IDLE_SECS: u64 = 3;
 
 /// A client policy file as `Stack::client_policy` builds it (the sim root, one measurement).
-fn policy_file(stack: &Stack, name: &str, measurement: [u8; 48], model_digest: [u8; 32]) -> PathBuf {
+fn policy_file(stack: &Stack, name: &str, measurement: [u8; 48], model_identity: [u8; 32]) -> PathBuf {
     let text = format!(
-        "model_digest = \"{}\"\ninsecure_sim_root = \"{}\"\n[appraisal.sim]\nmeasurements = [\"{}\"]\n",
-        hex::encode(model_digest),
+        "model_identity = \"{}\"\ninsecure_sim_root = \"{}\"\n[appraisal.sim]\nmeasurements = [\"{}\"]\n",
+        hex::encode(model_identity),
         stack.sim_ark.display(),
         hex::encode(measurement)
     );
@@ -91,9 +91,9 @@ fn python_package_verifies_before_anything_is_sent() {
     let stack = Stack::start(options);
     stack.wait_for("NACRE-ENCLAVE-SERVING", SERVING);
     let url = stack.url.as_str();
-    let policy = policy_file(&stack, "policy.toml", MEASUREMENT, stack.model_digest);
+    let policy = policy_file(&stack, "policy.toml", MEASUREMENT, stack.model_identity);
     let wrong_digest = policy_file(&stack, "wrong-digest.toml", MEASUREMENT, [0x5a; 32]);
-    let wrong_measurement = policy_file(&stack, "wrong-measurement.toml", [0x5a; 48], stack.model_digest);
+    let wrong_measurement = policy_file(&stack, "wrong-measurement.toml", [0x5a; 48], stack.model_identity);
     let token_file = stack.dir.join("token");
     std::fs::write(&token_file, TOKEN).unwrap();
     // Another self-signed certificate than the enclave's: the attestation service's CA.
@@ -102,12 +102,12 @@ fn python_package_verifies_before_anything_is_sent() {
         let s = AttestedSession::connect(url, &stack.policy()).await.unwrap();
         hex::encode(s.peer().spki_sha256())
     });
-    let digest = hex::encode(stack.model_digest);
+    let digest = hex::encode(stack.model_identity);
 
     // 1. Accepted with every step passed, the Rust client's key; the sim root needs the opt-in.
     run(
         "nacre_package.py",
-        &["accept", "--url", url, "--policy", utf8(&policy), "--spki", &spki, "--model-digest", &digest],
+        &["accept", "--url", url, "--policy", utf8(&policy), "--spki", &spki, "--model-identity", &digest],
     );
 
     // 2. Refusals at the attested certificate; the enclave counts no inference request.
