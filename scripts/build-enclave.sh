@@ -43,7 +43,14 @@ guest=$bin-guest
 tmp=$(mktemp "$guest.XXXXXX") # tests may run this script concurrently: each renames its own copy
 # Symbols go too: LLVM names promoted local symbols with a hash (`….llvm.<n>`) that differs
 # between build directories although the code is the same, and the linker's build ID hashes them.
-strip --strip-all --remove-section=.note.gnu.build-id -o "$tmp" "$bin"
+# `.dep-v0` (the dependency list enclave/runtime/build.rs embeds, for `cargo audit bin` and the
+# image's SBOM) is kept, and must be there.
+strip --strip-all --remove-section=.note.gnu.build-id --keep-section=.dep-v0 -o "$tmp" "$bin"
+if ! readelf -S "$tmp" | grep -qF ' .dep-v0 '; then
+    rm -f "$tmp"
+    echo "build-enclave.sh: the guest binary has no .dep-v0 dependency list" >&2
+    exit 1
+fi
 # What the guest gets must not depend on where it was built. (The unstripped binary still has
 # them in the DWARF of C and assembly objects, which cc compiles without the remapping.)
 for path in "$repo" "$target" "$cargo_home"; do

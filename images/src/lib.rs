@@ -7,6 +7,7 @@
 
 pub mod build;
 pub mod cpio;
+pub mod deps;
 pub mod kernel;
 pub mod measure;
 pub mod modules;
