@@ -163,6 +163,7 @@ fn reference_values_import_and_list() {
             vmlinuz_sha256: "a".repeat(64),
             initrd_sha256: "b".repeat(64),
             cmdline: "console=ttyS0".into(),
+            sbom_sha256: None,
         },
         measurements: vec![Expected {
             tee: "sim".into(),

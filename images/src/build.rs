@@ -132,6 +132,8 @@ pub enum BuildError {
     Input { what: &'static str, message: String },
     #[error(transparent)]
     Module(#[from] ModuleError),
+    #[error(transparent)]
+    Sbom(#[from] crate::sbom::SbomError),
 }
 
 fn io(path: &Path, e: impl std::fmt::Display) -> BuildError {
@@ -146,6 +148,8 @@ pub struct Image {
     pub cmdline: String,
     /// Module names in load order, for the record.
     pub modules: Vec<String>,
+    /// The CycloneDX SBOM of the three ([`crate::sbom`]), written as `sbom.cdx.json`.
+    pub sbom: Vec<u8>,
 }
 
 impl Image {
@@ -153,13 +157,14 @@ impl Image {
         hex::encode(digest(&SHA256, data))
     }
 
-    /// Writes `vmlinuz`, `initrd` and `cmdline` into `dir`.
+    /// Writes `vmlinuz`, `initrd`, `cmdline` and the SBOM (`sbom.cdx.json`) into `dir`.
     pub fn write(&self, dir: &Path) -> Result<(), BuildError> {
         std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
         for (name, data) in [
             ("vmlinuz", self.kernel.as_slice()),
             ("initrd", &self.initrd),
             ("cmdline", self.cmdline.as_bytes()),
+            (crate::sbom::FILE_NAME, &self.sbom),
         ] {
             let path = dir.join(name);
             std::fs::write(&path, data).map_err(|e| io(&path, e))?;
@@ -218,12 +223,18 @@ pub fn build(spec: &ImageSpec) -> Result<Image, BuildError> {
     }
     // Parents before children, everything else by path: the order is a function of the names.
     entries.sort_by(|a, b| a.path().cmp(b.path()));
-    Ok(Image {
-        kernel,
-        initrd: cpio::write(&entries),
-        cmdline,
-        modules: mods.into_iter().map(|m| m.name).collect(),
-    })
+    let initrd = cpio::write(&entries);
+    let sbom = crate::sbom::sbom(&crate::sbom::Parts {
+        kernel: &kernel,
+        initrd: &initrd,
+        cmdline: &cmdline,
+        entries: &entries,
+        tee: spec.tee.as_str(),
+        model_name: &spec.model.model_name,
+        key_id: &spec.model.key_id,
+        model_identity: &spec.model.model_identity,
+    })?;
+    Ok(Image { kernel, initrd, cmdline, modules: mods.into_iter().map(|m| m.name).collect(), sbom })
 }
 
 /// `/etc/nacre/enclave.toml`, the enclave's measured configuration (its fields are those of

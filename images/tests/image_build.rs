@@ -86,6 +86,68 @@ fn same_inputs_same_bytes_in_different_directories() {
     }
 }
 
+/// Issue 16: the SBOM describes the bytes that are measured (the pinned kernel by its Debian
+/// package, the initrd and each file in it, busybox by its banner, the model by its identity),
+/// is valid CycloneDX 1.6, and is the same for the same inputs.
+#[test]
+fn the_sbom_describes_the_measured_bytes() {
+    let dir = scratch("image-sbom");
+    // An enclave that embeds a dependency list: busybox with a `.dep-v0` section added.
+    let list = br#"{"packages":[{"name":"nacre-enclave","version":"0.1.0","source":"local","dependencies":[1],"root":true},
+        {"name":"hyper","version":"1.8.1","source":"crates.io"}],"format":1}"#;
+    let section = dir.join("dep-v0");
+    std::fs::write(&section, miniz_oxide::deflate::compress_to_vec_zlib(list, 7)).unwrap();
+    let enclave = dir.join("enclave");
+    let status = std::process::Command::new("objcopy")
+        .arg(format!("--add-section=.dep-v0={}", section.display()))
+        .args(["/bin/busybox".as_ref(), enclave.as_os_str()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut s = spec(&dir);
+    s.enclave = enclave.clone();
+    let image = build(&s).unwrap();
+    common::validate_cyclonedx(&image.sbom);
+    assert_eq!(build(&s).unwrap().sbom, image.sbom, "deterministic");
+
+    let sha = |b: &[u8]| nacre_images::build::Image::sha256(b);
+    let bom: serde_json::Value = serde_json::from_slice(&image.sbom).unwrap();
+    let [kernel, initrd, model] = bom["components"].as_array().unwrap().as_slice() else { panic!("{bom}") };
+    let pin = nacre_images::kernel::pin();
+    assert_eq!(kernel["name"], pin.package.as_str());
+    assert_eq!(kernel["purl"], format!("pkg:deb/debian/{}@{}?arch=amd64", pin.package, pin.version));
+    assert_eq!(kernel["hashes"][0]["content"], sha(&image.kernel));
+    assert_eq!(initrd["hashes"][0]["content"], sha(&image.initrd));
+    let files = initrd["components"].as_array().unwrap();
+    let file = |name: &str| files.iter().find(|c| c["name"] == name).unwrap_or_else(|| panic!("{name}"));
+    let enclave_c = file("nacre-enclave");
+    assert_eq!(enclave_c["hashes"][0]["content"], sha(&std::fs::read(&enclave).unwrap()));
+    assert_eq!(enclave_c["components"][0]["purl"], "pkg:cargo/hyper@1.8.1");
+    let busybox = file("busybox");
+    assert!(busybox["version"].as_str().unwrap().starts_with("1."), "{busybox}");
+    assert!(busybox["purl"].as_str().unwrap().starts_with("pkg:deb/debian/busybox-static@"), "{busybox}");
+    for m in &image.modules {
+        // Built-in modules have no file.
+        if let Some(c) = files.iter().find(|c| c["name"] == format!("lib/modules/{m}.ko")) {
+            assert_eq!(c["type"], "file");
+        }
+    }
+    assert!(
+        files
+            .iter()
+            .any(|c| c["name"] == "lib/modules/sev-guest.ko" || c["name"] == "lib/modules/sev_guest.ko")
+    );
+    assert_eq!(file("etc/nacre/enclave.toml")["type"], "file");
+    assert_eq!(model["type"], "machine-learning-model");
+    assert_eq!(model["properties"][0]["value"], "ab".repeat(32), "the model identity");
+    assert_eq!(bom["metadata"]["properties"][0]["value"], image.cmdline.as_str());
+
+    // What build() wrote is what Image::write writes.
+    let out = dir.join("out");
+    image.write(&out).unwrap();
+    assert_eq!(std::fs::read(out.join(nacre_images::sbom::FILE_NAME)).unwrap(), image.sbom);
+}
+
 #[test]
 fn gnu_cpio_reads_the_initrd_back() {
     let dir = scratch("image-cpio");

@@ -42,6 +42,11 @@ pub struct ImageDigests {
     pub vmlinuz_sha256: String,
     pub initrd_sha256: String,
     pub cmdline: String,
+    /// SHA-256 of the image's CycloneDX SBOM (`sbom.cdx.json`, written beside the image by
+    /// `nacre image build`), so that the signature over these values covers the SBOM too (v2;
+    /// optional: documents signed before the SBOM existed have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sbom_sha256: Option<String>,
 }
 
 /// The launch measurement a TEE reports for this image under one launch shape.
@@ -162,6 +167,14 @@ impl ReferenceValues {
         }
         if v1 && self.snp_min_tcb.is_some() {
             return bad("snp_min_tcb is a v2 field".into());
+        }
+        if let Some(sbom) = &self.image.sbom_sha256 {
+            if v1 {
+                return bad("image.sbom_sha256 is a v2 field".into());
+            }
+            if !is_hex(sbom, 32) {
+                return bad("image.sbom_sha256 must be 64 lowercase hex digits".into());
+            }
         }
         for m in &self.measurements {
             if !["sim", "snp", "tdx"].contains(&m.tee.as_str()) {
@@ -326,6 +339,7 @@ mod tests {
                 vmlinuz_sha256: "a".repeat(64),
                 initrd_sha256: "b".repeat(64),
                 cmdline: "console=ttyS0".into(),
+                sbom_sha256: None,
             },
             measurements: vec![Expected {
                 tee: "sim".into(),
@@ -467,6 +481,42 @@ mod tests {
         assert_eq!(back, doc);
         doc.format = FORMAT_V1.into();
         assert!(doc.sign(&key).is_err());
+    }
+
+    /// Issue 16: the SBOM's digest is signed with the values (v2 only, 64 lowercase hex digits);
+    /// a document without one still verifies, and a reader refuses fields it does not know.
+    #[test]
+    fn sbom_digest_is_signed_in_v2_only() {
+        let (key, pk) = generate_signing_key().unwrap();
+        let mut doc = sample();
+        doc.image.sbom_sha256 = Some("e".repeat(64));
+        let (bytes, sig) = doc.sign(&key).unwrap();
+        assert!(
+            String::from_utf8_lossy(&bytes).contains(&format!("\"sbom_sha256\": \"{}\"", "e".repeat(64)))
+        );
+        let back = ReferenceValues::verify(&bytes, &serde_json::to_vec(&sig).unwrap(), &[pk]).unwrap();
+        assert_eq!(back, doc);
+        // Without one: the field is left out, not written as null.
+        let (bytes, _) = sample().sign(&key).unwrap();
+        assert!(!String::from_utf8_lossy(&bytes).contains("sbom"));
+        for (value, reason) in [("E".repeat(64), "sbom_sha256"), ("e".repeat(63), "sbom_sha256")] {
+            doc.image.sbom_sha256 = Some(value);
+            assert!(doc.check().unwrap_err().to_string().contains(reason));
+        }
+        doc.image.sbom_sha256 = Some("e".repeat(64));
+        doc.format = FORMAT_V1.into();
+        assert!(doc.check().unwrap_err().to_string().contains("v2 field"));
+        // Strict: a field this reader does not know is refused.
+        let (bytes, _) = sample().sign(&key).unwrap();
+        let odd = String::from_utf8(bytes)
+            .unwrap()
+            .replace("\"cmdline\"", "\"sbom_sha512\": \"x\",\n    \"cmdline\"");
+        assert!(
+            ReferenceValues::parse_unverified(odd.as_bytes())
+                .unwrap_err()
+                .to_string()
+                .contains("unknown field")
+        );
     }
 
     #[test]

@@ -213,6 +213,7 @@ mod tests {
                 vmlinuz_sha256: "1".repeat(64),
                 initrd_sha256: "2".repeat(64),
                 cmdline: String::new(),
+                sbom_sha256: None,
             },
             measurements: measurements
                 .iter()

@@ -261,6 +261,7 @@ fn reference_values(pkcs8: &[u8], name: &str, sim: &[[u8; 48]]) -> (Vec<u8>, Vec
             vmlinuz_sha256: "a".repeat(64),
             initrd_sha256: "b".repeat(64),
             cmdline: "console=ttyS0".into(),
+            sbom_sha256: None,
         },
         measurements,
         snp_min_tcb: None,

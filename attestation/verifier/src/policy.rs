@@ -377,6 +377,7 @@ mod tests {
                 vmlinuz_sha256: "a".repeat(64),
                 initrd_sha256: "b".repeat(64),
                 cmdline: String::new(),
+                sbom_sha256: None,
             },
             measurements,
             snp_min_tcb: floor.map(|f| serde_json::from_str(f).unwrap()),

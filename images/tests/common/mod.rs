@@ -2,6 +2,9 @@
 //! which fetches, verifies and caches them; it is idempotent and cheap once run.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod cyclonedx;
+pub use cyclonedx::validate_cyclonedx;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::OnceLock;
