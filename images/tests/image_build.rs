@@ -107,7 +107,7 @@ fn the_sbom_describes_the_measured_bytes() {
     let mut s = spec(&dir);
     s.enclave = enclave.clone();
     let image = build(&s).unwrap();
-    common::validate_cyclonedx(&image.sbom);
+    common::cyclonedx::validate_cyclonedx(&image.sbom);
     assert_eq!(build(&s).unwrap().sbom, image.sbom, "deterministic");
 
     let sha = |b: &[u8]| nacre_images::build::Image::sha256(b);

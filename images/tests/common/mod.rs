@@ -2,8 +2,7 @@
 //! which fetches, verifies and caches them; it is idempotent and cheap once run.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod cyclonedx;
-pub use cyclonedx::validate_cyclonedx;
+pub mod cyclonedx;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
