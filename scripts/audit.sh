@@ -48,7 +48,8 @@ cargo deny --offline check licenses bans sources advisories
 # One list of excused advisories for both tools: deny.toml's [advisories] ignore ids (each with
 # its reason there), passed to cargo-audit, which has no reasons of its own.
 ignores=()
-for id in $(sed -n '/^\[advisories\]/,/^\[/p' deny.toml | sed -n '/^ignore *= *\[/,/\]/p' |
+# (Comments are dropped first, so that an id a comment mentions is not taken for an excuse.)
+for id in $(sed -n '/^\[advisories\]/,/^\[/p' deny.toml | sed 's/#.*//' | sed -n '/^ignore *= *\[/,/\]/p' |
     grep -oE 'RUSTSEC-[0-9]{4}-[0-9]{4}' || true); do
     ignores+=(--ignore "$id")
 done
