@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use nacre_attestation_client::{Client, ClientError};
+use nacre_attestation_client::{Client, ClientError, ModelRegistration};
 use nacre_protocol::ErrorCode;
 use nacre_sealed::{AwsLcGcm, DataKey, FileRange, KeyFile, ModelIdentity, Output, SealError, SealParams};
 use nacre_signing::{Manifest, Trust};
@@ -302,13 +302,23 @@ pub fn seal(args: SealArgs) -> anyhow::Result<ExitCode> {
             (header, path.display().to_string())
         }
         KeySink::Service { client, policy } => {
-            let register = |_: &nacre_sealed::Header| {
+            // The service learns the model's identity and the publisher's bundle with the key, so
+            // that a release policy naming signers can check them (it never sees the plaintext).
+            let register = |header: &nacre_sealed::Header| {
+                let model = ModelRegistration::new(header.model_identity, header.signature_bundle.clone());
                 let info = rt.block_on(async {
                     match policy {
                         Some(policy) if params.key_version == 1 => {
-                            client.create_key(&params.key_id, key.expose(), policy).await
+                            client
+                                .create_key_for_model(&params.key_id, key.expose(), policy, Some(model))
+                                .await
                         }
-                        _ => client.rotate_key(&params.key_id, key.expose(), Some(params.key_version)).await,
+                        _ => {
+                            let version = Some(params.key_version);
+                            client
+                                .rotate_key_for_model(&params.key_id, key.expose(), version, Some(model))
+                                .await
+                        }
                     }
                 });
                 info.map(drop).context("registering the key")

@@ -432,7 +432,7 @@ mod tests {
         let bc = parsed.basic_constraints().unwrap().unwrap();
         assert!(!bc.value.ca && bc.value.path_len_constraint.is_none());
         assert!(!parsed.is_ca());
-        assert_eq!(parsed.extensions().len(), 7, "SAN, KU, EKU, BC, SKI, AKI, evidence");
+        assert_eq!(parsed.extensions().len(), 8, "SAN, KU, EKU, BC, SKI, AKI, evidence, model binding");
     }
 
     /// An independent X.509 implementation, as strict as it gets, with the certificate as its

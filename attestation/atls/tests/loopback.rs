@@ -333,10 +333,16 @@ async fn evidence_copied_into_a_certificate_with_another_key_is_refused() {
     let tee = SimTee::new();
     let genuine = tee.cert();
     let ext = nacre_atls::extension::custom_extension(genuine.evidence()).unwrap();
-    let (der, key) = forged_cert(vec![ext]);
+    let binding = nacre_atls::extension::binding_extension(genuine.model());
+    let (der, key) = forged_cert(vec![ext.clone(), binding]);
     let server = serve(tls13_server(der, &key), None, Mode::Honest).await;
     let e = tee.client(&[MEASUREMENT], MODEL).refused(server.addr).await;
     assert!(matches!(&e, AtlsError::Evidence(v) if is_report_data_mismatch(v)), "{e}");
+    // Without the model binding extension, the certificate is refused before any appraisal.
+    let (der, key) = forged_cert(vec![ext]);
+    let server = serve(tls13_server(der, &key), None, Mode::Honest).await;
+    let e = tee.client(&[MEASUREMENT], MODEL).refused(server.addr).await;
+    assert!(matches!(&e, AtlsError::Malformed(nacre_atls::Malformed::NoBinding)), "{e}");
 }
 
 #[tokio::test]

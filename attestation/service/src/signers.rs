@@ -55,9 +55,6 @@ pub const MAX_SIGNER_PEM_LEN: usize = 32 * 1024;
 /// Longest certificate identity.
 pub const MAX_IDENTITY_LEN: usize = 1024;
 
-/// Domain separation of the sealed format v2's model identity (nacre_sealed::identity).
-const IDENTITY_DOMAIN: &[u8; 22] = b"NACRE-MODEL-IDENTITY-2";
-
 /// One `[[signers]]` entry as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -168,19 +165,10 @@ pub struct ModelRow {
 }
 
 /// The sealed format v2's model identity of a model of `len` bytes in `shard_size`-byte shards
-/// with these digests: SHA-256("NACRE-MODEL-IDENTITY-2" ‖ len u64 BE ‖ shard_size u64 BE ‖
-/// digests), as `nacre_sealed::ModelIdentity::identity` computes it (docs/sealed-format.md).
+/// with these digests (docs/sealed-format.md): the sealed crate's own computation, so that the
+/// service and the enclave cannot disagree.
 pub fn model_identity(len: u64, shard_size: u64, digests: &[[u8; 32]]) -> [u8; 32] {
-    let mut ctx = digest::Context::new(&digest::SHA256);
-    ctx.update(IDENTITY_DOMAIN);
-    ctx.update(&len.to_be_bytes());
-    ctx.update(&shard_size.to_be_bytes());
-    for d in digests {
-        ctx.update(d);
-    }
-    let mut out = [0u8; 32];
-    out.copy_from_slice(ctx.finish().as_ref());
-    out
+    nacre_sealed::ModelIdentity { len, shard_size, shard_digests: digests.to_vec() }.identity()
 }
 
 /// Does `manifest` match the model `identity`? A shard manifest does when the identity
@@ -397,7 +385,7 @@ mod tests {
     #[test]
     fn identity_is_the_sealed_formula() {
         // SHA-256("NACRE-MODEL-IDENTITY-2" || 3 as u64 BE || 1 MiB as u64 BE || [1; 32]).
-        let mut m = IDENTITY_DOMAIN.to_vec();
+        let mut m = b"NACRE-MODEL-IDENTITY-2".to_vec();
         m.extend_from_slice(&3u64.to_be_bytes());
         m.extend_from_slice(&(1u64 << 20).to_be_bytes());
         m.extend_from_slice(&[1; 32]);

@@ -61,3 +61,80 @@ pub fn check_subject(bundle: &[u8], opened: &Opened) -> Result<(), SignatureMism
         _ => Err(SignatureMismatch::UnknownManifest),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use super::*;
+    use nacre_sealed::{AwsLcGcm, DataKey, Output, SealParams};
+
+    /// The bundles model-signing 1.1.1 made (attestation/signing/tests/fixtures, README there).
+    fn bundle(name: &str) -> Vec<u8> {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../attestation/signing/tests/fixtures/");
+        std::fs::read(format!("{dir}{name}")).unwrap()
+    }
+
+    /// The fixture model, as make.py writes it: block i = SHA-256(SEED || i as u64 BE).
+    fn model() -> Vec<u8> {
+        let len = (5 << 20) / 2 + 7;
+        let mut out = Vec::with_capacity(len + 32);
+        for i in 0u64.. {
+            if out.len() >= len {
+                break;
+            }
+            out.extend_from_slice(&nacre_sealed::identity::sha256(
+                &[&b"nacre-oms-fixture-v1"[..], &i.to_be_bytes()].concat(),
+            ));
+        }
+        out.truncate(len);
+        out
+    }
+
+    /// Seals `model` with the bundle in its slot at `shard_size`, and opens it.
+    fn opened(model: &[u8], bundle: &[u8], shard_size: u64) -> Opened {
+        let cipher = AwsLcGcm::new(&DataKey::generate().unwrap()).unwrap();
+        let params = SealParams {
+            shard_size,
+            signature_bundle: Some(bundle.to_vec()),
+            ..SealParams::new("k", 1, "m", "1")
+        };
+        let mut sealed = Vec::new();
+        nacre_sealed::seal(model, Output::Memory(&mut sealed), &cipher, &params, 2, &|_| {}).unwrap();
+        nacre_sealed::open(&sealed[..], &cipher, u64::MAX, 2).unwrap()
+    }
+
+    #[test]
+    fn a_bundle_must_state_the_opened_model() {
+        let model = model();
+        let shards = bundle("shards-1mib.sig.json");
+        let whole = bundle("whole-file.sig.json");
+        // model-signing's API default: 1,000,000,000-byte shards, one shard here.
+        let default = bundle("shards-default.sig.json");
+        check_subject(&shards, &opened(&model, &shards, 1 << 20)).unwrap();
+        check_subject(&whole, &opened(&model, &whole, 4 << 20)).unwrap();
+        check_subject(&default, &opened(&model, &default, 1_000_000_000)).unwrap();
+
+        // Sealed at another shard size than the bundle's.
+        let e = check_subject(&shards, &opened(&model, &shards, 4 << 20)).unwrap_err();
+        assert!(
+            matches!(e, SignatureMismatch::ShardSize { signed: 1_048_576, sealed: Some(4_194_304) }),
+            "{e}"
+        );
+        // Other weights under the same bundle (a key holder sealing something else): the shard
+        // that differs is named; a whole-file bundle costs the SHA-256 and refuses too.
+        let mut other = model.clone();
+        other[(1 << 20) + 5] ^= 1;
+        let e = check_subject(&shards, &opened(&other, &shards, 1 << 20)).unwrap_err();
+        assert!(matches!(e, SignatureMismatch::Shard { shard: 1 }), "{e}");
+        let e = check_subject(&whole, &opened(&other, &whole, 4 << 20)).unwrap_err();
+        assert!(matches!(e, SignatureMismatch::WholeFile), "{e}");
+        // One byte more: the length differs.
+        let mut longer = model.clone();
+        longer.push(0);
+        let e = check_subject(&shards, &opened(&longer, &shards, 1 << 20)).unwrap_err();
+        assert!(matches!(e, SignatureMismatch::Length { .. }), "{e}");
+        // Not a bundle at all.
+        let e = check_subject(b"{}", &opened(&model, &shards, 1 << 20)).unwrap_err();
+        assert!(matches!(e, SignatureMismatch::Bundle(_)), "{e}");
+    }
+}
