@@ -342,7 +342,7 @@ async fn evidence_copied_into_a_certificate_with_another_key_is_refused() {
     let (der, key) = forged_cert(vec![ext]);
     let server = serve(tls13_server(der, &key), None, Mode::Honest).await;
     let e = tee.client(&[MEASUREMENT], MODEL).refused(server.addr).await;
-    assert!(matches!(&e, AtlsError::Malformed(nacre_atls::Malformed::NoBinding)), "{e}");
+    assert!(matches!(&e, AtlsError::Malformed(Malformed::NoBinding)), "{e}");
 }
 
 #[tokio::test]
