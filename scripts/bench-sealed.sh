@@ -85,8 +85,9 @@ print()
 print("| operation | workers | size | MB/s | × P(workers) | × P(all cores) | target | result |")
 print("|---|---|---|---|---|---|---|---|")
 labels = {"seal_memory": "seal, memory → memory", "open_memory": "open, memory → memory",
+          "open_memory_ready": "open, memory → memory, until ready (wipe on drop not timed)",
           "seal_file": "seal, file → file (page cache)", "open_file": "open, file (page cache) → memory"}
-for op in ("seal_memory", "open_memory", "seal_file", "open_file"):
+for op in ("seal_memory", "open_memory", "open_memory_ready", "seal_file", "open_file"):
     for w, r in sorted(rows[op].items()):
         rate = r["bytes"] / r["seconds"] / MB
         full = rate / P

@@ -161,6 +161,18 @@ stage "model: fraud-scoring MLP (30 features -> 64 -> 32 -> 1) with onnx"
 MODEL_IDENTITY=$("$NACRE" model digest --hex "$WORK/fraud-mlp.onnx")
 note "fraud-mlp.onnx $(stat -c %s "$WORK/fraud-mlp.onnx") bytes, model identity $MODEL_IDENTITY"
 
+# --- model owner: the guard manifest (docs/guard-manifest.md) -----------------------------------
+stage "guard: nacre guard fit on training rows, self-tests from onnxruntime"
+# Reference statistics from 20,000 training rows, and four self-tests whose expected outputs
+# come from onnxruntime (tract, which serves, is what they test). The manifest is sealed into
+# the model's header; its SHA-256 is bound into every attested certificate.
+"$NACRE_PYTHON" scripts/models.py train "$WORK/train.npy" --rows 20000
+"$NACRE_PYTHON" scripts/models.py selftests "$WORK/fraud-mlp.onnx" "$WORK/selftests.json"
+GUARD_DIGEST=$("$NACRE" guard fit "$WORK/fraud-mlp.onnx" --data "$WORK/train.npy" \
+    --self-tests "$WORK/selftests.json" --out "$WORK/guard.json" 2>"$WORK/logs/guard-fit.txt")
+sed 's/^/    /' "$WORK/logs/guard-fit.txt"
+note "guard manifest $GUARD_DIGEST"
+
 # --- attestation service ----------------------------------------------------------------------
 stage "attestation service: sim CA, init (SQLite), image signer, serve"
 # INSECURE by design: the simulated secure processor's key hierarchy, trusted explicitly by the
@@ -204,8 +216,9 @@ measurements = []
 launches = []
 EOF
 "$NACRE" seal "$WORK/fraud-mlp.onnx" --out "$WORK/fraud-mlp.sealed" --name fraud-mlp --key-id fraud-mlp \
+    --guard-manifest "$WORK/guard.json" \
     --register "$SVC_URL" --ca "$WORK/svc/ca.pem" --token-file "$WORK/svc/admin.token" \
-    --policy "$WORK/locked.toml" | sed 's/^/    /'
+    --policy "$WORK/locked.toml" 2>&1 | sed 's/^/    /'
 
 # --- guest image and its reference values -----------------------------------------------------
 stage "image: build (initrd + measured config for fraud-mlp), import reference values"
@@ -320,6 +333,10 @@ fi
 cat >"$WORK/client-policy.toml" <<EOF
 # What the enclave at $SERVE_URL must prove before any input leaves.
 model_identity = "$MODEL_IDENTITY"
+# Exactly this guard manifest (\`nacre guard fit\` printed its SHA-256); the client fetches it
+# from the enclave, checks it against the attested digest and shows its settings.
+guard_digest = "$GUARD_DIGEST"
+require_guard = true
 # INSECURE, development only: simulated-TEE evidence under the demo's sim root.
 insecure_sim_root = "sim/ark.pem"
 
@@ -340,6 +357,21 @@ stage "client: nacre verify, nacre infer"
 "$NACRE" verify "$SERVE_URL" --policy "$WORK/client-policy.toml" | sed 's/^/    /'
 "$NACRE" infer "$SERVE_URL" --model fraud-mlp --input "$WORK/request.json" \
     --policy "$WORK/client-policy.toml" --token-file "$WORK/inference.token" --json >"$WORK/nacre-response.json"
+
+stage "guard: an out-of-distribution transaction is flagged"
+# Every feature in its training range, but all of them 2.5 standard deviations out at once: the
+# guard's squared Mahalanobis distance is far past the manifest's threshold, so the answer
+# carries the flag (the manifest's action; \`reject\` would refuse it with 422).
+"$NACRE_PYTHON" -c '
+import json, sys
+row = [1.0] + [2.0] * 28 + [1.0]
+json.dump({"inputs": [{"name": "features", "shape": [1, 30], "datatype": "FP32", "data": row}]}, open(sys.argv[1], "w"))' \
+    "$WORK/ood-request.json"
+"$NACRE" infer "$SERVE_URL" --model fraud-mlp --input "$WORK/ood-request.json" \
+    --policy "$WORK/client-policy.toml" --token-file "$WORK/inference.token" >"$WORK/logs/infer-ood.txt"
+sed 's/^/    /' "$WORK/logs/infer-ood.txt"
+grep -q 'flagged by the model.s guard: out_of_distribution' "$WORK/logs/infer-ood.txt" ||
+    die "the out-of-distribution request was not flagged: $(cat "$WORK/logs/infer-ood.txt")"
 
 stage "client: no token, or another token: refused (401)"
 # The same verified session and request, without the token, then with a token that is not it:
@@ -396,4 +428,5 @@ service_pid=""
 stage_end
 echo
 echo "demo: the enclave was verified before any input left, served the sealed model to the"
-echo "      holder of its token only, and its outputs equal onnxruntime's"
+echo "      holder of its token only under the owner's guard (an out-of-distribution transaction"
+echo "      flagged), and its outputs equal onnxruntime's"

@@ -371,6 +371,24 @@ def ort_outputs(model_path, feeds, names=None):
     return list(zip(names, sess.run(names, feeds)))
 
 
+def selftests(model_path, rows, seed):
+    """Self-test vectors for a guard manifest (`nacre guard fit --self-tests`): fraud-feature rows
+    one by one, with onnxruntime's outputs as the expected values (tract is what they test)."""
+    import onnxruntime as ort
+
+    sess = ort_session(model_path)
+    name = sess.get_inputs()[0].name
+    vectors = []
+    for row in fraud_features(rows, seed):
+        x = row.reshape(1, -1)
+        outs = ort_outputs(model_path, {name: x})
+        vectors.append({
+            "inputs": {name: {"shape": list(x.shape), "data": [float(v) for v in x.ravel()]}},
+            "outputs": {n: {"shape": list(a.shape), "data": [float(v) for v in a.ravel()]} for n, a in outs},
+        })
+    return {"expected_from": f"onnxruntime {ort.__version__}", "vectors": vectors}
+
+
 def ort_run(model_path, request_path, model_name=None):
     with open(request_path) as f:
         req = json.load(f)
@@ -468,7 +486,28 @@ def main(argv):
     r.add_argument("model")
     r.add_argument("request")
     r.add_argument("--iters", type=int, default=1000)
+    d = sub.add_parser("train", help="write fraud-mlp training rows (.npy float32) for `nacre guard fit`")
+    d.add_argument("out")
+    d.add_argument("--rows", type=int, default=20000)
+    d.add_argument("--seed", type=int, default=11)
+    s = sub.add_parser("selftests", help="guard self-test vectors with onnxruntime's outputs (JSON)")
+    s.add_argument("model")
+    s.add_argument("out")
+    s.add_argument("--rows", type=int, default=4)
+    s.add_argument("--seed", type=int, default=13)
     a = p.parse_args(argv)
+    if a.cmd == "train":
+        if not 2 <= a.rows <= 10_000_000:
+            p.error("--rows: 2..10000000")
+        np.save(a.out, fraud_features(a.rows, a.seed))
+        return 0
+    if a.cmd == "selftests":
+        if not 1 <= a.rows <= 256:
+            p.error("--rows: 1..256")
+        with open(a.out, "w") as f:
+            json.dump(selftests(a.model, a.rows, a.seed), f)
+            f.write("\n")
+        return 0
     if a.cmd == "make":
         want = {"dtype": 2, "dtypes": 1}.get(a.model, 1)
         if len(a.args) != want:

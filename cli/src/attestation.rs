@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use nacre_attestation_client::Client;
+use nacre_attestation_client::{Client, ModelRegistration};
 use nacre_attestation_service::config::Config;
 use nacre_attestation_service::service::Service;
 use nacre_attestation_service::store::{Store, verify_chain};
 use nacre_protocol::messages::AuditRecord;
-use nacre_sealed::KeyFile;
+use nacre_sealed::{AwsLcGcm, FileRange, KeyFile};
 
 #[derive(Subcommand, Debug)]
 pub enum AttestationCmd {
@@ -85,6 +85,8 @@ pub enum KeysCmd {
         key_file: PathBuf,
         #[arg(long)]
         policy: PathBuf,
+        #[command(flatten)]
+        model: SealedModel,
     },
     List {
         #[command(flatten)]
@@ -97,6 +99,8 @@ pub enum KeysCmd {
         key_id: String,
         #[arg(long)]
         key_file: PathBuf,
+        #[command(flatten)]
+        model: SealedModel,
     },
     /// Revoke a key, or one version: no release will ever succeed again.
     Revoke {
@@ -180,6 +184,46 @@ fn print_json<T: serde::Serialize>(v: &T) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The sealed model a key is registered for.
+#[derive(Args, Debug)]
+pub struct SealedModel {
+    /// The model this key seals (`nacre seal --key-out`'s output): it is opened with the key
+    /// file, which authenticates it and recomputes its identity, and that identity and the
+    /// header's publisher signature bundle are registered with the key. A release policy that
+    /// names signers needs them.
+    #[arg(long)]
+    sealed: Option<PathBuf>,
+}
+
+impl SealedModel {
+    /// The registration for the key file's model, if one was named: only after the model opened
+    /// under this very key (so the identity is the recomputed one, and the header is the one
+    /// the key authenticates) and its header names the key file's key id and version.
+    fn registration(&self, kf: &KeyFile) -> Result<Option<ModelRegistration>> {
+        let Some(path) = &self.sealed else { return Ok(None) };
+        let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let opened = nacre_sealed::open(
+            &FileRange::whole(&file)?,
+            &AwsLcGcm::new(&kf.key)?,
+            u64::MAX,
+            nacre_sealed::workers::available(),
+        )
+        .with_context(|| format!("{}: not opened with the key file's key", path.display()))?;
+        let h = &opened.header;
+        if h.key_id != kf.key_id || h.key_version != kf.key_version {
+            bail!(
+                "{} is sealed as {} v{}, the key file is {} v{}",
+                path.display(),
+                h.key_id,
+                h.key_version,
+                kf.key_id,
+                kf.key_version
+            );
+        }
+        Ok(Some(ModelRegistration::new(h.model_identity, h.signature_bundle.clone())))
+    }
+}
+
 fn read_key(path: &Path) -> Result<KeyFile> {
     let text = zeroize::Zeroizing::new(
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
@@ -235,7 +279,7 @@ pub fn attestation(cmd: AttestationCmd) -> Result<ExitCode> {
         }),
         AttestationCmd::Keys(cmd) => rt.block_on(async {
             match cmd {
-                KeysCmd::Add { remote, key_file, policy } => {
+                KeysCmd::Add { remote, key_file, policy, model } => {
                     let kf = read_key(&key_file)?;
                     if kf.key_version != 1 {
                         bail!(
@@ -244,16 +288,22 @@ pub fn attestation(cmd: AttestationCmd) -> Result<ExitCode> {
                         );
                     }
                     let policy = std::fs::read_to_string(&policy)?;
-                    print_json(&remote.client()?.create_key(&kf.key_id, kf.key.expose(), &policy).await?)
+                    let model = model.registration(&kf)?;
+                    let client = remote.client()?;
+                    print_json(
+                        &client.create_key_for_model(&kf.key_id, kf.key.expose(), &policy, model).await?,
+                    )
                 }
                 KeysCmd::List { remote } => print_json(&remote.client()?.list_keys().await?),
-                KeysCmd::Rotate { remote, key_id, key_file } => {
+                KeysCmd::Rotate { remote, key_id, key_file, model } => {
                     let kf = read_key(&key_file)?;
                     if kf.key_id != key_id {
                         bail!("the key file is for {}, not {key_id}", kf.key_id);
                     }
+                    let model = model.registration(&kf)?;
                     let client = remote.client()?;
-                    print_json(&client.rotate_key(&key_id, kf.key.expose(), Some(kf.key_version)).await?)
+                    let version = Some(kf.key_version);
+                    print_json(&client.rotate_key_for_model(&key_id, kf.key.expose(), version, model).await?)
                 }
                 KeysCmd::Revoke { remote, key_id, version } => {
                     print_json(&remote.client()?.revoke_key(&key_id, version).await?)

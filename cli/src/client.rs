@@ -184,6 +184,13 @@ pub fn infer(args: InferArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!("model {} (attested)", response["model_name"].as_str().unwrap_or(&args.model));
+    if let Some(finding) = response["parameters"]["nacre_guard"].as_str() {
+        let score = response["parameters"]["nacre_ood_score"].as_f64();
+        println!(
+            "  flagged by the model's guard: {finding}{}",
+            score.map(|s| format!(" (squared distance {s:.1})")).unwrap_or_default()
+        );
+    }
     for out in response["outputs"].as_array().into_iter().flatten() {
         let shape: Vec<String> =
             out["shape"].as_array().into_iter().flatten().map(|d| d.to_string()).collect();

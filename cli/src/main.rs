@@ -3,7 +3,9 @@
 
 mod attestation;
 mod client;
+mod doctor;
 mod evidence;
+mod guard;
 mod host;
 mod image;
 mod seal;
@@ -49,6 +51,12 @@ enum Command {
     /// Model utilities.
     #[command(subcommand)]
     Model(ModelCmd),
+    /// The posture of this host and its attestation service: TEE capability, insecure options
+    /// in force, pins, reachability. Exit 1 when anything is unsafe.
+    Doctor(doctor::DoctorArgs),
+    /// The model guard's manifest: fit it to training data, check it against its model.
+    #[command(subcommand)]
+    Guard(guard::GuardCmd),
     /// Expected launch measurements computed from the boot inputs.
     #[command(subcommand)]
     Measure(image::MeasureCmd),
@@ -194,6 +202,8 @@ fn main() -> ExitCode {
         Command::Proxy(args) => client::proxy(args),
         Command::Unseal(args) => seal::unseal(args),
         Command::Model(ModelCmd::Digest(args)) => seal::digest(args),
+        Command::Guard(cmd) => guard::guard(cmd),
+        Command::Doctor(args) => doctor::doctor(args),
         Command::Model(ModelCmd::Sample { out }) => std::fs::write(&out, nacre_model::sample::mlp_onnx())
             .map(|()| ExitCode::SUCCESS)
             .map_err(|e| anyhow::anyhow!("writing {}: {e}", out.display())),

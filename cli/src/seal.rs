@@ -68,7 +68,8 @@ pub struct SealArgs {
     /// The signing certificate's identity: an e-mail address, a URI, or `cn:NAME`.
     #[arg(long, requires = "signer_roots")]
     signer_identity: Option<String>,
-    /// The owner's guard manifest, carried in the sealed header (its format comes with the guard).
+    /// The owner's guard manifest (`nacre guard fit`), carried in the sealed header: checked
+    /// against the model and its self-tests run first; a manifest that does not fit seals nothing.
     #[arg(long)]
     guard_manifest: Option<PathBuf>,
 }
@@ -216,17 +217,33 @@ pub fn seal(args: SealArgs) -> anyhow::Result<ExitCode> {
         _ => bail!("give exactly one of --key-out and --register"),
     };
     let onnx = std::fs::read(&args.model).with_context(|| format!("reading {}", args.model.display()))?;
-    if let Err(e) = nacre_model::Model::load(&onnx) {
-        // The owner's own tool on the owner's own model: tract's whole message is theirs to see.
-        eprintln!("refusing to seal {}: {e}: tract: {}", args.model.display(), e.tract_detail());
-        return Ok(ExitCode::from(1));
+    // The scan tract's load runs too, here for its report: the owner sees control flow flagged.
+    if let Ok(report) = nacre_model::scan::scan(&onnx, &nacre_model::scan::Limits::default()) {
+        eprintln!("{}", crate::guard::scan_summary(&report));
     }
+    let model = match nacre_model::Model::load(&onnx) {
+        Ok(m) => m,
+        Err(e) => {
+            // The owner's own tool on the owner's own model: tract's whole message is theirs.
+            eprintln!("refusing to seal {}: {e}: tract: {}", args.model.display(), e.tract_detail());
+            return Ok(ExitCode::from(1));
+        }
+    };
     let signature = check_signature(&args, &onnx)?;
     drop(onnx);
+    // The guard manifest must fit this model and its self-tests pass on tract, or nothing is
+    // sealed: the enclave runs the same checks and would never serve it.
     let guard_manifest = match &args.guard_manifest {
-        Some(p) => Some(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?),
+        Some(p) => match crate::guard::check_manifest(p, &model) {
+            Ok((bytes, _, _)) => Some(bytes),
+            Err(e) => {
+                eprintln!("refusing to seal {}: {e:#}", args.model.display());
+                return Ok(ExitCode::from(1));
+            }
+        },
         None => None,
     };
+    drop(model);
     let name = match args.name.clone() {
         Some(n) => n,
         None => args

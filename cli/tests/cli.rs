@@ -4,6 +4,8 @@
 // One test binary for the CLI's interface tests (each binary is a link of the whole CLI).
 #[path = "cli/evidence_log.rs"]
 mod evidence_log;
+#[path = "cli/guard.rs"]
+mod guard;
 #[path = "cli/image_serving.rs"]
 mod image_serving;
 

@@ -211,3 +211,296 @@ fn reference_values_import_and_list() {
     drop(svc);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A publisher's OMS bundles over `nacre model sample`'s ONNX model, made by model-signing
+/// (attestation/signing/tests/fixtures): verified by `nacre seal --signature` before anything is
+/// sealed, carried in the sealed header, and registered with `nacre attestation keys add
+/// --sealed` against a real service whose release policy names signers.
+#[test]
+fn seal_with_a_publisher_signature_then_register_under_a_signer_policy() {
+    let dir = std::env::temp_dir().join(format!("nacre-signed-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../attestation/signing/tests/fixtures");
+    let fx = |name: &str| fixtures.join(name).display().to_string();
+    let p = |name: &str| dir.join(name).display().to_string();
+    assert!(nacre(&["model", "sample", "--out", &p("model.onnx")]).status.success());
+    // Other bytes that still load: a protobuf field appended to the model (its doc_string).
+    let mut tampered = std::fs::read(dir.join("model.onnx")).unwrap();
+    tampered.extend_from_slice(b"\x32\x01A");
+    std::fs::write(dir.join("tampered.onnx"), &tampered).unwrap();
+    let seal = |model: &str, out: &str, bundle: &str, extra: &[&str]| {
+        let (model, out, key, bundle) = (p(model), p(out), p(&format!("{out}.key")), fx(bundle));
+        let mut args = vec!["seal", &model, "--out", &out, "--key-id", "signed", "--key-out", &key];
+        args.extend(["--signature", &bundle]);
+        args.extend_from_slice(extra);
+        nacre(&args)
+    };
+    let publisher = fx("publisher.pub.pem");
+    let by_publisher = ["--signer-key", publisher.as_str()];
+
+    // The bundles verify over the sample as it is; if this fails, `nacre model sample` changed
+    // and the fixtures need remaking (make.sh).
+    for bundle in ["sample-onnx.sig.json", "sample-onnx-shards.sig.json"] {
+        let out = seal("model.onnx", &format!("{bundle}.sealed"), bundle, &by_publisher);
+        assert!(out.status.success(), "{bundle}: {}", stderr(&out));
+    }
+    // Refused before sealing, and nothing is written: other bytes, another signer's key, a
+    // bundle that does not parse, another sharding than the bundle's.
+    let other = fx("other.pub.pem");
+    std::fs::write(dir.join("garbage.sig.json"), b"{\"not\": \"a bundle\"}").unwrap();
+    let garbage = p("garbage.sig.json");
+    let mismatch = "does not match its signature";
+    for (model, bundle, extra, reason) in [
+        ("tampered.onnx", "sample-onnx.sig.json", vec!["--signer-key", &publisher], mismatch),
+        ("tampered.onnx", "sample-onnx-shards.sig.json", vec!["--signer-key", &publisher], mismatch),
+        (
+            "model.onnx",
+            "sample-onnx.sig.json",
+            vec!["--signer-key", &other],
+            "not signed by the pinned signer",
+        ),
+        (
+            "model.onnx",
+            "sample-onnx-shards.sig.json",
+            vec!["--signer-key", &publisher, "--shard-size", "2097152"],
+            "shard",
+        ),
+    ] {
+        let out = seal(model, "t.sealed", bundle, &extra);
+        assert_eq!(out.status.code(), Some(2), "{model} {bundle} {extra:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(reason), "{model} {bundle} {extra:?}: {}", stderr(&out));
+    }
+    let out = nacre(&[
+        "seal",
+        &p("model.onnx"),
+        "--out",
+        &p("t.sealed"),
+        "--key-out",
+        &p("t.sealed.key"),
+        "--signature",
+        &garbage,
+        "--signer-key",
+        &publisher,
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(!dir.join("t.sealed").exists() && !dir.join("t.sealed.key").exists());
+
+    // The shard bundle's model: the header carries the bundle and its 1 MiB sharding, and the
+    // identity is what `nacre model digest` computes from the plaintext alone.
+    let sealed = "sample-onnx-shards.sig.json.sealed";
+    let file = std::fs::File::open(dir.join(sealed)).unwrap();
+    let (header, _) = nacre_sealed::Header::read(&mut std::io::BufReader::new(file)).unwrap();
+    assert_eq!(header.shard_size, Some(1 << 20));
+    let bundle = std::fs::read(fx("sample-onnx-shards.sig.json")).unwrap();
+    assert_eq!(header.signature_bundle.as_deref(), Some(&bundle[..]));
+    let out = nacre(&["model", "digest", &p("model.onnx"), "--shard-size", "1048576", "--hex"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), hex::encode(header.model_identity));
+
+    // A service whose policies name the publisher's key, or another key.
+    let svc = serve(&dir.join("svc"));
+    let ca = svc.dir.join("ca.pem").display().to_string();
+    let token = svc.dir.join("admin.token").display().to_string();
+    for (name, key) in [("publisher", "publisher.pub.pem"), ("other", "other.pub.pem")] {
+        std::fs::write(
+            dir.join(format!("{name}.toml")),
+            format!(
+                "insecure_sim = true\n[appraisal.sim]\nmeasurements = [\"{}\"]\n\n[[signers]]\npublic_key_pem = \"\"\"\n{}\"\"\"\n",
+                "5a".repeat(48),
+                std::fs::read_to_string(fx(key)).unwrap()
+            ),
+        )
+        .unwrap();
+    }
+    let add = |policy: &str, key: &str, sealed: Option<&str>| {
+        let (key, policy) = (p(key), p(policy));
+        let mut args = vec!["attestation", "keys", "add", "--key-file", &key, "--policy", &policy];
+        args.extend(["--url", &svc.url, "--ca", &ca, "--token-file", &token]);
+        let sealed = sealed.map(p);
+        if let Some(s) = &sealed {
+            args.extend(["--sealed", s]);
+        }
+        nacre(&args)
+    };
+    let key = format!("{sealed}.key");
+    // No model named: the policy's signers cannot be checked.
+    let out = add("publisher.toml", &key, None);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("signature_required"), "{}", stderr(&out));
+    // Another publisher's key in the policy.
+    let out = add("other.toml", &key, Some(sealed));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("untrusted_signer"), "{}", stderr(&out));
+    // A sealed model the key file does not open (sealed under another key).
+    let out = add("publisher.toml", &key, Some("sample-onnx.sig.json.sealed"));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not opened with the key file's key"), "{}", stderr(&out));
+    // The publisher's policy and its own sealed model: registered, and the list says who signed.
+    let out = add("publisher.toml", &key, Some(sealed));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = nacre(&["attestation", "keys", "list", "--url", &svc.url, "--ca", &ca, "--token-file", &token]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(listed.contains(&hex::encode(header.model_identity)), "{listed}");
+    assert!(listed.contains("\"signer\": \"key:sha256:"), "{listed}");
+    drop(svc);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `nacre doctor` against a real service: a clean configuration passes (a host without a TEE
+/// is a warning, not unsafe); a release policy open to simulated evidence, a key file readable
+/// by others and a service that does not answer are each unsafe (exit 1), named.
+#[test]
+fn doctor_names_what_is_unsafe() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("nacre-doctor-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let svc = serve(&dir.join("svc"));
+    let config = svc.dir.join("config.toml").display().to_string();
+    let ca = svc.dir.join("ca.pem").display().to_string();
+    let token = svc.dir.join("admin.token").display().to_string();
+    let url = svc.url.clone();
+    let doctor = |extra: &[&str]| {
+        let mut args = vec!["doctor", "--json", "--service-config", &config, "--url", &url, "--ca", &ca];
+        args.extend_from_slice(extra);
+        let out = nacre(&args);
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (out.status.code(), doc)
+    };
+    let unsafe_checks = |doc: &serde_json::Value| -> Vec<String> {
+        doc["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["level"] == "unsafe")
+            .map(|f| format!("{}: {}", f["check"].as_str().unwrap(), f["detail"].as_str().unwrap()))
+            .collect()
+    };
+    let (code, doc) = doctor(&["--token-file", &token]);
+    assert_eq!(code, Some(0), "{doc}");
+    assert!(unsafe_checks(&doc).is_empty(), "{doc}");
+    assert!(
+        doc["findings"].as_array().unwrap().iter().any(|f| f["check"] == "service" && f["level"] == "ok")
+    );
+
+    // A key whose policy releases to simulated evidence.
+    let p = |n: &str| dir.join(n).display().to_string();
+    assert!(nacre(&["model", "sample", "--out", &p("m.onnx")]).status.success());
+    std::fs::write(
+        dir.join("sim.toml"),
+        format!("insecure_sim = true\n[appraisal.sim]\nmeasurements = [\"{}\"]\n", "5a".repeat(48)),
+    )
+    .unwrap();
+    let out = nacre(&[
+        "seal",
+        &p("m.onnx"),
+        "--out",
+        &p("m.sealed"),
+        "--key-id",
+        "dev",
+        "--register",
+        &svc.url,
+        "--ca",
+        &ca,
+        "--token-file",
+        &token,
+        "--policy",
+        &p("sim.toml"),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (code, doc) = doctor(&["--token-file", &token]);
+    assert_eq!(code, Some(1), "{doc}");
+    let found = unsafe_checks(&doc);
+    assert!(found.iter().any(|f| f.starts_with("release_policies: key dev: insecure_sim")), "{found:?}");
+
+    // This platform's firmware TCB (a real Genoa report: bootloader 10, tee 0, snp 23,
+    // microcode 84) against SNP release policies' floors: met, and one it is below.
+    let genoa = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/vectors/snp/genoa-v3-azure-trustee/report.bin");
+    for (key_id, microcode) in [("snp-met", 84), ("snp-above", 200)] {
+        let keyfile = p(&format!("{key_id}.key"));
+        let out = nacre(&[
+            "seal",
+            &p("m.onnx"),
+            "--out",
+            &p(&format!("{key_id}.sealed")),
+            "--key-id",
+            key_id,
+            "--key-out",
+            &keyfile,
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let policy = p(&format!("{key_id}.toml"));
+        std::fs::write(
+            &policy,
+            format!(
+                "[appraisal.snp]\nmeasurements = [\"{}\"]\nmin_tcb = {{ bootloader = 10, tee = 0, snp = 23, microcode = {microcode} }}\n",
+                "ab".repeat(48)
+            ),
+        )
+        .unwrap();
+        let out = nacre(&[
+            "attestation",
+            "keys",
+            "add",
+            "--key-file",
+            &keyfile,
+            "--policy",
+            &policy,
+            "--url",
+            &url,
+            "--ca",
+            &ca,
+            "--token-file",
+            &token,
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let (code, doc) = doctor(&["--token-file", &token, "--snp-report", genoa.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{doc}");
+    let findings = doc["findings"].as_array().unwrap();
+    let tcb = |level: &str, key: &str| {
+        findings.iter().any(|f| {
+            f["check"] == "firmware_tcb" && f["level"] == level && f["detail"].as_str().unwrap().contains(key)
+        })
+    };
+    assert!(tcb("ok", "key snp-met: this platform meets"), "{doc}");
+    assert!(
+        tcb(
+            "unsafe",
+            "key snp-above: this platform (fmc 0 bootloader 10 tee 0 snp 23 microcode 84) is below"
+        ),
+        "{doc}"
+    );
+    assert!(
+        findings.iter().any(|f| f["check"] == "firmware_tcb"
+            && f["detail"] == "Genoa: reported TCB fmc 0 bootloader 10 tee 0 snp 23 microcode 84"),
+        "{doc}"
+    );
+
+    // The result-signing key made readable by others.
+    let key = std::fs::read_to_string(&config).unwrap();
+    let result_key = key
+        .lines()
+        .find_map(|l| l.strip_prefix("result_signing_key = "))
+        .unwrap()
+        .trim_matches('"')
+        .to_owned();
+    let result_key = svc.dir.join(result_key);
+    std::fs::set_permissions(&result_key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, doc) = doctor(&[]);
+    assert_eq!(code, Some(1), "{doc}");
+    assert!(
+        unsafe_checks(&doc).iter().any(|f| f.starts_with("service_result_key") && f.contains("644")),
+        "{doc}"
+    );
+    std::fs::set_permissions(&result_key, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    // The service gone.
+    drop(svc);
+    let (code, doc) = doctor(&[]);
+    assert_eq!(code, Some(1), "{doc}");
+    assert!(unsafe_checks(&doc).iter().any(|f| f.starts_with("service: ")), "{doc}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

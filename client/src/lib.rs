@@ -62,6 +62,63 @@ pub enum ClientError {
     FreshTimeout(Duration),
     #[error("unexpected response: {0}")]
     Protocol(String),
+    /// The attestation passed, but the guard the enclave runs is not what the policy requires
+    /// (or its manifest does not match the attested digest): nothing was sent.
+    #[error("the enclave's guard was refused: {0}")]
+    Guard(String),
+}
+
+/// The enclave's guard manifest, fetched over the verified connection when the attested
+/// binding names one: its SHA-256 must be the attested digest, it must parse, and it must meet
+/// the policy's requirements. No guard is fine unless the policy requires one.
+async fn guard(
+    channel: &mut Channel,
+    digest: [u8; 32],
+    policy: &ClientPolicy,
+) -> Result<Option<nacre_guard::Manifest>, ClientError> {
+    if digest == [0; 32] {
+        return match policy.require_guard {
+            true => Err(ClientError::Guard(
+                "the policy requires a guard manifest and the enclave runs none".into(),
+            )),
+            false => Ok(None),
+        };
+    }
+    let bytes = channel.request(Method::GET, "/v1/guard", None).await?;
+    let got: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(&bytes).into();
+    if got != digest {
+        return Err(ClientError::Guard(format!(
+            "the manifest served has SHA-256 {}, the attested digest is {}",
+            hex::encode(got),
+            hex::encode(digest)
+        )));
+    }
+    let manifest = nacre_guard::Manifest::parse(&bytes).map_err(|e| ClientError::Guard(e.to_string()))?;
+    if let Some(min) = &policy.min_output {
+        let output = &manifest.document().output;
+        if !output.at_least(min) {
+            return Err(ClientError::Guard(format!(
+                "its output policy is {output}; the policy requires at least {min}"
+            )));
+        }
+    }
+    if let Some(min) = policy.min_ood_action {
+        match &manifest.document().input_guard.ood {
+            Some(o) if o.action >= min => {}
+            Some(o) => {
+                return Err(ClientError::Guard(format!(
+                    "its out-of-distribution action is {:?}; the policy requires at least {min:?}",
+                    o.action
+                )));
+            }
+            None => {
+                return Err(ClientError::Guard(
+                    "it has no out-of-distribution check; the policy requires one".into(),
+                ));
+            }
+        }
+    }
+    Ok(Some(manifest))
 }
 
 fn parse_url(url: &str) -> Result<(String, u16), ClientError> {
@@ -153,6 +210,8 @@ pub struct AttestedSession {
     peer: Arc<AttestedPeer>,
     fresh: Verified<Claims>,
     exporter: Exporter,
+    /// The enclave's guard manifest, its SHA-256 the attested `guard_digest`.
+    guard: Option<nacre_guard::Manifest>,
 }
 
 impl core::fmt::Debug for AttestedSession {
@@ -232,7 +291,8 @@ impl AttestedSession {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let fresh = nacre_atls::verify_fresh(&policy.attestation, &peer, &evidence, &nonce, &exporter, now)
             .map_err(ClientError::Fresh)?;
-        Ok(AttestedSession { channel, peer, fresh, exporter })
+        let guard = guard(&mut channel, peer.model().guard_digest, policy).await?;
+        Ok(AttestedSession { channel, peer, fresh, exporter, guard })
     }
 
     /// A gRPC client on this session's HTTP/2 connection (the one whose fresh attestation was
@@ -279,6 +339,11 @@ impl AttestedSession {
     /// [`nacre_atls::verify_fresh`]).
     pub async fn fresh_evidence(&mut self, nonce: &Nonce) -> Result<Evidence, ClientError> {
         self.channel.fresh_evidence(nonce).await
+    }
+
+    /// The guard manifest the enclave runs (checked against the attested digest), if any.
+    pub fn guard(&self) -> Option<&nacre_guard::Manifest> {
+        self.guard.as_ref()
     }
 
     /// `GET target` on the verified connection (health, metrics, …); the body of a 200.

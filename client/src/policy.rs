@@ -6,6 +6,13 @@
 //! model_identity = "<64 hex digits>"
 //! # Optional: require exactly this guard manifest (its SHA-256; all zeros: none at all).
 //! # guard_digest = "<64 hex digits>"
+//! # Optional: require some guard manifest, and at least this output hardening (full,
+//! # round:N, top-k:K, label; fewer decimals and a smaller k are harder). The client fetches
+//! # the manifest from the enclave and checks it against the attested digest either way.
+//! # require_guard = true
+//! # min_output = "round:3"
+//! # min_ood_action = "flag"     # the guard must check for out-of-distribution inputs, and
+//! #                             # at least flag them (log < flag < reject)
 //!
 //! # Signed reference values (`nacre image build`): their measurements are allowed, per TEE.
 //! # Paths are relative to this file. `signer` is the Ed25519 public key the client trusts.
@@ -51,6 +58,12 @@ struct PolicyToml {
     #[serde(default)]
     guard_digest: Option<String>,
     #[serde(default)]
+    require_guard: bool,
+    #[serde(default)]
+    min_output: Option<String>,
+    #[serde(default)]
+    min_ood_action: Option<nacre_guard::manifest::Action>,
+    #[serde(default)]
     reference_values: Vec<ReferenceToml>,
     #[serde(default)]
     collateral_dir: Option<PathBuf>,
@@ -83,6 +96,12 @@ pub struct ClientPolicy {
     pub reference_values: Vec<String>,
     /// Whether simulated-TEE evidence is accepted.
     pub insecure_sim: bool,
+    /// Whether the enclave must run a guard manifest (implied by `min_output`).
+    pub require_guard: bool,
+    /// The least output hardening the guard must apply.
+    pub min_output: Option<nacre_guard::manifest::OutputPolicy>,
+    /// The least the guard must do with an out-of-distribution input.
+    pub min_ood_action: Option<nacre_guard::manifest::Action>,
 }
 
 impl ClientPolicy {
@@ -110,6 +129,18 @@ impl ClientPolicy {
         };
         let model_identity = hex32(name, identity)?;
         let guard_digest = raw.guard_digest.as_deref().map(|g| hex32("guard_digest", g)).transpose()?;
+        let min_output = raw
+            .min_output
+            .as_deref()
+            .map(|m| m.parse().map_err(|e| format!("min_output: {e}")))
+            .transpose()?;
+        let require_guard = raw.require_guard || min_output.is_some() || raw.min_ood_action.is_some();
+        if require_guard && guard_digest == Some([0; 32]) {
+            return Err(
+                "require_guard or min_output with an all-zero guard_digest (no guard): nothing could pass"
+                    .into(),
+            );
+        }
         let read = |p: &Path| {
             let p = base.join(p);
             std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))
@@ -159,6 +190,9 @@ impl ClientPolicy {
                 .with_guard_digest(guard_digest),
             reference_values: names,
             insecure_sim: raw.insecure_sim_root.is_some(),
+            require_guard,
+            min_output,
+            min_ood_action: raw.min_ood_action,
         })
     }
 }

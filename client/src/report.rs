@@ -47,6 +47,7 @@ pub struct Verification {
 const CONNECT: &str = "TCP and TLS 1.3 connection";
 const CERTIFICATE: &str = "attested certificate";
 const FRESH: &str = "fresh channel-bound attestation";
+const GUARD: &str = "guard manifest";
 
 impl Verification {
     /// The document of a session that passed both attestations.
@@ -81,6 +82,10 @@ impl Verification {
         let (nb, na) = peer.validity();
         ok("certificate validity", format!("{nb} .. {na} (Unix seconds)"));
         ok(FRESH, "same guest, binds our nonce and this connection's TLS exporter".into());
+        match session.guard() {
+            Some(g) => ok(GUARD, Self::guard_summary(g)),
+            None => ok(GUARD, "none (the enclave serves without a guard)".into()),
+        }
         let mut warnings: Vec<String> = c.warnings.iter().chain(&fresh.get().warnings).cloned().collect();
         warnings.dedup();
         let document = json!({
@@ -95,10 +100,53 @@ impl Verification {
             "release_key_digest": hex::encode(peer.model().release_key_digest),
             "tls_spki_sha256": hex::encode(peer.spki_sha256()),
             "certificate_sha256": hex::encode(peer.certificate_sha256()),
+            "guard": session.guard().map(Self::guard_json),
             "certificate": claims_json(c),
             "fresh": claims_json(fresh.get()),
         });
         Verification { url: url.to_owned(), accepted: true, steps, warnings, document }
+    }
+
+    /// One line of what the guard does.
+    fn guard_summary(g: &nacre_guard::Manifest) -> String {
+        let d = g.document();
+        let ood = match &d.input_guard.ood {
+            Some(o) => format!("OOD {:?} past {:.3}", o.action, o.threshold),
+            None => "no OOD check".into(),
+        };
+        let mut s = format!(
+            "matches the attested digest; input {:?} ({} features, schema {:?}, {ood}), output {}",
+            d.input.tensor,
+            g.features(),
+            d.input_guard.schema,
+            d.output
+        );
+        if let Some(t) = &d.self_tests {
+            s += &format!(", {} self-tests (expected from {})", t.vectors.len(), t.expected_from);
+        }
+        if let Some(b) = &d.budgets {
+            s += &format!(", budget {} per {} s", b.queries, b.window_seconds);
+        }
+        if let Some(m) = &d.monitoring {
+            s += &format!(", monitoring ε {}/window, {}/day", m.epsilon_per_window, m.epsilon_per_day);
+        }
+        s
+    }
+
+    fn guard_json(g: &nacre_guard::Manifest) -> Value {
+        let d = g.document();
+        json!({
+            "input": d.input.tensor,
+            "features": g.features(),
+            "schema_action": d.input_guard.schema,
+            "ood": d.input_guard.ood,
+            "output": d.output,
+            "self_tests": d.self_tests.as_ref().map(|t| json!({"count": t.vectors.len(), "expected_from": t.expected_from})),
+            "budgets": d.budgets,
+            "extraction": d.extraction.as_ref().map(|e| json!({"delta": e.delta, "history": e.history, "action": e.action})),
+            "explanation": d.explanation.as_ref().map(|x| json!({"max_coalitions": x.max_coalitions, "deadline_ms": x.deadline_ms})),
+            "monitoring": d.monitoring,
+        })
     }
 
     /// The document of a refusal: the step that failed and why; the later steps not run.
@@ -109,8 +157,9 @@ impl Verification {
             // The certificate passed and the connection broke before the fresh evidence came.
             ClientError::Status { .. } | ClientError::Http(_) | ClientError::Protocol(_) => 2,
             ClientError::Url(_) | ClientError::Connect { .. } | ClientError::Timeout => 0,
+            ClientError::Guard(_) => 3,
         };
-        let steps: Vec<Step> = [CONNECT, CERTIFICATE, FRESH]
+        let steps: Vec<Step> = [CONNECT, CERTIFICATE, FRESH, GUARD]
             .into_iter()
             .enumerate()
             .map(|(i, name)| {

@@ -62,8 +62,37 @@ impl AsRef<[u8]> for Plaintext {
 
 impl Drop for Plaintext {
     fn drop(&mut self) {
-        // `[u8]::zeroize`: memset plus an optimisation barrier. The mapping is unmapped after.
-        self.map[..].zeroize();
+        wipe(&mut self.map);
+    }
+}
+
+/// Buffers from this size up are wiped on every core: one core's memset runs at ~10 GB/s
+/// here, a tenth of a second per GiB, and the enclave drops the buffer on its way to serving.
+const PARALLEL_WIPE: usize = 64 << 20;
+
+/// `[u8]::zeroize` (memset plus an optimisation barrier) over `buf`, split across the cores
+/// when it is large. If a thread cannot be started, its part is lost to it (moved into the
+/// closure the failed spawn dropped), so the whole buffer is wiped again here.
+fn wipe(buf: &mut [u8]) {
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    if buf.len() < PARALLEL_WIPE || threads < 2 {
+        buf.zeroize();
+        return;
+    }
+    let part = buf.len().div_ceil(threads);
+    let mut all_spawned = true;
+    std::thread::scope(|scope| {
+        let mut parts = buf.chunks_mut(part);
+        let mine = parts.next();
+        for p in parts {
+            all_spawned &= std::thread::Builder::new().spawn_scoped(scope, || p.zeroize()).is_ok();
+        }
+        if let Some(m) = mine {
+            m.zeroize();
+        }
+    });
+    if !all_spawned {
+        buf.zeroize();
     }
 }
 
@@ -72,5 +101,20 @@ impl ZeroizeOnDrop for Plaintext {}
 impl core::fmt::Debug for Plaintext {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         write!(f, "Plaintext({} bytes, <redacted>)", self.map.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn wiping_clears_every_byte_at_every_size() {
+        for len in [0, 1, 4095, PARALLEL_WIPE - 1, PARALLEL_WIPE, PARALLEL_WIPE + 3] {
+            let mut buf = vec![0xA5u8; len];
+            wipe(&mut buf);
+            assert!(buf.iter().all(|&b| b == 0), "{len}");
+        }
     }
 }

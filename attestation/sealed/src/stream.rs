@@ -338,8 +338,16 @@ pub fn seal<S: Source + ?Sized>(
 
     let final_file = match out {
         Output::Memory(buf) => {
-            buf.clear();
-            buf.resize(body_start + layout.body_len() as usize, 0);
+            // Every byte is overwritten below (header, chunks, tags), so a buffer's old contents
+            // need no zeroing: a fresh one comes from calloc (pages the kernel zeroes on first
+            // touch anyway), a reused one is only cut or grown to the length.
+            let n = body_start + layout.body_len() as usize;
+            if buf.capacity() < n {
+                *buf = vec![0; n];
+            } else {
+                buf.truncate(n);
+                buf.resize(n, 0);
+            }
             let (_, mut body) = buf.split_at_mut(body_start);
             if let Some(tag) = empty_tag {
                 body.copy_from_slice(&tag);

@@ -82,6 +82,21 @@ fn round_trip_across_both_implementations_outputs_and_worker_counts() {
     }
 }
 
+/// Sealing into a buffer that held something else (longer, shorter, garbage) leaves exactly the
+/// sealed model: nothing of the old contents survives.
+#[test]
+fn sealing_into_a_used_buffer_overwrites_all_of_it() {
+    let (fast, _) = keys();
+    let (big, small) = (data(2 * MIN_SHARD as usize + 9), data(CHUNK as usize + 3));
+    for (first, second) in [(&big, &small), (&small, &big), (&small, &small)] {
+        let mut buf = vec![0xA5; first.len() * 2];
+        seal(&first[..], Output::Memory(&mut buf), &fast, &params(), 2, &|_| {}).unwrap();
+        let h = seal(&second[..], Output::Memory(&mut buf), &fast, &params(), 2, &|_| {}).unwrap();
+        assert_eq!(buf.len() as u64, body_start(&buf) as u64 + h.body_len());
+        assert_eq!(open(&buf[..], &fast, MAX, 2).unwrap().plaintext.as_slice(), second.as_slice());
+    }
+}
+
 #[test]
 fn sealing_to_a_file_and_from_a_file_gives_the_same_model() {
     let (fast, reference) = keys();
@@ -115,31 +130,33 @@ fn sealing_to_a_file_and_from_a_file_gives_the_same_model() {
 
 #[test]
 fn every_chunk_is_authenticated_and_named() {
-    let (cipher, _) = keys();
+    let (fast, reference) = keys();
     let c = CHUNK as usize;
     // Two shards of 256 chunks and a third of 4: flip a byte in chunks on both sides of each
-    // shard boundary, and in the last tag.
-    let (h, blob) = seal_with(&cipher, &data(2 * MIN_SHARD as usize + 3 * c + 5));
+    // shard boundary, and in the last tag; opened with both implementations.
+    let (h, blob) = seal_with(&fast, &data(2 * MIN_SHARD as usize + 3 * c + 5));
     let count = h.chunk_count() as usize;
     assert_eq!(count, 2 * 256 + 4);
-    for chunk in [0, 1, 255, 256, 511, 512, count - 1] {
-        let mut bad = blob.clone();
-        bad[chunk_at(&blob, chunk) + 3] ^= 1;
-        match open_blob(&bad, &cipher) {
-            Err(SealError::Tampered { chunk: k }) => assert_eq!(k, chunk as u64),
-            other => panic!("chunk {chunk}: {:?}", other.map(|o| o.header)),
+    for cipher in [&fast as &dyn ChunkCipher, &reference] {
+        for chunk in [0, 1, 255, 256, 511, 512, count - 1] {
+            let mut bad = blob.clone();
+            bad[chunk_at(&blob, chunk) + 3] ^= 1;
+            match open_blob(&bad, cipher) {
+                Err(SealError::Tampered { chunk: k }) => assert_eq!(k, chunk as u64),
+                other => panic!("chunk {chunk}: {:?}", other.map(|o| o.header)),
+            }
         }
+        let mut bad = blob.clone();
+        *bad.last_mut().unwrap() ^= 1;
+        assert!(
+            matches!(open_blob(&bad, cipher), Err(SealError::Tampered { chunk }) if chunk == count as u64 - 1)
+        );
+        // Two damaged chunks: the lowest is named whatever the scheduling.
+        let mut bad = blob.clone();
+        bad[chunk_at(&blob, 300)] ^= 1;
+        bad[chunk_at(&blob, 20)] ^= 1;
+        assert!(matches!(open_blob(&bad, cipher), Err(SealError::Tampered { chunk: 20 })));
     }
-    let mut bad = blob.clone();
-    *bad.last_mut().unwrap() ^= 1;
-    assert!(
-        matches!(open_blob(&bad, &cipher), Err(SealError::Tampered { chunk }) if chunk == count as u64 - 1)
-    );
-    // Two damaged chunks: the lowest is named whatever the scheduling.
-    let mut bad = blob.clone();
-    bad[chunk_at(&blob, 300)] ^= 1;
-    bad[chunk_at(&blob, 20)] ^= 1;
-    assert!(matches!(open_blob(&bad, &cipher), Err(SealError::Tampered { chunk: 20 })));
 }
 
 #[test]

@@ -3,7 +3,9 @@
 //! model here before sealing it; the enclave loads the unsealed buffer here.
 #![forbid(unsafe_code)]
 
+pub mod guarded;
 pub mod sample;
+pub mod scan;
 pub mod tensor;
 
 use std::io::Cursor;
@@ -19,6 +21,8 @@ pub use tensor::{ByteStrings, Datatype, DatatypeError, Tensor, TensorData};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ModelErrorKind {
+    /// The scan before tract ([`scan`]) refused the model.
+    Refused,
     /// Parsing, optimizing or planning the ONNX model.
     Load,
     /// Reading the declared inputs and outputs of a loaded model.
@@ -31,6 +35,7 @@ impl ModelErrorKind {
     /// A stable code for logs, health endpoints and API errors.
     pub fn code(self) -> &'static str {
         match self {
+            ModelErrorKind::Refused => "model_refused",
             ModelErrorKind::Load => "model_load_failed",
             ModelErrorKind::Signature => "model_signature_unreadable",
             ModelErrorKind::Run => "inference_failed",
@@ -39,6 +44,7 @@ impl ModelErrorKind {
 
     fn message(self) -> &'static str {
         match self {
+            ModelErrorKind::Refused => "the model is refused",
             ModelErrorKind::Load => "the model cannot be loaded",
             ModelErrorKind::Signature => "the model's inputs and outputs cannot be read",
             ModelErrorKind::Run => "inference failed",
@@ -48,15 +54,25 @@ impl ModelErrorKind {
 
 /// Why a model could not be loaded or run.
 ///
-/// `Display` and `Debug` give the kind and its stable code only. tract's own text can describe
+/// `Display` and `Debug` give the kind and its stable code only, and for a refusal the scan's
+/// reason (names of operators and tensors, never their values). tract's own text can describe
 /// the model's constant tensors (its weights), so it is kept apart, in [`ModelError::tract_detail`],
 /// for the model owner's tools (which hold the plaintext model anyway); the enclave never
 /// prints or returns it.
 #[derive(Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{} ({})", .kind.message(), .kind.code())]
 pub struct ModelError {
     kind: ModelErrorKind,
     detail: String,
+}
+
+impl core::fmt::Display for ModelError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{} ({})", self.kind.message(), self.kind.code())?;
+        if self.kind == ModelErrorKind::Refused {
+            write!(f, ": {}", self.detail)?;
+        }
+        Ok(())
+    }
 }
 
 impl ModelError {
@@ -224,6 +240,10 @@ impl Model {
 
     /// [`Self::load`], choosing whether to build the batch-1 plan (benchmarks compare both).
     pub fn load_with(onnx: &[u8], batch1_plan: bool) -> Result<Self, ModelError> {
+        // Nothing reaches tract that the scan refuses (external data, unknown operators,
+        // STRING raw_data, inconsistent tensors, oversized graphs).
+        scan::scan(onnx, &scan::Limits::default())
+            .map_err(|e| ModelError::new(ModelErrorKind::Refused, e.to_string()))?;
         let load = || -> TractResult<Model> {
             let typed = tract_onnx::onnx().model_for_read(&mut Cursor::new(onnx))?.into_typed()?;
             let batch1 = match batch_symbol(&typed)? {
@@ -411,19 +431,23 @@ mod tests {
 
     #[test]
     fn refuses_what_is_not_onnx() {
-        assert_eq!(Model::load(b"not a model").unwrap_err().kind(), ModelErrorKind::Load);
+        // The scan refuses these before tract sees them, and says why.
+        let not = Model::load(b"not a model").unwrap_err();
+        assert_eq!(not.kind(), ModelErrorKind::Refused);
+        assert!(
+            not.to_string().starts_with("the model is refused (model_refused): the model is not an ONNX"),
+            "{not}"
+        );
         let mut truncated = sample::mlp_onnx();
         truncated.truncate(truncated.len() / 2);
-        assert_eq!(Model::load(&truncated).unwrap_err().kind(), ModelErrorKind::Load);
+        assert_eq!(Model::load(&truncated).unwrap_err().kind(), ModelErrorKind::Refused);
     }
 
     /// tract's messages can quote constant tensors; the error's display and debug forms carry
     /// the kind and code only, the text stays in `tract_detail`.
     #[test]
     fn tract_error_text_is_not_displayed() {
-        let mut truncated = sample::mlp_onnx();
-        truncated.truncate(truncated.len() / 2);
-        let load = Model::load(&truncated).unwrap_err();
+        let load = Model::load(&sample::mlp_onnx_mistyped()).unwrap_err();
         assert!(!load.tract_detail().is_empty());
         assert_eq!(load.to_string(), "the model cannot be loaded (model_load_failed)");
         assert!(!format!("{load:?}").contains(load.tract_detail()));

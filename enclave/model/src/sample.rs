@@ -64,6 +64,17 @@ pub fn mlp_onnx() -> Vec<u8> {
     mlp(1)
 }
 
+/// The model with W1 one row too wide: it passes the scan (every tensor is consistent) and
+/// tract refuses it when typing the graph. For tests of how load failures are reported.
+pub fn mlp_onnx_mistyped() -> Vec<u8> {
+    let mut m = ModelProto::decode(&mlp(1)[..]).unwrap_or_default();
+    if let Some(w1) = m.graph.as_mut().and_then(|g| g.initializer.first_mut()) {
+        w1.dims = vec![5, 3];
+        w1.float_data.extend([0.0; 3]);
+    }
+    m.encode_to_vec()
+}
+
 /// The same model with a dynamic batch dimension: f32[N,4] -> f32[N,2].
 pub fn mlp_onnx_batched() -> Vec<u8> {
     mlp(-1)

@@ -67,6 +67,25 @@ pub enum Failure {
     /// The model loaded but cannot be served as declared (e.g. a tensor that is not FP32).
     #[error("model: {0}")]
     Unservable(String),
+    /// The owner's guard manifest does not parse, does not fit the model, or its self-tests
+    /// fail on this model: it never serves.
+    #[error("guard: {0}")]
+    Guard(String),
+}
+
+impl Failure {
+    /// A stable label for metrics: which stage failed (a refused model is its own stage).
+    pub fn stage(&self) -> &'static str {
+        match self {
+            Failure::Attestation(_) => "attestation",
+            Failure::KeyRelease(_) => "key_release",
+            Failure::Unseal(_) => "unseal",
+            Failure::Model(e) if e.kind() == nacre_model::ModelErrorKind::Refused => "model_refused",
+            Failure::Model(_) => "model",
+            Failure::Unservable(_) => "unservable",
+            Failure::Guard(_) => "guard",
+        }
+    }
 }
 
 impl Booted {

@@ -120,6 +120,10 @@ fn start(config: EnclaveConfig, app: &App) -> Result<Serving<Schedule>, Failure>
     released.serve(|r| {
         let header = &r.model.header;
         let metadata = Ready::metadata(&r.model.model, &header.model_name, &header.model_version)?;
+        let guard = match (r.model.guard, &header.guard_manifest) {
+            (Some(m), Some(bytes)) => Some(app.guard(bytes.clone(), m, &metadata)?),
+            _ => None,
+        };
         let schedule = app.serve_model(Ready {
             model: r.model.model,
             metadata,
@@ -130,6 +134,7 @@ fn start(config: EnclaveConfig, app: &App) -> Result<Serving<Schedule>, Failure>
             },
             attester: Mutex::new(r.attester),
             attestation_result: r.attestation_result,
+            guard,
         })?;
         stage("certificate");
         Ok(schedule)

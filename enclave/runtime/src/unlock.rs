@@ -27,6 +27,9 @@ pub struct Unlocked {
     pub attestation_result: Vec<u8>,
     /// SHA-256 of the HPKE public key this guest sent with its key-release request.
     pub release_key_digest: [u8; 32],
+    /// The owner's guard manifest from the sealed header, checked against the model and
+    /// self-tested on it.
+    pub guard: Option<nacre_guard::Manifest>,
 }
 
 /// `stage` is told when the key is released and when the model is unsealed (cold-start
@@ -109,11 +112,22 @@ pub fn unlock(
     let model = nacre_model::Model::load(opened.plaintext.as_slice()).map_err(Failure::Model)?;
     let header = opened.header.clone();
     drop(opened); // wiped: tract holds its own copy of the weights
+    let guard = match &header.guard_manifest {
+        Some(bytes) => {
+            let manifest = nacre_guard::Manifest::parse(bytes).map_err(|e| Failure::Guard(e.to_string()))?;
+            let ran =
+                nacre_model::guarded::check(&model, &manifest).map_err(|e| Failure::Guard(e.to_string()))?;
+            stage(&format!("guard ({ran} self-tests passed)"));
+            Some(manifest)
+        }
+        None => None,
+    };
     Ok(Unlocked {
         header,
         model,
         attestation_result: released.attestation_result,
         release_key_digest: released.release_key_digest,
+        guard,
     })
 }
 

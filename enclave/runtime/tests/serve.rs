@@ -303,3 +303,88 @@ fn grpc_inference_runs_on_the_http2_connection_whose_attestation_was_verified() 
         );
     });
 }
+
+/// A guard manifest for the sample MLP: features in [-10, 10] (reject outside), the identity
+/// covariance, out-of-distribution past a squared distance of 50 (flag), outputs rounded to 1
+/// decimal.
+fn guard_manifest() -> Vec<u8> {
+    let identity: Vec<Vec<f64>> =
+        (0..4).map(|i| (0..4).map(|j| f64::from(u8::from(i == j))).collect()).collect();
+    serde_json::to_vec(&json!({
+        "format": "nacre-guard-v1",
+        "input": {"tensor": "x", "features": (0..4).map(|i| json!({"name": format!("f{i}"), "min": -10.0, "max": 10.0})).collect::<Vec<_>>()},
+        "reference": {"rows": 4, "histograms": vec![json!({"edges": [0.0], "counts": [2, 2]}); 4], "mean": [0.0, 0.0, 0.0, 0.0], "covariance": identity},
+        "input_guard": {"schema": "reject", "ood": {"threshold": 50.0, "action": "flag"}},
+        "output": {"policy": "round", "decimals": 1},
+    }))
+    .unwrap()
+}
+
+/// Issue 17: the guard sealed with the model runs in the enclave, and a client sees it (checked
+/// against the attested digest) and can require it before any input leaves.
+#[test]
+fn the_sealed_guard_runs_and_clients_can_require_it() {
+    let manifest = guard_manifest();
+    let digest: [u8; 32] = nacre_sealed::identity::sha256(&manifest);
+    let stack = Stack::start(Options { guard_manifest: Some(manifest), ..sample() });
+    stack.wait_for("NACRE-ENCLAVE-SERVING", SERVING);
+    let with = |extra: &str| stack.client_policy_with(MEASUREMENT, stack.model_identity, extra);
+    stack.rt.block_on(async {
+        let pinned = with(&format!(
+            "guard_digest = \"{}\"\nmin_output = \"round:2\"\nmin_ood_action = \"flag\"",
+            hex::encode(digest)
+        ));
+        let mut s = AttestedSession::connect(&stack.url, &pinned).await.unwrap();
+        assert_eq!(s.peer().model().guard_digest, digest);
+        assert_eq!(s.guard().unwrap().features(), 4);
+        // In range and near the reference: answered, rounded to one decimal.
+        let x = [0.5f32, -1.0, 2.0, 0.25];
+        let out = s.infer("sample-mlp", &request(x)).await.unwrap();
+        let want = nacre_model::sample::mlp_reference(&x);
+        for (g, w) in out["outputs"][0]["data"].as_array().unwrap().iter().zip(want) {
+            let g = g.as_f64().unwrap();
+            assert!((g - (f64::from(w) * 10.0).round() / 10.0).abs() < 1e-6, "{g} vs {w}");
+        }
+        assert!(out.get("parameters").is_none(), "{out}");
+        // Far from the reference but in range: flagged.
+        let out = s.infer("sample-mlp", &request([9.0, -9.0, 9.0, -9.0])).await.unwrap();
+        assert_eq!(out["parameters"]["nacre_guard"], "out_of_distribution", "{out}");
+        assert!(out["parameters"]["nacre_ood_score"].as_f64().unwrap() > 300.0);
+        // Out of range: refused before the model runs.
+        match s.infer("sample-mlp", &request([0.0, 11.375, 0.0, 0.0])).await {
+            Err(ClientError::Status { status: 422, message }) => {
+                assert!(message.contains("feature \"f1\": above max"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let metrics = String::from_utf8(s.get("/metrics").await.unwrap().to_vec()).unwrap();
+        assert!(metrics.contains("finding=\"out_of_distribution\",action=\"flag\"} 1"), "{metrics}");
+        assert!(metrics.contains("finding=\"above_max\",action=\"reject\"} 1"), "{metrics}");
+        // No input value in the metrics (a distinctive one).
+        assert!(!metrics.contains("11.375"), "{metrics}");
+
+        // Policies the guard does not meet: refused, with the reason, before any input.
+        for (extra, reason) in [
+            ("min_output = \"label\"", "output policy is rounded to 1 decimals"),
+            ("min_ood_action = \"reject\"", "out-of-distribution action is Flag"),
+            (&format!("guard_digest = \"{}\"", "ab".repeat(32)) as &str, "guard"),
+        ] {
+            match AttestedSession::connect(&stack.url, &with(extra)).await {
+                Err(e @ (ClientError::Guard(_) | ClientError::Certificate(_))) => {
+                    assert!(e.to_string().contains(reason), "{extra}: {e}")
+                }
+                other => panic!("{extra}: {other:?}"),
+            }
+        }
+    });
+    // An enclave without a guard, under a policy that requires one.
+    let plain = Stack::start(sample());
+    plain.wait_for("NACRE-ENCLAVE-SERVING", SERVING);
+    let policy = plain.client_policy_with(MEASUREMENT, plain.model_identity, "require_guard = true");
+    plain.rt.block_on(async {
+        match AttestedSession::connect(&plain.url, &policy).await {
+            Err(ClientError::Guard(m)) => assert!(m.contains("runs none"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    });
+}

@@ -273,7 +273,7 @@ async fn infer(
     let mut held = app.budget.reservation();
     let inputs = inputs(app, &meta.inputs, &request, &mut held).map_err(super::infer::parse_reject)?;
     let wanted = outputs(&meta.outputs, &request.outputs)?;
-    let outputs = app.run_model(ready, inputs).await?;
+    let (outputs, flag) = app.run_guarded(ready, inputs).await?;
     drop(held);
     let mut response = pb::ModelInferResponse {
         model_name: meta.name.clone(),
@@ -281,6 +281,16 @@ async fn infer(
         id: request.id,
         ..Default::default()
     };
+    if let Some(flag) = flag {
+        use pb::infer_parameter::ParameterChoice;
+        let param = |choice| pb::InferParameter { parameter_choice: Some(choice) };
+        response
+            .parameters
+            .insert("nacre_guard".into(), param(ParameterChoice::StringParam(flag.finding.into())));
+        if let Some(score) = flag.ood_score {
+            response.parameters.insert("nacre_ood_score".into(), param(ParameterChoice::DoubleParam(score)));
+        }
+    }
     for ((spec, out), wanted) in meta.outputs.iter().zip(outputs).zip(wanted) {
         if !wanted {
             continue;

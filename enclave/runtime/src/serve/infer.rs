@@ -90,7 +90,7 @@ async fn infer_inner(
     let ParsedRequest { id, parameters, inputs, outputs: wanted, .. } = request;
     let selected = select_outputs(&meta.outputs, &parameters, wanted.as_deref())?;
     let inputs = inputs.into_iter().map(|t| nacre_model::Tensor { shape: t.shape, data: t.data }).collect();
-    let outputs = app.run_model(ready, inputs).await?;
+    let (outputs, flag) = app.run_guarded(ready, inputs).await?;
     let outputs = meta
         .outputs
         .iter()
@@ -109,6 +109,7 @@ async fn infer_inner(
         model_name: meta.name.clone(),
         model_version: meta.versions.first().cloned(),
         id,
+        parameters: flag.map(|f| f.parameters()),
         outputs,
     };
     // The inputs' share of the budget comes back once inference has dropped them.
@@ -217,6 +218,20 @@ impl App {
     /// Dynamic batching in force for `ready`'s model: configured, and the model batchable.
     pub(super) fn batching_of(&self, ready: &Ready) -> Option<super::batcher::BatchConfig> {
         self.batching.filter(|_| ready.model.batchable())
+    }
+
+    /// [`App::run_model`] behind the model's guard, when it has one: the inputs checked first
+    /// (a rejection never reaches the model), the outputs hardened after.
+    pub(super) async fn run_guarded(
+        &self,
+        ready: &Arc<Ready>,
+        inputs: Vec<nacre_model::Tensor>,
+    ) -> Result<(Vec<nacre_model::Tensor>, Option<super::guard::Flag>), Reject> {
+        let Some(guard) = &ready.guard else { return Ok((self.run_model(ready, inputs).await?, None)) };
+        let flag = guard.check(&inputs, &mut Vec::new())?;
+        let mut outputs = self.run_model(ready, inputs).await?;
+        guard.harden(&mut outputs);
+        Ok((outputs, flag))
     }
 
     pub(super) async fn run_model(

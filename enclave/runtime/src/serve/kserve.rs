@@ -52,6 +52,9 @@ pub struct InferResponse {
     pub model_version: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// What the model guard flagged (`nacre_guard`, `nacre_ood_score`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<serde_json::Map<String, serde_json::Value>>,
     pub outputs: Vec<OutputTensor>,
 }
 

@@ -18,6 +18,12 @@ pub struct Route {
     pub route: &'static str,
 }
 
+/// Where the way to serving stopped ([`crate::lifecycle::Failure::stage`]).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Stage {
+    pub stage: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Reason {
     pub reason: &'static str,
@@ -34,6 +40,10 @@ pub struct Metrics {
     pub requests: Family<Request, Counter>,
     pub latency: Family<Route, Histogram, fn() -> Histogram>,
     pub rejections: Family<Reason, Counter>,
+    /// The model guard's findings by kind and action (counts only).
+    pub guard: Family<crate::serve::guard::Finding, Counter>,
+    /// Failures on the way to serving, by stage (a model the scan refuses: `model_refused`).
+    pub failures: Family<Stage, Counter>,
 }
 
 impl Default for Metrics {
@@ -48,7 +58,11 @@ impl Default for Metrics {
         ours.register("requests", "Requests by route and status", requests.clone());
         ours.register("request_duration_seconds", "Request latency by route", latency.clone());
         ours.register("rejections", "Requests refused, by reason", rejections.clone());
-        Metrics { registry, requests, latency, rejections }
+        let guard = Family::<crate::serve::guard::Finding, Counter>::default();
+        ours.register("guard_findings", "Model guard findings by kind and the action taken", guard.clone());
+        let failures = Family::<Stage, Counter>::default();
+        ours.register("failures", "Failures on the way to serving, by stage", failures.clone());
+        Metrics { registry, requests, latency, rejections, guard, failures }
     }
 }
 

@@ -10,6 +10,7 @@
 //! | `POST /v2/models/{name}/infer` | inference (validated before tract sees it) |
 //! | `GET /v1/attestation?nonce=HEX` | fresh evidence binding the nonce and this connection's TLS exporter (CBOR) |
 //! | `GET /v1/attestation/result` | the attestation service's signed result for this guest (COSE_Sign1) |
+//! | `GET /v1/guard` | the owner's guard manifest, byte for byte as sealed (its SHA-256 is the attested `guard_digest`); 404 without one |
 //! | `GET /metrics` | Prometheus |
 //!
 //! Until the model is loaded (or after a failure) the server presents an unattested
@@ -25,6 +26,7 @@ pub mod body;
 pub mod budget;
 pub mod grpc;
 pub mod grpc_deadline;
+pub mod guard;
 pub mod infer;
 pub mod kserve;
 pub mod limit;
@@ -73,6 +75,8 @@ pub struct Ready {
     pub attester: Mutex<Box<dyn Attester + Send>>,
     /// The attestation service's COSE_Sign1 result for this guest.
     pub attestation_result: Vec<u8>,
+    /// The owner's guard, when the sealed model carries a manifest.
+    pub guard: Option<guard::ServeGuard>,
 }
 
 impl Ready {
@@ -191,8 +195,26 @@ impl App {
     /// Health-only, saying why. (`Failure`'s text is safe to show: a model failure carries
     /// tract's error kind and code only.)
     pub fn fail(&self, failure: &Failure) {
+        self.metrics.failures.get_or_create(&metrics::Stage { stage: failure.stage() }).inc();
         let reason = failure.to_string();
         *self.phase.write().unwrap_or_else(|p| p.into_inner()) = Phase::Failed { reason };
+    }
+
+    /// The serving guard of `manifest` for the model `metadata` describes, counting into this
+    /// server's metrics.
+    pub fn guard(
+        &self,
+        bytes: Vec<u8>,
+        manifest: nacre_guard::Manifest,
+        metadata: &ModelMetadata,
+    ) -> Result<guard::ServeGuard, Failure> {
+        guard::ServeGuard::new(
+            bytes,
+            manifest,
+            &metadata.inputs,
+            &metadata.outputs,
+            self.metrics.guard.clone(),
+        )
     }
 
     /// Makes the first attested certificate (as every renewal does, [`Self::renew_certificate`]),
@@ -544,6 +566,18 @@ async fn attestation_result(State(app): Shared) -> Response {
     app.finish("attestation_result", t, r)
 }
 
+async fn guard_manifest(State(app): Shared) -> Response {
+    let t = Instant::now();
+    let r = app.ready().and_then(|ready| match &ready.guard {
+        Some(g) => {
+            let ct = HeaderValue::from_static("application/json");
+            Ok(([(header::CONTENT_TYPE, ct)], g.bytes().to_vec()).into_response())
+        }
+        None => Err(Reject::new(StatusCode::NOT_FOUND, "no_guard", "the model has no guard manifest")),
+    });
+    app.finish("guard", t, r)
+}
+
 async fn metrics(State(app): Shared) -> Response {
     let ct = HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8");
     ([(header::CONTENT_TYPE, ct)], app.metrics_text()).into_response()
@@ -592,6 +626,7 @@ pub fn router(app: Arc<App>) -> Router {
     router
         .route(fresh::PATH, get(attestation).layer(Deadline::new(Duration::from_secs(10), handler_timeout)))
         .route("/v1/attestation/result", get(attestation_result).layer(quick))
+        .route("/v1/guard", get(guard_manifest).layer(quick))
         .route("/metrics", get(metrics).layer(quick))
         .fallback(not_found)
         .with_state(app)

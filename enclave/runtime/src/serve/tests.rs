@@ -81,6 +81,7 @@ fn serving() -> Serving {
             },
             attester: Mutex::new(Box::new(attester.clone())),
             attestation_result: vec![],
+            guard: None,
         })
         .unwrap();
     Serving { app, clock, attester, schedule }
@@ -276,9 +277,7 @@ fn tract_error_text_never_reaches_health_or_clients() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let clock = Arc::new(FakeClock(Mutex::new(T0)));
     let app = App::new(&crate::config::tests::good(), clock).unwrap();
-    let mut truncated = nacre_model::sample::mlp_onnx();
-    truncated.truncate(truncated.len() / 2);
-    let load = nacre_model::Model::load(&truncated).unwrap_err();
+    let load = nacre_model::Model::load(&nacre_model::sample::mlp_onnx_mistyped()).unwrap_err();
     let detail = load.tract_detail().to_owned();
     assert!(!detail.is_empty());
 
@@ -302,4 +301,25 @@ fn tract_error_text_never_reaches_health_or_clients() {
     assert_eq!((reject.status.as_u16(), reject.reason), (500, "inference_failed"));
     assert!(!reject.message.contains(run.tract_detail()));
     assert_eq!(reject.message, "inference failed (inference_failed)");
+}
+
+/// Issue 17: a model the ONNX scan refuses never serves, and readiness says why (the scan's
+/// reason names operators and tensors, never their values).
+#[test]
+fn a_model_the_scan_refuses_is_not_ready_and_says_why() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let clock = Arc::new(FakeClock(Mutex::new(T0)));
+    let app = App::new(&crate::config::tests::good(), clock).unwrap();
+    let failure = Failure::Model(nacre_model::Model::load(b"\x08\x07\x3a\x02\x0a\x00").unwrap_err());
+    let console = failure.to_string();
+    assert!(console.starts_with("model: the model is refused (model_refused): "), "{console}");
+    app.fail(&failure);
+    let (status, body) = rt.block_on(get(&app, "/v2/health/ready"));
+    assert_eq!(status, 503);
+    assert_eq!(body["reason"], console.as_str());
+    assert!(
+        app.metrics_text().contains("nacre_enclave_failures_total{stage=\"model_refused\"} 1"),
+        "{}",
+        app.metrics_text()
+    );
 }

@@ -50,6 +50,8 @@ pub struct Options {
     pub tamper: Option<fn(&mut Vec<u8>)>,
     /// Extra lines for the enclave's configuration.
     pub extra_config: String,
+    /// The owner's guard manifest, sealed with the model.
+    pub guard_manifest: Option<Vec<u8>>,
 }
 
 impl Options {
@@ -60,6 +62,7 @@ impl Options {
             release_measurement: MEASUREMENT,
             tamper: None,
             extra_config: String::new(),
+            guard_manifest: None,
         }
     }
 }
@@ -121,8 +124,11 @@ impl Stack {
         rt.spawn(sp.serve(listener, "host-process".into()));
         // Seal and register the model.
         let key = DataKey::generate().unwrap();
-        let params =
-            SealParams { chunk_size: 64 << 10, ..SealParams::new(KEY_ID, 1, &options.model_name, "1") };
+        let params = SealParams {
+            chunk_size: 64 << 10,
+            guard_manifest: options.guard_manifest.clone(),
+            ..SealParams::new(KEY_ID, 1, &options.model_name, "1")
+        };
         let mut sealed = Vec::new();
         let cipher = AwsLcGcm::new(&key).unwrap();
         let header =
@@ -205,8 +211,18 @@ impl Stack {
 
     /// A client policy allowing `measurement` and expecting `model_identity`.
     pub fn client_policy(&self, measurement: [u8; 48], model_identity: [u8; 32]) -> ClientPolicy {
+        self.client_policy_with(measurement, model_identity, "")
+    }
+
+    /// [`Self::client_policy`] with `extra` top-level keys (e.g. the guard's).
+    pub fn client_policy_with(
+        &self,
+        measurement: [u8; 48],
+        model_identity: [u8; 32],
+        extra: &str,
+    ) -> ClientPolicy {
         let text = format!(
-            "model_identity = \"{}\"\ninsecure_sim_root = \"{}\"\n[appraisal.sim]\nmeasurements = [\"{}\"]\n",
+            "model_identity = \"{}\"\n{extra}\ninsecure_sim_root = \"{}\"\n[appraisal.sim]\nmeasurements = [\"{}\"]\n",
             hex::encode(model_identity),
             self.sim_ark.display(),
             hex::encode(measurement)

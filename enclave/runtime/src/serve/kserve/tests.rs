@@ -719,6 +719,7 @@ fn binary_responses_put_raw_outputs_after_the_json() {
         model_name: "m".into(),
         model_version: Some("1".into()),
         id: Some("r1".into()),
+        parameters: None,
         outputs: vec![
             OutputTensor {
                 name: "a".into(),
