@@ -171,7 +171,22 @@ stage "guard: nacre guard fit on training rows, self-tests from onnxruntime"
 GUARD_DIGEST=$("$NACRE" guard fit "$WORK/fraud-mlp.onnx" --data "$WORK/train.npy" \
     --self-tests "$WORK/selftests.json" --out "$WORK/guard.json" 2>"$WORK/logs/guard-fit.txt")
 sed 's/^/    /' "$WORK/logs/guard-fit.txt"
-note "guard manifest $GUARD_DIGEST"
+# Guard part 2, written by hand: a query budget per token, the PRADA extraction detector, and
+# KernelSHAP explanations against 16 training rows as the background. The digest is over the
+# final bytes.
+"$NACRE_PYTHON" - "$WORK/guard.json" "$WORK/train.npy" <<'PY'
+import json, sys
+import numpy as np
+m = json.load(open(sys.argv[1]))
+m["budgets"] = {"queries": 200000, "window_seconds": 3600}
+m["extraction"] = {"delta": 0.9, "history": 500, "min_queries": 50, "action": "throttle", "throttle_seconds": 10}
+m["explanation"] = {"max_coalitions": 2048, "deadline_ms": 20000,
+                    "background": np.load(sys.argv[2])[:16].astype(float).round(4).tolist()}
+json.dump(m, open(sys.argv[1], "w"))
+PY
+"$NACRE" guard check "$WORK/guard.json" --model "$WORK/fraud-mlp.onnx" >"$WORK/logs/guard-check.txt"
+GUARD_DIGEST=$(sha256sum "$WORK/guard.json" | cut -d' ' -f1)
+note "guard manifest $GUARD_DIGEST (budgets, extraction detector, explanations added)"
 
 # --- attestation service ----------------------------------------------------------------------
 stage "attestation service: sim CA, init (SQLite), image signer, serve"
@@ -372,6 +387,16 @@ json.dump({"inputs": [{"name": "features", "shape": [1, 30], "datatype": "FP32",
 sed 's/^/    /' "$WORK/logs/infer-ood.txt"
 grep -q 'flagged by the model.s guard: out_of_distribution' "$WORK/logs/infer-ood.txt" ||
     die "the out-of-distribution request was not flagged: $(cat "$WORK/logs/infer-ood.txt")"
+
+stage "guard: an explanation computed in the enclave (KernelSHAP)"
+# One transaction's attributions, computed inside the guest against the manifest's background
+# rows and charged to the token's budget at their model evaluations.
+"$NACRE_PYTHON" scripts/models.py input fraud-mlp "$WORK/explain-request.json" --batch 1 --seed 3
+"$NACRE" explain "$SERVE_URL" --model fraud-mlp --input "$WORK/explain-request.json" \
+    --policy "$WORK/client-policy.toml" --token-file "$WORK/inference.token" >"$WORK/logs/explain.txt"
+sed 's/^/    /' "$WORK/logs/explain.txt" | head -8
+grep -q 'model evaluations' "$WORK/logs/explain.txt" ||
+    die "no explanation: $(cat "$WORK/logs/explain.txt")"
 
 stage "client: no token, or another token: refused (401)"
 # The same verified session and request, without the token, then with a token that is not it:

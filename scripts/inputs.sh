@@ -32,6 +32,9 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cache=${NACRE_INPUTS:-$repo/target/inputs}
 mkdir -p "$cache"
+# Test binaries run this at once: one fills the cache while the others wait, then find it full.
+exec 9>"$cache/.lock"
+flock 9
 log() { echo "inputs.sh: $*" >&2; }
 die() {
     echo "inputs.sh: error: $*" >&2

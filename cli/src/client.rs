@@ -160,7 +160,9 @@ pub fn proxy(args: ProxyArgs) -> Result<ExitCode> {
     })
 }
 
-pub fn infer(args: InferArgs) -> Result<ExitCode> {
+/// Reads the request and the policy, verifies the enclave (nothing is sent before both
+/// attestations pass), then sends the request to `/infer` or `/explain`.
+fn send_request(args: &InferArgs, explain: bool) -> Result<serde_json::Value> {
     let token = args.token_file.as_deref().map(read_token_file).transpose()?;
     let policy = ClientPolicy::load(&args.policy)?;
     let text = if args.input.as_os_str() == "-" {
@@ -171,14 +173,60 @@ pub fn infer(args: InferArgs) -> Result<ExitCode> {
     let request: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("{}: not JSON", args.input.display()))?;
     let rt = runtime()?;
-    let response = rt.block_on(async {
-        // The request is read and parsed first, but nothing is sent before both attestations pass.
+    Ok(rt.block_on(async {
         let mut session = AttestedSession::connect(&args.url, &policy).await?;
         if let Some(t) = &token {
             session = session.with_token(t.as_str());
         }
-        session.infer(&args.model, &request).await
-    })?;
+        if explain {
+            session.explain(&args.model, &request).await
+        } else {
+            session.infer(&args.model, &request).await
+        }
+    })?)
+}
+
+/// `nacre explain`: the enclave's KernelSHAP attributions of one row, largest first.
+pub fn explain(args: InferArgs) -> Result<ExitCode> {
+    let response = send_request(&args, true)?;
+    if args.json {
+        println!("{response}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let names: Vec<&str> =
+        response["features"].as_array().into_iter().flatten().map(|f| f.as_str().unwrap_or("?")).collect();
+    println!(
+        "model {} (attested): output {}, {} model evaluations ({} coalitions{}), charged to this token's budget",
+        response["model_name"].as_str().unwrap_or(&args.model),
+        response["output"].as_str().unwrap_or("?"),
+        response["evaluations"],
+        response["coalitions"],
+        if response["exact"].as_bool() == Some(true) { ", every one: exact" } else { ", sampled" }
+    );
+    for (k, attributions) in response["attributions"].as_array().into_iter().flatten().enumerate() {
+        let base = response["base_value"][k].as_f64().unwrap_or(f64::NAN);
+        let value = response["value"][k].as_f64().unwrap_or(f64::NAN);
+        println!("  value[{k}] {value:.6} = base {base:.6} + Σ attributions {:+.6}", value - base);
+        let mut ranked: Vec<(usize, f64)> = attributions
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+            .map(|(j, v)| (j, v.as_f64().unwrap_or(f64::NAN)))
+            .collect();
+        ranked.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
+        for (j, a) in ranked.iter().take(10) {
+            println!("    {:<24} {a:+.6}", names.get(*j).copied().unwrap_or("?"));
+        }
+        if ranked.len() > 10 {
+            println!("    … {} features in all", ranked.len());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn infer(args: InferArgs) -> Result<ExitCode> {
+    let response = send_request(&args, false)?;
     if args.json {
         println!("{response}");
         return Ok(ExitCode::SUCCESS);

@@ -1,4 +1,4 @@
-//! `nacre guard fit|check`: the model owner's guard manifest (docs/guard-manifest.md).
+//! `nacre guard fit|check|score|replay`: the model owner's guard manifest (docs/guard-manifest.md).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -26,6 +26,23 @@ pub enum GuardCmd {
     /// row (its finding, the squared distance, the action), then the totals on stderr. The same
     /// code the enclave runs; for evaluating a manifest before sealing it.
     Score(ScoreArgs),
+    /// Replay a query stream (CSV or .npy rows) as one client against the manifest's
+    /// extraction detector: each row runs on tract for its predicted class, as in the enclave.
+    /// Prints one JSON line: rows, the first alarm's index (null if none), alarms, lowest W.
+    /// For tuning `extraction.delta` before sealing, and for evaluating it (scripts/eval-extraction.py).
+    Replay(ReplayArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ReplayArgs {
+    /// The guard manifest (with an `extraction` section).
+    manifest: PathBuf,
+    /// The ONNX model.
+    #[arg(long)]
+    model: PathBuf,
+    /// The queries, rows of the manifest's features.
+    #[arg(long)]
+    data: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -113,6 +130,8 @@ enum PassError {
     Data(#[from] DataError),
     #[error(transparent)]
     Fit(#[from] FitError),
+    #[error("the model: {0}")]
+    Model(String),
 }
 
 pub fn guard(cmd: GuardCmd) -> Result<ExitCode> {
@@ -120,6 +139,7 @@ pub fn guard(cmd: GuardCmd) -> Result<ExitCode> {
         GuardCmd::Fit(args) => fit(args),
         GuardCmd::Check(args) => check(args),
         GuardCmd::Score(args) => score(args),
+        GuardCmd::Replay(args) => replay(args),
     }
 }
 
@@ -319,6 +339,55 @@ fn score(a: ScoreArgs) -> Result<ExitCode> {
     .with_context(|| a.data.display().to_string())?;
     out.flush()?;
     eprintln!("{i} rows, {flagged} with a finding ({:.2} %)", 100.0 * flagged as f64 / i.max(1) as f64);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn replay(a: ReplayArgs) -> Result<ExitCode> {
+    let bytes = std::fs::read(&a.manifest).with_context(|| format!("reading {}", a.manifest.display()))?;
+    let manifest = Manifest::parse(&bytes).with_context(|| a.manifest.display().to_string())?;
+    let Some(settings) = &manifest.document().extraction else {
+        bail!("{}: the manifest has no extraction section", a.manifest.display());
+    };
+    let model = load_model(&a.model)?;
+    let (inputs, _) = model.signature()?;
+    if inputs.len() != 1 {
+        bail!("{}: replay runs models with one input; this one has {}", a.model.display(), inputs.len());
+    }
+    let data = Data::open(&a.data).with_context(|| a.data.display().to_string())?;
+    let d = manifest.features();
+    if data.shape().columns != d {
+        bail!("{}: {} columns, the manifest has {d} features", a.data.display(), data.shape().columns);
+    }
+    let mut detector = nacre_guard::prada::Detector::new(settings, 1);
+    let (mut i, mut first, mut alarms, mut lowest) = (0u64, None, 0u64, f64::INFINITY);
+    data.rows(|row, _| -> Result<(), PassError> {
+        let x = nacre_model::Tensor { shape: vec![1, d], data: nacre_model::TensorData::Fp32(row.to_vec()) };
+        let out = model.run(vec![x]).map_err(|e| PassError::Model(e.to_string()))?;
+        let class = match out.first().map(|t| &t.data) {
+            Some(nacre_model::TensorData::Fp32(v)) => nacre_guard::prada::predicted_class(v),
+            _ => return Err(PassError::Model("the first output is not float32".into())),
+        };
+        match detector.observe(&[0; 32], row, class) {
+            nacre_guard::prada::Prada::Alarm { w } => {
+                first.get_or_insert(i);
+                alarms += 1;
+                lowest = lowest.min(w);
+            }
+            nacre_guard::prada::Prada::Normal { w } => lowest = lowest.min(w),
+            nacre_guard::prada::Prada::Warming { .. } => {}
+        }
+        i += 1;
+        Ok(())
+    })
+    .with_context(|| a.data.display().to_string())?;
+    let summary = serde_json::json!({
+        "rows": i,
+        "first_alarm": first,
+        "alarms": alarms,
+        "lowest_w": lowest.is_finite().then_some(lowest),
+        "delta": settings.delta,
+    });
+    println!("{summary}");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -221,13 +221,15 @@ pub struct BuildArgs {
 pub struct ServingArgs {
     /// Require this bearer token for inference: the file as `nacre infer --token-file` reads it
     /// (16–1024 printable ASCII characters without spaces, one line end ignored). Only its
-    /// SHA-256 enters the image, which is not secret: use a random token.
-    #[arg(long, conflicts_with = "inference_token_sha256")]
-    inference_token_file: Option<PathBuf>,
-    /// Require the bearer token with this SHA-256 (64 hex digits) for inference, when the
-    /// token is not at hand.
+    /// SHA-256 enters the image, which is not secret: use a random token. Repeat it for several
+    /// clients: each token is one identity, which the guard's budgets and extraction detector
+    /// are kept by.
+    #[arg(long)]
+    inference_token_file: Vec<PathBuf>,
+    /// Require a bearer token with this SHA-256 (64 hex digits) for inference, when the token
+    /// is not at hand (repeatable, with the files).
     #[arg(long, value_parser = parse_sha256)]
-    inference_token_sha256: Option<[u8; 32]>,
+    inference_token_sha256: Vec<[u8; 32]>,
     /// Largest request body, bytes.
     #[arg(long)]
     max_request_bytes: Option<u64>,
@@ -269,12 +271,14 @@ impl ServingArgs {
     /// The options as the image builder takes them (it checks the values); the token file is
     /// read here and only its hash kept.
     fn options(&self) -> Result<ServingOptions> {
-        let inference_token_sha256 = match (&self.inference_token_file, self.inference_token_sha256) {
-            (Some(file), _) => Some(token_sha256(crate::client::read_token_file(file)?.as_bytes())),
-            (None, hash) => hash,
-        };
+        let mut inference_tokens_sha256 = self.inference_token_sha256.clone();
+        for file in &self.inference_token_file {
+            inference_tokens_sha256.push(token_sha256(crate::client::read_token_file(file)?.as_bytes()));
+        }
+        inference_tokens_sha256.sort_unstable();
+        inference_tokens_sha256.dedup();
         Ok(ServingOptions {
-            inference_token_sha256,
+            inference_tokens_sha256,
             max_request_bytes: self.max_request_bytes,
             rate_per_second: self.rate_per_second,
             rate_burst: self.rate_burst,
@@ -297,9 +301,10 @@ fn parse_sha256(s: &str) -> Result<[u8; 32], String> {
 
 /// The build summary's serving line: whether inference needs a token, and the limits set.
 fn serving_summary(s: &ServingOptions) -> String {
-    let mut out = match &s.inference_token_sha256 {
-        Some(h) => format!("inference requires a bearer token (SHA-256 {})", hex::encode(h)),
-        None => "inference requires NO token: anyone who reaches the port can infer".to_owned(),
+    let mut out = match s.inference_tokens_sha256.as_slice() {
+        [h] => format!("inference requires a bearer token (SHA-256 {})", hex::encode(h)),
+        [] => "inference requires NO token: anyone who reaches the port can infer".to_owned(),
+        many => format!("inference requires one of {} bearer tokens (one client identity each)", many.len()),
     };
     let limits: Vec<String> = [
         ("max_request_bytes", s.max_request_bytes),

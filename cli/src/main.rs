@@ -71,6 +71,9 @@ enum Command {
     Verify(client::VerifyArgs),
     /// Verify an enclave, then send it one KServe v2 inference request and print the outputs.
     Infer(client::InferArgs),
+    /// Verify an enclave, then ask it for KernelSHAP attributions of one row (a KServe v2
+    /// request), computed inside the enclave when the model's guard manifest offers them.
+    Explain(client::InferArgs),
     /// Verify an enclave, then forward local HTTP and gRPC clients to it over the verified
     /// connection (loopback only; every reconnect verified again).
     Proxy(client::ProxyArgs),
@@ -199,6 +202,7 @@ fn main() -> ExitCode {
         Command::Seal(args) => seal::seal(args),
         Command::Verify(args) => client::verify(args),
         Command::Infer(args) => client::infer(args),
+        Command::Explain(args) => client::explain(args),
         Command::Proxy(args) => client::proxy(args),
         Command::Unseal(args) => seal::unseal(args),
         Command::Model(ModelCmd::Digest(args)) => seal::digest(args),

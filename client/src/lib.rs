@@ -368,6 +368,20 @@ impl AttestedSession {
             .await
     }
 
+    /// `POST /v2/models/{model}/explain`: KernelSHAP attributions of one row, computed in the
+    /// enclave when the model owner's guard manifest offers them (charged to the token's budget
+    /// at their number of model evaluations).
+    pub async fn explain(
+        &mut self,
+        model: &str,
+        request: &serde_json::Value,
+    ) -> Result<serde_json::Value, ClientError> {
+        let body = serde_json::to_vec(request).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        self.channel
+            .json(Method::POST, &format!("/v2/models/{}/explain", path_segment(model)?), Some(body))
+            .await
+    }
+
     /// Any request on the verified connection, whatever the answer's status: for clients that
     /// build their own requests (the Python package's attested session). `headers` must not
     /// hold `host`; the session's token, if any, is added unless `authorization` is given.

@@ -44,6 +44,10 @@ pub enum CheckError {
         "self-test {test}: output {name:?} element {index} is {got}, expected {expected} (tolerance {abs} + {rel}·|expected|)"
     )]
     Mismatch { test: usize, name: String, index: usize, got: f64, expected: f64, abs: f64, rel: f64 },
+    #[error(
+        "the manifest asks for explanations, which need a model whose only input is the guarded one and whose first output is float32 (it has {inputs} inputs; first output float32: {float32})"
+    )]
+    Explanation { inputs: usize, float32: bool },
 }
 
 fn fits(got: &[usize], declared: &[Option<usize>]) -> bool {
@@ -93,6 +97,12 @@ pub fn check_signature(m: &Manifest, sig: &Signature) -> Result<(), CheckError> 
         }
         if let Some(missing) = sig.inputs.iter().find(|i| !v.inputs.contains_key(&i.name)) {
             return Err(CheckError::MissingInput { test, name: missing.name.clone() });
+        }
+    }
+    if doc.explanation.is_some() {
+        let float32 = sig.outputs.first().is_some_and(|o| o.float32);
+        if sig.inputs.len() != 1 || !float32 {
+            return Err(CheckError::Explanation { inputs: sig.inputs.len(), float32 });
         }
     }
     Ok(())
@@ -146,6 +156,7 @@ pub fn run_self_tests(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::manifest::Document;
     use crate::manifest::tests::sample;
 
     fn spec(name: &str, shape: &[Option<usize>]) -> TensorSpec {
@@ -176,6 +187,14 @@ mod tests {
         assert!(matches!(
             misfit(|s| s.inputs.push(spec("mask", &[Some(1)]))),
             CheckError::MissingInput { test: 0, .. }
+        ));
+        // Explanations run the model on the guarded input alone and read its first output.
+        let mut two = model();
+        two.inputs.push(spec("mask", &[Some(1)]));
+        let untested = Manifest::from_document(Document { self_tests: None, ..sample() }).unwrap();
+        assert!(matches!(
+            check_signature(&untested, &two),
+            Err(CheckError::Explanation { inputs: 2, float32: true })
         ));
     }
 

@@ -7,14 +7,17 @@
 
 pub mod check;
 pub mod data;
+pub mod defence;
 pub mod fit;
 pub mod input;
 pub mod linalg;
 pub mod manifest;
 pub mod output;
 pub mod prada;
+pub mod shap;
 pub mod shapiro;
 
+pub use defence::{Defence, Observed, Refusal};
 pub use input::{InputGuard, Verdict, Violation};
 pub use manifest::{Manifest, ManifestError};
 pub use output::harden;

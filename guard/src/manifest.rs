@@ -28,7 +28,10 @@ pub const MAX_SELF_TESTS: usize = 256;
 pub const MAX_TENSOR_LEN: usize = 1 << 20;
 pub const MAX_BACKGROUND_ROWS: usize = 1024;
 /// The PRADA history one client keeps (queries); the memory bound of part 2 follows from it.
-pub const MAX_HISTORY: u32 = 100_000;
+/// Shapiro–Wilk's W (Royston's approximation) holds up to this many values.
+pub const MAX_HISTORY: u32 = crate::shapiro::MAX_N as u32;
+/// Longest throttle interval of an alarmed client, seconds.
+pub const MAX_THROTTLE_SECONDS: u32 = 86_400;
 
 /// Why a manifest is refused.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
@@ -252,6 +255,14 @@ pub struct Extraction {
     /// Distances needed before the test runs (Shapiro–Wilk needs 3 at least).
     pub min_queries: u32,
     pub action: ExtractionAction,
+    /// Under `throttle`, an alarmed client gets one request per this many seconds (default 10)
+    /// until its series looks natural again.
+    #[serde(default = "throttle_seconds")]
+    pub throttle_seconds: u32,
+}
+
+fn throttle_seconds() -> u32 {
+    10
 }
 
 /// KernelSHAP inside the enclave (part 2).
@@ -520,6 +531,9 @@ fn check(doc: &Document) -> Result<(), ManifestError> {
                 format!("3 ≤ min_queries ≤ history ≤ {MAX_HISTORY} (Shapiro–Wilk needs 3 points)"),
             ));
         }
+        if !(1..=MAX_THROTTLE_SECONDS).contains(&e.throttle_seconds) {
+            return Err(invalid("extraction.throttle_seconds", format!("1 to {MAX_THROTTLE_SECONDS}")));
+        }
     }
     if let Some(x) = &doc.explanation {
         if !(16..=1 << 20).contains(&x.max_coalitions) {
@@ -527,6 +541,14 @@ fn check(doc: &Document) -> Result<(), ManifestError> {
         }
         if !(1..=600_000).contains(&x.deadline_ms) {
             return Err(invalid("explanation.deadline_ms", "1 ms to 10 min"));
+        }
+        // An explanation sums to f(x) − base: under top-k or label it would give away the
+        // scores the policy hides.
+        if matches!(doc.output, OutputPolicy::TopK { .. } | OutputPolicy::Label) {
+            return Err(invalid(
+                "explanation",
+                "explanations reveal the model's scores: they need the output policy full or round",
+            ));
         }
         if x.background.is_empty() || x.background.len() > MAX_BACKGROUND_ROWS {
             return Err(invalid("explanation.background", format!("1-{MAX_BACKGROUND_ROWS} rows")));
@@ -630,6 +652,7 @@ pub(crate) mod tests {
                 history: 1000,
                 min_queries: 20,
                 action: ExtractionAction::Throttle,
+                throttle_seconds: 10,
             }),
             explanation: Some(Explanation {
                 max_coalitions: 2048,
@@ -734,6 +757,12 @@ pub(crate) mod tests {
             ("budgets", Box::new(|d| d.budgets.as_mut().unwrap().queries = 0)),
             ("extraction.delta", Box::new(|d| d.extraction.as_mut().unwrap().delta = 1.0)),
             ("extraction", Box::new(|d| d.extraction.as_mut().unwrap().min_queries = 2)),
+            ("extraction", Box::new(|d| d.extraction.as_mut().unwrap().history = MAX_HISTORY + 1)),
+            (
+                "extraction.throttle_seconds",
+                Box::new(|d| d.extraction.as_mut().unwrap().throttle_seconds = 0),
+            ),
+            ("explanation", Box::new(|d| d.output = OutputPolicy::Label)),
             (
                 "explanation.background[0]",
                 Box::new(|d| d.explanation.as_mut().unwrap().background[0].push(1.0)),

@@ -9,9 +9,22 @@
 //! recently seen goes first), so its size is at most `max_clients × history × (features × 4 +
 //! 16)` bytes plus bookkeeping, whatever the clients send.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use crate::manifest::Extraction;
+use crate::shapiro::Coefficients;
+
+/// A client's identity: the SHA-256 of its bearer token.
+pub type ClientId = [u8; 32];
+
+/// The class a model's output row predicts, as the detector groups queries: a single score
+/// is a binary classifier's (class 1 above 0.5), a wider row's class is its largest value.
+pub fn predicted_class(row: &[f32]) -> i64 {
+    match row {
+        [score] => i64::from(*score > 0.5),
+        _ => row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i as i64),
+    }
+}
 
 /// What the detector says of a query.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -20,7 +33,7 @@ pub enum Prada {
     Warming { distances: usize },
     /// Tested: W at or above `delta`.
     Normal { w: f64 },
-    /// Tested: W below `delta` (or, once alarmed, still alarmed until the history turns over).
+    /// Tested: W below `delta`, or every distance the same (W = 0: nothing natural does that).
     Alarm { w: f64 },
 }
 
@@ -39,25 +52,36 @@ pub struct Detector {
     history: usize,
     min_queries: usize,
     max_clients: usize,
-    clients: HashMap<String, Client>,
+    clients: HashMap<ClientId, Client>,
+    /// Clients by when they were last seen, for evicting the least recent in O(log n).
+    by_age: BTreeMap<u64, ClientId>,
     clock: u64,
-    scratch: Vec<f64>,
+    /// W's coefficients at the history cap, where every long-running client's series sits.
+    at_cap: Option<Coefficients>,
     series: Vec<f64>,
 }
 
 impl Detector {
     /// The manifest's settings, and the most clients tracked at once.
     pub fn new(settings: &Extraction, max_clients: usize) -> Self {
+        let history = settings.history as usize;
         Detector {
             delta: settings.delta,
-            history: settings.history as usize,
+            history,
             min_queries: settings.min_queries as usize,
             max_clients: max_clients.max(1),
             clients: HashMap::new(),
+            by_age: BTreeMap::new(),
             clock: 0,
-            scratch: Vec::new(),
-            series: Vec::new(),
+            at_cap: Coefficients::new(history),
+            series: Vec::with_capacity(history),
         }
+    }
+
+    /// Bytes one client's history takes at most, for `features` per query (the queries, their
+    /// distances, and the allocator's and table's bookkeeping, rounded up).
+    pub fn bytes_per_client(settings: &Extraction, features: usize) -> usize {
+        settings.history as usize * (features * 4 + 8 + 16 + 8) + 256
     }
 
     pub fn clients(&self) -> usize {
@@ -66,23 +90,27 @@ impl Detector {
 
     /// Records `query` (one row of features) of `client`, whose predicted class was `class`,
     /// and tests the client's series.
-    pub fn observe(&mut self, client: &str, query: &[f32], class: i64) -> Prada {
+    pub fn observe(&mut self, client: &ClientId, query: &[f32], class: i64) -> Prada {
         self.clock += 1;
-        if !self.clients.contains_key(client) && self.clients.len() >= self.max_clients {
-            // The least recently seen client goes: an attacker rotating tokens loses its history,
-            // which the budgets (per token) bound separately.
-            if let Some(oldest) = self.clients.iter().min_by_key(|(_, c)| c.last_seen).map(|(k, _)| k.clone())
-            {
-                self.clients.remove(&oldest);
-            }
+        if !self.clients.contains_key(client)
+            && self.clients.len() >= self.max_clients
+            && let Some((_, oldest)) = self.by_age.pop_first()
+        {
+            // The least recently seen client goes: an attacker rotating tokens loses its
+            // history, which the budgets (per token) bound separately.
+            self.clients.remove(&oldest);
         }
-        let state = self.clients.entry(client.to_owned()).or_default();
+        let state = self.clients.entry(*client).or_default();
+        self.by_age.remove(&state.last_seen);
         state.last_seen = self.clock;
+        self.by_age.insert(self.clock, *client);
         let nearest = state
             .queries
             .iter()
             .filter(|(c, _)| *c == class)
-            .map(|(_, q)| q.iter().zip(query).map(|(a, b)| f64::from(a - b).powi(2)).sum::<f64>())
+            .map(|(_, q)| {
+                q.iter().zip(query).map(|(a, b)| (f64::from(*a) - f64::from(*b)).powi(2)).sum::<f64>()
+            })
             .min_by(f64::total_cmp)
             .map(f64::sqrt);
         if let Some(d) = nearest {
@@ -92,19 +120,31 @@ impl Detector {
             state.distances.push_back(d);
         }
         if state.queries.len() == self.history {
-            state.queries.pop_front();
+            // The oldest query's buffer is reused for the new one when they are the same size.
+            let (_, mut buf) = state.queries.pop_front().unwrap_or_default();
+            if buf.len() == query.len() {
+                buf.copy_from_slice(query);
+            } else {
+                buf = query.into();
+            }
+            state.queries.push_back((class, buf));
+        } else {
+            state.queries.push_back((class, query.into()));
         }
-        state.queries.push_back((class, query.into()));
         let n = state.distances.len();
         if n < self.min_queries {
             return Prada::Warming { distances: n };
         }
         self.series.clear();
         self.series.extend(state.distances.iter().copied());
-        match crate::shapiro::w(&self.series, &mut self.scratch) {
+        self.series.sort_by(f64::total_cmp);
+        let w = match &self.at_cap {
+            Some(c) if c.n() == n => c.w(&self.series),
+            _ => Coefficients::new(n).and_then(|c| c.w(&self.series)),
+        };
+        match w {
             Some(w) if w < self.delta => Prada::Alarm { w },
             Some(w) => Prada::Normal { w },
-            // Every distance the same: repeated or lattice-spaced queries, nothing natural.
             None => Prada::Alarm { w: 0.0 },
         }
     }
@@ -117,7 +157,20 @@ mod tests {
     use crate::manifest::ExtractionAction;
 
     fn settings() -> Extraction {
-        Extraction { delta: 0.9, history: 200, min_queries: 30, action: ExtractionAction::Throttle }
+        Extraction {
+            delta: 0.9,
+            history: 200,
+            min_queries: 30,
+            action: ExtractionAction::Throttle,
+            throttle_seconds: 10,
+        }
+    }
+
+    /// A client id from a name (its bytes, zero-padded).
+    fn id(name: &str) -> ClientId {
+        let mut id = [0; 32];
+        id[..name.len()].copy_from_slice(name.as_bytes());
+        id
     }
 
     /// Deterministic standard normals (Box–Muller over SplitMix64).
@@ -145,7 +198,7 @@ mod tests {
         let rows = normals(1, 8 * 150);
         let mut last = Prada::Warming { distances: 0 };
         for row in rows.chunks(8) {
-            last = d.observe("benign", row, i64::from(row[0] > 0.0));
+            last = d.observe(&id("benign"), row, i64::from(row[0] > 0.0));
         }
         assert!(matches!(last, Prada::Normal { .. }), "{last:?}");
         // An attacker: Jacobian-style augmentation, each query a small step from the previous
@@ -154,13 +207,13 @@ mod tests {
         let mut alarmed = None;
         for i in 0..150 {
             x[i % 8] += if i % 3 == 0 { 0.1 } else { 0.01 };
-            if let Prada::Alarm { .. } = d.observe("attacker", &x, 1) {
+            if let Prada::Alarm { .. } = d.observe(&id("attacker"), &x, 1) {
                 alarmed.get_or_insert(i);
             }
         }
         assert!(alarmed.is_some_and(|i| i < 60), "alarm at {alarmed:?}");
         // The benign client is not affected by the attacker's alarm.
-        assert!(matches!(d.observe("benign", &rows[..8], 1), Prada::Normal { .. }));
+        assert!(matches!(d.observe(&id("benign"), &rows[..8], 1), Prada::Normal { .. }));
     }
 
     #[test]
@@ -169,16 +222,18 @@ mod tests {
         let row = normals(2, 8);
         for t in 0..10_000 {
             for k in 0..3 {
-                d.observe(&format!("token-{t}"), &row, k);
+                d.observe(&id(&format!("token-{t}")), &row, k);
             }
         }
-        assert_eq!(d.clients(), 1000);
+        assert_eq!((d.clients(), d.by_age.len()), (1000, 1000));
+        // The most recent thousand stayed, the rest went oldest first.
+        assert!(d.clients.contains_key(&id("token-9999")) && !d.clients.contains_key(&id("token-8999")));
         // One client's history stays at its cap however long it queries.
         let rows = normals(3, 8 * 1000);
         for row in rows.chunks(8) {
-            d.observe("long", row, 0);
+            d.observe(&id("long"), row, 0);
         }
-        let long = &d.clients["long"];
+        let long = &d.clients[&id("long")];
         assert_eq!((long.queries.len(), long.distances.len()), (200, 200));
     }
 }

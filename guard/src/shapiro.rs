@@ -4,28 +4,29 @@
 //! synthetic ones extraction attacks make. W alone is compared with the manifest's `delta`, so no
 //! p-value is computed.
 
-/// W of `x` (3 to 5,000 values, in any order); `None` outside that range or when every value is
-/// the same (W is then undefined). `scratch` is reused between calls.
-pub fn w(x: &[f64], scratch: &mut Vec<f64>) -> Option<f64> {
-    let n = x.len();
-    if !(3..=5000).contains(&n) || x.iter().any(|v| !v.is_finite()) {
-        return None;
-    }
-    scratch.clear();
-    scratch.extend_from_slice(x);
-    scratch.sort_by(f64::total_cmp);
-    let mean = scratch.iter().sum::<f64>() / n as f64;
-    let ss: f64 = scratch.iter().map(|v| (v - mean) * (v - mean)).sum();
-    if ss <= 0.0 || scratch[n - 1] - scratch[0] <= f64::EPSILON * scratch[n - 1].abs().max(1.0) {
-        return None;
-    }
-    let half = n / 2;
-    // Coefficients of the upper half (they are antisymmetric): a[i] pairs x(n−1−i) − x(i).
-    let m = |i: usize| norm_ppf((i as f64 + 1.0 - 0.375) / (n as f64 + 0.25));
-    let mut numerator = 0.0;
-    if n == 3 {
-        numerator = std::f64::consts::FRAC_1_SQRT_2 * (scratch[2] - scratch[0]);
-    } else {
+/// Most values W is defined for here (Royston's approximation holds up to 5,000).
+pub const MAX_N: usize = 5000;
+
+/// The coefficients of W for one sample size: computing them costs a normal quantile per
+/// value, so a caller that tests many series of one length (the PRADA detector, at its history
+/// cap) keeps them.
+#[derive(Clone, Debug)]
+pub struct Coefficients {
+    n: usize,
+    /// a[i] pairs x(n−1−i) − x(i), for the lower half.
+    a: Vec<f64>,
+}
+
+impl Coefficients {
+    /// For samples of `n` values, 3 to [`MAX_N`].
+    pub fn new(n: usize) -> Option<Self> {
+        if !(3..=MAX_N).contains(&n) {
+            return None;
+        }
+        if n == 3 {
+            return Some(Coefficients { n, a: vec![std::f64::consts::FRAC_1_SQRT_2] });
+        }
+        let m = |i: usize| norm_ppf((i as f64 + 1.0 - 0.375) / (n as f64 + 0.25));
         let mm: f64 = (0..n).map(|i| m(i) * m(i)).sum();
         let u = 1.0 / (n as f64).sqrt();
         let poly = |c: [f64; 6]| c[0] + u * (c[1] + u * (c[2] + u * (c[3] + u * (c[4] + u * c[5]))));
@@ -37,16 +38,47 @@ pub fn w(x: &[f64], scratch: &mut Vec<f64>) -> Option<f64> {
         } else {
             (0.0, (mm - 2.0 * mn * mn) / (1.0 - 2.0 * an * an), 1)
         };
-        for i in 0..half {
-            let a = match i {
+        let a = (0..n / 2)
+            .map(|i| match i {
                 0 => an,
                 1 if first == 2 => an1,
                 _ => -m(i) / phi.sqrt(), // m(i) < 0 in the lower half: a of the upper mirror
-            };
-            numerator += a * (scratch[n - 1 - i] - scratch[i]);
-        }
+            })
+            .collect();
+        Some(Coefficients { n, a })
     }
-    Some((numerator * numerator / ss).min(1.0))
+
+    /// The sample size these are for.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// W of `sorted` (ascending, of the size these were made for); `None` when every value is
+    /// the same (W is then undefined) or one is not finite.
+    pub fn w(&self, sorted: &[f64]) -> Option<f64> {
+        let n = sorted.len();
+        if n != self.n || sorted.iter().any(|v| !v.is_finite()) {
+            return None;
+        }
+        let mean = sorted.iter().sum::<f64>() / n as f64;
+        let ss: f64 = sorted.iter().map(|v| (v - mean) * (v - mean)).sum();
+        if ss <= 0.0 || sorted[n - 1] - sorted[0] <= f64::EPSILON * sorted[n - 1].abs().max(1.0) {
+            return None;
+        }
+        let numerator: f64 =
+            self.a.iter().enumerate().map(|(i, a)| a * (sorted[n - 1 - i] - sorted[i])).sum();
+        Some((numerator * numerator / ss).min(1.0))
+    }
+}
+
+/// W of `x` (3 to [`MAX_N`] values, in any order); `None` outside that range or when every
+/// value is the same (W is then undefined). `scratch` is reused between calls.
+pub fn w(x: &[f64], scratch: &mut Vec<f64>) -> Option<f64> {
+    let coefficients = Coefficients::new(x.len())?;
+    scratch.clear();
+    scratch.extend_from_slice(x);
+    scratch.sort_by(f64::total_cmp);
+    coefficients.w(scratch)
 }
 
 /// The standard normal quantile (Acklam's rational approximation, relative error < 1.2e-9).

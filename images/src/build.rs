@@ -67,10 +67,11 @@ pub struct ImageSpec {
 /// unset, so that a bad image fails to build instead of failing at every boot.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ServingOptions {
-    /// SHA-256 of the bearer token ([`token_sha256`]). The token itself never enters the image.
-    /// The initrd is not secret (the host reads it), so this hash must be of a token too long
-    /// to guess offline.
-    pub inference_token_sha256: Option<[u8; 32]>,
+    /// SHA-256 of each client's bearer token ([`token_sha256`]); empty: inference is open.
+    /// Each token is one client identity (the guard keeps budgets per token). The tokens
+    /// never enter the image. The initrd is not secret (the host reads it), so these hashes
+    /// must be of tokens too long to guess offline.
+    pub inference_tokens_sha256: Vec<[u8; 32]>,
     /// Largest request body, bytes.
     pub max_request_bytes: Option<u64>,
     /// Per-client sustained requests per second, and burst (both ≥ 1).
@@ -310,8 +311,14 @@ fn serving_config(s: &ServingOptions) -> Result<String, BuildError> {
         }
     }
     let mut out = String::new();
-    if let Some(h) = &s.inference_token_sha256 {
-        out += &format!("inference_token_sha256 = \"{}\"\n", hex::encode(h));
+    // One token keeps the single-token key (images built before several clients read the same).
+    match s.inference_tokens_sha256.as_slice() {
+        [] => {}
+        [h] => out += &format!("inference_token_sha256 = \"{}\"\n", hex::encode(h)),
+        many => {
+            let quoted: Vec<String> = many.iter().map(|h| format!("\"{}\"", hex::encode(h))).collect();
+            out += &format!("inference_tokens_sha256 = [{}]\n", quoted.join(", "));
+        }
     }
     let integers = [
         ("max_request_bytes", s.max_request_bytes),
@@ -486,7 +493,7 @@ mod tests {
     #[test]
     fn each_set_serving_option_is_one_line_in_the_enclaves_order() {
         let serving = ServingOptions {
-            inference_token_sha256: Some(token_sha256(b"abc")),
+            inference_tokens_sha256: vec![token_sha256(b"abc")],
             max_request_bytes: Some(1 << 20),
             rate_per_second: Some(5),
             rate_burst: Some(10),
@@ -516,9 +523,15 @@ mod tests {
                     max_queue_delay_us = 500\n";
         assert_eq!(text, format!("{BASE}{want}"));
         // Only what is set.
-        let token_only = ServingOptions { inference_token_sha256: Some([0; 32]), ..Default::default() };
+        let token_only = ServingOptions { inference_tokens_sha256: vec![[0; 32]], ..Default::default() };
         let text = enclave_config(&spec(token_only)).unwrap();
         assert_eq!(text, format!("{BASE}inference_token_sha256 = \"{}\"\n", "00".repeat(32)));
+        let two = ServingOptions { inference_tokens_sha256: vec![[0; 32], [1; 32]], ..Default::default() };
+        let text = enclave_config(&spec(two)).unwrap();
+        assert_eq!(
+            text,
+            format!("{BASE}inference_tokens_sha256 = [\"{}\", \"{}\"]\n", "00".repeat(32), "01".repeat(32))
+        );
     }
 
     /// Every value the enclave's `check()` would refuse at boot fails the build, naming the key;

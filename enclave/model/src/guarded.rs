@@ -56,6 +56,61 @@ pub fn check(model: &Model, manifest: &Manifest) -> Result<usize, GuardedError> 
     Ok(run_self_tests(manifest, run)?)
 }
 
+/// Why an explanation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExplainError {
+    #[error("the guard manifest has no explanation settings")]
+    NotConfigured,
+    #[error("{0}")]
+    Model(#[from] ModelError),
+    #[error("the explanation passed its deadline of {0} ms")]
+    Deadline(u32),
+    #[error("{0}")]
+    Shap(String),
+}
+
+/// The manifest's KernelSHAP plan for the row `x`: how many evaluations it will cost, before
+/// any runs. The sampling is seeded from the row, so one input always gets one explanation.
+pub fn explanation_plan(manifest: &Manifest, x: &[f32]) -> Result<nacre_guard::shap::Plan, ExplainError> {
+    let settings = manifest.document().explanation.as_ref().ok_or(ExplainError::NotConfigured)?;
+    let seed = x
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, v| (h ^ u64::from(v.to_bits())).wrapping_mul(0x100_0000_01b3));
+    Ok(nacre_guard::shap::Plan::new(x, &settings.background, settings.max_coalitions as usize, seed))
+}
+
+/// Runs `plan` for the row `x` on `model` (whose only input is the guarded one, checked with
+/// the manifest), explaining its first output, and gives up at `deadline`.
+pub fn explain(
+    model: &Model,
+    manifest: &Manifest,
+    plan: &nacre_guard::shap::Plan,
+    x: &[f32],
+    deadline: std::time::Instant,
+) -> Result<nacre_guard::shap::Explanation, ExplainError> {
+    let settings = manifest.document().explanation.as_ref().ok_or(ExplainError::NotConfigured)?;
+    let d = x.len();
+    // Rows per run: a batch where the model has a batch dimension, else one at a time.
+    let chunk = if model.has_batch_dimension() { 4096 } else { 1 };
+    let rank = model.signature()?.0.first().map_or(2, |i| i.shape.len());
+    let eval = |rows: &[f32], count: usize| -> Result<Vec<f32>, ExplainError> {
+        if std::time::Instant::now() > deadline {
+            return Err(ExplainError::Deadline(settings.deadline_ms));
+        }
+        let shape = if rank == 1 { vec![d] } else { vec![count, d] };
+        let mut outputs = model.run(vec![Tensor { shape, data: TensorData::Fp32(rows.to_vec()) }])?;
+        match outputs.first_mut().map(|t| std::mem::replace(&mut t.data, TensorData::Fp32(Vec::new()))) {
+            Some(TensorData::Fp32(v)) => Ok(v),
+            _ => Err(ExplainError::Shap("the first output is not float32".into())),
+        }
+    };
+    plan.explain(x, &settings.background, chunk, eval).map_err(|e| match e {
+        nacre_guard::shap::ShapError::Model(e) => e,
+        other => ExplainError::Shap(other.to_string()),
+    })
+}
+
 /// A self-test input as the model declares it: floats as they are, integers only when every
 /// value is integral and in range.
 fn to_tensor(name: &str, datatype: Option<Datatype>, t: &TensorValue) -> Result<Tensor, String> {

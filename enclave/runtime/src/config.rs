@@ -93,6 +93,11 @@ pub struct EnclaveConfig {
     /// never in the image).
     #[serde(default)]
     pub inference_token_sha256: Option<String>,
+    /// Bearer tokens of several clients (hex SHA-256 each), with `inference_token_sha256` the
+    /// set that inference accepts. Each token is one client identity: the guard's budgets and
+    /// extraction detector are kept per token.
+    #[serde(default)]
+    pub inference_tokens_sha256: Vec<String>,
     /// Largest request body, bytes.
     #[serde(default = "max_request")]
     pub max_request_bytes: usize,
@@ -170,10 +175,10 @@ impl EnclaveConfig {
         if self.model_identity.len() != 64 || !self.model_identity.bytes().all(|b| b.is_ascii_hexdigit()) {
             return bad("model_identity: 64 hex digits".into());
         }
-        if let Some(t) = &self.inference_token_sha256
-            && (t.len() != 64 || !t.bytes().all(|b| b.is_ascii_hexdigit()))
-        {
-            return bad("inference_token_sha256: 64 hex digits".into());
+        for t in self.inference_token_sha256.iter().chain(&self.inference_tokens_sha256) {
+            if t.len() != 64 || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return bad("inference_token_sha256, inference_tokens_sha256: 64 hex digits each".into());
+            }
         }
         if self.sim_socket.is_some() && self.tee != TeeKind::Sim {
             return bad("sim_socket is for tee = \"sim\" only".into());
@@ -208,10 +213,21 @@ impl EnclaveConfig {
         Ok(())
     }
 
-    pub fn inference_token_sha256(&self) -> Option<[u8; 32]> {
-        let mut d = [0u8; 32];
-        hex::decode_to_slice(self.inference_token_sha256.as_deref()?, &mut d).ok()?;
-        Some(d)
+    /// The accepted bearer tokens' SHA-256 digests (checked hex), without repeats; empty when
+    /// inference is open.
+    pub fn inference_tokens_sha256(&self) -> Vec<[u8; 32]> {
+        let mut tokens: Vec<[u8; 32]> = self
+            .inference_token_sha256
+            .iter()
+            .chain(&self.inference_tokens_sha256)
+            .filter_map(|t| {
+                let mut d = [0u8; 32];
+                hex::decode_to_slice(t, &mut d).ok().map(|()| d)
+            })
+            .collect();
+        tokens.sort_unstable();
+        tokens.dedup();
+        tokens
     }
 
     /// [`Self::certificate_lifetime_secs`] as a duration (checked to be in range).

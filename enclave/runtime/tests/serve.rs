@@ -388,3 +388,125 @@ fn the_sealed_guard_runs_and_clients_can_require_it() {
         }
     });
 }
+
+/// Issue 18: per-token budgets, the PRADA detector's throttle, and explanations charged at their
+/// model evaluations, on the running enclave. Three clients, each its own token.
+#[test]
+fn budgets_extraction_alarms_and_explanations_are_per_client() {
+    let tokens = ["client-a-0123456789abcdef", "client-b-0123456789abcdef", "client-c-0123456789abcdef"];
+    let background = [[0.1, -0.3, 0.5, 1.0], [-0.7, 0.2, 0.0, 0.4], [0.3, 0.9, -1.2, -0.2]];
+    let mut manifest: serde_json::Value = serde_json::from_slice(&guard_manifest()).unwrap();
+    manifest["output"] = json!({"policy": "full"});
+    manifest["budgets"] = json!({"queries": 60, "window_seconds": 3600});
+    manifest["extraction"] =
+        // A low delta: a natural series of ten-odd distances stays far above it, while a walk in
+        // equal steps has no W at all (an alarm at any delta).
+        json!({"delta": 0.5, "history": 50, "min_queries": 10, "action": "throttle", "throttle_seconds": 600});
+    manifest["explanation"] = json!({"max_coalitions": 64, "deadline_ms": 10_000, "background": background});
+    let hashes: Vec<String> =
+        tokens.iter().map(|t| format!("\"{}\"", hex::encode(common::sha256(t.as_bytes())))).collect();
+    let stack = Stack::start(Options {
+        guard_manifest: Some(serde_json::to_vec(&manifest).unwrap()),
+        extra_config: format!("inference_tokens_sha256 = [{}]\n", hashes.join(", ")),
+        ..sample()
+    });
+    stack.wait_for("NACRE-ENCLAVE-SERVING", SERVING);
+    let policy = stack.policy();
+    stack.rt.block_on(async {
+        let session = |token: &'static str| {
+            let policy = policy.clone();
+            let url = stack.url.clone();
+            async move { AttestedSession::connect(&url, &policy).await.unwrap().with_token(token) }
+        };
+        let (mut a, mut b, mut c) =
+            (session(tokens[0]).await, session(tokens[1]).await, session(tokens[2]).await);
+        // Without a token: refused, budgets need an identity.
+        let mut anonymous = AttestedSession::connect(&stack.url, &policy).await.unwrap();
+        assert!(matches!(
+            anonymous.infer("sample-mlp", &request([0.0; 4])).await,
+            Err(ClientError::Status { status: 401, .. })
+        ));
+
+        // An explanation: every coalition of 4 features (14), additive, and 1 + 3 × 15 = 46
+        // model evaluations charged.
+        let x = [1.5f32, -0.5, 0.8, 2.0];
+        let e = a.explain("sample-mlp", &request(x)).await.unwrap();
+        assert_eq!(
+            (e["evaluations"].as_u64(), e["coalitions"].as_u64(), e["exact"].as_bool()),
+            (Some(46), Some(14), Some(true)),
+            "{e}"
+        );
+        let want = nacre_model::sample::mlp_reference(&x);
+        for o in 0..2 {
+            let value = e["value"][o].as_f64().unwrap();
+            assert!((value - f64::from(want[o])).abs() < 1e-5, "{e}");
+            let sum: f64 = e["attributions"][o].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).sum();
+            assert!((sum - (value - e["base_value"][o].as_f64().unwrap())).abs() < 1e-5, "{e}");
+        }
+        // 60 − 46 = 14 evaluations left in A's window: 14 single-row inferences, then 429 with
+        // the time to the next window.
+        for i in 0..14 {
+            let t = i as f32;
+            a.infer(
+                "sample-mlp",
+                &request([(t * 1.3).sin() * 2.0, (t * 2.1).cos(), (t * 0.7 + 1.0).sin(), (t * 3.3).cos()]),
+            )
+            .await
+            .unwrap();
+        }
+        let body = hyper::body::Bytes::from(serde_json::to_vec(&request([0.1, 0.2, 0.3, 0.4])).unwrap());
+        let mut headers = hyper::HeaderMap::new();
+        headers.insert("content-type", "application/json".parse().unwrap());
+        let r = a
+            .send(hyper::Method::POST, "/v2/models/sample-mlp/infer", headers.clone(), body.clone())
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 429);
+        let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((1..=3600).contains(&retry), "{retry}");
+        let message = String::from_utf8_lossy(r.body());
+        assert!(
+            message.contains("60 of 60") && message.contains(&format!("next window starts in {retry} s")),
+            "{message}"
+        );
+
+        // B walks along one axis in equal steps (what equation-solving and augmentation
+        // queries look like): the detector raises its alarm and B is throttled, with the time.
+        let mut throttled = None;
+        for i in 0..20 {
+            match b.infer("sample-mlp", &request([i as f32 * 0.25, 0.0, 0.0, 0.0])).await {
+                Ok(_) => {}
+                Err(ClientError::Status { status: 429, message }) => {
+                    assert!(
+                        message.contains("look like model extraction: throttled, retry in 600 s"),
+                        "{message}"
+                    );
+                    throttled = Some(i);
+                    break;
+                }
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        assert!(throttled.is_some_and(|i| (10..=13).contains(&i)), "throttled at {throttled:?}");
+        // C, with natural-looking queries, is not affected.
+        for i in 0..5 {
+            let v = (i as f32 * 1.7).sin();
+            c.infer("sample-mlp", &request([v, -v * 0.5, 0.3 * i as f32, 1.0 - v])).await.unwrap();
+        }
+        let metrics = String::from_utf8(c.get("/metrics").await.unwrap().to_vec()).unwrap();
+        assert!(metrics.contains("finding=\"extraction_alarm_raised\",action=\"throttle\"} 1"), "{metrics}");
+        assert!(metrics.contains("finding=\"over_budget\",action=\"refuse\"} 1"), "{metrics}");
+    });
+}
+
+/// An image without client tokens never serves a manifest with budgets: every tokenless
+/// client behind the host's NAT would be one client.
+#[test]
+fn budgets_without_tokens_never_serve() {
+    let mut manifest: serde_json::Value = serde_json::from_slice(&guard_manifest()).unwrap();
+    manifest["budgets"] = json!({"queries": 60, "window_seconds": 3600});
+    let stack =
+        Stack::start(Options { guard_manifest: Some(serde_json::to_vec(&manifest).unwrap()), ..sample() });
+    let line = stack.wait_for("NACRE-ENCLAVE-FAILED", SERVING);
+    assert!(line.contains("needs client tokens"), "{line}");
+}

@@ -34,6 +34,8 @@ fn status(r: Reject) -> Status {
     let code = match r.status {
         StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => Code::InvalidArgument,
         StatusCode::UNAUTHORIZED => Code::Unauthenticated,
+        StatusCode::FORBIDDEN => Code::PermissionDenied,
+        StatusCode::UNPROCESSABLE_ENTITY => Code::InvalidArgument,
         StatusCode::NOT_FOUND => Code::NotFound,
         StatusCode::TOO_MANY_REQUESTS => Code::ResourceExhausted,
         StatusCode::SERVICE_UNAVAILABLE => Code::Unavailable,
@@ -260,20 +262,13 @@ async fn infer(
         .cloned()
         .ok_or_else(|| Reject::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "no connection"))?;
     let headers: HeaderMap = request.metadata().clone().into_headers();
-    let identity = match app.authorize(&headers) {
-        Ok(identity) => identity,
-        Err(refused) => {
-            app.limit(&conn, None)?;
-            return Err(refused);
-        }
-    };
-    app.limit(&conn, identity)?;
+    let identity = app.client(&conn, &headers)?;
     let request = request.into_inner();
     let meta = &ready.metadata;
     let mut held = app.budget.reservation();
     let inputs = inputs(app, &meta.inputs, &request, &mut held).map_err(super::infer::parse_reject)?;
     let wanted = outputs(&meta.outputs, &request.outputs)?;
-    let (outputs, flag) = app.run_guarded(ready, inputs).await?;
+    let (outputs, flag) = app.run_guarded(ready, inputs, identity).await?;
     drop(held);
     let mut response = pb::ModelInferResponse {
         model_name: meta.name.clone(),

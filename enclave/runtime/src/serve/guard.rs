@@ -3,10 +3,18 @@
 //! scored for distance from the reference before the model runs, and every output is hardened
 //! after it ran. Both REST and gRPC go through [`ServeGuard`]. Only counts by finding and action
 //! leave (metrics); never an input value.
+//!
+//! When the manifest sets budgets or extraction defence, every request is admitted per client
+//! identity (its bearer token) before the model runs — charged its rows, refused while its
+//! client is alarmed under `refuse`, paced under `throttle` — and its rows are observed by the
+//! PRADA detector after (nacre-guard's `Defence`). An image without client tokens never serves
+//! such a manifest: behind the host's NAT, every tokenless client is one address.
+
+use std::sync::Mutex;
 
 use axum::http::StatusCode;
-use nacre_guard::manifest::{Action, OutputPolicy};
-use nacre_guard::{InputGuard, Manifest, Verdict};
+use nacre_guard::manifest::{Action, ExtractionAction, OutputPolicy};
+use nacre_guard::{Defence, InputGuard, Manifest, Observed, Refusal, Verdict};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -54,6 +62,8 @@ pub struct ServeGuard {
     /// rewrites it.
     classes: Vec<usize>,
     findings: Family<Finding, Counter>,
+    /// Budgets and the extraction detector, per client, when the manifest sets them.
+    defence: Option<Mutex<Defence>>,
 }
 
 fn action_name(a: Action) -> &'static str {
@@ -68,14 +78,30 @@ impl ServeGuard {
     /// For a model whose signature the manifest was checked against at unsealing. An output
     /// the policy cannot rewrite (not FP32, or of unknown row width) is refused here, so the
     /// model never serves unhardened.
+    ///
+    /// `clients` is the number of client identities (bearer tokens) the image accepts, and
+    /// `memory` the bytes the extraction detector may hold for all of them (past it, the least
+    /// recently seen client's history goes first).
     pub fn new(
         bytes: Vec<u8>,
         manifest: Manifest,
         inputs: &[TensorSpec],
         outputs: &[TensorSpec],
         findings: Family<Finding, Counter>,
+        clients: usize,
+        memory: usize,
     ) -> Result<Self, Failure> {
         let doc = manifest.document();
+        if Defence::needs_identity(doc) && clients == 0 {
+            return Err(Failure::Guard(
+                "the guard manifest keeps budgets or extraction defence per client, which needs client tokens; \
+                 the image accepts none (inference_tokens_sha256)"
+                    .into(),
+            ));
+        }
+        let per_client = Defence::detector_bytes(doc, 1).max(1);
+        let tracked = clients.min(memory / per_client).max(1);
+        let defence = Defence::new(doc, tracked).map(Mutex::new);
         let input = inputs.iter().position(|i| i.name == doc.input.tensor).ok_or_else(|| {
             Failure::Guard(format!("the guarded input {:?} is not served", doc.input.tensor))
         })?;
@@ -94,7 +120,7 @@ impl ServeGuard {
             }
             classes.push(width.max(1));
         }
-        Ok(ServeGuard { bytes, manifest, input, classes, findings })
+        Ok(ServeGuard { bytes, manifest, input, classes, findings, defence })
     }
 
     pub fn bytes(&self) -> &[u8] {
@@ -145,6 +171,82 @@ impl ServeGuard {
         }
     }
 
+    /// The manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The guarded input's rows (FP32, checked by [`Self::check`]), or none.
+    pub(super) fn rows<'a>(&self, inputs: &'a [nacre_model::Tensor]) -> &'a [f32] {
+        match inputs.get(self.input).map(|t| &t.data) {
+            Some(nacre_model::TensorData::Fp32(data)) => data,
+            _ => &[],
+        }
+    }
+
+    /// Whether admitted requests' rows are kept for [`Self::observe`].
+    pub(super) fn observes(&self) -> bool {
+        self.manifest.document().extraction.is_some()
+    }
+
+    /// Admits a request of `cost` model evaluations from `client` at `now_ms` (charging it),
+    /// when the manifest keeps anything per client.
+    pub(super) fn admit(&self, client: Option<&[u8; 32]>, cost: u64, now_ms: u64) -> Result<(), Reject> {
+        let Some(defence) = &self.defence else { return Ok(()) };
+        // Unreachable: an image without tokens never serves such a manifest (see `new`).
+        let client = client.ok_or_else(|| {
+            Reject::new(StatusCode::UNAUTHORIZED, "unauthorized", "a bearer token is required")
+        })?;
+        let refusal = defence.lock().unwrap_or_else(|p| p.into_inner()).admit(client, cost, now_ms);
+        refusal.map_err(|r| self.refuse(r))
+    }
+
+    fn refuse(&self, r: Refusal) -> Reject {
+        let (finding, action, status, reason) = match r {
+            Refusal::OverBudget { .. } => {
+                ("over_budget", "refuse", StatusCode::TOO_MANY_REQUESTS, "over_budget")
+            }
+            Refusal::Throttled { .. } => {
+                ("extraction_alarm", "throttle", StatusCode::TOO_MANY_REQUESTS, "extraction_throttled")
+            }
+            Refusal::Refused => ("extraction_alarm", "refuse", StatusCode::FORBIDDEN, "extraction_refused"),
+        };
+        self.findings.get_or_create(&Finding { finding, action }).inc();
+        Reject { retry_after: r.retry_after(), ..Reject::new(status, reason, r.to_string()) }
+    }
+
+    /// Records `rows` of `client`, answered with `outputs` (before hardening: the predicted
+    /// class is the model's), in the extraction detector. An alarm this request raised under
+    /// `refuse` refuses its answer too.
+    pub(super) fn observe(
+        &self,
+        client: Option<&[u8; 32]>,
+        rows: &[f32],
+        outputs: &[nacre_model::Tensor],
+        now_ms: u64,
+    ) -> Result<(), Reject> {
+        let (Some(defence), Some(client)) = (&self.defence, client) else { return Ok(()) };
+        let Some(nacre_model::TensorData::Fp32(scores)) = outputs.first().map(|t| &t.data) else {
+            return Ok(());
+        };
+        let width = self.classes.first().copied().unwrap_or(1).max(1);
+        let classes: Vec<i64> = scores.chunks_exact(width).map(nacre_guard::prada::predicted_class).collect();
+        let observed =
+            defence.lock().unwrap_or_else(|p| p.into_inner()).observe(client, rows, &classes, now_ms);
+        match observed {
+            Observed::Alarm { raised: true, .. } => {
+                let action = self.manifest.document().extraction.as_ref().map(|e| e.action);
+                let refuse = action == Some(ExtractionAction::Refuse);
+                let name = if refuse { "refuse" } else { "throttle" };
+                self.findings
+                    .get_or_create(&Finding { finding: "extraction_alarm_raised", action: name })
+                    .inc();
+                if refuse { Err(self.refuse(Refusal::Refused)) } else { Ok(()) }
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Applies the output policy to every output (in the model's order).
     pub fn harden(&self, outputs: &mut [nacre_model::Tensor]) {
         let policy = &self.manifest.document().output;
@@ -192,6 +294,8 @@ mod tests {
             &[spec("x", "FP32", vec![-1, 4])],
             &[spec("y", y, vec![-1, 2])],
             Family::default(),
+            0,
+            1 << 20,
         )
     }
 

@@ -51,16 +51,7 @@ async fn infer_inner(
     body: Body,
     _arrived: Instant,
 ) -> Result<Response, Reject> {
-    // A refused token is charged to the source (429 once its bucket is empty), so guessing is
-    // rate-limited too.
-    let identity = match app.authorize(headers) {
-        Ok(identity) => identity,
-        Err(refused) => {
-            app.limit(conn, None)?;
-            return Err(refused);
-        }
-    };
-    app.limit(conn, identity)?;
+    let identity = app.client(conn, headers)?;
     let framing = framing(headers)?;
     if let Some(declared) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok())
         && declared.parse::<u64>().map_or(true, |n| n > app.max_request as u64)
@@ -90,7 +81,7 @@ async fn infer_inner(
     let ParsedRequest { id, parameters, inputs, outputs: wanted, .. } = request;
     let selected = select_outputs(&meta.outputs, &parameters, wanted.as_deref())?;
     let inputs = inputs.into_iter().map(|t| nacre_model::Tensor { shape: t.shape, data: t.data }).collect();
-    let (outputs, flag) = app.run_guarded(ready, inputs).await?;
+    let (outputs, flag) = app.run_guarded(ready, inputs, identity).await?;
     let outputs = meta
         .outputs
         .iter()
@@ -188,7 +179,7 @@ pub(super) fn parse_reject(e: ParseError) -> Reject {
         ParseError::Malformed(_) => Reject::bad("malformed", e.to_string()),
         ParseError::Invalid(e) => Reject::bad("invalid_input", e.to_string()),
         ParseError::Busy(e) => Reject {
-            retry_after: true,
+            retry_after: Some(1),
             ..Reject::new(StatusCode::SERVICE_UNAVAILABLE, "busy", format!("the server is busy: {e}"))
         },
         ParseError::Read(e) => Reject::bad("bad_body", format!("reading the request body: {e}")),
@@ -221,15 +212,24 @@ impl App {
     }
 
     /// [`App::run_model`] behind the model's guard, when it has one: the inputs checked first
-    /// (a rejection never reaches the model), the outputs hardened after.
+    /// (a rejection never reaches the model), the client admitted and charged a model
+    /// evaluation per row, its rows observed by the extraction detector after the run, and
+    /// the outputs hardened last.
     pub(super) async fn run_guarded(
         &self,
         ready: &Arc<Ready>,
         inputs: Vec<nacre_model::Tensor>,
+        client: Option<[u8; 32]>,
     ) -> Result<(Vec<nacre_model::Tensor>, Option<super::guard::Flag>), Reject> {
         let Some(guard) = &ready.guard else { return Ok((self.run_model(ready, inputs).await?, None)) };
         let flag = guard.check(&inputs, &mut Vec::new())?;
+        let rows = guard.rows(&inputs);
+        let features = guard.manifest().features().max(1);
+        let now = self.now_ms();
+        guard.admit(client.as_ref(), (rows.len() / features).max(1) as u64, now)?;
+        let kept = if guard.observes() { rows.to_vec() } else { Vec::new() };
         let mut outputs = self.run_model(ready, inputs).await?;
+        guard.observe(client.as_ref(), &kept, &outputs, now)?;
         guard.harden(&mut outputs);
         Ok((outputs, flag))
     }

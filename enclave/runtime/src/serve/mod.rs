@@ -24,6 +24,7 @@
 pub mod batcher;
 pub mod body;
 pub mod budget;
+pub mod explain;
 pub mod grpc;
 pub mod grpc_deadline;
 pub mod guard;
@@ -124,10 +125,12 @@ pub struct App {
     certificate_lifetime: time::Duration,
     limiter: Limiter,
     metrics: Metrics,
-    token_sha256: Option<[u8; 32]>,
+    /// The accepted bearer tokens' digests (sorted); empty: inference is open.
+    tokens_sha256: Vec<[u8; 32]>,
     max_request: usize,
     /// Bytes of decoded request tensors held at once across requests.
     budget: Arc<Budget>,
+    max_buffered: usize,
     allow_non_finite: bool,
     /// The connection table: caps, displacement of stalled connections, phase deadlines.
     admission: Arc<nacre_http::conns::Admission>,
@@ -175,9 +178,10 @@ impl App {
             limiter: Limiter::new(config.rate_per_second, config.rate_burst),
             metrics: Metrics::default().with_connections(admission.clone()).with_model_stats(stats.clone()),
             stats,
-            token_sha256: config.inference_token_sha256(),
+            tokens_sha256: config.inference_tokens_sha256(),
             max_request: config.max_request_bytes,
             budget: Budget::new(config.max_buffered_bytes),
+            max_buffered: config.max_buffered_bytes,
             allow_non_finite: config.allow_non_finite,
             infer_slots: Arc::new(tokio::sync::Semaphore::new(cores)),
             batching: config.batching.map(|b| batcher::BatchConfig {
@@ -214,7 +218,15 @@ impl App {
             &metadata.inputs,
             &metadata.outputs,
             self.metrics.guard.clone(),
+            self.tokens_sha256.len(),
+            // The detector's histories count against the same bound as request tensors.
+            self.max_buffered,
         )
+    }
+
+    /// Now, Unix milliseconds (the guard's budget windows and throttles).
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.clock.now().unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
     }
 
     /// Makes the first attested certificate (as every renewal does, [`Self::renew_certificate`]),
@@ -281,10 +293,27 @@ impl App {
         }
     }
 
-    /// The bearer token's hash when inference is authenticated (the client's identity for
-    /// rate limiting).
+    /// The client of an inference or explanation: its bearer token's hash when inference is
+    /// authenticated (its identity for rate limits, budgets and the extraction detector),
+    /// charged one request. A refused token is charged to the source (429 once its bucket is
+    /// empty), so guessing is rate-limited too.
+    fn client(&self, conn: &Conn, headers: &HeaderMap) -> Result<Option<[u8; 32]>, Reject> {
+        let identity = match self.authorize(headers) {
+            Ok(identity) => identity,
+            Err(refused) => {
+                self.limit(conn, None)?;
+                return Err(refused);
+            }
+        };
+        self.limit(conn, identity)?;
+        Ok(identity)
+    }
+
+    /// The bearer token's hash when inference is authenticated.
     fn authorize(&self, headers: &HeaderMap) -> Result<Option<[u8; 32]>, Reject> {
-        let Some(want) = &self.token_sha256 else { return Ok(None) };
+        if self.tokens_sha256.is_empty() {
+            return Ok(None);
+        }
         let token = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -294,7 +323,7 @@ impl App {
             })?;
         let got = sha256(token.as_bytes());
         // Comparing digests: timing reveals nothing usable about the token.
-        if &got != want {
+        if self.tokens_sha256.binary_search(&got).is_err() {
             return Err(Reject::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
@@ -334,8 +363,8 @@ impl App {
             Err(reject) => {
                 self.metrics.rejections.get_or_create(&Reason { reason: reject.reason }).inc();
                 let mut response = json(reject.status, &ErrorBody { error: reject.message });
-                if reject.retry_after {
-                    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                if let Some(secs) = reject.retry_after {
+                    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
                 }
                 response
             }
@@ -377,13 +406,13 @@ struct Reject {
     status: StatusCode,
     reason: &'static str,
     message: String,
-    /// Answered with `Retry-After: 1`: the server is busy now, not refusing the request.
-    retry_after: bool,
+    /// Answered with `Retry-After: N` (seconds): when a retry can succeed.
+    retry_after: Option<u64>,
 }
 
 impl Reject {
     fn new(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Self {
-        Reject { status, reason, message: message.into(), retry_after: false }
+        Reject { status, reason, message: message.into(), retry_after: None }
     }
     fn unavailable(message: &str) -> Self {
         Reject::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", message)
@@ -608,6 +637,10 @@ pub fn router(app: Arc<App>) -> Router {
             .route(
                 &format!("{base}/infer"),
                 post(infer::infer).layer(Deadline::new(app.request_timeout, handler_timeout)),
+            )
+            .route(
+                &format!("{base}/explain"),
+                post(explain::explain).layer(Deadline::new(app.request_timeout, handler_timeout)),
             );
     }
     // gRPC: `/inference.GRPCInferenceService/{Method}`, on HTTP/2, under the inference

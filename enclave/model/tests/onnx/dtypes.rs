@@ -4,7 +4,7 @@
 //! outputs compared with onnxruntime's.
 //!
 //!     "$NACRE_PYTHON" scripts/models.py make dtypes DIR
-//!     NACRE_DTYPE_MODELS=DIR cargo test -p nacre-model --test dtypes -- --nocapture
+//!     NACRE_DTYPE_MODELS=DIR cargo test -p nacre-model --test onnx dtypes -- --nocapture
 //!
 //! Without `NACRE_DTYPE_MODELS` the test makes the models itself (the pinned virtualenv of
 //! `scripts/inputs.sh`). The inputs and
@@ -23,8 +23,6 @@
 //! runtimes (FP16 is added in f32 and rounded once by both) and z is a permutation. Every row
 //! runs before the test fails; the failure lists each row with tract's text (test models: no
 //! weights to keep private).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -177,24 +175,12 @@ fn check_nacre(case: &Case, kserve: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The models, made here: `scripts/inputs.sh` gives the pinned virtualenv (idempotent, cached),
-/// `scripts/models.py make dtypes` writes them into the test's scratch directory.
+/// The models, made here by `scripts/models.py make dtypes` in the test's scratch directory.
 fn make_models() -> PathBuf {
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let out = std::process::Command::new("bash").arg(repo.join("scripts/inputs.sh")).output().unwrap();
-    assert!(out.status.success(), "scripts/inputs.sh: {}", String::from_utf8_lossy(&out.stderr));
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let python = stdout.lines().find_map(|l| l.strip_prefix("NACRE_PYTHON=")).expect("NACRE_PYTHON");
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("dtypes-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let status = std::process::Command::new(python)
-        .arg(repo.join("scripts/models.py"))
-        .args(["make", "dtypes"])
-        .arg(&dir)
-        .status()
-        .unwrap();
-    assert!(status.success(), "models.py make dtypes");
+    crate::models_py(&["make".as_ref(), "dtypes".as_ref(), dir.as_os_str()]);
     dir
 }
 
