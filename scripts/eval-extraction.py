@@ -18,8 +18,8 @@ one trained on everything, with and without output hardening.
   - Benign: 5,000 held-out rows of the data generator, as one client.
 - Surrogates: an MLP (30 → 32 → 1) trained on the queries answered before the alarm, on the
   full probabilities (policy `full`) or on labels only (policy `label`); agreement = share of
-  5,000 test rows on which it predicts the model's class. The constant "never fraud"
-  predictor's agreement is the floor.
+  5,000 test rows on which it predicts the model's class, over all of them and over the ones
+  the model calls fraud. The constant "never fraud" predictor's agreement is the floor.
 Prints a Markdown table.
 """
 
@@ -36,7 +36,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import models  # noqa: E402
 
 NACRE = os.environ.get("NACRE", "target/debug/nacre")
-EXTRACTION = {"delta": 0.9, "history": 500, "min_queries": 50, "action": "throttle", "throttle_seconds": 10}
+HISTORY = 500
 SIGMA = 0.8
 
 
@@ -46,6 +46,16 @@ def replay(guard, model, rows, work, name):
     out = subprocess.run([NACRE, "guard", "replay", str(guard), "--model", str(model), "--data", str(path)],
                          check=True, capture_output=True, text=True).stdout
     return json.loads(out)
+
+
+def score(guard, rows, work, name):
+    """The share of rows the input guard (schema, out-of-distribution) flags or refuses."""
+    path = work / f"{name}-score.npy"
+    np.save(path, rows.astype(np.float32))
+    out = subprocess.run([NACRE, "guard", "score", str(guard), "--data", str(path)],
+                         check=True, capture_output=True, text=True).stdout
+    lines = [json.loads(line) for line in out.splitlines()]
+    return sum(r["finding"] is not None for r in lines) / len(lines)
 
 
 class Mlp:
@@ -95,11 +105,9 @@ def main():
     model.write_bytes(models.fraud_mlp().SerializeToString())
     np.save(work / "train.npy", models.fraud_features(20000, 11))
     guard = work / "guard.json"
-    subprocess.run([NACRE, "guard", "fit", str(model), "--data", str(work / "train.npy"), "--out", str(guard)],
-                   check=True, capture_output=True)
-    manifest = json.loads(guard.read_text())
-    manifest["extraction"] = EXTRACTION
-    guard.write_text(json.dumps(manifest))
+    subprocess.run([NACRE, "guard", "fit", str(model), "--data", str(work / "train.npy"), "--out", str(guard),
+                    "--extraction-history", str(HISTORY)], check=True, capture_output=True)
+    extraction = json.loads(guard.read_text())["extraction"]
 
     sess = models.ort_session(str(model))
     name = sess.get_inputs()[0].name
@@ -127,32 +135,38 @@ def main():
     for label, queries in [("Jacobian augmentation", jacobian), ("equation-solving", equation),
                            ("benign held-out", benign)]:
         r = replay(guard, model, queries, work, label.split()[0].lower())
+        flagged = score(guard, queries, work, label.split()[0].lower())
         n = r["first_alarm"]
         answered = queries if n is None else queries[: n + 1]
 
         def agreement(x, hardened):
+            """(all test rows, the rows the model calls fraud)"""
             if len(x) < 2:
-                return float("nan")
+                return (float("nan"), float("nan"))
             y = oracle(x)
             if hardened:
                 y = (y > 0.5).astype(float)
-            return float((Mlp(d, seed=2).fit(x, y).predict(test) == truth).mean())
+            same = Mlp(d, seed=2).fit(x, y).predict(test) == truth
+            return (float(same.mean()), float(same[truth == 1].mean()))
 
-        rows.append((label, len(queries), n, r["alarms"], r["lowest_w"],
+        rows.append((label, len(queries), n, r["alarms"], r["lowest_w"], flagged,
                      agreement(answered, False), agreement(answered, True),
                      agreement(queries, False), agreement(queries, True)))
 
-    print(f"extraction settings: {json.dumps(EXTRACTION)}; test rows 5,000, of which the model calls "
+    print(f"extraction settings (nacre guard fit --extraction-history {HISTORY}): {json.dumps(extraction)}; test rows 5,000, of which the model calls "
           f"{100 * (1 - floor):.1f} % fraud; the constant 'not fraud' predictor agrees on {100 * floor:.1f} %")
     print()
-    print("| stream | queries | first alarm at | alarmed queries | lowest W | agreement at alarm, full / label | "
-          "agreement with all queries, full / label |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for label, q, n, alarms, w, af, al, xf, xl in rows:
-        at = "none" if n is None else f"{n + 1}"
+    print("Surrogate agreement: all test rows / the rows the model calls fraud.")
+    print()
+    print("| stream | queries | PRADA: first alarm at | alarmed queries | lowest W | input guard: flagged or refused | "
+          "surrogate at alarm, outputs full | at alarm, label only | with all queries, full | all queries, label only |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for label, q, n, alarms, w, flagged, af, al, xf, xl in rows:
+        at = "none" if n is None else f"query {n + 1}"
         wtxt = "–" if w is None else f"{w:.3f}"
-        print(f"| {label} | {q:,} | {at} | {alarms:,} | {wtxt} | {100 * af:.1f} % / {100 * al:.1f} % | "
-              f"{100 * xf:.1f} % / {100 * xl:.1f} % |")
+        pct = lambda a: f"{100 * a[0]:.1f} % / {100 * a[1]:.1f} %"
+        print(f"| {label} | {q:,} | {at} | {alarms:,} | {wtxt} | {100 * flagged:.1f} % | "
+              f"{pct(af)} | {pct(al)} | {pct(xf)} | {pct(xl)} |")
 
 
 if __name__ == "__main__":

@@ -97,6 +97,46 @@ pub struct FitArgs {
     /// Rows kept for quantiles and the threshold.
     #[arg(long, default_value_t = 100_000)]
     sample: usize,
+    /// Add the PRADA extraction detector with this history per client (e.g. 500): its `delta`
+    /// is calibrated on the training rows, replayed as clients (the lowest W they reach, times
+    /// --extraction-margin), so that traffic like the training data raises no alarm.
+    #[arg(long)]
+    extraction_history: Option<u32>,
+    /// What an alarm does: throttle or refuse.
+    #[arg(long, default_value = "throttle", value_parser = parse_extraction_action)]
+    extraction_action: nacre_guard::manifest::ExtractionAction,
+    /// delta = this × the lowest W of the training replay (below 1: a margin for natural
+    /// traffic the training data does not show).
+    #[arg(long, default_value_t = 0.9)]
+    extraction_margin: f64,
+}
+
+fn parse_extraction_action(s: &str) -> Result<nacre_guard::manifest::ExtractionAction, String> {
+    match s {
+        "throttle" => Ok(nacre_guard::manifest::ExtractionAction::Throttle),
+        "refuse" => Ok(nacre_guard::manifest::ExtractionAction::Refuse),
+        _ => Err(format!("{s:?}: throttle or refuse")),
+    }
+}
+
+/// The classes the model predicts for `rows` (its first output, as the enclave's detector reads
+/// it), in batches where the model has a batch dimension.
+fn predicted_classes(model: &Model, rows: &[Vec<f32>]) -> Result<Vec<i64>> {
+    let d = rows.first().map_or(0, Vec::len);
+    let batch = if model.has_batch_dimension() { 1024 } else { 1 };
+    let mut classes = Vec::with_capacity(rows.len());
+    for chunk in rows.chunks(batch) {
+        let data = chunk.iter().flatten().copied().collect();
+        let x =
+            nacre_model::Tensor { shape: vec![chunk.len(), d], data: nacre_model::TensorData::Fp32(data) };
+        let out = model.run(vec![x])?;
+        let Some(nacre_model::TensorData::Fp32(v)) = out.first().map(|t| &t.data) else {
+            bail!("the model's first output is not float32: the extraction detector reads classes from it");
+        };
+        let width = (v.len() / chunk.len()).max(1);
+        classes.extend(v.chunks_exact(width).map(nacre_guard::prada::predicted_class));
+    }
+    Ok(classes)
 }
 
 #[derive(Args, Debug)]
@@ -229,6 +269,39 @@ fn fit(a: FitArgs) -> Result<ExitCode> {
         None => None,
     };
     let threshold = fitted.ood_threshold(1.0 - a.ood_rate)?;
+    let extraction = match a.extraction_history {
+        None => None,
+        Some(history) => {
+            if !(a.extraction_margin > 0.0 && a.extraction_margin <= 1.0) {
+                bail!("--extraction-margin is in (0, 1]");
+            }
+            let settings = nacre_guard::manifest::Extraction {
+                delta: 0.5,
+                history,
+                min_queries: 50.min(history),
+                action: a.extraction_action,
+                throttle_seconds: 10,
+            };
+            let classes = predicted_classes(&model, &fitted.sample)?;
+            let lowest = nacre_guard::prada::lowest_natural_w(&settings, &fitted.sample, &classes, 8)
+                .with_context(|| {
+                    format!(
+                        "--extraction-history {history}: the sample has fewer than {} rows to calibrate on",
+                        2 * history
+                    )
+                })?;
+            if lowest < 0.2 {
+                bail!(
+                    "--extraction-history {history}: the training rows replayed as clients reach W = {lowest:.3}; they do not look like natural traffic (repeated or lattice rows?), so delta cannot be calibrated on them"
+                );
+            }
+            let delta = a.extraction_margin * lowest;
+            eprintln!(
+                "extraction: history {history}, lowest W of the training replay {lowest:.4}, delta {delta:.4}"
+            );
+            Some(nacre_guard::manifest::Extraction { delta, ..settings })
+        }
+    };
     let doc = Document {
         format: FORMAT.into(),
         input: InputSchema { tensor, features },
@@ -245,7 +318,7 @@ fn fit(a: FitArgs) -> Result<ExitCode> {
         },
         output: a.output,
         budgets: None,
-        extraction: None,
+        extraction,
         explanation: None,
         monitoring: None,
     };

@@ -39,10 +39,70 @@ pub enum Prada {
 
 #[derive(Debug, Default)]
 struct Client {
-    /// Earlier queries with their predicted class, oldest first.
-    queries: VecDeque<(i64, Box<[f32]>)>,
+    /// Earlier queries, a ring of `history` rows of `features` values (row-major), with their
+    /// predicted classes; `next` is the slot the next query takes.
+    rows: Vec<f32>,
+    classes: Vec<i64>,
+    next: usize,
+    /// The series in arrival order (the oldest goes first) and the same values sorted, kept
+    /// sorted as they come and go so that W needs no sort per query.
     distances: VecDeque<f64>,
+    sorted: Vec<f64>,
     last_seen: u64,
+}
+
+impl Client {
+    fn push_distance(&mut self, d: f64, cap: usize) {
+        if self.distances.len() == cap
+            && let Some(old) = self.distances.pop_front()
+        {
+            let at = self.sorted.partition_point(|v| v.total_cmp(&old).is_lt());
+            self.sorted.remove(at);
+        }
+        self.distances.push_back(d);
+        let at = self.sorted.partition_point(|v| v.total_cmp(&d).is_lt());
+        self.sorted.insert(at, d);
+    }
+
+    /// The distance from `query` to the nearest earlier query of `class` (f32 sums: the rows
+    /// are f32, and this is what vectorises).
+    fn nearest(&self, query: &[f32], class: i64) -> Option<f64> {
+        let d = query.len().max(1);
+        let mut best = f32::INFINITY;
+        for (row, &c) in self.rows.chunks_exact(d).zip(&self.classes) {
+            if c != class {
+                continue;
+            }
+            // Eight independent partial sums: the compiler keeps them in one vector register
+            // (a single running sum would wait on every addition).
+            let mut lanes = [0f32; 8];
+            let (row8, query8) = (row.chunks_exact(8), query.chunks_exact(8));
+            let mut tail = 0f32;
+            for (a, b) in row8.remainder().iter().zip(query8.remainder()) {
+                tail += (a - b) * (a - b);
+            }
+            for (a, b) in row8.zip(query8) {
+                for k in 0..8 {
+                    let t = a[k] - b[k];
+                    lanes[k] += t * t;
+                }
+            }
+            best = best.min(lanes.iter().sum::<f32>() + tail);
+        }
+        best.is_finite().then(|| f64::from(best).sqrt())
+    }
+
+    fn push_row(&mut self, query: &[f32], class: i64, cap: usize) {
+        let d = query.len();
+        if self.classes.len() < cap {
+            self.rows.extend_from_slice(query);
+            self.classes.push(class);
+        } else if let Some(slot) = self.rows.get_mut(self.next * d..(self.next + 1) * d) {
+            slot.copy_from_slice(query);
+            self.classes[self.next] = class;
+        }
+        self.next = (self.next + 1) % cap.max(1);
+    }
 }
 
 /// The detector of one served model.
@@ -56,9 +116,10 @@ pub struct Detector {
     /// Clients by when they were last seen, for evicting the least recent in O(log n).
     by_age: BTreeMap<u64, ClientId>,
     clock: u64,
-    /// W's coefficients at the history cap, where every long-running client's series sits.
+    /// W's coefficients at the history cap, where every long-running client's series sits,
+    /// and at the length last tested below it.
     at_cap: Option<Coefficients>,
-    series: Vec<f64>,
+    filling: Option<Coefficients>,
 }
 
 impl Detector {
@@ -74,7 +135,7 @@ impl Detector {
             by_age: BTreeMap::new(),
             clock: 0,
             at_cap: Coefficients::new(history),
-            series: Vec::with_capacity(history),
+            filling: None,
         }
     }
 
@@ -104,43 +165,28 @@ impl Detector {
         self.by_age.remove(&state.last_seen);
         state.last_seen = self.clock;
         self.by_age.insert(self.clock, *client);
-        let nearest = state
-            .queries
-            .iter()
-            .filter(|(c, _)| *c == class)
-            .map(|(_, q)| {
-                q.iter().zip(query).map(|(a, b)| (f64::from(*a) - f64::from(*b)).powi(2)).sum::<f64>()
-            })
-            .min_by(f64::total_cmp)
-            .map(f64::sqrt);
-        if let Some(d) = nearest {
-            if state.distances.len() == self.history {
-                state.distances.pop_front();
-            }
-            state.distances.push_back(d);
+        // A client's rows all have the width of its first (the manifest's features, in the
+        // enclave); a query of another width starts its history afresh.
+        if !state.classes.is_empty() && state.rows.len() != state.classes.len() * query.len() {
+            *state = Client { last_seen: state.last_seen, ..Client::default() };
         }
-        if state.queries.len() == self.history {
-            // The oldest query's buffer is reused for the new one when they are the same size.
-            let (_, mut buf) = state.queries.pop_front().unwrap_or_default();
-            if buf.len() == query.len() {
-                buf.copy_from_slice(query);
-            } else {
-                buf = query.into();
-            }
-            state.queries.push_back((class, buf));
-        } else {
-            state.queries.push_back((class, query.into()));
+        if let Some(d) = state.nearest(query, class) {
+            state.push_distance(d, self.history);
         }
-        let n = state.distances.len();
+        state.push_row(query, class, self.history);
+        let n = state.sorted.len();
         if n < self.min_queries {
             return Prada::Warming { distances: n };
         }
-        self.series.clear();
-        self.series.extend(state.distances.iter().copied());
-        self.series.sort_by(f64::total_cmp);
         let w = match &self.at_cap {
-            Some(c) if c.n() == n => c.w(&self.series),
-            _ => Coefficients::new(n).and_then(|c| c.w(&self.series)),
+            Some(c) if c.n() == n => c.w(&state.sorted),
+            _ => {
+                // Filling up: the coefficients of this length, kept for the next query of it.
+                if self.filling.as_ref().is_none_or(|c| c.n() != n) {
+                    self.filling = Coefficients::new(n);
+                }
+                self.filling.as_ref().and_then(|c| c.w(&state.sorted))
+            }
         };
         match w {
             Some(w) if w < self.delta => Prada::Alarm { w },
@@ -148,6 +194,36 @@ impl Detector {
             None => Prada::Alarm { w: 0.0 },
         }
     }
+}
+
+/// The lowest W that natural traffic reaches under `settings` (its `delta` ignored): `rows`
+/// (training-like, in random order) with their predicted `classes`, replayed as `streams`
+/// clients of `2 × history` queries each (the history filling, then full), every W after
+/// `min_queries` taken. `None` when there are not enough rows for one stream.
+/// `nacre guard fit` sets `delta` below it, so that traffic like the training data does not
+/// raise the alarm; the synthetic series of extraction attacks fall far below (README figures).
+pub fn lowest_natural_w(
+    settings: &Extraction,
+    rows: &[Vec<f32>],
+    classes: &[i64],
+    streams: usize,
+) -> Option<f64> {
+    let per_stream = 2 * settings.history as usize;
+    let streams = streams.min(rows.len() / per_stream.max(1));
+    if streams == 0 {
+        return None;
+    }
+    let mut lowest = f64::INFINITY;
+    for s in 0..streams {
+        let mut d = Detector::new(&Extraction { delta: 0.0, ..settings.clone() }, 1);
+        for i in s * per_stream..(s + 1) * per_stream {
+            match d.observe(&[0; 32], &rows[i], classes[i]) {
+                Prada::Normal { w } | Prada::Alarm { w } => lowest = lowest.min(w),
+                Prada::Warming { .. } => {}
+            }
+        }
+    }
+    lowest.is_finite().then_some(lowest)
 }
 
 #[cfg(test)]
@@ -234,6 +310,13 @@ mod tests {
             d.observe(&id("long"), row, 0);
         }
         let long = &d.clients[&id("long")];
-        assert_eq!((long.queries.len(), long.distances.len()), (200, 200));
+        assert_eq!(
+            (long.classes.len(), long.rows.len(), long.distances.len(), long.sorted.len()),
+            (200, 1600, 200, 200)
+        );
+        // The sorted copy is the series, sorted.
+        let mut series: Vec<f64> = long.distances.iter().copied().collect();
+        series.sort_by(f64::total_cmp);
+        assert_eq!(series, long.sorted);
     }
 }

@@ -117,3 +117,63 @@ fn fit_check_and_seal_a_guard_manifest() {
     assert_eq!(hex::encode(header.guard_digest()), digest);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `nacre guard fit --extraction-history` calibrates PRADA's delta on the training rows, and
+/// `nacre guard replay` runs a query stream through the detector: the training-like stream
+/// raises no alarm, a walk in equal steps does.
+#[test]
+fn extraction_detector_is_calibrated_and_replayed() {
+    let dir = tmp("guard-extraction");
+    let p = |n: &str| dir.join(n).display().to_string();
+    assert!(nacre(&["model", "sample", "--out", &p("m.onnx")]).status.success());
+    // Natural-looking rows: each value the sum of four uniform draws (SplitMix64).
+    let mut state = 7u64;
+    let mut uniform = move || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+    };
+    let mut csv = String::from("a,b,c,d\n");
+    for _ in 0..2000 {
+        let v: Vec<String> =
+            (0..4).map(|_| format!("{:.5}", (0..4).map(|_| uniform()).sum::<f64>())).collect();
+        csv += &(v.join(",") + "\n");
+    }
+    std::fs::write(dir.join("train.csv"), &csv).unwrap();
+    let out = nacre(&[
+        "guard",
+        "fit",
+        &p("m.onnx"),
+        "--data",
+        &p("train.csv"),
+        "--out",
+        &p("g.json"),
+        "--extraction-history",
+        "100",
+        "--extraction-action",
+        "refuse",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("lowest W of the training replay"), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("g.json")).unwrap()).unwrap();
+    let delta = doc["extraction"]["delta"].as_f64().unwrap();
+    assert!(delta > 0.5 && delta < 1.0, "{delta}");
+    assert_eq!(doc["extraction"]["action"], "refuse");
+
+    let replay = |data: &str| -> serde_json::Value {
+        let out = nacre(&["guard", "replay", &p("g.json"), "--model", &p("m.onnx"), "--data", &p(data)]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let natural = replay("train.csv");
+    assert_eq!((natural["rows"].as_u64(), natural["first_alarm"].as_u64()), (Some(2000), None), "{natural}");
+    let mut walk = String::from("a,b,c,d\n");
+    for i in 0..200 {
+        walk += &format!("{},0.5,-0.5,0.25\n", f64::from(i) * 0.01 - 1.0);
+    }
+    std::fs::write(dir.join("walk.csv"), walk).unwrap();
+    let r = replay("walk.csv");
+    assert!(r["first_alarm"].as_u64().is_some_and(|i| i <= 60), "{r}");
+}
