@@ -169,17 +169,16 @@ stage "guard: nacre guard fit on training rows, self-tests from onnxruntime"
 "$NACRE_PYTHON" scripts/models.py train "$WORK/train.npy" --rows 20000
 "$NACRE_PYTHON" scripts/models.py selftests "$WORK/fraud-mlp.onnx" "$WORK/selftests.json"
 GUARD_DIGEST=$("$NACRE" guard fit "$WORK/fraud-mlp.onnx" --data "$WORK/train.npy" \
-    --self-tests "$WORK/selftests.json" --out "$WORK/guard.json" 2>"$WORK/logs/guard-fit.txt")
+    --self-tests "$WORK/selftests.json" --extraction-history 500 --out "$WORK/guard.json" 2>"$WORK/logs/guard-fit.txt")
 sed 's/^/    /' "$WORK/logs/guard-fit.txt"
-# Guard part 2, written by hand: a query budget per token, the PRADA extraction detector, and
-# KernelSHAP explanations against 16 training rows as the background. The digest is over the
-# final bytes.
+# Guard part 2: the PRADA extraction detector (fit calibrated its delta on the training rows
+# replayed as clients), and, written by hand, a query budget per token and KernelSHAP
+# explanations against 16 training rows as the background. The digest is over the final bytes.
 "$NACRE_PYTHON" - "$WORK/guard.json" "$WORK/train.npy" <<'PY'
 import json, sys
 import numpy as np
 m = json.load(open(sys.argv[1]))
 m["budgets"] = {"queries": 200000, "window_seconds": 3600}
-m["extraction"] = {"delta": 0.9, "history": 500, "min_queries": 50, "action": "throttle", "throttle_seconds": 10}
 m["explanation"] = {"max_coalitions": 2048, "deadline_ms": 20000,
                     "background": np.load(sys.argv[2])[:16].astype(float).round(4).tolist()}
 json.dump(m, open(sys.argv[1], "w"))
