@@ -30,7 +30,7 @@ if ((run)); then
         touch "$peer_venv/.done"
     fi
     cargo build -q --release -p nacre-guard --example prada_bench
-    cargo build -q --release -p nacre-model --example explain_bench
+    cargo build -q --release -p nacre-model --features bench-examples --example explain_bench
     work=$(mktemp -d)
     trap 'rm -rf "$work"' EXIT
     "$peer_venv/bin/python" - "$work" <<'PY'
