@@ -79,7 +79,12 @@ done
 # are optimised in that profile too (Cargo.toml), so the flow is the same, only built faster.
 profile=${NACRE_DEMO_PROFILE:-release}
 stage "build: nacre ($profile) and the static nacre-enclave"
-if [ "$profile" = dev ]; then
+if [ -n "${NACRE_DEMO_NACRE:-}" ]; then
+    # scripts/test.sh hands over the binary `cargo test` built: `cargo build -p nacre-cli` alone
+    # resolves other build-script features (tract-linalg's templates) and would rebuild tract.
+    [ -x "$NACRE_DEMO_NACRE" ] || die "NACRE_DEMO_NACRE=$NACRE_DEMO_NACRE is not an executable"
+    NACRE=$NACRE_DEMO_NACRE
+elif [ "$profile" = dev ]; then
     cargo build -q -p nacre-cli
     NACRE=$repo/target/debug/nacre
 else
@@ -181,11 +186,15 @@ m = json.load(open(sys.argv[1]))
 m["budgets"] = {"queries": 200000, "window_seconds": 3600}
 m["explanation"] = {"max_coalitions": 2048, "deadline_ms": 20000,
                     "background": np.load(sys.argv[2])[:16].astype(float).round(4).tolist()}
+# Guard part 3: private drift monitoring. Windows of 500 rows at ε = 2 each, 48 a day: demo-sized
+# (docs/monitoring.md: production wants ~10,000 rows at ε = 1).
+m["monitoring"] = {"window": {"requests": 500}, "min_window": 250, "epsilon_per_window": 2.0,
+                   "epsilon_per_day": 48.0, "mechanism": "discrete_laplace", "false_alarm_rate": 0.01}
 json.dump(m, open(sys.argv[1], "w"))
 PY
 "$NACRE" guard check "$WORK/guard.json" --model "$WORK/fraud-mlp.onnx" >"$WORK/logs/guard-check.txt"
 GUARD_DIGEST=$(sha256sum "$WORK/guard.json" | cut -d' ' -f1)
-note "guard manifest $GUARD_DIGEST (budgets, extraction detector, explanations added)"
+note "guard manifest $GUARD_DIGEST (budgets, extraction detector, explanations, private monitoring added)"
 
 # --- attestation service ----------------------------------------------------------------------
 stage "attestation service: sim CA, init (SQLite), image signer, serve"
@@ -239,8 +248,10 @@ stage "image: build (initrd + measured config for fraud-mlp), import reference v
 # The bearer token inference requires: random, mode 0600, never in the image (only its SHA-256,
 # measured with the initrd). The image is readable by the host, so the token must be unguessable.
 (umask 077 && head -c 48 /dev/urandom | base64 -w0 | tr -d '/+=' >"$WORK/inference.token")
+# The monitoring token: a role of its own, which reads the private monitor's noised windows only.
+(umask 077 && head -c 48 /dev/urandom | base64 -w0 | tr -d '/+=' >"$WORK/monitoring.token")
 "$NACRE" image build --out "$WORK/image" --name fraud-guest \
-    --inference-token-file "$WORK/inference.token" \
+    --inference-token-file "$WORK/inference.token" --monitoring-token-file "$WORK/monitoring.token" \
     --kernel "$NACRE_KERNEL" --modules "$NACRE_KERNEL_MODULES" --enclave "$ENCLAVE" \
     --service-url https://10.0.2.100:8443 --service-ca "$WORK/svc/ca.pem" \
     --sealed "$WORK/fraud-mlp.sealed" --tee sim \
@@ -396,6 +407,46 @@ stage "guard: an explanation computed in the enclave (KernelSHAP)"
 sed 's/^/    /' "$WORK/logs/explain.txt" | head -8
 grep -q 'model evaluations' "$WORK/logs/explain.txt" ||
     die "no explanation: $(cat "$WORK/logs/explain.txt")"
+
+stage "monitor: a drift burst moves the private monitor's noised windows"
+# Two windows of traffic like the training data, then one whose amount (the last feature) is 2
+# standard deviations higher. The enclave counts every row in its reference bins and releases
+# each window only noised (discrete Laplace, ε = 2), to the monitoring token alone.
+"$NACRE_PYTHON" scripts/models.py train "$WORK/traffic.npy" --rows 1500 --seed 23
+AMOUNT=$("$NACRE_PYTHON" - "$WORK/traffic.npy" "$WORK/guard.json" "$WORK" <<'PY'
+import json, sys
+import numpy as np
+x, m, out = np.load(sys.argv[1]), json.load(open(sys.argv[2])), sys.argv[3]
+sd = float(np.sqrt(m["reference"]["covariance"][-1][-1]))
+x[1000:, -1] += 2.0 * sd
+for i in range(3):  # one request per window (a window closes after the request that fills it)
+    rows = x[i * 500:(i + 1) * 500]
+    json.dump({"inputs": [{"name": "features", "shape": list(rows.shape), "datatype": "FP32",
+                           "data": rows.ravel().astype(float).round(5).tolist()}]},
+              open(f"{out}/traffic-{i:02}.json", "w"))
+print(m["input"]["features"][-1]["name"])
+PY
+)
+for f in "$WORK"/traffic-*.json; do
+    "$NACRE" infer "$SERVE_URL" --model fraud-mlp --input "$f" --policy "$WORK/client-policy.toml" \
+        --token-file "$WORK/inference.token" --json >/dev/null
+done
+# Windows are noised and released off the request path: wait for the third.
+for _ in $(seq 60); do
+    "$NACRE" monitor "$SERVE_URL" --policy "$WORK/client-policy.toml" --token-file "$WORK/monitoring.token" \
+        --svg "$WORK/drift.svg" >"$WORK/logs/monitor.txt" 2>&1 || true
+    grep -q '^windows: 3 released' "$WORK/logs/monitor.txt" && break
+    sleep 1
+done
+sed 's/^/    /' "$WORK/logs/monitor.txt" | cut -c1-110
+grep -q "^window #2 drifted: .*\b$AMOUNT\b" "$WORK/logs/monitor.txt" ||
+    die "the drift burst in $AMOUNT did not show in window #2: $(cat "$WORK/logs/monitor.txt")"
+# The inference token cannot read the monitor.
+if "$NACRE" monitor "$SERVE_URL" --policy "$WORK/client-policy.toml" --token-file "$WORK/inference.token" \
+    >"$WORK/logs/monitor-inference-token.txt" 2>&1; then
+    die "an inference token read the private monitor"
+fi
+note "inference token -> $(grep -o 'the server answered 401.*' "$WORK/logs/monitor-inference-token.txt")"
 
 stage "client: no token, or another token: refused (401)"
 # The same verified session and request, without the token, then with a token that is not it:

@@ -45,7 +45,8 @@ step "python package (scripts/python-package.sh)" scripts/python-package.sh
 step "cargo test" run_tests
 # The README's main command as an integration test: the whole flow in a sim CVM, outputs equal
 # to onnxruntime's within 1e-5 (the script fails otherwise).
-step "end to end (scripts/demo.sh)" env NACRE_DEMO_PROFILE=dev scripts/demo.sh
+# It runs the nacre binary the test build made (cli/tests use it), so tract is not built twice.
+step "end to end (scripts/demo.sh)" env NACRE_DEMO_PROFILE=dev NACRE_DEMO_NACRE="$repo/target/debug/nacre" scripts/demo.sh
 # The demo built the enclave: audit.sh's `cargo audit bin` on it must run, not skip.
 step "supply chain (scripts/audit.sh)" env NACRE_AUDIT_ENCLAVE_REQUIRED=1 scripts/audit.sh
 

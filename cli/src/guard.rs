@@ -31,6 +31,10 @@ pub enum GuardCmd {
     /// Prints one JSON line: rows, the first alarm's index (null if none), alarms, lowest W.
     /// For tuning `extraction.delta` before sealing, and for evaluating it (scripts/eval-extraction.py).
     Replay(ReplayArgs),
+    /// Simulate the private drift monitor in process: the manifest's reference, rows drawn from
+    /// a data file, a mean shift of one feature. Prints, per ε and window size, the false-alarm
+    /// rate and the detection delay (scripts/eval-monitoring.sh).
+    MonitorEval(crate::monitor_eval::MonitorEvalArgs),
 }
 
 #[derive(Args, Debug)]
@@ -180,6 +184,7 @@ pub fn guard(cmd: GuardCmd) -> Result<ExitCode> {
         GuardCmd::Check(args) => check(args),
         GuardCmd::Score(args) => score(args),
         GuardCmd::Replay(args) => replay(args),
+        GuardCmd::MonitorEval(args) => crate::monitor_eval::monitor_eval(args),
     }
 }
 

@@ -230,6 +230,10 @@ pub struct ServingArgs {
     /// is not at hand (repeatable, with the files).
     #[arg(long, value_parser = parse_sha256)]
     inference_token_sha256: Vec<[u8; 32]>,
+    /// A bearer token that may read the private monitor's released windows (`nacre monitor`):
+    /// a role apart from inference, the file read as `--inference-token-file` is (repeatable).
+    #[arg(long)]
+    monitoring_token_file: Vec<PathBuf>,
     /// Largest request body, bytes.
     #[arg(long)]
     max_request_bytes: Option<u64>,
@@ -277,8 +281,15 @@ impl ServingArgs {
         }
         inference_tokens_sha256.sort_unstable();
         inference_tokens_sha256.dedup();
+        let mut monitoring_tokens_sha256 = Vec::new();
+        for file in &self.monitoring_token_file {
+            monitoring_tokens_sha256.push(token_sha256(crate::client::read_token_file(file)?.as_bytes()));
+        }
+        monitoring_tokens_sha256.sort_unstable();
+        monitoring_tokens_sha256.dedup();
         Ok(ServingOptions {
             inference_tokens_sha256,
+            monitoring_tokens_sha256,
             max_request_bytes: self.max_request_bytes,
             rate_per_second: self.rate_per_second,
             rate_burst: self.rate_burst,

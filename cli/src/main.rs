@@ -8,6 +8,8 @@ mod evidence;
 mod guard;
 mod host;
 mod image;
+mod monitor;
+mod monitor_eval;
 mod seal;
 mod sim;
 
@@ -74,6 +76,9 @@ enum Command {
     /// Verify an enclave, then ask it for KernelSHAP attributions of one row (a KServe v2
     /// request), computed inside the enclave when the model's guard manifest offers them.
     Explain(client::InferArgs),
+    /// Verify an enclave, then fetch its private monitor's released (noised) windows with a
+    /// monitoring token: drift per feature over time as a table, and an SVG heat map.
+    Monitor(monitor::MonitorArgs),
     /// Verify an enclave, then forward local HTTP and gRPC clients to it over the verified
     /// connection (loopback only; every reconnect verified again).
     Proxy(client::ProxyArgs),
@@ -203,6 +208,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => client::verify(args),
         Command::Infer(args) => client::infer(args),
         Command::Explain(args) => client::explain(args),
+        Command::Monitor(args) => monitor::monitor(args),
         Command::Proxy(args) => client::proxy(args),
         Command::Unseal(args) => seal::unseal(args),
         Command::Model(ModelCmd::Digest(args)) => seal::digest(args),

@@ -118,6 +118,14 @@ async fn guard(
             }
         }
     }
+    if let (Some(max), Some(m)) = (policy.max_monitoring_epsilon_per_day, &manifest.document().monitoring)
+        && m.epsilon_per_day > max
+    {
+        return Err(ClientError::Guard(format!(
+            "its private monitor may spend ε {} a day on the inputs; the policy allows at most {max}",
+            m.epsilon_per_day
+        )));
+    }
     Ok(Some(manifest))
 }
 
@@ -380,6 +388,34 @@ impl AttestedSession {
         self.channel
             .json(Method::POST, &format!("/v2/models/{}/explain", path_segment(model)?), Some(body))
             .await
+    }
+
+    /// `GET /v1/monitoring?since=N`: the private monitor's released windows from index `since`
+    /// on (the session's token must be a monitoring token). The privacy terms the enclave states
+    /// must be the attested guard manifest's: a report under other terms is refused.
+    pub async fn monitoring(&mut self, since: u64) -> Result<nacre_guard::monitor::Report, ClientError> {
+        let body = self.channel.request(Method::GET, &format!("/v1/monitoring?since={since}"), None).await?;
+        let report: nacre_guard::monitor::Report = serde_json::from_slice(&body)
+            .map_err(|e| ClientError::Protocol(format!("the monitoring report: {e}")))?;
+        let attested = self.guard.as_ref().and_then(|g| g.document().monitoring.as_ref());
+        let Some(m) = attested else {
+            return Err(ClientError::Protocol("the attested guard manifest sets no monitoring".into()));
+        };
+        let p = &report.privacy;
+        if (p.mechanism, p.epsilon_per_window, p.epsilon_per_day)
+            != (m.mechanism, m.epsilon_per_window, m.epsilon_per_day)
+            || (report.window, report.min_window) != (m.window, m.min_window)
+            || report
+                .windows
+                .iter()
+                .filter_map(|w| w.release.as_ref())
+                .any(|r| r.epsilon != m.epsilon_per_window)
+        {
+            return Err(ClientError::Protocol(
+                "the monitoring report states privacy terms other than the attested guard manifest's".into(),
+            ));
+        }
+        Ok(report)
     }
 
     /// Any request on the verified connection, whatever the answer's status: for clients that

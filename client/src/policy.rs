@@ -13,6 +13,8 @@
 //! # min_output = "round:3"
 //! # min_ood_action = "flag"     # the guard must check for out-of-distribution inputs, and
 //! #                             # at least flag them (log < flag < reject)
+//! # max_monitoring_epsilon_per_day = 1.0   # the guard's private monitor, if it has one, may
+//! #                             # release at most this ε a day about the inputs (docs/monitoring.md)
 //!
 //! # Signed reference values (`nacre image build`): their measurements are allowed, per TEE.
 //! # Paths are relative to this file. `signer` is the Ed25519 public key the client trusts.
@@ -64,6 +66,8 @@ struct PolicyToml {
     #[serde(default)]
     min_ood_action: Option<nacre_guard::manifest::Action>,
     #[serde(default)]
+    max_monitoring_epsilon_per_day: Option<f64>,
+    #[serde(default)]
     reference_values: Vec<ReferenceToml>,
     #[serde(default)]
     collateral_dir: Option<PathBuf>,
@@ -102,6 +106,8 @@ pub struct ClientPolicy {
     pub min_output: Option<nacre_guard::manifest::OutputPolicy>,
     /// The least the guard must do with an out-of-distribution input.
     pub min_ood_action: Option<nacre_guard::manifest::Action>,
+    /// The most ε a day the guard's private monitor may spend on the inputs (none: any).
+    pub max_monitoring_epsilon_per_day: Option<f64>,
 }
 
 impl ClientPolicy {
@@ -134,6 +140,9 @@ impl ClientPolicy {
             .as_deref()
             .map(|m| m.parse().map_err(|e| format!("min_output: {e}")))
             .transpose()?;
+        if raw.max_monitoring_epsilon_per_day.is_some_and(|e| !(e.is_finite() && e >= 0.0)) {
+            return Err("max_monitoring_epsilon_per_day: a finite number ≥ 0".into());
+        }
         let require_guard = raw.require_guard || min_output.is_some() || raw.min_ood_action.is_some();
         if require_guard && guard_digest == Some([0; 32]) {
             return Err(
@@ -193,6 +202,7 @@ impl ClientPolicy {
             require_guard,
             min_output,
             min_ood_action: raw.min_ood_action,
+            max_monitoring_epsilon_per_day: raw.max_monitoring_epsilon_per_day,
         })
     }
 }

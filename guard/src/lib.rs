@@ -12,6 +12,7 @@ pub mod fit;
 pub mod input;
 pub mod linalg;
 pub mod manifest;
+pub mod monitor;
 pub mod output;
 pub mod prada;
 pub mod shap;

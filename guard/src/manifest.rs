@@ -303,7 +303,16 @@ pub struct Monitoring {
     pub mechanism: Mechanism,
     /// The per-window false-alarm rate drift thresholds are calibrated to.
     pub false_alarm_rate: f64,
+    /// Bin edges for each row's top score of the first output (released as a noised histogram
+    /// and its quantiles); 0.05, 0.10, …, 0.95 when absent (scores in [0, 1]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_edges: Option<Vec<f64>>,
 }
+
+/// The privacy parameters' range: ε below 0.001 would need noise past any window's counts, above
+/// 10 per window it protects nothing; the noise is drawn at 1e-4 resolution (rounded down).
+pub const MIN_EPSILON: f64 = 0.001;
+pub const MAX_EPSILON_PER_WINDOW: f64 = 10.0;
 
 /// The manifest as written.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -574,9 +583,26 @@ fn check(doc: &Document) -> Result<(), ManifestError> {
         if m.min_window == 0 {
             return Err(invalid("monitoring.min_window", "1 request at least"));
         }
-        let eps = |v: f64| v.is_finite() && v > 0.0;
-        if !eps(m.epsilon_per_window) || !eps(m.epsilon_per_day) || m.epsilon_per_window > m.epsilon_per_day {
-            return Err(invalid("monitoring", "0 < epsilon_per_window ≤ epsilon_per_day, both finite"));
+        let eps = |v: f64| v.is_finite() && v >= MIN_EPSILON;
+        if !eps(m.epsilon_per_window)
+            || !eps(m.epsilon_per_day)
+            || m.epsilon_per_window > m.epsilon_per_day
+            || m.epsilon_per_window > MAX_EPSILON_PER_WINDOW
+        {
+            return Err(invalid(
+                "monitoring",
+                format!(
+                    "{MIN_EPSILON} ≤ epsilon_per_window ≤ min({MAX_EPSILON_PER_WINDOW}, epsilon_per_day), both finite"
+                ),
+            ));
+        }
+        if let Some(edges) = &m.output_edges {
+            if edges.is_empty() || edges.len() > MAX_EDGES {
+                return Err(invalid("monitoring.output_edges", format!("1 to {MAX_EDGES} edges")));
+            }
+            if edges.iter().any(|e| !e.is_finite()) || edges.windows(2).any(|w| w[0] >= w[1]) {
+                return Err(invalid("monitoring.output_edges", "finite and strictly increasing"));
+            }
         }
         if !(m.false_alarm_rate > 0.0 && m.false_alarm_rate < 0.5) {
             return Err(invalid("monitoring.false_alarm_rate", "in (0, 0.5)"));
@@ -666,6 +692,7 @@ pub(crate) mod tests {
                 epsilon_per_day: 10.0,
                 mechanism: Mechanism::DiscreteLaplace,
                 false_alarm_rate: 0.01,
+                output_edges: None,
             }),
         }
     }

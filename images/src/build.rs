@@ -72,6 +72,8 @@ pub struct ServingOptions {
     /// never enter the image. The initrd is not secret (the host reads it), so these hashes
     /// must be of tokens too long to guess offline.
     pub inference_tokens_sha256: Vec<[u8; 32]>,
+    /// SHA-256 of each monitoring token: the role that reads the private monitor's windows.
+    pub monitoring_tokens_sha256: Vec<[u8; 32]>,
     /// Largest request body, bytes.
     pub max_request_bytes: Option<u64>,
     /// Per-client sustained requests per second, and burst (both ≥ 1).
@@ -320,6 +322,14 @@ fn serving_config(s: &ServingOptions) -> Result<String, BuildError> {
             out += &format!("inference_tokens_sha256 = [{}]\n", quoted.join(", "));
         }
     }
+    if s.monitoring_tokens_sha256.iter().any(|m| s.inference_tokens_sha256.contains(m)) {
+        return bad("monitoring_tokens_sha256", "a monitoring token is also an inference token".into());
+    }
+    if !s.monitoring_tokens_sha256.is_empty() {
+        let quoted: Vec<String> =
+            s.monitoring_tokens_sha256.iter().map(|h| format!("\"{}\"", hex::encode(h))).collect();
+        out += &format!("monitoring_tokens_sha256 = [{}]\n", quoted.join(", "));
+    }
     let integers = [
         ("max_request_bytes", s.max_request_bytes),
         ("rate_per_second", s.rate_per_second.map(u64::from)),
@@ -494,6 +504,7 @@ mod tests {
     fn each_set_serving_option_is_one_line_in_the_enclaves_order() {
         let serving = ServingOptions {
             inference_tokens_sha256: vec![token_sha256(b"abc")],
+            monitoring_tokens_sha256: vec![[2; 32]],
             max_request_bytes: Some(1 << 20),
             rate_per_second: Some(5),
             rate_burst: Some(10),
@@ -509,6 +520,7 @@ mod tests {
         // SHA-256("abc"), FIPS 180-2 appendix B.1.
         let want = "inference_token_sha256 = \
                     \"ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad\"\n\
+                    monitoring_tokens_sha256 = [\"0202020202020202020202020202020202020202020202020202020202020202\"]\n\
                     max_request_bytes = 1048576\n\
                     rate_per_second = 5\n\
                     rate_burst = 10\n\
@@ -532,6 +544,16 @@ mod tests {
             text,
             format!("{BASE}inference_tokens_sha256 = [\"{}\", \"{}\"]\n", "00".repeat(32), "01".repeat(32))
         );
+        // One token in both roles would let an inference client read the monitor.
+        let both = ServingOptions {
+            inference_tokens_sha256: vec![[0; 32]],
+            monitoring_tokens_sha256: vec![[0; 32]],
+            ..Default::default()
+        };
+        assert!(matches!(
+            enclave_config(&spec(both)),
+            Err(BuildError::Input { what: "monitoring_tokens_sha256", .. })
+        ));
     }
 
     /// Every value the enclave's `check()` would refuse at boot fails the build, naming the key;

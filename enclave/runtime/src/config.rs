@@ -98,6 +98,10 @@ pub struct EnclaveConfig {
     /// extraction detector are kept per token.
     #[serde(default)]
     pub inference_tokens_sha256: Vec<String>,
+    /// Bearer tokens (hex SHA-256 each) that may read the private monitor's released windows
+    /// (`GET /v1/monitoring`): a role apart from inference. None: nobody reads them.
+    #[serde(default)]
+    pub monitoring_tokens_sha256: Vec<String>,
     /// Largest request body, bytes.
     #[serde(default = "max_request")]
     pub max_request_bytes: usize,
@@ -180,6 +184,15 @@ impl EnclaveConfig {
                 return bad("inference_token_sha256, inference_tokens_sha256: 64 hex digits each".into());
             }
         }
+        for t in &self.monitoring_tokens_sha256 {
+            if t.len() != 64 || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return bad("monitoring_tokens_sha256: 64 hex digits each".into());
+            }
+            // One token in both roles would let an inference client read the monitor.
+            if self.inference_tokens_sha256().iter().any(|i| hex::encode(i).eq_ignore_ascii_case(t)) {
+                return bad("monitoring_tokens_sha256: a token is also an inference token".into());
+            }
+        }
         if self.sim_socket.is_some() && self.tee != TeeKind::Sim {
             return bad("sim_socket is for tee = \"sim\" only".into());
         }
@@ -211,6 +224,21 @@ impl EnclaveConfig {
             ));
         }
         Ok(())
+    }
+
+    /// The monitoring tokens' SHA-256 digests (checked hex), sorted, without repeats.
+    pub fn monitoring_tokens_sha256(&self) -> Vec<[u8; 32]> {
+        let mut tokens: Vec<[u8; 32]> = self
+            .monitoring_tokens_sha256
+            .iter()
+            .filter_map(|t| {
+                let mut d = [0u8; 32];
+                hex::decode_to_slice(t, &mut d).ok().map(|()| d)
+            })
+            .collect();
+        tokens.sort_unstable();
+        tokens.dedup();
+        tokens
     }
 
     /// The accepted bearer tokens' SHA-256 digests (checked hex), without repeats; empty when

@@ -358,7 +358,9 @@ fn the_sealed_guard_runs_and_clients_can_require_it() {
             other => panic!("{other:?}"),
         }
         let metrics = String::from_utf8(s.get("/metrics").await.unwrap().to_vec()).unwrap();
-        assert!(metrics.contains("finding=\"out_of_distribution\",action=\"flag\"} 1"), "{metrics}");
+        // A flagged finding is input-derived (the client alone sees the flag): only the private
+        // monitor counts it. A rejection shows in its 422 anyway, so the open metrics count it.
+        assert!(!metrics.contains("out_of_distribution"), "{metrics}");
         assert!(metrics.contains("finding=\"above_max\",action=\"reject\"} 1"), "{metrics}");
         // No input value in the metrics (a distinctive one).
         assert!(!metrics.contains("11.375"), "{metrics}");
@@ -509,4 +511,102 @@ fn budgets_without_tokens_never_serve() {
         Stack::start(Options { guard_manifest: Some(serde_json::to_vec(&manifest).unwrap()), ..sample() });
     let line = stack.wait_for("NACRE-ENCLAVE-FAILED", SERVING);
     assert!(line.contains("needs client tokens"), "{line}");
+}
+
+/// Row `i` of the sample MLP's 4 features: around 0, or all positive (`drifted`).
+fn row(i: usize, drifted: bool) -> [f32; 4] {
+    core::array::from_fn(|f| {
+        let v = (((4 * i + f) as f32) * 0.37).sin() * 2.0;
+        if drifted { v.abs() + 0.1 } else { v }
+    })
+}
+
+/// Guard part 3 on the running enclave: rows are counted in private windows, released noised
+/// to monitoring tokens only (not to inference tokens, not to anyone), under the attested
+/// manifest's terms and the day's budget; `/metrics` carries no `log`/`flag` finding.
+#[test]
+fn private_monitoring_releases_noised_windows_to_monitoring_tokens_only() {
+    let (client, reader) = ("client-a-0123456789abcdef", "monitor-0123456789abcdef");
+    let mut manifest: serde_json::Value = serde_json::from_slice(&guard_manifest()).unwrap();
+    manifest["reference"]["rows"] = json!(20_000);
+    manifest["reference"]["histograms"] = json!(vec![json!({"edges": [0.0], "counts": [10_000, 10_000]}); 4]);
+    manifest["input_guard"]["ood"]["action"] = json!("log");
+    manifest["monitoring"] = json!({
+        "window": {"requests": 50}, "min_window": 10, "epsilon_per_window": 8.0,
+        "epsilon_per_day": 24.0, "mechanism": "discrete_laplace", "false_alarm_rate": 0.01,
+    });
+    let hash = |t: &str| hex::encode(common::sha256(t.as_bytes()));
+    let stack = Stack::start(Options {
+        guard_manifest: Some(serde_json::to_vec(&manifest).unwrap()),
+        extra_config: format!(
+            "inference_tokens_sha256 = [\"{}\"]\nmonitoring_tokens_sha256 = [\"{}\"]\nrate_per_second = 1000\nrate_burst = 1000\n",
+            hash(client),
+            hash(reader)
+        ),
+        ..sample()
+    });
+    stack.wait_for("NACRE-ENCLAVE-SERVING", SERVING);
+    let policy = stack.policy();
+    stack.rt.block_on(async {
+        // A client that allows the monitor less ε a day than the attested manifest spends is
+        // refused before it sends anything.
+        let strict = |max: &str| {
+            stack.client_policy_with(
+                MEASUREMENT,
+                stack.model_identity,
+                &format!("max_monitoring_epsilon_per_day = {max}"),
+            )
+        };
+        let refused = AttestedSession::connect(&stack.url, &strict("1.0")).await;
+        assert!(
+            matches!(&refused, Err(ClientError::Guard(m)) if m.contains("ε 24 a day")),
+            "{:?}",
+            refused.err()
+        );
+        AttestedSession::connect(&stack.url, &strict("24")).await.unwrap();
+        let mut a = AttestedSession::connect(&stack.url, &policy).await.unwrap().with_token(client);
+        // Window 0 centred, window 1 all positive (drift in every feature), windows 2 and 3
+        // centred; ε 8 a window, 24 a day: window 3 is withheld.
+        for (w, drifted) in [false, true, false, false].into_iter().enumerate() {
+            for i in 0..50 {
+                a.infer("sample-mlp", &request(row(50 * w + i, drifted))).await.unwrap();
+            }
+        }
+        // An out-of-distribution row under `log`: counted privately, not in the open metrics.
+        a.infer("sample-mlp", &request([9.0, 9.0, 9.0, 9.0])).await.unwrap();
+        let metrics = String::from_utf8(a.get("/metrics").await.unwrap().to_vec()).unwrap();
+        assert!(!metrics.contains("out_of_distribution"), "{metrics}");
+
+        for token in [None, Some(client)] {
+            let mut s = AttestedSession::connect(&stack.url, &policy).await.unwrap();
+            if let Some(t) = token {
+                s = s.with_token(t);
+            }
+            assert!(matches!(s.monitoring(0).await, Err(ClientError::Status { status: 401, .. })));
+        }
+        let mut m = AttestedSession::connect(&stack.url, &policy).await.unwrap().with_token(reader);
+        // Releases finish off the request path.
+        let mut report = m.monitoring(0).await.unwrap();
+        for _ in 0..100 {
+            if report.windows.len() == 4 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            report = m.monitoring(0).await.unwrap();
+        }
+        assert_eq!(report.windows.len(), 4, "{report:?}");
+        assert_eq!(report.privacy.sensitivity, 6);
+        assert!((report.privacy.epsilon_spent_today - 24.0).abs() < 1e-9);
+        let released: Vec<_> = report.windows.iter().map(|w| w.release.as_ref()).collect();
+        let (w0, w1, w2) = (released[0].unwrap(), released[1].unwrap(), released[2].unwrap());
+        assert_eq!(report.windows[3].withheld, Some(nacre_guard::monitor::Withheld::PrivacyBudget));
+        assert!(w0.drifted.is_empty() && w2.drifted.is_empty(), "{w0:?} {w2:?}");
+        assert_eq!(w1.drifted, ["f0", "f1", "f2", "f3"], "{w1:?}");
+        // Noise of scale 6/8 on each count: the size is near 50.
+        assert!((w0.rows - 50).abs() < 10, "{}", w0.rows);
+        assert_eq!(m.monitoring(2).await.unwrap().windows.len(), 2);
+        let text = String::from_utf8(m.get("/v1/monitoring/metrics").await.unwrap().to_vec()).unwrap();
+        assert!(text.contains("nacre_monitor_windows{outcome=\"released\"} 3"), "{text}");
+        assert!(text.contains("nacre_monitor_windows{outcome=\"privacy_budget\"} 1"), "{text}");
+    });
 }

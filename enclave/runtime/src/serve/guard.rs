@@ -1,8 +1,10 @@
 //! The model guard while serving (the owner's manifest from the sealed header, checked and
 //! self-tested at unsealing): every request's guarded input is checked against the schema and
 //! scored for distance from the reference before the model runs, and every output is hardened
-//! after it ran. Both REST and gRPC go through [`ServeGuard`]. Only counts by finding and action
-//! leave (metrics); never an input value.
+//! after it ran. Both REST and gRPC go through [`ServeGuard`]. Only findings a client's status
+//! shows anyway (422 rejections, 429/403 refusals) are counted in the open metrics; findings
+//! under `log` and `flag`, and every served row, go to the private monitor (nacre-guard's
+//! `monitor`), which releases only noised windows to monitoring tokens.
 //!
 //! When the manifest sets budgets or extraction defence, every request is admitted per client
 //! identity (its bearer token) before the model runs — charged its rows, refused while its
@@ -10,10 +12,11 @@
 //! PRADA detector after (nacre-guard's `Defence`). An image without client tokens never serves
 //! such a manifest: behind the host's NAT, every tokenless client is one address.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use axum::http::StatusCode;
 use nacre_guard::manifest::{Action, ExtractionAction, OutputPolicy};
+use nacre_guard::monitor::{self, Monitor};
 use nacre_guard::{Defence, InputGuard, Manifest, Observed, Refusal, Verdict};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -34,6 +37,8 @@ pub struct Finding {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Flag {
     pub finding: &'static str,
+    /// Whether the response says so (`flag`); under `log` only the private monitor counts it.
+    pub respond: bool,
     /// The squared Mahalanobis distance, when the finding is about distribution.
     pub ood_score: Option<f64>,
 }
@@ -64,6 +69,8 @@ pub struct ServeGuard {
     findings: Family<Finding, Counter>,
     /// Budgets and the extraction detector, per client, when the manifest sets them.
     defence: Option<Mutex<Defence>>,
+    /// The private drift monitor, when the manifest sets `monitoring`.
+    monitor: Option<Arc<Mutex<Monitor>>>,
 }
 
 fn action_name(a: Action) -> &'static str {
@@ -120,7 +127,19 @@ impl ServeGuard {
             }
             classes.push(width.max(1));
         }
-        Ok(ServeGuard { bytes, manifest, input, classes, findings, defence })
+        let scores = outputs.first().is_some_and(|o| o.datatype == "FP32");
+        let monitor = monitor::Spec::new(doc, scores).map(|spec| {
+            // A window of N requests has a known size: calibrate its thresholds now, in the
+            // background, rather than when the first window closes.
+            if let nacre_guard::manifest::Window::Requests(n) = spec.config().window {
+                let spec = spec.clone();
+                let _ = std::thread::Builder::new()
+                    .name("nacre-calibrate".into())
+                    .spawn(move || spec.thresholds(n));
+            }
+            Arc::new(Mutex::new(Monitor::new(spec)))
+        });
+        Ok(ServeGuard { bytes, manifest, input, classes, findings, defence, monitor })
     }
 
     pub fn bytes(&self) -> &[u8] {
@@ -128,7 +147,8 @@ impl ServeGuard {
     }
 
     /// Checks the request's inputs (in the model's order). A finding whose action is `reject`
-    /// refuses the request (422); `flag` returns what the response says; `log` only counts.
+    /// refuses the request (422, counted in the metrics); `flag` and `log` return the finding
+    /// (for the monitor), and under `flag` what the response says.
     pub(super) fn check(
         &self,
         inputs: &[nacre_model::Tensor],
@@ -151,11 +171,12 @@ impl ServeGuard {
             None if out_of_distribution => "out_of_distribution",
             None => return Ok(None),
         };
-        self.findings.get_or_create(&Finding { finding, action: action_name(action) }).inc();
         match action {
-            Action::Log => Ok(None),
-            Action::Flag => Ok(Some(Flag { finding, ood_score })),
+            Action::Log | Action::Flag => {
+                Ok(Some(Flag { finding, respond: action == Action::Flag, ood_score }))
+            }
             Action::Reject => {
+                self.findings.get_or_create(&Finding { finding, action: action_name(action) }).inc();
                 let features = &self.manifest.document().input.features;
                 let message = match violation {
                     Some((row, v)) => format!(
@@ -186,7 +207,48 @@ impl ServeGuard {
 
     /// Whether admitted requests' rows are kept for [`Self::observe`].
     pub(super) fn observes(&self) -> bool {
-        self.manifest.document().extraction.is_some()
+        self.manifest.document().extraction.is_some() || self.monitor.is_some()
+    }
+
+    /// Counts a served request's rows, its outputs' top scores and its finding in the private
+    /// monitor. A window this closes is noised and released off the request path.
+    pub(super) fn monitor_request(
+        &self,
+        rows: &[f32],
+        outputs: &[nacre_model::Tensor],
+        found: Option<&Flag>,
+        now_ms: u64,
+    ) {
+        let Some(m) = &self.monitor else { return };
+        let scores = match outputs.first().map(|t| &t.data) {
+            Some(nacre_model::TensorData::Fp32(v)) => v.as_slice(),
+            _ => &[],
+        };
+        let finding = found.map(|f| {
+            if f.finding == "out_of_distribution" {
+                monitor::Finding::OutOfDistribution
+            } else {
+                monitor::Finding::Schema
+            }
+        });
+        let width = self.classes.first().copied().unwrap_or(1);
+        let closed =
+            m.lock().unwrap_or_else(|p| p.into_inner()).observe(rows, scores, width, finding, now_ms);
+        if let Some(closed) = closed {
+            release(m.clone(), closed);
+        }
+    }
+
+    /// The monitor's report of windows from `since` on, closing an overdue time window first.
+    pub fn monitoring_report(&self, since: u64, now_ms: u64) -> Option<monitor::Report> {
+        let m = self.monitor.as_ref()?;
+        let mut guard = m.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(closed) = guard.tick(now_ms) {
+            drop(guard);
+            release(m.clone(), closed);
+            guard = m.lock().unwrap_or_else(|p| p.into_inner());
+        }
+        Some(guard.report(since, now_ms))
     }
 
     /// Admits a request of `cost` model evaluations from `client` at `now_ms` (charging it),
@@ -261,6 +323,19 @@ impl ServeGuard {
     }
 }
 
+/// Noises and publishes a closed window: on a blocking thread when serving (a first window of a
+/// size calibrates its thresholds, a fraction of a second), inline elsewhere.
+fn release(m: Arc<Mutex<Monitor>>, closed: monitor::Closed) {
+    let work = move || {
+        let record = closed.release(&mut monitor::noise::OsBits::new());
+        m.lock().unwrap_or_else(|p| p.into_inner()).publish(record);
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) => drop(h.spawn_blocking(work)),
+        Err(_) => work(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -326,14 +401,19 @@ mod tests {
         assert!(r.message.contains("row 1, feature \"f1\": above max"), "{}", r.message);
         let r = g.check(&x(&[[f32::NAN, 0.0, 0.0, 0.0]]), &mut s).unwrap_err();
         assert!(r.message.contains("not finite"), "{}", r.message);
+        // Only the rejections (a 422 shows them anyway) are in the open metrics.
         assert_eq!(
             (
                 count(&g, "out_of_distribution", "flag"),
                 count(&g, "above_max", "reject"),
                 count(&g, "not_finite", "reject")
             ),
-            (1, 1, 1)
+            (0, 1, 1)
         );
+        assert!(flag.respond);
+        let g = guard("log", serde_json::json!({"policy": "full"}), "FP32").unwrap();
+        let found = g.check(&x(&[[9.0; 4]]), &mut s).unwrap().unwrap();
+        assert!(!found.respond);
         // OOD set to reject.
         let g = guard("reject", serde_json::json!({"policy": "full"}), "FP32").unwrap();
         let r = g.check(&x(&[[9.0; 4]]), &mut s).unwrap_err();

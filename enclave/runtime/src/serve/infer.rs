@@ -222,7 +222,7 @@ impl App {
         client: Option<[u8; 32]>,
     ) -> Result<(Vec<nacre_model::Tensor>, Option<super::guard::Flag>), Reject> {
         let Some(guard) = &ready.guard else { return Ok((self.run_model(ready, inputs).await?, None)) };
-        let flag = guard.check(&inputs, &mut Vec::new())?;
+        let found = guard.check(&inputs, &mut Vec::new())?;
         let rows = guard.rows(&inputs);
         let features = guard.manifest().features().max(1);
         let now = self.now_ms();
@@ -230,8 +230,10 @@ impl App {
         let kept = if guard.observes() { rows.to_vec() } else { Vec::new() };
         let mut outputs = self.run_model(ready, inputs).await?;
         guard.observe(client.as_ref(), &kept, &outputs, now)?;
+        // Before hardening: the monitor sees the model's own scores.
+        guard.monitor_request(&kept, &outputs, found.as_ref(), now);
         guard.harden(&mut outputs);
-        Ok((outputs, flag))
+        Ok((outputs, found.filter(|f| f.respond)))
     }
 
     pub(super) async fn run_model(

@@ -11,7 +11,8 @@
 //! | `GET /v1/attestation?nonce=HEX` | fresh evidence binding the nonce and this connection's TLS exporter (CBOR) |
 //! | `GET /v1/attestation/result` | the attestation service's signed result for this guest (COSE_Sign1) |
 //! | `GET /v1/guard` | the owner's guard manifest, byte for byte as sealed (its SHA-256 is the attested `guard_digest`); 404 without one |
-//! | `GET /metrics` | Prometheus |
+//! | `GET /v1/monitoring[?since=N]`, `…/metrics` | the private monitor's released (noised) windows, JSON or Prometheus text; monitoring tokens only |
+//! | `GET /metrics` | Prometheus (no input-derived values) |
 //!
 //! Until the model is loaded (or after a failure) the server presents an unattested
 //! certificate and answers only the health and metrics routes: every other route is 503 with
@@ -32,6 +33,7 @@ pub mod infer;
 pub mod kserve;
 pub mod limit;
 pub mod metrics;
+pub mod monitoring;
 pub mod renew;
 pub mod stats;
 pub mod tls;
@@ -127,6 +129,8 @@ pub struct App {
     metrics: Metrics,
     /// The accepted bearer tokens' digests (sorted); empty: inference is open.
     tokens_sha256: Vec<[u8; 32]>,
+    /// The monitoring tokens' digests (sorted): the role that reads the private monitor.
+    monitoring_sha256: Vec<[u8; 32]>,
     max_request: usize,
     /// Bytes of decoded request tensors held at once across requests.
     budget: Arc<Budget>,
@@ -179,6 +183,7 @@ impl App {
             metrics: Metrics::default().with_connections(admission.clone()).with_model_stats(stats.clone()),
             stats,
             tokens_sha256: config.inference_tokens_sha256(),
+            monitoring_sha256: config.monitoring_tokens_sha256(),
             max_request: config.max_request_bytes,
             budget: Budget::new(config.max_buffered_bytes),
             max_buffered: config.max_buffered_bytes,
@@ -660,6 +665,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route(fresh::PATH, get(attestation).layer(Deadline::new(Duration::from_secs(10), handler_timeout)))
         .route("/v1/attestation/result", get(attestation_result).layer(quick))
         .route("/v1/guard", get(guard_manifest).layer(quick))
+        .route("/v1/monitoring", get(monitoring::windows).layer(quick))
+        .route("/v1/monitoring/metrics", get(monitoring::metrics).layer(quick))
         .route("/metrics", get(metrics).layer(quick))
         .fallback(not_found)
         .with_state(app)
