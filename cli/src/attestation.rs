@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use nacre_attestation_client::{Client, ModelRegistration};
 use nacre_attestation_service::config::Config;
 use nacre_attestation_service::service::Service;
-use nacre_attestation_service::store::{Store, verify_chain};
+use nacre_attestation_service::store::verify_chain;
 use nacre_protocol::messages::AuditRecord;
 use nacre_sealed::{AwsLcGcm, FileRange, KeyFile};
 
@@ -368,7 +368,7 @@ pub fn audit(cmd: AuditCmd) -> Result<ExitCode> {
                 }
                 (None, Some(config)) => rt.block_on(async {
                     let config = Config::load(&config)?;
-                    let store = Store::connect(&config.database, 2).await?;
+                    let store = nacre_attestation_service::service::open_store(&config, 2).await?;
                     // Records and head from one snapshot: a release committed between two
                     // separate reads would look like records cut off the end.
                     let (all, head) = store.audit_snapshot().await?.read_all().await?;

@@ -418,6 +418,19 @@ impl Client {
         }
     }
 
+    /// `GET /v1/log/<path>` on the transparency log's public routes (`checkpoint`, `key`,
+    /// `tile/...`): the body, or the service's refusal.
+    pub async fn log_get(&self, path: &str) -> Result<Vec<u8>, ClientError> {
+        let (status, body) = self.send(Method::GET, &format!("/v1/log/{path}"), None, Vec::new()).await?;
+        if status.is_success() {
+            return Ok(body.to_vec());
+        }
+        match cbor::from_slice::<ErrorBody>(&body) {
+            Ok(e) => Err(ClientError::Refused(e)),
+            Err(_) => Err(ClientError::Protocol(format!("HTTP {status} without an error body"))),
+        }
+    }
+
     /// Sends raw bytes (tests of malformed input): returns the status and the body.
     pub async fn raw(
         &self,

@@ -531,6 +531,7 @@ async fn commit(store: &Store, tag: &str, now: i64) {
             audit: AuditEntry {
                 time_ms: now * 1000,
                 action: "release",
+                release_key_sha256: Some("ab".repeat(32)),
                 actor: "guest".into(),
                 key_id: Some(KEY_ID.into()),
                 key_version: Some(1),

@@ -33,6 +33,13 @@ pub struct Config {
     pub previous_master_key_files: Vec<PathBuf>,
     /// PKCS#8 Ed25519 key that signs attestation results.
     pub result_signing_key: PathBuf,
+    /// The transparency log's checkpoint key: a file holding a 32-byte seed as 64 hex digits
+    /// (`nacre attestation init` writes `log.key`). Every replica of one log holds the same.
+    pub log_signing_key: PathBuf,
+    /// The log's origin: the first line of its checkpoints and its key's name, which witnesses
+    /// and clients are configured with. Default `nacre.invalid/release-log`.
+    #[serde(default = "default_log_origin")]
+    pub log_origin: String,
     /// Endorsement cache (`nacre_verifier::collateral::FileCache` layout): SNP CRLs and
     /// certificates for evidence that arrives without them, TDX collateral by FMSPC.
     #[serde(default)]
@@ -115,6 +122,10 @@ impl Default for Limits {
     }
 }
 
+fn default_log_origin() -> String {
+    "nacre.invalid/release-log".to_owned()
+}
+
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8443))
 }
@@ -154,6 +165,7 @@ impl Config {
         fix(&mut self.tls_cert);
         fix(&mut self.tls_key);
         fix(&mut self.result_signing_key);
+        fix(&mut self.log_signing_key);
         for p in [&mut self.master_key_file, &mut self.collateral_dir, &mut self.insecure_sim_root]
             .into_iter()
             .flatten()
@@ -195,6 +207,12 @@ impl Config {
             )));
         }
         self.image_signers()?;
+        let origin = &self.log_origin;
+        if origin.is_empty() || origin.len() > 256 || origin.chars().any(|c| c.is_whitespace() || c == '+') {
+            return Err(ConfigError::Invalid(format!(
+                "log_origin {origin:?}: 1–256 characters, no spaces or '+' (it names the log's key)"
+            )));
+        }
         let l = &self.limits;
         if l.challenge_ttl_secs <= 0
             || l.result_ttl_secs <= 0
@@ -227,7 +245,7 @@ mod tests {
 
     fn parse(extra: &str) -> Result<Config, ConfigError> {
         let text = format!(
-            "tls_cert = \"c\"\ntls_key = \"k\"\nresult_signing_key = \"r\"\nmaster_key_file = \"m\"\n{extra}"
+            "tls_cert = \"c\"\ntls_key = \"k\"\nresult_signing_key = \"r\"\nlog_signing_key = \"l\"\nmaster_key_file = \"m\"\n{extra}"
         );
         let config: Config = toml::from_str(&text).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         config.validate()?;

@@ -26,6 +26,8 @@ use tokio::net::TcpListener;
 use crate::service::Service;
 use crate::tokens::Role;
 
+mod log;
+
 /// The peer address of the connection a request came on.
 #[derive(Clone, Copy, Debug)]
 pub struct Source(pub IpAddr);
@@ -379,6 +381,9 @@ pub fn router(svc: Arc<Service>) -> Router {
         .route(path::REFERENCE_VALUES, get(list_references).post(import_reference))
         .route(path::AUDIT, get(audit))
         .route(path::METRICS, get(metrics))
+        .route("/v1/log/checkpoint", get(log::checkpoint))
+        .route("/v1/log/key", get(log::key))
+        .route("/v1/log/tile/{*rest}", get(log::tile))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(not_found)
         .with_state(svc)

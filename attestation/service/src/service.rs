@@ -37,7 +37,9 @@ use crate::nonce::NonceIssuer;
 use crate::policy::ReleasePolicy;
 use crate::ratelimit::{Charge, DenialLimiter};
 use crate::signers::{self, ModelRow};
-use crate::store::{AuditEntry, DecidedUnder, KeyRow, ReferenceRow, ReleaseCommit, Store, StoreError};
+use crate::store::{
+    AuditEntry, DecidedUnder, KeyRow, LogKeys, ReferenceRow, ReleaseCommit, Store, StoreError,
+};
 use crate::tokens::{Principal, Role, Tokens};
 
 pub struct Service {
@@ -108,6 +110,25 @@ struct Basis {
 }
 
 impl Basis {
+    /// The digests the log entry records: the release policy's text, and the reference values
+    /// (each name and document digest, in the policy's order), if the policy names any.
+    fn log_digests(&self) -> (Option<String>, Option<String>) {
+        let sha = |parts: &[&[u8]]| {
+            let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+            parts.iter().for_each(|p| ctx.update(p));
+            hex::encode(ctx.finish())
+        };
+        let references = (!self.references.is_empty()).then(|| {
+            let parts: Vec<Vec<u8>> = self
+                .references
+                .iter()
+                .map(|(name, digest)| [name.as_bytes(), b"\0", digest].concat())
+                .collect();
+            sha(&parts.iter().map(Vec::as_slice).collect::<Vec<_>>())
+        });
+        (Some(sha(&[self.key.policy.as_bytes()])), references)
+    }
+
     fn decided_under(&self) -> DecidedUnder {
         DecidedUnder {
             key: Some((self.key.current_version, self.key.policy.clone())),
@@ -177,12 +198,30 @@ pub fn load_keyring(config: &Config) -> Result<Keyring, StartError> {
     Ok(Keyring { current, previous })
 }
 
+/// The transparency log's keys: the seed in `log_signing_key` (64 hex digits), under
+/// `log_origin`.
+pub fn load_log_keys(config: &Config) -> Result<LogKeys, StartError> {
+    let path = &config.log_signing_key;
+    let text = std::fs::read_to_string(path).map_err(|e| load(path.display(), e))?;
+    let seed = zeroize::Zeroizing::new(
+        hex::decode(text.trim()).map_err(|_| load(path.display(), "not 64 hex digits"))?,
+    );
+    let seed: &[u8; 32] =
+        seed.as_slice().try_into().map_err(|_| load(path.display(), "not 64 hex digits"))?;
+    LogKeys::from_seed(&config.log_origin, seed).map_err(|e| load("log_origin", e))
+}
+
+/// Opens the store with the log's keys.
+pub async fn open_store(config: &Config, max_connections: u32) -> Result<Store, StartError> {
+    Ok(Store::connect(&config.database, max_connections, load_log_keys(config)?).await?)
+}
+
 /// Master-key rotation, second step: re-wraps every data key version that is not yet under
 /// the current master key (opened with the previous keys of the keyring), in one audited
 /// transaction. Safe while the service runs: each version is readable before and after.
 pub async fn rewrap_data_keys(config: &Config, actor: &str) -> Result<usize, StartError> {
     let keyring = load_keyring(config)?;
-    let store = Store::connect(&config.database, 1).await?;
+    let store = open_store(config, 1).await?;
     let current = &keyring.current;
     let audit = AuditEntry {
         time_ms: now_ms(),
@@ -225,7 +264,11 @@ fn store_error(e: StoreError) -> ErrorBody {
         StoreError::ReferenceChanged(_) | StoreError::KeyChanged(_) => {
             ErrorBody::new(ErrorCode::Unavailable, format!("{e}; retry with a new challenge"))
         }
-        StoreError::Db(_) | StoreError::Migrate(_) | StoreError::Corrupt(_) | StoreError::BatchFailed(_) => {
+        StoreError::Db(_)
+        | StoreError::Migrate(_)
+        | StoreError::Corrupt(_)
+        | StoreError::BatchFailed(_)
+        | StoreError::Log(_) => {
             tracing::error!(error = %e, "storage failure");
             ErrorBody::new(ErrorCode::Internal, "storage failure")
         }
@@ -314,7 +357,7 @@ impl Service {
         }
         let tokens = Tokens::new(&config.tokens).map_err(|e| load("tokens", e))?;
         let image_signers = config.image_signers().map_err(|e| load("trusted_image_signers", e))?;
-        let store = Store::connect(&config.database, config.limits.db_connections).await?;
+        let store = open_store(config, config.limits.db_connections).await?;
         let admission = nacre_http::conns::Admission::new(crate::http::conn_limits(&config.limits));
         Ok(Service {
             nonces: NonceIssuer::new(keyring.current.nonce_mac_key()),
@@ -435,6 +478,7 @@ impl Service {
             measurement: s.and_then(|s| s.measurement.clone()),
             chip_id: s.and_then(|s| s.chip_id.clone()),
             source: Some(source.to_string()),
+            ..AuditEntry::default()
         };
         let nonce_hex = hex::encode(&req.nonce);
         let _key = self.key_lock(&req.key_id).read().await;
@@ -465,7 +509,18 @@ impl Service {
                         nonce_expires_at,
                         key_id: &req.key_id,
                         version: req.key_version,
-                        audit: audit(true, None, Some(&subject)),
+                        audit: {
+                            let (policy_sha256, reference_values_sha256) = basis.log_digests();
+                            AuditEntry {
+                                policy_sha256,
+                                reference_values_sha256,
+                                release_key_sha256: Some(hex::encode(aws_lc_rs::digest::digest(
+                                    &aws_lc_rs::digest::SHA256,
+                                    &req.hpke_public_key,
+                                ))),
+                                ..audit(true, None, Some(&subject))
+                            }
+                        },
                     },
                     &basis.decided_under(),
                 )
@@ -505,7 +560,7 @@ impl Service {
                 Err(e) => return Err(store_error(e)),
             }
         };
-        let Denied { body, nonce_expires_at, subject, .. } = outcome;
+        let Denied { body, nonce_expires_at, subject, basis } = outcome;
         if body.code.is_denial() {
             // Refused after the evidence proved to come from a real chip: the chip pays, not
             // the relay its guest shares with others. A chip past its allowance is refused
@@ -529,10 +584,14 @@ impl Service {
                 None => format!("{}: {}", body.code, body.reason),
             });
             let nonce = nonce_expires_at.map(|e| (nonce_hex.as_str(), e));
-            self.store
-                .commit_denial(audit(false, reason, subject.as_ref()), nonce)
-                .await
-                .map_err(store_error)?;
+            let (policy_sha256, reference_values_sha256) =
+                basis.as_ref().map(Basis::log_digests).unwrap_or_default();
+            let entry = AuditEntry {
+                policy_sha256,
+                reference_values_sha256,
+                ..audit(false, reason, subject.as_ref())
+            };
+            self.store.commit_denial(entry, nonce).await.map_err(store_error)?;
             tracing::info!(key_id = %req.key_id, %source, code = %body.code, reason = %body.reason, "release denied");
         }
         Err(body)

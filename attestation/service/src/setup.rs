@@ -79,6 +79,15 @@ pub fn init(
 
     let master = MasterKey::generate_hex().map_err(|e| e.to_string())?;
     let result_key = ResultSigner::generate_pkcs8().map_err(|e| e.to_string())?;
+    let mut log_seed = zeroize::Zeroizing::new([0u8; 32]);
+    aws_lc_rs::rand::fill(&mut *log_seed).map_err(|_| "random number generator failed".to_owned())?;
+    // The origin names this log uniquely (witnesses track logs by origin): its key's prefix.
+    let log_public = nacre_tlog::NoteSigner::from_seed("nacre", nacre_tlog::KeyKind::Checkpoint, &log_seed)
+        .map_err(|e| e.to_string())?;
+    let log_origin = format!(
+        "nacre.local/release-log/{}",
+        &hex::encode(log_public.public().verifying_key().as_bytes())[..16]
+    );
     let (admin, admin_hash) = tokens::generate()?;
     let (auditor, auditor_hash) = tokens::generate()?;
 
@@ -91,6 +100,7 @@ pub fn init(
     write_new(&dir.join("tls.key"), tls_key.serialize_pem().as_bytes(), true)?;
     write_new(&dir.join("master.key"), format!("{}\n", *master).as_bytes(), true)?;
     write_new(&dir.join("result.key"), &result_key, true)?;
+    write_new(&dir.join("log.key"), format!("{}\n", hex::encode(*log_seed)).as_bytes(), true)?;
     write_new(&dir.join("admin.token"), format!("{admin}\n").as_bytes(), true)?;
     write_new(&dir.join("auditor.token"), format!("{auditor}\n").as_bytes(), true)?;
     let sim = match sim_root {
@@ -109,6 +119,8 @@ pub fn init(
          tls_key = \"tls.key\"\n\
          master_key_file = \"master.key\"\n\
          result_signing_key = \"result.key\"\n\
+         log_signing_key = \"log.key\"\n\
+         log_origin = \"{log_origin}\"\n\
          {sim}\n\
          [limits]\n\
          challenge_ttl_secs = 60\n\

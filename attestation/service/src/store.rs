@@ -16,6 +16,9 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{Any, AnyPool, Row, Transaction};
 
 mod batch;
+mod log;
+
+pub use log::{Leaf, LogKeys};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -52,6 +55,9 @@ pub enum StoreError {
     /// The batch this release or denial was in did not commit (nothing in it was written).
     #[error("release batch: {0}")]
     BatchFailed(String),
+    /// The transparency log could not be appended to or read (nothing was written).
+    #[error("transparency log: {0}")]
+    Log(String),
 }
 
 /// An audit entry before it is chained.
@@ -68,6 +74,13 @@ pub struct AuditEntry {
     pub measurement: Option<String>,
     pub chip_id: Option<String>,
     pub source: Option<String>,
+    /// For the transparency log's entry (hex SHA-256 each): the key's release policy, the
+    /// reference values and the enclave's HPKE release key in force.
+    pub policy_sha256: Option<String>,
+    pub reference_values_sha256: Option<String>,
+    pub release_key_sha256: Option<String>,
+    /// For `chain_migrated`: the head of the hash chain the log continues.
+    pub legacy_chain_head: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -151,6 +164,8 @@ pub fn document_digest(document: &str) -> [u8; 32] {
 struct WriteTx {
     tx: Transaction<'static, Any>,
     head: (i64, String),
+    /// The transparency log's size, under the same head row.
+    log_size: u64,
     _guard: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
@@ -165,6 +180,8 @@ pub struct Store {
     writer: Option<batch::Queue>,
     /// SQLite (else PostgreSQL): the few statements that are not portable differ.
     sqlite: bool,
+    /// The transparency log's keys.
+    log: std::sync::Arc<LogKeys>,
 }
 
 /// How long a used nonce is kept after it expired, by the database's clock.
@@ -195,6 +212,7 @@ fn migrator() -> Migrator {
             migration(1, "initial", include_str!("../migrations/0001_initial.sql")),
             migration(2, "reference values", include_str!("../migrations/0002_reference_values.sql")),
             migration(3, "model registrations", include_str!("../migrations/0003_model_registrations.sql")),
+            migration(4, "transparency log", include_str!("../migrations/0004_transparency_log.sql")),
         ]),
         ..Migrator::DEFAULT
     }
@@ -211,7 +229,7 @@ fn hex_of(text: &str, what: &str) -> Result<Vec<u8>, StoreError> {
 impl Store {
     /// Connects, applies the SQLite durability settings (WAL, `synchronous=FULL`, foreign
     /// keys) on every connection, and runs pending migrations.
-    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+    pub async fn connect(url: &str, max_connections: u32, log: LogKeys) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         let sqlite = url.starts_with("sqlite:");
         let url = if sqlite && !url.contains('?') { format!("{url}?mode=rwc") } else { url.to_owned() };
@@ -237,7 +255,8 @@ impl Store {
             .await?;
         migrator().run(&pool).await?;
         let write_lock = sqlite.then(|| std::sync::Arc::new(tokio::sync::Mutex::new(())));
-        let mut store = Store { pool, write_lock, writer: None, sqlite };
+        let mut store = Store { pool, write_lock, writer: None, sqlite, log: std::sync::Arc::new(log) };
+        store.migrate_chain().await?;
         store.writer = Some(batch::spawn(store.clone(), sqlite)?);
         Ok(store)
     }
@@ -278,19 +297,26 @@ impl Store {
             Some(lock) => Some(lock.clone().lock_owned().await),
             None => None,
         };
-        let head = sqlx::query("UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, hash")
-            .fetch_one(&mut *tx)
-            .await?;
+        let head =
+            sqlx::query("UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, hash, log_size")
+                .fetch_one(&mut *tx)
+                .await?;
+        let log_size = u64::try_from(head.try_get::<i64, _>("log_size")?)
+            .map_err(|_| StoreError::Corrupt("negative log size".into()))?;
         let head = (head.try_get::<i64, _>("seq")?, head.try_get::<String, _>("hash")?);
-        Ok(WriteTx { tx, head, _guard: guard })
+        Ok(WriteTx { tx, head, log_size, _guard: guard })
     }
 
-    /// Appends `entry` at `seq` after `prev_hash`, inside the caller's transaction.
+    /// Appends `entry` at `seq` after `prev_hash`, and its log leaf after `log_size` leaves,
+    /// inside the caller's transaction.
     async fn append(
+        &self,
         tx: &mut Transaction<'static, Any>,
-        (seq, prev_hash): (i64, String),
+        ((seq, prev_hash), log_size): ((i64, String), u64),
         entry: AuditEntry,
     ) -> Result<AuditRecord, StoreError> {
+        let leaf = self.log.entry_of(&entry).map(|e| vec![(seq, e)]).unwrap_or_default();
+        log::append(tx, &self.log, log_size, leaf, entry.time_ms).await?;
         let rec = chain_record(entry, seq, prev_hash);
         sqlx::query(
             "INSERT INTO audit_log (seq, time_ms, action, actor, key_id, key_version, decision, reason, \
@@ -424,7 +450,7 @@ impl Store {
         let now = audit.time_ms / 1000;
         {
             let mut w = self.begin_write().await?;
-            let (tx, head) = (&mut w.tx, w.head.clone());
+            let (tx, head) = (&mut w.tx, (w.head.clone(), w.log_size));
             let out = async {
                 let exists = sqlx::query("SELECT 1 AS one FROM keys WHERE key_id = $1")
                     .bind(key_id.to_owned())
@@ -446,7 +472,7 @@ impl Store {
                 if let Some(model) = model {
                     insert_model(tx, key_id, 1, model).await?;
                 }
-                Self::append(tx, head, audit).await
+                self.append(tx, head, audit).await
             }
             .await?;
             w.tx.commit().await?;
@@ -471,7 +497,7 @@ impl Store {
         let now = audit.time_ms / 1000;
         {
             let mut w = self.begin_write().await?;
-            let (tx, head) = (&mut w.tx, w.head.clone());
+            let (tx, head) = (&mut w.tx, (w.head.clone(), w.log_size));
             let out = async {
                 let key = live_key(tx, key_id).await?;
                 if policy.is_some_and(|p| p != key.policy) {
@@ -492,7 +518,7 @@ impl Store {
                     .execute(&mut **tx)
                     .await?;
                 audit.key_version = Some(next);
-                Ok::<_, StoreError>((next, Self::append(tx, head, audit).await?))
+                Ok::<_, StoreError>((next, self.append(tx, head, audit).await?))
             }
             .await?;
             w.tx.commit().await?;
@@ -510,7 +536,7 @@ impl Store {
         let now = audit.time_ms / 1000;
         {
             let mut w = self.begin_write().await?;
-            let (tx, head) = (&mut w.tx, w.head.clone());
+            let (tx, head) = (&mut w.tx, (w.head.clone(), w.log_size));
             let out = async {
                 let key =
                     Self::key_in(tx, key_id).await?.ok_or_else(|| StoreError::UnknownKey(key_id.into()))?;
@@ -534,7 +560,7 @@ impl Store {
                             .await?;
                     }
                 }
-                Self::append(tx, head, audit).await
+                self.append(tx, head, audit).await
             }
             .await?;
             w.tx.commit().await?;
@@ -552,7 +578,7 @@ impl Store {
         let now = audit.time_ms / 1000;
         {
             let mut w = self.begin_write().await?;
-            let (tx, head) = (&mut w.tx, w.head.clone());
+            let (tx, head) = (&mut w.tx, (w.head.clone(), w.log_size));
             let out = async {
                 let key = live_key(tx, key_id).await?;
                 let v = key
@@ -567,7 +593,7 @@ impl Store {
                     .bind(key_id.to_owned())
                     .execute(&mut **tx)
                     .await?;
-                Self::append(tx, head, audit).await
+                self.append(tx, head, audit).await
             }
             .await?;
             w.tx.commit().await?;
@@ -584,7 +610,7 @@ impl Store {
         let now = audit.time_ms / 1000;
         {
             let mut w = self.begin_write().await?;
-            let (tx, head) = (&mut w.tx, w.head.clone());
+            let (tx, head) = (&mut w.tx, (w.head.clone(), w.log_size));
             let out = async {
                 live_key(tx, key_id).await?;
                 sqlx::query("UPDATE keys SET policy = $1, updated_at = $2 WHERE key_id = $3")
@@ -593,7 +619,7 @@ impl Store {
                     .bind(key_id.to_owned())
                     .execute(&mut **tx)
                     .await?;
-                Self::append(tx, head, audit).await
+                self.append(tx, head, audit).await
             }
             .await?;
             w.tx.commit().await?;
@@ -611,7 +637,7 @@ impl Store {
     ) -> Result<usize, StoreError> {
         {
             let mut w = self.begin_write().await?;
-            let (tx, head) = (&mut w.tx, w.head.clone());
+            let (tx, head) = (&mut w.tx, (w.head.clone(), w.log_size));
             let out = async {
             let rows = sqlx::query(
                 "SELECT key_id, version, kek_id, wrapped_key, created_at, revoked FROM key_versions \
@@ -638,7 +664,7 @@ impl Store {
             }
             let mut audit = audit;
             audit.reason = Some(format!("{changed} data key versions re-wrapped under {new_kek_id}"));
-            Self::append(tx, head, audit).await?;
+            self.append(tx, head, audit).await?;
             Ok::<_, StoreError>(changed)
             }
             .await?;
@@ -656,7 +682,7 @@ impl Store {
         mut audit: AuditEntry,
     ) -> Result<(Option<[u8; 32]>, AuditRecord), StoreError> {
         let mut w = self.begin_write().await?;
-        let (tx, head) = (&mut w.tx, w.head.clone());
+        let (tx, head) = (&mut w.tx, (w.head.clone(), w.log_size));
         let out = async {
             let previous = sqlx::query("SELECT document FROM reference_values WHERE name = $1")
                 .bind(row.name.clone())
@@ -680,7 +706,7 @@ impl Store {
             if let (Some(old), Some(reason)) = (previous, audit.reason.as_mut()) {
                 reason.push_str(&format!("; replaces document sha256 {}", hex::encode(old)));
             }
-            Ok::<_, StoreError>((previous, Self::append(tx, head, audit).await?))
+            Ok::<_, StoreError>((previous, self.append(tx, head, audit).await?))
         }
         .await?;
         w.tx.commit().await?;
@@ -745,6 +771,93 @@ impl Store {
 
     /// Deletes the nonces that expired more than [`NONCE_GC_MARGIN_SECS`] ago by the
     /// database's clock (a commit refuses them by that clock anyway).
+    /// A database from before the log carries its hash chain's head into the log as the first
+    /// leaf (`chain_migrated`), once, so the log commits to every record before it too. Records
+    /// from before the migration keep their chain; the log covers everything after.
+    async fn migrate_chain(&self) -> Result<(), StoreError> {
+        let (seq, _) = head_in(&mut *self.pool.acquire().await?).await?;
+        if seq == 0 || self.log_size().await? != 0 {
+            return Ok(());
+        }
+        let mut w = self.begin_write().await?;
+        if w.log_size != 0 {
+            // Another replica migrated first.
+            w.tx.rollback().await?;
+            return Ok(());
+        }
+        let audit = AuditEntry {
+            time_ms: now_ms(),
+            action: "chain_migrated",
+            actor: "service".into(),
+            allow: true,
+            reason: Some(format!("{} audit records before the transparency log", w.head.0 - 1)),
+            legacy_chain_head: Some(w.head.1.clone()),
+            ..AuditEntry::default()
+        };
+        let head = (w.head.clone(), w.log_size);
+        self.append(&mut w.tx, head, audit).await?;
+        w.tx.commit().await?;
+        tracing::info!(records = seq, "hash-chained audit log continued in the transparency log");
+        Ok(())
+    }
+
+    /// The log's public checkpoint key.
+    pub fn log_key(&self) -> &nacre_tlog::NoteKey {
+        self.log.public()
+    }
+
+    /// The number of leaves committed.
+    pub async fn log_size(&self) -> Result<u64, StoreError> {
+        let r = sqlx::query("SELECT log_size FROM audit_head WHERE id = 1").fetch_one(&self.pool).await?;
+        u64::try_from(r.try_get::<i64, _>("log_size")?)
+            .map_err(|_| StoreError::Corrupt("negative log size".into()))
+    }
+
+    /// The latest checkpoint note (size, bytes), cosignatures included; None while the log is
+    /// empty.
+    pub async fn log_checkpoint(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        log::latest_checkpoint(&mut *self.pool.acquire().await?).await
+    }
+
+    /// A C2SP hash tile, if the tree of `size` leaves (at most the committed size) holds it.
+    pub async fn log_tile(&self, size: u64, tile: nacre_tlog::tree::HashTile) -> Result<Vec<u8>, StoreError> {
+        log::tile(&mut *self.pool.acquire().await?, size.min(self.log_size().await?), tile).await
+    }
+
+    /// Entries `start..start + count` as a C2SP entry bundle (all committed, or an error).
+    pub async fn log_entry_bundle(&self, start: u64, count: u64) -> Result<Vec<u8>, StoreError> {
+        if start.saturating_add(count) > self.log_size().await? {
+            return Err(StoreError::Log("entries beyond the log's size".into()));
+        }
+        log::entry_bundle(&mut *self.pool.acquire().await?, start, count).await
+    }
+
+    /// The inclusion proof of leaf `index` under the tree of `size` leaves.
+    pub async fn log_inclusion(&self, size: u64, index: u64) -> Result<Vec<nacre_tlog::Hash>, StoreError> {
+        if size > self.log_size().await? {
+            return Err(StoreError::Log(format!("no tree of {size} leaves yet")));
+        }
+        log::inclusion(&mut *self.pool.acquire().await?, size, index).await
+    }
+
+    /// The consistency proof from the tree of `old` leaves to that of `new`.
+    pub async fn log_consistency(&self, old: u64, new: u64) -> Result<Vec<nacre_tlog::Hash>, StoreError> {
+        if new > self.log_size().await? {
+            return Err(StoreError::Log(format!("no tree of {new} leaves yet")));
+        }
+        log::consistency(&mut *self.pool.acquire().await?, old, new).await
+    }
+
+    /// The leaf that logs audit record `seq`, if it was logged.
+    pub async fn log_leaf_of(&self, seq: i64) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        let row = sqlx::query("SELECT idx, entry FROM log_entries WHERE seq = $1")
+            .bind(seq)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| Ok((r.try_get::<i64, _>("idx")? as u64, r.try_get::<String, _>("entry")?.into_bytes())))
+            .transpose()
+    }
+
     pub async fn gc_nonces(&self) -> Result<u64, StoreError> {
         let sql = format!("DELETE FROM used_nonces WHERE expires_at < {} - $1", self.db_now_sql());
         Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -815,6 +928,12 @@ async fn audit_page_in(
 }
 
 /// `entry` as the record at `seq` after `prev_hash`, hashed.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 fn chain_record(entry: AuditEntry, seq: i64, prev_hash: String) -> AuditRecord {
     let mut rec = AuditRecord {
         seq,

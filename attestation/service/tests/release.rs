@@ -12,6 +12,8 @@ mod commit;
 mod disclosure;
 #[path = "release/limits.rs"]
 mod limits;
+#[path = "release/log.rs"]
+mod log;
 #[path = "release/signers.rs"]
 mod signers;
 
@@ -233,6 +235,9 @@ async fn suite(database: Option<&str>) {
     assert!(text.contains("reason=\"nonce_replayed\""), "{text}");
     assert!(text.contains("stage=\"verify\""), "{text}");
     assert!(!text.contains(&hex::encode(key1)), "no key material in metrics");
+
+    // ---- transparency log ----------------------------------------------------------------
+    log::check_log_against_audit(&h).await;
     h.stop().await;
 }
 
@@ -394,7 +399,12 @@ async fn reference_suite(database: Option<&str>) {
         nonce_expires_at: i64::MAX,
         key_id: "r",
         version: 1,
-        audit: AuditEntry { action: "release", allow: true, ..AuditEntry::default() },
+        audit: AuditEntry {
+            action: "release",
+            release_key_sha256: Some("ab".repeat(32)),
+            allow: true,
+            ..AuditEntry::default()
+        },
     };
     let head = store.audit_head().await.unwrap();
     assert!(matches!(
@@ -539,6 +549,7 @@ async fn batch_suite(database: Option<&str>) {
                 version,
                 audit: AuditEntry {
                     action: "release",
+                    release_key_sha256: Some("ab".repeat(32)),
                     actor: format!("case-{i}"),
                     key_id: Some(key_id.into()),
                     key_version: Some(version),
@@ -578,7 +589,12 @@ async fn batch_suite(database: Option<&str>) {
         nonce_expires_at: i64::MAX,
         key_id: "b",
         version: 1,
-        audit: AuditEntry { action: "release", allow: true, ..AuditEntry::default() },
+        audit: AuditEntry {
+            action: "release",
+            release_key_sha256: Some("ab".repeat(32)),
+            allow: true,
+            ..AuditEntry::default()
+        },
     };
     assert_eq!(store.commit_release(retry).await.unwrap().seq, head.0 + 1);
 

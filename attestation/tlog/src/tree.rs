@@ -4,8 +4,8 @@
 //! The hashing and proof algorithms are `tlog_tiles`'s; this module adds the storage a log
 //! needs, strict tile paths, and typed proof checks.
 
-pub use tlog_tiles::{Hash, record_hash as leaf_hash};
-use tlog_tiles::{HashReader, Tile};
+use tlog_tiles::Tile;
+pub use tlog_tiles::{Error as TreeError, Hash, HashReader, record_hash as leaf_hash, stored_hash_index};
 
 use crate::TlogError;
 
@@ -173,6 +173,20 @@ impl HashTile {
         }
         let tile = Tile::from_path(&format!("tile/{TILE_HEIGHT}/{level}/{index}")).map_err(|_| bad())?;
         Ok(Self(tile))
+    }
+
+    /// The tile's index N within its level.
+    pub fn index(&self) -> u64 {
+        self.0.level_index()
+    }
+
+    /// How many hashes the tile holds (256 when full).
+    pub fn width(&self) -> u32 {
+        self.0.width()
+    }
+
+    pub fn level(&self) -> u8 {
+        self.0.level()
     }
 
     pub fn path(&self) -> String {

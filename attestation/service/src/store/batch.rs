@@ -55,7 +55,7 @@ use super::{AuditEntry, Store, StoreError, chain_record, document_digest};
 pub(super) const MAX_BATCH: usize = 256;
 /// Bound parameters per statement: within SQLite's most conservative limit (999) and far
 /// within PostgreSQL's (65,535).
-const MAX_PARAMS: usize = 999;
+pub(super) const MAX_PARAMS: usize = 999;
 
 /// What one release writes, all or nothing.
 #[derive(Debug)]
@@ -231,13 +231,18 @@ async fn commit(
     let mut fresh = insert_nonces(conn, checked.iter().filter_map(|&i| items[i].nonce())).await?;
     let (mut seq, mut prev_hash) = w.head.clone();
     let mut records = Vec::with_capacity(checked.len());
+    let mut leaves = Vec::with_capacity(checked.len());
     for i in checked {
         let new = items[i].nonce().is_some_and(|(nonce, _)| fresh.remove(nonce));
         if matches!(items[i], Item::Release(_)) && !new {
             outcomes[i] = Some(Err(StoreError::NonceReplayed));
             continue;
         }
-        let record = chain_record(items[i].audit(), seq, prev_hash);
+        let audit = items[i].audit();
+        if let Some(entry) = store.log.entry_of(&audit) {
+            leaves.push((seq, entry));
+        }
+        let record = chain_record(audit, seq, prev_hash);
         (seq, prev_hash) = (seq + 1, record.hash.clone());
         records.push((i, record));
     }
@@ -246,6 +251,7 @@ async fn commit(
         w.tx.rollback().await?;
     } else {
         insert_records(conn, records.iter().map(|(_, r)| r)).await?;
+        super::log::append(conn, &store.log, w.log_size, leaves, now.saturating_mul(1000)).await?;
         sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
             .bind(seq - 1)
             .bind(prev_hash)
@@ -327,7 +333,7 @@ async fn reference_refusal(
 }
 
 /// `($1, $2), ($3, $4), …`: `rows` rows of `columns` placeholders.
-fn placeholders(rows: usize, columns: usize) -> String {
+pub(super) fn placeholders(rows: usize, columns: usize) -> String {
     (0..rows)
         .map(|r| {
             let row: Vec<String> = (1..=columns).map(|c| format!("${}", r * columns + c)).collect();
@@ -412,6 +418,7 @@ mod tests {
             references: references.iter().map(|(n, d)| ((*n).to_owned(), *d)).collect(),
             audit: AuditEntry {
                 action: "release",
+                release_key_sha256: Some("ab".repeat(32)),
                 actor: nonce.into(),
                 allow: true,
                 ..AuditEntry::default()
@@ -441,7 +448,13 @@ mod tests {
     }
 
     fn admin(action: &'static str) -> AuditEntry {
-        AuditEntry { action, actor: "admin".into(), allow: true, ..AuditEntry::default() }
+        AuditEntry {
+            action,
+            actor: "admin".into(),
+            allow: true,
+            release_key_sha256: Some("ab".repeat(32)),
+            ..AuditEntry::default()
+        }
     }
 
     /// One deterministic batch with every kind of item, denials interleaved, on SQLite, or on
@@ -452,7 +465,10 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let url = std::env::var("NACRE_TEST_POSTGRES_URL")
             .unwrap_or_else(|_| format!("sqlite:{}", dir.join("store.db").display()));
-        let store = Store::connect(&url, 4).await.unwrap();
+        let store =
+            Store::connect(&url, 4, crate::store::LogKeys::from_seed("nacre.test/log", &[1; 32]).unwrap())
+                .await
+                .unwrap();
         store.create_key("k", "", "kek", b"w", None, admin("create")).await.unwrap();
         store.create_key("r", "", "kek", b"w", None, admin("create")).await.unwrap();
         store.rotate("k", None, "kek", |_| Ok(b"w2".to_vec()), None, None, admin("rotate")).await.unwrap();

@@ -19,7 +19,13 @@ use serde_bytes::ByteBuf;
 use sqlx::Row;
 
 fn admin(action: &'static str) -> AuditEntry {
-    AuditEntry { action, actor: "admin".into(), allow: true, ..AuditEntry::default() }
+    AuditEntry {
+        action,
+        actor: "admin".into(),
+        allow: true,
+        release_key_sha256: Some("ab".repeat(32)),
+        ..AuditEntry::default()
+    }
 }
 
 fn release(nonce: &str, expires_at: i64) -> ReleaseCommit<'_> {
@@ -28,7 +34,13 @@ fn release(nonce: &str, expires_at: i64) -> ReleaseCommit<'_> {
         nonce_expires_at: expires_at,
         key_id: "k",
         version: 1,
-        audit: AuditEntry { action: "release", actor: nonce.into(), allow: true, ..AuditEntry::default() },
+        audit: AuditEntry {
+            action: "release",
+            release_key_sha256: Some("ab".repeat(32)),
+            actor: nonce.into(),
+            allow: true,
+            ..AuditEntry::default()
+        },
     }
 }
 
@@ -45,7 +57,7 @@ async fn nonces(store: &Store) -> Vec<String> {
 /// `nacre audit verify --config` read the records, then the head: a release committed in
 /// between moved the head past the records read, a truncation that was not there.
 async fn audit_verify_sees_one_snapshot(url: &str) {
-    let store = Store::connect(url, 4).await.unwrap();
+    let store = Store::connect(url, 4, test_log_keys()).await.unwrap();
     store.create_key("k", "", "kek", b"w", None, admin("create")).await.unwrap();
     store.commit_release(release("first", i64::MAX)).await.unwrap();
 
@@ -76,7 +88,7 @@ async fn audit_verify_sees_one_snapshot(url: &str) {
 /// again, by the database's clock, so that a release that waited past the expiry (or was
 /// decided on a replica whose clock lags) is refused, and writes nothing.
 async fn expired_nonce_is_refused_at_commit(url: &str) {
-    let store = Store::connect(url, 4).await.unwrap();
+    let store = Store::connect(url, 4, test_log_keys()).await.unwrap();
     store.create_key("k", "", "kek", b"w", None, admin("create")).await.unwrap();
     let head = store.audit_head().await.unwrap();
     assert!(matches!(store.commit_release(release("late", now() - 2)).await, Err(StoreError::NonceExpired)));
@@ -89,7 +101,7 @@ async fn expired_nonce_is_refused_at_commit(url: &str) {
 
 /// Used nonces stay until the database's clock is [`NONCE_GC_MARGIN_SECS`] past their expiry.
 async fn nonce_gc_keeps_the_margin(url: &str) {
-    let store = Store::connect(url, 4).await.unwrap();
+    let store = Store::connect(url, 4, test_log_keys()).await.unwrap();
     let t = now();
     for (nonce, expires_at) in [
         ("live", t + 60),
@@ -217,6 +229,8 @@ async fn postgres() {
         }
     };
     audit_verify_sees_one_snapshot(&fresh("snapshot").await).await;
+    crate::log::replicas_build_one_tree(&fresh("replicas").await).await;
+    crate::log::pre_log_database_continues_its_chain(&fresh("migrate").await).await;
     expired_nonce_is_refused_at_commit(&fresh("expiry").await).await;
     nonce_gc_keeps_the_margin(&fresh("gc").await).await;
     nonce_expiring_before_commit(Some(&fresh("release").await)).await;
@@ -225,4 +239,8 @@ async fn postgres() {
         let _ = std::process::Command::new(repo.join("scripts/postgres.sh")).arg("stop").arg(&dir).status();
         let _ = std::fs::remove_dir_all(dir);
     }
+}
+
+fn test_log_keys() -> nacre_attestation_service::store::LogKeys {
+    nacre_attestation_service::store::LogKeys::from_seed("nacre.test/log", &[1; 32]).unwrap()
 }

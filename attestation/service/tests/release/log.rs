@@ -1,0 +1,208 @@
+//! The transparency log as a service user sees it (issue 20): what the public routes serve
+//! rebuilds into the tree the signed checkpoint names; releases, authentic denials and admin
+//! actions are leaves, unauthenticated garbage is not; replicas on one database build one tree;
+//! a database from before the log continues its chain in the log.
+
+use crate::common::Harness;
+use nacre_attestation_service::store::{AuditEntry, LogKeys, ReleaseCommit, Store};
+use nacre_tlog::tree::{leaf_hash, tiles_at_level, verify_inclusion};
+use nacre_tlog::{Action, Entry, MemoryTree, open_checkpoint};
+
+/// Splits a C2SP entry bundle into its entries.
+fn bundle_entries(mut bundle: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    while !bundle.is_empty() {
+        let len = u16::from_be_bytes([bundle[0], bundle[1]]) as usize;
+        out.push(bundle[2..2 + len].to_vec());
+        bundle = &bundle[2 + len..];
+    }
+    out
+}
+
+/// Fetches the whole log over the public routes and checks it against the signed checkpoint.
+/// Returns the decoded entries.
+pub async fn check_public_log(h: &Harness) -> Vec<Entry> {
+    let client = h.guest();
+    let key = h.service.store().log_key().clone();
+    let served_key = String::from_utf8(client.log_get("key").await.unwrap()).unwrap();
+    assert_eq!(served_key.trim(), key.vkey());
+    let note = client.log_get("checkpoint").await.unwrap();
+    let checkpoint = open_checkpoint(&note, &key, &[]).unwrap();
+    let size = checkpoint.size();
+    assert!(size > 0);
+
+    let mut tree = MemoryTree::new();
+    let mut entries = Vec::new();
+    for tile in tiles_at_level(size, 0) {
+        let path = tile.path().replacen("tile/0/", "tile/entries/", 1);
+        let bundle = client.log_get(&path).await.unwrap();
+        let hashes = client.log_get(&tile.path()).await.unwrap();
+        for (k, bytes) in bundle_entries(&bundle).into_iter().enumerate() {
+            assert_eq!(&hashes[k * 32..(k + 1) * 32], &leaf_hash(&bytes).0, "hash tile vs entry");
+            tree.append(&bytes).unwrap();
+            entries.push(Entry::decode(&bytes).unwrap());
+        }
+    }
+    assert_eq!(entries.len() as u64, size);
+    assert_eq!(tree.root().unwrap(), checkpoint.root(), "the served entries rebuild the signed root");
+    for i in [0, size / 2, size - 1] {
+        let proof = h.service.store().log_inclusion(size, i).await.unwrap();
+        verify_inclusion(
+            &proof,
+            size,
+            checkpoint.root(),
+            i,
+            leaf_hash(&entries[i as usize].encode().unwrap()),
+        )
+        .unwrap();
+    }
+    // Tiles beyond the tree, and malformed paths, are 404s, never short reads or panics.
+    for path in
+        ["tile/0/999", "tile/entries/999", "tile/0/000.p/0", "tile/64/000", "tile/../x", "tile/8/0/000"]
+    {
+        let e = client.log_get(path).await.unwrap_err();
+        assert!(e.to_string().contains("not_found") || e.to_string().contains("404"), "{path}: {e}");
+    }
+    entries
+}
+
+/// Every logged entry is public-safe and matches the audit; garbage denials are not logged.
+pub async fn check_log_against_audit(h: &Harness) {
+    let entries = check_public_log(h).await;
+    let records = h.auditor().audit_export().await.unwrap();
+    let releases = records.iter().filter(|r| r.action == "release").count();
+    assert_eq!(entries.iter().filter(|e| e.action == Action::Release).count(), releases);
+    for e in &entries {
+        let text = String::from_utf8(e.encode().unwrap()).unwrap();
+        assert!(!text.contains("127.0.0.1"), "no client address in a public entry: {text}");
+        if e.action == Action::Release {
+            assert!(e.release_key_sha256.is_some() && e.policy_sha256.is_some(), "{text}");
+        }
+        if e.action == Action::Deny {
+            assert!(e.measurement.is_some(), "only denials of authentic evidence: {text}");
+        }
+    }
+    let garbage = records.iter().filter(|r| r.action == "deny" && r.measurement.is_none()).count();
+    let logged_denials = entries.iter().filter(|e| e.action == Action::Deny).count();
+    assert!(garbage > 0, "the suite sends unauthenticated requests");
+    assert_eq!(
+        logged_denials,
+        records.iter().filter(|r| r.action == "deny" && r.measurement.is_some()).count()
+    );
+    let admin = records.iter().filter(|r| r.action != "release" && r.action != "deny").count();
+    assert_eq!(entries.len(), releases + logged_denials + admin);
+}
+
+fn keys() -> LogKeys {
+    LogKeys::from_seed("nacre.test/log", &[1; 32]).unwrap()
+}
+
+fn release(nonce: &str) -> ReleaseCommit<'_> {
+    ReleaseCommit {
+        nonce_hex: nonce,
+        nonce_expires_at: i64::MAX,
+        key_id: "k",
+        version: 1,
+        audit: AuditEntry {
+            action: "release",
+            actor: "guest".into(),
+            allow: true,
+            release_key_sha256: Some("ab".repeat(32)),
+            ..AuditEntry::default()
+        },
+    }
+}
+
+/// Reads every entry and checkpoint from the database and checks that every checkpoint is a
+/// prefix of one tree: what two replicas wrote concurrently never forked.
+async fn one_tree(store: &Store) -> u64 {
+    use sqlx::Row;
+    let rows =
+        sqlx::query("SELECT idx, entry FROM log_entries ORDER BY idx").fetch_all(store.pool()).await.unwrap();
+    let mut tree = MemoryTree::new();
+    let mut roots = vec![nacre_tlog::tree::root(&tree, 0).unwrap()];
+    for (k, row) in rows.iter().enumerate() {
+        assert_eq!(row.get::<i64, _>("idx"), k as i64);
+        tree.append(row.get::<String, _>("entry").as_bytes()).unwrap();
+        roots.push(tree.root().unwrap());
+    }
+    let checkpoints =
+        sqlx::query("SELECT size, note FROM log_checkpoints").fetch_all(store.pool()).await.unwrap();
+    assert!(!checkpoints.is_empty());
+    for c in &checkpoints {
+        let opened = open_checkpoint(c.get::<String, _>("note").as_bytes(), store.log_key(), &[]).unwrap();
+        assert_eq!(opened.size(), c.get::<i64, _>("size") as u64);
+        assert_eq!(
+            opened.root(),
+            roots[opened.size() as usize],
+            "checkpoint {} is off the tree",
+            opened.size()
+        );
+    }
+    rows.len() as u64
+}
+
+/// Two replicas (two stores, each with its own writer and pool) append to one database at once.
+pub async fn replicas_build_one_tree(url: &str) {
+    let a = Store::connect(url, 4, keys()).await.unwrap();
+    let b = Store::connect(url, 4, keys()).await.unwrap();
+    let admin =
+        AuditEntry { action: "key_create", actor: "admin".into(), allow: true, ..AuditEntry::default() };
+    a.create_key("k", "", "kek", b"w", None, admin).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            let nonce = format!("replica-{i}");
+            store.commit_release(release(&nonce)).await.unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(one_tree(&a).await, 61);
+    assert_eq!(a.log_size().await.unwrap(), 61);
+    a.close().await;
+    b.close().await;
+}
+
+/// A database from before the log: its chain's head becomes the log's first leaf on start.
+pub async fn pre_log_database_continues_its_chain(url: &str) {
+    let store = Store::connect(url, 2, keys()).await.unwrap();
+    let admin =
+        AuditEntry { action: "key_create", actor: "admin".into(), allow: true, ..AuditEntry::default() };
+    store.create_key("k", "", "kek", b"w", None, admin).await.unwrap();
+    store.commit_release(release("before")).await.unwrap();
+    // Make it look like a pre-log database: the chain, no log.
+    for sql in [
+        "DELETE FROM log_entries",
+        "DELETE FROM log_hashes",
+        "DELETE FROM log_checkpoints",
+        "UPDATE audit_head SET log_size = 0 WHERE id = 1",
+    ] {
+        sqlx::query(sql).execute(store.pool()).await.unwrap();
+    }
+    let (seq, chain_head) = store.audit_head().await.unwrap();
+    store.close().await;
+
+    let store = Store::connect(url, 2, keys()).await.unwrap();
+    let (_, first) = store.log_entry_bundle(0, 1).await.map(|b| (0, bundle_entries(&b))).unwrap();
+    let first = Entry::decode(&first[0]).unwrap();
+    assert_eq!(first.action, Action::ChainMigrated);
+    assert_eq!(first.legacy_chain_head.as_deref(), Some(chain_head.as_str()));
+    assert!(first.reason.unwrap().starts_with(&format!("{seq} audit records")));
+    // Once only: a restart does not log it again, and later writes follow it.
+    store.commit_release(release("after")).await.unwrap();
+    store.close().await;
+    let store = Store::connect(url, 2, keys()).await.unwrap();
+    assert_eq!(store.log_size().await.unwrap(), 2);
+    assert_eq!(one_tree(&store).await, 2);
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_on_sqlite() {
+    let dir = crate::common::scratch("log");
+    replicas_build_one_tree(&format!("sqlite:{}", dir.join("replicas.db").display())).await;
+    pre_log_database_continues_its_chain(&format!("sqlite:{}", dir.join("migrate.db").display())).await;
+}
