@@ -1110,7 +1110,13 @@ impl Service {
         let wrapped =
             kek.seal(&req.key_id, 1, &key).map_err(|e| ErrorBody::new(ErrorCode::Internal, e.to_string()))?;
         let reason = signers::describe(model.as_ref());
-        let audit = self.admin_audit(who, "key_create", Some(&req.key_id), Some(1), (true, reason), source);
+        let audit = AuditEntry {
+            policy_sha256: Some(hex::encode(aws_lc_rs::digest::digest(
+                &aws_lc_rs::digest::SHA256,
+                req.policy.as_bytes(),
+            ))),
+            ..self.admin_audit(who, "key_create", Some(&req.key_id), Some(1), (true, reason), source)
+        };
         self.store
             .create_key(&req.key_id, &req.policy, kek.id(), &wrapped, model.as_ref(), audit)
             .await
@@ -1204,14 +1210,17 @@ impl Service {
         self.check_policy(&req.policy).await?;
         let digest =
             hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, req.policy.as_bytes()));
-        let audit = self.admin_audit(
-            who,
-            "policy_set",
-            Some(key_id),
-            None,
-            (true, Some(format!("policy sha256 {digest}"))),
-            source,
-        );
+        let audit = AuditEntry {
+            policy_sha256: Some(digest.clone()),
+            ..self.admin_audit(
+                who,
+                "policy_set",
+                Some(key_id),
+                None,
+                (true, Some(format!("policy sha256 {digest}"))),
+                source,
+            )
+        };
         let locked = self.key_lock(key_id).write().await;
         let result = self.store.set_policy(key_id, &req.policy, audit).await;
         self.forget_key(key_id);
@@ -1271,7 +1280,17 @@ impl Service {
             tees("snp"),
             tees("tdx"),
         );
-        let audit = self.admin_audit(who, "reference_import", None, None, (true, Some(reason)), source);
+        let audit = AuditEntry {
+            reference_values_sha256: Some(hex::encode(digest)),
+            reference_measurements: Some(
+                values
+                    .measurements
+                    .iter()
+                    .map(|m| format!("{}:{}", m.tee, m.measurement.to_ascii_lowercase()))
+                    .collect(),
+            ),
+            ..self.admin_audit(who, "reference_import", None, None, (true, Some(reason)), source)
+        };
         let result = self.store.import_reference(&row, audit).await;
         self.rows().references.remove(&row.name);
         result.map_err(store_error)?;

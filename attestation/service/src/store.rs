@@ -81,6 +81,8 @@ pub struct AuditEntry {
     pub release_key_sha256: Option<String>,
     /// For `chain_migrated`: the head of the hash chain the log continues.
     pub legacy_chain_head: Option<String>,
+    /// For `reference_import`: the accepted measurements, `<tee>:<hex>`.
+    pub reference_measurements: Option<Vec<String>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -14,7 +14,7 @@ use crate::TlogError;
 pub const ENTRY_VERSION: u32 = 1;
 
 /// Longest entry the log accepts (C2SP entry bundles prefix each entry with a u16 length).
-pub const MAX_ENTRY_BYTES: usize = 4096;
+pub const MAX_ENTRY_BYTES: usize = 32 * 1024;
 
 /// What happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,15 +76,20 @@ pub struct Entry {
     /// HMAC-SHA256 of the chip id under the log's chip key: links one chip's entries without
     /// listing the fleet's hardware.
     pub chip_id_hmac: Option<String>,
-    /// The key's release policy in force (its canonical encoding's digest).
+    /// The SHA-256 of the key's release policy text in force (set by `key_create` and
+    /// `policy_set`, recorded by every release and denial).
     pub policy_sha256: Option<String>,
-    /// The imported reference values in force (a digest over every document, by name).
+    /// For `reference_import`, the imported document's SHA-256; for a release or denial, the
+    /// SHA-256 over each (name, NUL, document SHA-256) the policy appraised under, in order.
     pub reference_values_sha256: Option<String>,
     /// For a release: the digest of the enclave's HPKE release key, which the enclave binds into
     /// its attested TLS evidence (model identity v2).
     pub release_key_sha256: Option<String>,
     /// For `chain_migrated`: the last hash of the migrated chain and its record count.
     pub legacy_chain_head: Option<String>,
+    /// For `reference_import`: every measurement the imported document accepts, as
+    /// `<tee>:<hex>`, so that a monitor can flag a release to any other.
+    pub reference_measurements: Option<Vec<String>>,
 }
 
 impl Entry {
@@ -137,6 +142,14 @@ impl Entry {
         }
         if self.measurement.as_ref().is_some_and(|m| !is_lower_hex(m, m.len()) || m.len() > 192) {
             return bad("measurement is not lowercase hex of at most 96 bytes");
+        }
+        for m in self.reference_measurements.iter().flatten() {
+            let Some((tee, hex)) = m.split_once(':') else {
+                return bad("a reference measurement is not <tee>:<hex>");
+            };
+            if !matches!(tee, "sim" | "snp" | "tdx") || !is_lower_hex(hex, 96) {
+                return bad("a reference measurement is not sim|snp|tdx and 96 lowercase hex digits");
+            }
         }
         if self.action == Action::Release && (self.decision != "allow" || self.release_key_sha256.is_none()) {
             return bad("a release entry needs decision allow and the release key's digest");

@@ -318,6 +318,7 @@ fn entries_have_one_encoding() {
         reference_values_sha256: Some("03".repeat(32)),
         release_key_sha256: Some("04".repeat(32)),
         legacy_chain_head: None,
+        reference_measurements: None,
     };
     let bytes = e.encode().unwrap();
     assert_eq!(Entry::decode(&bytes).unwrap(), e);
@@ -331,6 +332,17 @@ fn entries_have_one_encoding() {
         text.replace("\"allow\"", "\"maybe\""),
     ] {
         assert!(Entry::decode(bad.as_bytes()).is_err(), "{bad}");
+    }
+    let import = Entry {
+        action: Action::ReferenceImport,
+        release_key_sha256: None,
+        reference_measurements: Some(vec![format!("snp:{}", "ab".repeat(48))]),
+        ..e.clone()
+    };
+    assert_eq!(Entry::decode(&import.encode().unwrap()).unwrap(), import);
+    for bad in [format!("snp:{}", "AB".repeat(48)), format!("sgx:{}", "ab".repeat(48)), "ab".repeat(48)] {
+        let wrong = Entry { reference_measurements: Some(vec![bad.clone()]), ..import.clone() };
+        assert!(wrong.encode().is_err(), "{bad}");
     }
     let mut no_key = e.clone();
     no_key.release_key_sha256 = None;
@@ -398,6 +410,7 @@ fn a_client_checks_the_release_proof_against_its_requirement() {
         reference_values_sha256: None,
         release_key_sha256: Some(hex::encode(release_key)),
         legacy_chain_head: None,
+        reference_measurements: None,
     };
     let bytes = entry.encode().unwrap();
     let index = tree.append(&bytes).unwrap();

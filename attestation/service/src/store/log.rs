@@ -70,7 +70,7 @@ impl LogKeys {
                 .filter(|s| s.len() % 2 == 0)
                 .cloned()
         };
-        Some(Entry {
+        let entry = Entry {
             v: nacre_tlog::entry::ENTRY_VERSION,
             time_ms: audit.time_ms,
             action,
@@ -86,7 +86,18 @@ impl LogKeys {
             reference_values_sha256: hex_or_none(&audit.reference_values_sha256, 64),
             release_key_sha256: hex_or_none(&audit.release_key_sha256, 64),
             legacy_chain_head: hex_or_none(&audit.legacy_chain_head, 64),
-        })
+            reference_measurements: audit.reference_measurements.clone(),
+        };
+        // An entry that would not encode (a reference document past the size bound, a field
+        // off its format) is logged without what made it fail, never dropped.
+        if entry.encode().is_err() {
+            tracing::warn!(
+                action = audit.action,
+                "log entry over its bounds: logged without the reference list"
+            );
+            return Some(Entry { reference_measurements: None, ..entry });
+        }
+        Some(entry)
     }
 }
 
