@@ -69,6 +69,9 @@ pub struct ReleasedKey {
     /// SHA-256 of the HPKE public key sent with the request: the enclave binds it into its
     /// attested TLS, and the service's log records it, so a client can tie the two.
     pub release_key_digest: [u8; 32],
+    /// The release's leaf in the service's transparency log and its proof, as the service sent
+    /// it (checked by whoever requires the log: the enclave serves it, clients verify it).
+    pub log: Option<nacre_protocol::messages::ReleaseLog>,
 }
 
 impl core::fmt::Debug for ReleasedKey {
@@ -298,6 +301,7 @@ impl Client {
             attestation_result: response.attestation_result.into_vec(),
             result,
             release_key_digest,
+            log: response.log,
         })
     }
 

@@ -106,6 +106,23 @@ pub struct ReleaseResponse {
     pub attestation_result: ByteBuf,
     /// Sequence number of the audit record committed for this release, before it was sent.
     pub audit_seq: i64,
+    /// The release's leaf in the transparency log, committed before this was sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<ReleaseLog>,
+}
+
+/// A release's leaf in the transparency log and its proof under the checkpoint signed for the
+/// batch it was committed in (`nacre_tlog::ReleaseProof` in bytes).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseLog {
+    /// The entry's canonical bytes (JSON).
+    pub entry: ByteBuf,
+    pub index: u64,
+    /// The inclusion proof, leaf to root, 32 bytes each.
+    pub inclusion: Vec<ByteBuf>,
+    /// The signed checkpoint note.
+    pub checkpoint: ByteBuf,
 }
 
 /// `GET /v1/result-key`: the key that signs attestation results.

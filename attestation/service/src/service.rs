@@ -12,8 +12,8 @@ use std::time::Instant;
 
 use nacre_protocol::messages::{
     AuditRecord, Challenge, ChallengeRequest, KeyCreate, KeyInfo, KeyRevoke, KeyRollback, KeyRotate,
-    KeyVersionInfo, ModelInfo, PolicySet, ReferenceImport, ReferenceInfo, ReleaseRequest, ReleaseResponse,
-    check_key_id,
+    KeyVersionInfo, ModelInfo, PolicySet, ReferenceImport, ReferenceInfo, ReleaseLog, ReleaseRequest,
+    ReleaseResponse, check_key_id,
 };
 use nacre_protocol::model::{ModelRegistration, ModelSignature};
 use nacre_protocol::reference::{ReferenceError, ReferenceValues};
@@ -38,7 +38,7 @@ use crate::policy::ReleasePolicy;
 use crate::ratelimit::{Charge, DenialLimiter};
 use crate::signers::{self, ModelRow};
 use crate::store::{
-    AuditEntry, DecidedUnder, KeyRow, LogKeys, ReferenceRow, ReleaseCommit, Store, StoreError,
+    AuditEntry, Committed, DecidedUnder, KeyRow, LogKeys, ReferenceRow, ReleaseCommit, Store, StoreError,
 };
 use crate::tokens::{Principal, Role, Tokens};
 
@@ -527,9 +527,15 @@ impl Service {
                 .await;
             self.metrics.stage("storage", t.elapsed().as_secs_f64());
             match committed {
-                Ok(record) => {
+                Ok(Committed { record, log }) => {
                     let mut response = response;
                     response.audit_seq = record.seq;
+                    response.log = log.map(|leaf| ReleaseLog {
+                        entry: ByteBuf::from(leaf.entry),
+                        index: leaf.index,
+                        inclusion: leaf.inclusion.iter().map(|h| ByteBuf::from(h.0.to_vec())).collect(),
+                        checkpoint: ByteBuf::from(leaf.checkpoint.to_vec()),
+                    });
                     self.metrics.releases.inc();
                     tracing::info!(key_id = %req.key_id, version = req.key_version, %source, "key released");
                     return Ok(response);
@@ -939,6 +945,7 @@ impl Service {
             wrapped_key: ByteBuf::from(wrapped),
             attestation_result: ByteBuf::from(signed),
             audit_seq: 0, // set once the audit record is committed
+            log: None,    // likewise, the log leaf
         };
         Ok((response, subject, nonce.expires_at, basis))
     }

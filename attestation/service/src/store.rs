@@ -113,6 +113,14 @@ impl KeyRow {
     }
 }
 
+/// A committed release or denial: its audit record, and its log leaf with the proof under the
+/// checkpoint of its batch (None if it is not logged).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Committed {
+    pub record: AuditRecord,
+    pub log: Option<Leaf>,
+}
+
 /// What a release writes, all or nothing.
 #[derive(Debug)]
 pub struct ReleaseCommit<'a> {
@@ -397,7 +405,7 @@ impl Store {
     /// Commits a release: re-checks revocation under the chain lock, consumes the nonce and
     /// appends the audit record. Fails (and writes nothing) on replay or revocation.
     pub async fn commit_release(&self, c: ReleaseCommit<'_>) -> Result<AuditRecord, StoreError> {
-        self.commit_release_checked(c, &DecidedUnder::default()).await
+        Ok(self.commit_release_checked(c, &DecidedUnder::default()).await?.record)
     }
 
     /// [`Store::commit_release`] for a release decided under `basis`: the key's current
@@ -408,7 +416,7 @@ impl Store {
         &self,
         c: ReleaseCommit<'_>,
         basis: &DecidedUnder,
-    ) -> Result<AuditRecord, StoreError> {
+    ) -> Result<Committed, StoreError> {
         let release = batch::Release {
             nonce_hex: c.nonce_hex.to_owned(),
             nonce_expires_at: c.nonce_expires_at,
@@ -430,10 +438,10 @@ impl Store {
         nonce: Option<(&str, i64)>,
     ) -> Result<AuditRecord, StoreError> {
         let nonce = nonce.map(|(hex, expires_at)| (hex.to_owned(), expires_at));
-        self.submit(batch::Item::Denial(batch::Denial { nonce, audit })).await
+        Ok(self.submit(batch::Item::Denial(batch::Denial { nonce, audit })).await?.record)
     }
 
-    async fn submit(&self, item: batch::Item) -> Result<AuditRecord, StoreError> {
+    async fn submit(&self, item: batch::Item) -> Result<Committed, StoreError> {
         let queue =
             self.writer.as_ref().ok_or_else(|| StoreError::BatchFailed("this store has no writer".into()))?;
         batch::submit(queue, item).await

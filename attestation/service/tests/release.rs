@@ -98,6 +98,9 @@ async fn suite(database: Option<&str>) {
         .unwrap();
     let guest_claims = &released.result.submods["guest"];
     assert_eq!(guest_claims.measurement.as_slice(), &MEASUREMENT);
+    // The release came with its log leaf, proven under a checkpoint the log key signed, naming
+    // the release key the guest sent (and so the one an enclave binds into its TLS evidence).
+    log::check_release_proof(&h, &released);
     assert_eq!(guest_claims.tee, "sim");
     assert_eq!(guest_claims.status, "warning", "the sim root is a warning");
 
@@ -565,8 +568,8 @@ async fn batch_suite(database: Option<&str>) {
     let mut released = Vec::new();
     for (i, outcome) in &outcomes {
         match (i, outcome) {
-            (0..=7 | 14, Ok(r)) => released.push(r.clone()),
-            (8 | 9, Ok(r)) => released.push(r.clone()),
+            (0..=7 | 14, Ok(r)) => released.push(r.record.clone()),
+            (8 | 9, Ok(r)) => released.push(r.record.clone()),
             (8 | 9, Err(StoreError::NonceReplayed)) => {}
             (10, Err(StoreError::KeyRevoked(k))) if k == "gone" => {}
             (11, Err(StoreError::UnknownKey(k))) if k == "b" => {}

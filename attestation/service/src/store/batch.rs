@@ -49,7 +49,7 @@ use nacre_protocol::messages::AuditRecord;
 use sqlx::{AnyConnection, Row};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{AuditEntry, Store, StoreError, chain_record, document_digest};
+use super::{AuditEntry, Committed, Store, StoreError, chain_record, document_digest};
 
 /// The most items (releases and denials) one transaction commits.
 pub(super) const MAX_BATCH: usize = 256;
@@ -103,7 +103,7 @@ impl Item {
     }
 }
 
-type Reply = oneshot::Sender<Result<AuditRecord, StoreError>>;
+type Reply = oneshot::Sender<Result<Committed, StoreError>>;
 pub(super) type Queue = mpsc::UnboundedSender<(Item, Reply)>;
 
 /// Starts the writer of `store` (which must not itself hold a queue, or the writer would keep
@@ -133,7 +133,7 @@ pub(super) fn spawn(store: Store, own_thread: bool) -> Result<Queue, StoreError>
 }
 
 /// Queues `item` and waits for the outcome of the batch it lands in.
-pub(super) async fn submit(queue: &Queue, item: Item) -> Result<AuditRecord, StoreError> {
+pub(super) async fn submit(queue: &Queue, item: Item) -> Result<Committed, StoreError> {
     let stopped = || StoreError::BatchFailed("the release writer stopped".into());
     let (reply, answer) = oneshot::channel();
     queue.send((item, reply)).map_err(|_| stopped())?;
@@ -181,7 +181,7 @@ struct KeyNow {
 async fn commit(
     store: &Store,
     mut items: Vec<Item>,
-) -> Result<Vec<Result<AuditRecord, StoreError>>, StoreError> {
+) -> Result<Vec<Result<Committed, StoreError>>, StoreError> {
     let mut w = store.begin_write().await?;
     let conn: &mut AnyConnection = &mut w.tx;
     // After the head: the time at which this transaction holds the chain.
@@ -190,7 +190,7 @@ async fn commit(
     // Revocation and reference values, once per (key, version) and per name.
     let mut keys: HashMap<(String, u32), KeyNow> = HashMap::new();
     let mut documents: HashMap<String, Option<[u8; 32]>> = HashMap::new();
-    let mut outcomes: Vec<Option<Result<AuditRecord, StoreError>>> = Vec::with_capacity(items.len());
+    let mut outcomes: Vec<Option<Result<Committed, StoreError>>> = Vec::with_capacity(items.len());
     // Releases that passed their checks, and every denial, in queue order.
     let mut checked = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
@@ -247,11 +247,19 @@ async fn commit(
         records.push((i, record));
     }
 
+    let mut log_of: HashMap<i64, super::Leaf> = HashMap::new();
     if records.is_empty() {
         w.tx.rollback().await?;
     } else {
         insert_records(conn, records.iter().map(|(_, r)| r)).await?;
-        super::log::append(conn, &store.log, w.log_size, leaves, now.saturating_mul(1000)).await?;
+        let (logged, _) =
+            super::log::append(conn, &store.log, w.log_size, leaves, now.saturating_mul(1000)).await?;
+        let mut by_seq: HashMap<i64, super::Leaf> = logged.into_iter().map(|l| (l.seq, l)).collect();
+        for (_, record) in &records {
+            if let Some(leaf) = by_seq.remove(&record.seq) {
+                log_of.insert(record.seq, leaf);
+            }
+        }
         sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
             .bind(seq - 1)
             .bind(prev_hash)
@@ -260,7 +268,8 @@ async fn commit(
         w.tx.commit().await?;
     }
     for (i, record) in records {
-        outcomes[i] = Some(Ok(record));
+        let log = log_of.remove(&record.seq);
+        outcomes[i] = Some(Ok(Committed { record, log }));
     }
     outcomes
         .into_iter()
@@ -526,7 +535,22 @@ mod tests {
             bend(release("late", "k", 1, &[]), |r| r.nonce_expires_at = 1),
         ];
         let outcomes = commit(&store, batch).await.unwrap();
-        let seqs: Vec<Option<i64>> = outcomes.iter().map(|o| o.as_ref().ok().map(|r| r.seq)).collect();
+        let seqs: Vec<Option<i64>> = outcomes.iter().map(|o| o.as_ref().ok().map(|r| r.record.seq)).collect();
+        // Each release carries its leaf, proven under the one checkpoint of the batch; the
+        // denials here (of nothing authentic) are not logged.
+        let key = store.log_key().clone();
+        let mut checkpoints = HashSet::new();
+        for c in outcomes.iter().filter_map(|o| o.as_ref().ok()) {
+            assert_eq!(c.log.is_some(), c.record.action == "release", "{:?}", c.record);
+            if let Some(leaf) = &c.log {
+                let cp = nacre_tlog::open_checkpoint(&leaf.checkpoint, &key, &[]).unwrap();
+                let hash = nacre_tlog::tree::leaf_hash(&leaf.entry);
+                nacre_tlog::tree::verify_inclusion(&leaf.inclusion, cp.size(), cp.root(), leaf.index, hash)
+                    .unwrap();
+                checkpoints.insert(leaf.checkpoint.to_vec());
+            }
+        }
+        assert_eq!(checkpoints.len(), 1, "one checkpoint per batch");
         let (s, n) = (head.0 + 1, None);
         assert_eq!(
             seqs,
@@ -590,12 +614,12 @@ mod tests {
         assert!(outcomes.iter().all(|o| o.is_err()), "{outcomes:?}");
         assert_eq!(store.audit_head().await.unwrap(), head);
         let outcomes = commit(&store, vec![release("b", "k", 1, &[])]).await.unwrap();
-        assert_eq!(outcomes[0].as_ref().unwrap().seq, head.0 + 1);
+        assert_eq!(outcomes[0].as_ref().unwrap().record.seq, head.0 + 1);
 
         // A batch of denials alone commits; the nonce a denial consumed stays consumed.
         let outcomes =
             commit(&store, vec![denial(Some("y"), "deny-y"), denial(None, "deny-z")]).await.unwrap();
-        let seqs: Vec<i64> = outcomes.iter().map(|o| o.as_ref().unwrap().seq).collect();
+        let seqs: Vec<i64> = outcomes.iter().map(|o| o.as_ref().unwrap().record.seq).collect();
         assert_eq!(seqs, [head.0 + 2, head.0 + 3]);
         let outcomes =
             commit(&store, vec![release("y", "k", 1, &[]), release("x", "k", 1, &[])]).await.unwrap();

@@ -186,11 +186,18 @@ fn log_error(e: nacre_tlog::TlogError) -> StoreError {
     StoreError::Log(e.to_string())
 }
 
-/// A leaf appended in this transaction: its index and the audit seq it logs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A leaf appended in a transaction, with its proof under the checkpoint signed for it.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Leaf {
     pub index: u64,
+    /// The audit record it logs.
     pub seq: i64,
+    /// The entry's canonical bytes.
+    pub entry: Vec<u8>,
+    /// Inclusion proof under `checkpoint`.
+    pub inclusion: Vec<Hash>,
+    /// The checkpoint signed for the transaction's tree.
+    pub checkpoint: std::sync::Arc<Vec<u8>>,
 }
 
 /// Appends `entries` (with the audit seqs they log) after the `size` leaves the head says the
@@ -212,7 +219,7 @@ pub(super) async fn append(
     view.fetch(conn, &edge).await?;
     let mut rows_entries = Vec::with_capacity(entries.len());
     let mut rows_hashes = Vec::with_capacity(entries.len() * 2);
-    let mut leaves = Vec::with_capacity(entries.len());
+    let mut appended = Vec::with_capacity(entries.len());
     for (seq, entry) in entries {
         let bytes = entry.encode().map_err(log_error)?;
         let index = view.size;
@@ -226,12 +233,20 @@ pub(super) async fn append(
             rows_hashes.push((first + k as u64, h));
         }
         view.size += 1;
+        appended.push((index, seq));
         rows_entries.push((index, seq, bytes));
-        leaves.push(Leaf { index, seq });
     }
     let new_size = view.size;
     let root = view.run(conn, |v| tree::root(v, new_size)).await?;
     let note = sign_checkpoint(&keys.signer, new_size, root).map_err(log_error)?;
+    let checkpoint = std::sync::Arc::new(note.clone());
+    let mut leaves = Vec::with_capacity(appended.len());
+    for (k, (index, seq)) in appended.into_iter().enumerate() {
+        // The new leaves' siblings are the old right edge and this batch's hashes: in the view.
+        let inclusion = view.run(conn, |v| tree::prove_inclusion(v, new_size, index)).await?;
+        let entry = rows_entries[k].2.clone();
+        leaves.push(Leaf { index, seq, entry, inclusion, checkpoint: checkpoint.clone() });
+    }
 
     insert_rows(conn, "log_entries (idx, seq, entry)", 3, &rows_entries, |q, (idx, seq, bytes)| {
         q.bind(*idx as i64).bind(*seq).bind(String::from_utf8_lossy(bytes).into_owned())

@@ -66,6 +66,27 @@ pub async fn check_public_log(h: &Harness) -> Vec<Entry> {
     entries
 }
 
+/// The proof a release response carries verifies as a client would check it, and names the
+/// release key the guest sent; it fails for any other key.
+pub fn check_release_proof(h: &Harness, released: &nacre_attestation_client::ReleasedKey) {
+    let log = released.log.as_ref().expect("a release carries its log leaf");
+    let inclusion: Vec<nacre_tlog::Hash> =
+        log.inclusion.iter().map(|b| nacre_tlog::Hash(b.as_slice().try_into().unwrap())).collect();
+    let proof = nacre_tlog::ReleaseProof::new(&log.entry, log.index, &inclusion, &log.checkpoint);
+    let req = nacre_tlog::LogRequirement {
+        log: h.service.store().log_key().clone(),
+        witnesses: vec![],
+        min_cosigners: 0,
+        max_clock_skew_s: 300,
+    };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let verified = proof.verify(&req, &released.release_key_digest, now).unwrap();
+    assert_eq!(verified.entry.measurement.as_deref(), Some(hex::encode(crate::common::MEASUREMENT).as_str()));
+    let mut other = released.release_key_digest;
+    other[0] ^= 1;
+    assert!(matches!(proof.verify(&req, &other, now), Err(nacre_tlog::TlogError::ReleaseKeyMismatch { .. })));
+}
+
 /// Every logged entry is public-safe and matches the audit; garbage denials are not logged.
 pub async fn check_log_against_audit(h: &Harness) {
     let entries = check_public_log(h).await;
