@@ -156,6 +156,7 @@ fn service_config(r: &mut Report, path: &Path) -> Result<()> {
         private(r, "service_master_key", f);
     }
     private(r, "service_result_key", &config.result_signing_key);
+    private(r, "service_log_key", &config.log_signing_key);
     private(r, "service_tls_key", &config.tls_key);
     if config.trusted_image_signers.is_empty() {
         r.add(
