@@ -78,7 +78,7 @@ impl LogKeys {
             key_id: audit.key_id.as_deref().map(|k| truncated(k, 128)),
             key_version: audit.key_version.map(i64::from),
             decision: if audit.allow { "allow" } else { "deny" }.to_owned(),
-            reason: audit.reason.as_deref().map(|r| truncated(r, 512)),
+            reason: audit.reason.as_deref().map(|r| public_reason(audit.allow, r)),
             tee: audit.tee.as_deref().map(|t| truncated(t, 16)),
             measurement: hex_or_none(&audit.measurement, 192),
             chip_id_hmac: audit.chip_id.as_deref().map(|c| self.chip_hmac(c)),
@@ -99,6 +99,18 @@ impl LogKeys {
         }
         Some(entry)
     }
+}
+
+/// A refusal's reason in the audit record is `<code>[/<check>]: <details>`; the details (expected
+/// measurements, bindings, versions) are for the auditor, as they are kept from unauthenticated
+/// callers, so a public entry keeps the code and check only. An allowed action's reason (the
+/// model's signer, an import's digest and counts) is public.
+fn public_reason(allow: bool, reason: &str) -> String {
+    if allow {
+        return truncated(reason, 512);
+    }
+    let code = reason.split(':').next().unwrap_or_default();
+    truncated(code.split_whitespace().next().unwrap_or_default(), 64)
 }
 
 fn truncated(s: &str, max: usize) -> String {

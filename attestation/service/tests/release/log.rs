@@ -102,6 +102,11 @@ pub async fn check_log_against_audit(h: &Harness) {
         if e.action == Action::Deny {
             assert!(e.measurement.is_some(), "only denials of authentic evidence: {text}");
         }
+        if e.decision == "deny" {
+            // A refusal's code and check, never its details (expected values, bindings).
+            let reason = e.reason.as_deref().unwrap_or_default();
+            assert!(!reason.is_empty() && !reason.contains([' ', ':']), "{text}");
+        }
     }
     let garbage = records.iter().filter(|r| r.action == "deny" && r.measurement.is_none()).count();
     let logged_denials = entries.iter().filter(|e| e.action == Action::Deny).count();
