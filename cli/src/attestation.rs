@@ -175,7 +175,14 @@ pub enum AuditCmd {
     },
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+/// Resolves on SIGINT or SIGTERM: a server's graceful stop.
+pub(crate) async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .unwrap_or_else(|_| unreachable!("SIGTERM handler"));
+    tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
+}
+
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
@@ -249,9 +256,10 @@ pub fn attestation(cmd: AttestationCmd) -> Result<ExitCode> {
                 out.ca_cert.display()
             );
             println!(
-                "admin token: {}\nauditor token: {}",
+                "admin token: {}\nauditor token: {}\nlog key (witnesses and clients pin it):\n{}",
                 out.admin_token.display(),
-                out.auditor_token.display()
+                out.auditor_token.display(),
+                out.log_vkey
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -262,12 +270,7 @@ pub fn attestation(cmd: AttestationCmd) -> Result<ExitCode> {
                 .map_err(anyhow::Error::msg)?;
             let listener = tokio::net::TcpListener::bind(config.listen).await?;
             eprintln!("nacre attestation service on https://{}", listener.local_addr()?);
-            let shutdown = async {
-                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .unwrap_or_else(|_| unreachable!("SIGTERM handler"));
-                tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
-            };
-            nacre_attestation_service::http::serve(svc, listener, tls, shutdown).await?;
+            nacre_attestation_service::http::serve(svc, listener, tls, shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }),
         AttestationCmd::Rewrap { config } => rt.block_on(async {

@@ -83,12 +83,7 @@ pub fn host(cmd: HostCmd) -> Result<ExitCode> {
                 let nacre = std::env::current_exe().context("locating the nacre binary")?;
                 let agent = Agent::open(&state, Tools { qemu, nacre, sim: sim_ca }).await?;
                 eprintln!("nacre host agent on {}", agent::socket_path(&state).display());
-                let shutdown = async {
-                    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                        .unwrap_or_else(|_| unreachable!("SIGTERM handler"));
-                    tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
-                };
-                agent.serve(shutdown).await?;
+                agent.serve(crate::attestation::shutdown_signal()).await?;
                 Ok(ExitCode::SUCCESS)
             }
             HostCmd::Launch { state, spec } => {

@@ -12,6 +12,7 @@ mod monitor;
 mod monitor_eval;
 mod seal;
 mod sim;
+mod witness;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,6 +48,9 @@ enum Command {
     /// The attestation service: init, serve, keys, policies.
     #[command(subcommand)]
     Attestation(attestation::AttestationCmd),
+    /// The transparency log's independent witness: init, key, status, serve.
+    #[command(subcommand)]
+    Witness(witness::WitnessCmd),
     /// Export or verify the attestation service's audit log.
     #[command(subcommand)]
     Audit(attestation::AuditCmd),
@@ -179,6 +183,7 @@ fn main() -> ExitCode {
         cli.command,
         Command::Attestation(attestation::AttestationCmd::Serve { .. })
             | Command::Host(host::HostCmd::Serve { .. })
+            | Command::Witness(witness::WitnessCmd::Serve { .. })
     ) {
         "info"
     } else {
@@ -200,6 +205,7 @@ fn main() -> ExitCode {
         Command::Sim(SimCmd::Ca(SimCaCmd::Init(args))) => sim::init(args),
         Command::Sim(SimCmd::Report(args)) => sim::report(args),
         Command::Attestation(cmd) => attestation::attestation(cmd),
+        Command::Witness(cmd) => witness::witness(cmd),
         Command::Audit(cmd) => attestation::audit(cmd),
         Command::Measure(cmd) => image::measure(cmd),
         Command::Image(cmd) => image::image(cmd),

@@ -8,6 +8,7 @@
 //! - [`deadline`]: per-route handler deadlines.
 //! - [`metrics`]: the connection table's Prometheus metrics.
 //! - [`source`]: who a connection counts against (an IPv4 address, an IPv6 /64).
+//! - [`tls`]: loading server certificates; a private CA for the `init` commands.
 //! - [`buckets`]: token buckets per key (a bearer token's hash, a source, a connection) under a
 //!   hard cap on tracked keys, evicted in constant time.
 
@@ -17,3 +18,4 @@ pub mod deadline;
 pub mod metrics;
 pub mod server;
 pub mod source;
+pub mod tls;

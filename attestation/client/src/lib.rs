@@ -435,6 +435,15 @@ impl Client {
         }
     }
 
+    /// `GET /v1/log/witnessed/<index>`: leaf `index` under the best witnessed checkpoint
+    /// covering it (unverified here: whoever requires the log checks it).
+    pub async fn log_witnessed(
+        &self,
+        index: u64,
+    ) -> Result<nacre_protocol::messages::ReleaseLog, ClientError> {
+        self.call::<(), _>(Method::GET, &format!("/v1/log/witnessed/{index}"), None).await
+    }
+
     /// Sends raw bytes (tests of malformed input): returns the status and the body.
     pub async fn raw(
         &self,

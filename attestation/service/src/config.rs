@@ -53,11 +53,28 @@ pub struct Config {
     /// Default empty: no reference values can be imported.
     #[serde(default)]
     pub trusted_image_signers: Vec<String>,
+    /// Witnesses this service pushes each new checkpoint to (C2SP tlog-witness), in the
+    /// background: an outage delays cosignatures, never a release. Default none.
+    #[serde(default)]
+    pub witnesses: Vec<WitnessPeer>,
     #[serde(default)]
     pub limits: Limits,
     /// Bearer tokens of the admin API, stored as SHA-256 digests.
     #[serde(default)]
     pub tokens: Vec<TokenEntry>,
+}
+
+/// A witness the log pushes to.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WitnessPeer {
+    /// `https://HOST[:PORT]`; the witness answers at `/add-checkpoint`.
+    pub url: String,
+    /// The CA certificate (PEM) the witness's TLS certificate chains to.
+    pub ca: PathBuf,
+    /// The witness's cosignature verifier key (`vkey`): its answers are verified before they
+    /// are stored.
+    pub vkey: String,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -173,6 +190,7 @@ impl Config {
             fix(p);
         }
         self.previous_master_key_files.iter_mut().for_each(fix);
+        self.witnesses.iter_mut().for_each(|w| fix(&mut w.ca));
         if let Some(rest) = self.database.strip_prefix("sqlite://")
             && !rest.starts_with('/')
             && !rest.starts_with(':')
@@ -212,6 +230,17 @@ impl Config {
             return Err(ConfigError::Invalid(format!(
                 "log_origin {origin:?}: 1–256 characters, no spaces or '+' (it names the log's key)"
             )));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for w in &self.witnesses {
+            let key = nacre_tlog::NoteKey::parse(w.vkey.trim())
+                .map_err(|e| ConfigError::Invalid(format!("witnesses: {}: {e}", w.url)))?;
+            if key.kind() != nacre_tlog::KeyKind::Cosignature {
+                return Err(ConfigError::Invalid(format!("witnesses: {}: not a cosignature key", w.url)));
+            }
+            if !names.insert(key.name().to_owned()) {
+                return Err(ConfigError::Invalid(format!("witnesses: {} is listed twice", key.name())));
+            }
         }
         let l = &self.limits;
         if l.challenge_ttl_secs <= 0

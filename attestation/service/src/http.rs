@@ -384,6 +384,7 @@ pub fn router(svc: Arc<Service>) -> Router {
         .route("/v1/log/checkpoint", get(log::checkpoint))
         .route("/v1/log/key", get(log::key))
         .route("/v1/log/tile/{*rest}", get(log::tile))
+        .route("/v1/log/witnessed/{index}", get(log::witnessed))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(not_found)
         .with_state(svc)
@@ -394,24 +395,7 @@ pub fn tls_config(
     cert_pem: &std::path::Path,
     key_pem: &std::path::Path,
 ) -> Result<rustls::ServerConfig, String> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs = CertificateDer::pem_file_iter(cert_pem)
-        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("{}: {e}", cert_pem.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{}: no certificate", cert_pem.display()));
-    }
-    let key = PrivateKeyDer::from_pem_file(key_pem).map_err(|e| format!("{}: {e}", key_pem.display()))?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| format!("TLS certificate/key: {e}"))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(config)
+    nacre_http::tls::server_config(cert_pem, key_pem)
 }
 
 /// The answer to a request refused before its handler because handlers are at capacity.
@@ -466,6 +450,11 @@ pub async fn serve(
             }
         }
     });
+    let pushers: Vec<_> = svc
+        .witnesses()
+        .iter()
+        .map(|peer| tokio::spawn(crate::witnesses::run(svc.store().clone(), peer.clone())))
+        .collect();
     let site = nacre_http::server::Site {
         admission,
         router,
@@ -477,5 +466,6 @@ pub async fn serve(
     };
     nacre_http::server::serve(site, listener, shutdown, Duration::from_secs(5)).await;
     gc.abort();
+    pushers.iter().for_each(tokio::task::JoinHandle::abort);
     Ok(())
 }

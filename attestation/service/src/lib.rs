@@ -15,3 +15,4 @@ pub mod setup;
 pub mod signers;
 pub mod store;
 pub mod tokens;
+pub mod witnesses;

@@ -52,6 +52,8 @@ pub struct Service {
     limiter: DenialLimiter,
     limits: Limits,
     pub metrics: Metrics,
+    /// The witnesses checkpoints are pushed to (`witnesses`).
+    witnesses: Vec<Arc<crate::witnesses::Peer>>,
     /// Parsed release policies by key id, with the text they were parsed from.
     policies: Mutex<HashMap<String, (String, Arc<ReleasePolicy>)>>,
     /// Ed25519 keys whose reference values may be imported and used (`trusted_image_signers`).
@@ -358,8 +360,15 @@ impl Service {
         let tokens = Tokens::new(&config.tokens).map_err(|e| load("tokens", e))?;
         let image_signers = config.image_signers().map_err(|e| load("trusted_image_signers", e))?;
         let store = open_store(config, config.limits.db_connections).await?;
+        let witnesses = config
+            .witnesses
+            .iter()
+            .map(|w| crate::witnesses::Peer::new(w).map(Arc::new))
+            .collect::<Result<_, _>>()
+            .map_err(|e| load("witnesses", e))?;
         let admission = nacre_http::conns::Admission::new(crate::http::conn_limits(&config.limits));
         Ok(Service {
+            witnesses,
             nonces: NonceIssuer::new(keyring.current.nonce_mac_key()),
             store,
             keyring,
@@ -390,6 +399,10 @@ impl Service {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    pub fn witnesses(&self) -> &[Arc<crate::witnesses::Peer>] {
+        &self.witnesses
     }
 
     pub fn limits(&self) -> &Limits {

@@ -4,12 +4,11 @@
 //! result-signing key, an admin and an auditor token, and `config.toml`. Secret files are
 //! created 0600 and never overwritten.
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use nacre_http::tls::write_new;
 use nacre_protocol::result::ResultSigner;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose, SanType};
 
 use crate::master::MasterKey;
 use crate::tokens;
@@ -22,17 +21,8 @@ pub struct Initialized {
     pub ca_cert: PathBuf,
     pub admin_token: PathBuf,
     pub auditor_token: PathBuf,
-}
-
-fn write_new(path: &Path, data: &[u8], secret: bool) -> Result<(), String> {
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    if secret {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    f.write_all(data).and_then(|()| f.sync_all()).map_err(|e| format!("{}: {e}", path.display()))
+    /// The transparency log's checkpoint verifier key: witnesses and clients pin it.
+    pub log_vkey: String,
 }
 
 /// Creates the service directory `dir` (which must not contain a config yet). `extra_names`
@@ -46,36 +36,12 @@ pub fn init(
     sim_root: Option<&Path>,
 ) -> Result<Initialized, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let err = |e: rcgen::Error| format!("certificate: {e}");
-
-    let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(err)?;
-    let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
-    ca.distinguished_name.push(DnType::CommonName, "Nacre attestation service CA");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca_cert = ca.self_signed(&ca_key).map_err(err)?;
-    let issuer = rcgen::Issuer::new(ca, ca_key);
-
-    let tls_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(err)?;
-    let mut names = vec!["localhost".to_owned()];
-    for n in extra_names {
-        if n.is_empty() || !n.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:".contains(&b)) {
-            return Err(format!("certificate name {n:?}: an IP address or a DNS name"));
-        }
-        if !names.contains(n) && n.parse::<std::net::IpAddr>().ok() != Some(listen.ip()) {
-            names.push(n.clone());
-        }
-    }
-    // rcgen makes each name that parses as an IP address an IP SAN, the rest DNS names.
-    let mut leaf = CertificateParams::new(names).map_err(err)?;
-    leaf.distinguished_name.push(DnType::CommonName, "nacre-attestation");
-    leaf.subject_alt_names.push(SanType::IpAddress(listen.ip()));
-    leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-    // The CA's key identifier in the leaf: strict verifiers (Python 3.13's default context,
-    // OpenSSL's X509_V_FLAG_X509_STRICT) refuse a CA-issued certificate without it.
-    leaf.use_authority_key_identifier_extension = true;
-    let leaf_cert = leaf.signed_by(&tls_key, &issuer).map_err(err)?;
+    let tls = nacre_http::tls::issue_local(
+        "Nacre attestation service CA",
+        "nacre-attestation",
+        listen,
+        extra_names,
+    )?;
 
     let master = MasterKey::generate_hex().map_err(|e| e.to_string())?;
     let result_key = ResultSigner::generate_pkcs8().map_err(|e| e.to_string())?;
@@ -95,9 +61,9 @@ pub fn init(
     if config.exists() {
         return Err(format!("{} exists; refusing to overwrite a service directory", config.display()));
     }
-    write_new(&dir.join("ca.pem"), ca_cert.pem().as_bytes(), false)?;
-    write_new(&dir.join("tls.pem"), format!("{}{}", leaf_cert.pem(), ca_cert.pem()).as_bytes(), false)?;
-    write_new(&dir.join("tls.key"), tls_key.serialize_pem().as_bytes(), true)?;
+    write_new(&dir.join("ca.pem"), tls.ca_pem.as_bytes(), false)?;
+    write_new(&dir.join("tls.pem"), tls.chain_pem.as_bytes(), false)?;
+    write_new(&dir.join("tls.key"), tls.key_pem.as_bytes(), true)?;
     write_new(&dir.join("master.key"), format!("{}\n", *master).as_bytes(), true)?;
     write_new(&dir.join("result.key"), &result_key, true)?;
     write_new(&dir.join("log.key"), format!("{}\n", hex::encode(*log_seed)).as_bytes(), true)?;
@@ -136,6 +102,10 @@ pub fn init(
         ca_cert: dir.join("ca.pem"),
         admin_token: dir.join("admin.token"),
         auditor_token: dir.join("auditor.token"),
+        log_vkey: nacre_tlog::NoteSigner::from_seed(&log_origin, nacre_tlog::KeyKind::Checkpoint, &log_seed)
+            .map_err(|e| e.to_string())?
+            .public()
+            .vkey(),
     })
 }
 

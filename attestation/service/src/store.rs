@@ -223,6 +223,11 @@ fn migrator() -> Migrator {
             migration(2, "reference values", include_str!("../migrations/0002_reference_values.sql")),
             migration(3, "model registrations", include_str!("../migrations/0003_model_registrations.sql")),
             migration(4, "transparency log", include_str!("../migrations/0004_transparency_log.sql")),
+            migration(
+                5,
+                "witnessed checkpoints",
+                include_str!("../migrations/0005_witnessed_checkpoints.sql"),
+            ),
         ]),
         ..Migrator::DEFAULT
     }
@@ -856,6 +861,72 @@ impl Store {
             return Err(StoreError::Log(format!("no tree of {new} leaves yet")));
         }
         log::consistency(&mut *self.pool.acquire().await?, old, new).await
+    }
+
+    /// Adds a witness's cosignature `lines` to the checkpoint of `size`, verified against
+    /// `witness`; returns how many cosignatures the checkpoint now carries. Replicas and
+    /// witnesses add concurrently: a compare-and-swap on the note retries a lost update.
+    pub async fn log_add_cosignatures(
+        &self,
+        size: u64,
+        lines: &[u8],
+        witness: &nacre_tlog::NoteKey,
+    ) -> Result<usize, StoreError> {
+        for _ in 0..16 {
+            let row = sqlx::query("SELECT note FROM log_checkpoints WHERE size = $1")
+                .bind(size as i64)
+                .fetch_optional(&self.pool)
+                .await?
+                .ok_or_else(|| StoreError::Log(format!("no checkpoint of {size} leaves")))?;
+            let old: String = row.try_get("note")?;
+            let mut opened = nacre_tlog::open_checkpoint(old.as_bytes(), self.log_key(), &[])
+                .map_err(|e| StoreError::Corrupt(format!("stored checkpoint {size}: {e}")))?;
+            opened
+                .add_cosignatures(lines, std::slice::from_ref(witness))
+                .map_err(|e| StoreError::Log(e.to_string()))?;
+            let note = String::from_utf8(opened.to_bytes())
+                .map_err(|_| StoreError::Log("a cosignature is not UTF-8".into()))?;
+            let cosigners = log::cosignature_lines(&note);
+            let done = sqlx::query(
+                "UPDATE log_checkpoints SET note = $1, cosigners = $2 WHERE size = $3 AND note = $4",
+            )
+            .bind(&note)
+            .bind(cosigners as i32)
+            .bind(size as i64)
+            .bind(&old)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            if done == 1 {
+                return Ok(cosigners);
+            }
+        }
+        Err(StoreError::Log(format!("checkpoint {size}: too many concurrent cosignature updates")))
+    }
+
+    /// The best witnessed checkpoint covering leaf `index` — the most cosignatures, then the
+    /// largest — with the leaf's entry and inclusion proof under it (entry, checkpoint,
+    /// proof). None while no checkpoint covers it.
+    pub async fn log_witnessed(
+        &self,
+        index: u64,
+    ) -> Result<Option<(Vec<u8>, Vec<u8>, Vec<nacre_tlog::Hash>)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT size, note FROM log_checkpoints WHERE size > $1 ORDER BY cosigners DESC, size DESC LIMIT 1",
+        )
+        .bind(index as i64)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let size = row.try_get::<i64, _>("size")? as u64;
+        let note: String = row.try_get("note")?;
+        let entry: String = sqlx::query("SELECT entry FROM log_entries WHERE idx = $1")
+            .bind(index as i64)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("entry")?;
+        let proof = log::inclusion(&mut *self.pool.acquire().await?, size, index).await?;
+        Ok(Some((entry.into_bytes(), note.into_bytes(), proof)))
     }
 
     /// The leaf that logs audit record `seq`, if it was logged.

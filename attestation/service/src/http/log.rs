@@ -38,6 +38,33 @@ pub(super) async fn key(State(svc): Svc) -> Reply {
     .await
 }
 
+/// `GET /v1/log/witnessed/<index>`: leaf `index`'s entry and inclusion proof under the best
+/// witnessed checkpoint covering it (most cosignatures, then largest), as a CBOR `ReleaseLog`.
+/// An enclave polls it in the background until its release is witnessed.
+pub(super) async fn witnessed(State(svc): Svc, Path(index): Path<String>) -> Reply {
+    public_route(&svc.clone(), "log", async move {
+        let index: u64 = index
+            .parse()
+            .ok()
+            .filter(|_| index == "0" || !index.starts_with('0'))
+            .ok_or_else(|| ErrorBody::new(ErrorCode::NotFound, "not a leaf index"))?;
+        let Some((entry, checkpoint, proof)) = svc.store().log_witnessed(index).await.map_err(storage)?
+        else {
+            return Err(ErrorBody::new(ErrorCode::NotFound, "no checkpoint covers this leaf yet"));
+        };
+        Ok(super::cbor_response(
+            StatusCode::OK,
+            &nacre_protocol::messages::ReleaseLog {
+                entry: entry.into(),
+                index,
+                inclusion: proof.iter().map(|h| h.0.to_vec().into()).collect(),
+                checkpoint: checkpoint.into(),
+            },
+        ))
+    })
+    .await
+}
+
 /// `GET /v1/log/tile/<L>/<N>[.p/<W>]` and `GET /v1/log/tile/entries/<N>[.p/<W>]`.
 pub(super) async fn tile(State(svc): Svc, Path(rest): Path<String>) -> Reply {
     public_route(&svc.clone(), "log", async move {

@@ -326,6 +326,12 @@ pub(super) async fn latest_checkpoint(
         .transpose()
 }
 
+/// How many cosignatures a stored checkpoint note carries: its signature lines but the log's.
+pub(super) fn cosignature_lines(note: &str) -> usize {
+    let sigs = note.split_once("\n\n").map_or("", |(_, s)| s);
+    sigs.lines().filter(|l| l.starts_with("\u{2014} ")).count().saturating_sub(1)
+}
+
 /// The inclusion proof of leaf `index` in the tree of `size` leaves.
 pub(super) async fn inclusion(
     conn: &mut AnyConnection,

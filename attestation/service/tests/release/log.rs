@@ -3,6 +3,8 @@
 //! actions are leaves, unauthenticated garbage is not; replicas on one database build one tree;
 //! a database from before the log continues its chain in the log.
 
+use std::sync::Arc;
+
 use crate::common::Harness;
 use nacre_attestation_service::store::{AuditEntry, LogKeys, ReleaseCommit, Store};
 use nacre_tlog::tree::{leaf_hash, tiles_at_level, verify_inclusion};
@@ -231,4 +233,110 @@ async fn log_on_sqlite() {
     let dir = crate::common::scratch("log");
     replicas_build_one_tree(&format!("sqlite:{}", dir.join("replicas.db").display())).await;
     pre_log_database_continues_its_chain(&format!("sqlite:{}", dir.join("migrate.db").display())).await;
+}
+
+/// A release gets cosigned by a real witness server the service pushes to in the background;
+/// the witnessed proof satisfies a client requiring K = 1 of the named witness, not K = 2, and
+/// the witness speaks the protocol's refusals over HTTPS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn witness_cosigns_releases() {
+    let h = Harness::start(None, |t| t).await;
+    let log_vkey = h.service.store().log_key().vkey();
+    let wdir = crate::common::scratch("witness");
+    let init = nacre_witness::setup::init(
+        &wdir,
+        "witness.test/w1",
+        "127.0.0.1:0".parse().unwrap(),
+        &[],
+        &[log_vkey.clone()],
+    )
+    .unwrap();
+    let wconfig = nacre_witness::Config::load(&init.config).unwrap();
+    let witness = Arc::new(nacre_witness::server::open(&wconfig).unwrap());
+    let listener = tokio::net::TcpListener::bind(wconfig.listen).await.unwrap();
+    let wurl = format!("https://{}", listener.local_addr().unwrap());
+    let served = witness.clone();
+    tokio::spawn(async move {
+        nacre_witness::server::serve(served, &wconfig, listener, std::future::pending()).await.unwrap();
+    });
+    let h = h
+        .restart(|t| {
+            format!(
+                "{t}\n[[witnesses]]\nurl = {wurl:?}\nca = {:?}\nvkey = {:?}\n",
+                init.ca_cert.display().to_string(),
+                init.vkey
+            )
+        })
+        .await;
+
+    h.admin()
+        .create_key("witnessed", &[0x33; 32], &crate::common::policy_for(&crate::common::MEASUREMENT))
+        .await
+        .unwrap();
+    let c = h.guest();
+    let rk = c.result_key().await.unwrap();
+    let released = c
+        .fetch_key("witnessed", 1, &rk, |rd| {
+            let e = h.evidence(rd, crate::common::MEASUREMENT);
+            async move { Ok(e) }
+        })
+        .await
+        .unwrap();
+    let index = released.log.as_ref().unwrap().index;
+
+    // The pusher runs in the background: wait for a cosigned checkpoint covering the release.
+    let witness_key = nacre_tlog::NoteKey::parse(&init.vkey).unwrap();
+    let log_key = h.service.store().log_key().clone();
+    let mut witnessed = None;
+    for _ in 0..100 {
+        let got = c.log_witnessed(index).await.unwrap();
+        let opened = open_checkpoint(&got.checkpoint, &log_key, std::slice::from_ref(&witness_key)).unwrap();
+        if opened.cosigned().len() == 1 {
+            witnessed = Some(got);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let got = witnessed.expect("the witness cosigned a checkpoint covering the release within 10 s");
+    assert_eq!(got.entry, released.log.as_ref().unwrap().entry);
+    let inclusion: Vec<nacre_tlog::Hash> =
+        got.inclusion.iter().map(|b| nacre_tlog::Hash(b.as_slice().try_into().unwrap())).collect();
+    let proof = nacre_tlog::ReleaseProof::new(&got.entry, index, &inclusion, &got.checkpoint);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let mut req = nacre_tlog::LogRequirement {
+        log: log_key.clone(),
+        witnesses: vec![witness_key.clone()],
+        min_cosigners: 1,
+        max_clock_skew_s: 300,
+    };
+    proof.verify(&req, &released.release_key_digest, now).unwrap();
+    req.min_cosigners = 2;
+    assert!(matches!(
+        proof.verify(&req, &released.release_key_digest, now),
+        Err(nacre_tlog::TlogError::NotEnoughCosignatures { need: 2, .. })
+    ));
+    // The witness's durable state holds what it cosigned.
+    let held = witness.latest(log_key.name()).unwrap();
+    assert!(held.size > index);
+
+    // Protocol refusals over HTTPS: a malformed body (400), a stale old size (409 with the
+    // size the witness holds, as text/x.tlog.size), a log it does not follow (404).
+    let wc = nacre_attestation_client::Client::new(&wurl, &std::fs::read(&init.ca_cert).unwrap()).unwrap();
+    let (status, _) =
+        wc.raw(hyper::Method::POST, "/add-checkpoint", "text/plain", b"garbage".to_vec()).await.unwrap();
+    assert_eq!(status, 400);
+    let (_, note) = h.service.store().log_checkpoint().await.unwrap().unwrap();
+    let stale = nacre_tlog::witness::AddCheckpoint { old_size: 0, proof: vec![], checkpoint: note }.encode();
+    let (status, body) = wc.raw(hyper::Method::POST, "/add-checkpoint", "text/plain", stale).await.unwrap();
+    assert_eq!(status, 409);
+    let held = witness.latest(log_key.name()).unwrap();
+    assert_eq!(String::from_utf8(body).unwrap(), format!("{}\n", held.size));
+    let stranger =
+        nacre_tlog::NoteSigner::from_seed("other.example/log", nacre_tlog::KeyKind::Checkpoint, &[7; 32])
+            .unwrap();
+    let foreign = nacre_tlog::sign_checkpoint(&stranger, 1, nacre_tlog::Hash([1; 32])).unwrap();
+    let body =
+        nacre_tlog::witness::AddCheckpoint { old_size: 0, proof: vec![], checkpoint: foreign }.encode();
+    let (status, _) = wc.raw(hyper::Method::POST, "/add-checkpoint", "text/plain", body).await.unwrap();
+    assert_eq!(status, 404);
 }
