@@ -135,6 +135,12 @@ fn start(config: EnclaveConfig, app: &App) -> Result<Serving<Schedule>, Failure>
             attester: Mutex::new(r.attester),
             attestation_result: r.attestation_result,
             guard,
+            release_log: r
+                .model
+                .log
+                .as_ref()
+                .and_then(serve::release_log::ReleaseLogProof::new)
+                .map(Arc::new),
         })?;
         stage("certificate");
         Ok(schedule)
@@ -173,6 +179,18 @@ fn run(config: EnclaveConfig) -> Result<(), String> {
             Ok(serving) => {
                 println!("NACRE-ENCLAVE-SERVING {addr}");
                 rt.spawn(serve::renew::run(app.clone(), serving.into_server()));
+                if let Some(proof) = app.release_log() {
+                    // The service's CA was read at key release; read again, it is the same file.
+                    match std::fs::read(&config.service_ca) {
+                        Ok(ca) => {
+                            drop(rt.spawn(serve::release_log::follow(proof, config.service_url.clone(), ca)))
+                        }
+                        Err(e) => println!(
+                            "NACRE-ENCLAVE-WARNING release log: {}: {e}",
+                            config.service_ca.display()
+                        ),
+                    }
+                }
                 // The server runs on the runtime's threads until the guest powers off.
                 rt.block_on(std::future::pending::<()>());
             }

@@ -30,6 +30,8 @@ pub struct Unlocked {
     /// The owner's guard manifest from the sealed header, checked against the model and
     /// self-tested on it.
     pub guard: Option<nacre_guard::Manifest>,
+    /// The release's leaf in the service's transparency log, with its proof.
+    pub log: Option<nacre_protocol::messages::ReleaseLog>,
 }
 
 /// `stage` is told when the key is released and when the model is unsealed (cold-start
@@ -128,6 +130,7 @@ pub fn unlock(
         attestation_result: released.attestation_result,
         release_key_digest: released.release_key_digest,
         guard,
+        log: released.log,
     })
 }
 

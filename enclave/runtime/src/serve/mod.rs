@@ -34,6 +34,7 @@ pub mod kserve;
 pub mod limit;
 pub mod metrics;
 pub mod monitoring;
+pub mod release_log;
 pub mod renew;
 pub mod stats;
 pub mod tls;
@@ -80,6 +81,8 @@ pub struct Ready {
     pub attestation_result: Vec<u8>,
     /// The owner's guard, when the sealed model carries a manifest.
     pub guard: Option<guard::ServeGuard>,
+    /// The release's transparency-log proof, when the service sent one.
+    pub release_log: Option<Arc<release_log::ReleaseLogProof>>,
 }
 
 impl Ready {
@@ -287,6 +290,11 @@ impl App {
     /// new connections, so the enclave is not ready.
     fn certificate_expired(&self) -> bool {
         self.presented().attested.as_ref().is_some_and(|c| self.clock.now() > c.not_after())
+    }
+
+    /// The release's log proof of the model being served, if any.
+    pub fn release_log(&self) -> Option<Arc<release_log::ReleaseLogProof>> {
+        self.ready().ok()?.release_log.clone()
     }
 
     fn ready(&self) -> Result<Arc<Ready>, Reject> {
@@ -600,6 +608,19 @@ async fn attestation_result(State(app): Shared) -> Response {
     app.finish("attestation_result", t, r)
 }
 
+/// `GET /v1/log/release`: the key release's leaf, inclusion proof and best checkpoint
+/// (`nacre_tlog::ReleaseProof`); 404 when the service sent none.
+async fn release_log(State(app): Shared) -> Response {
+    let t = Instant::now();
+    let r = app.ready().and_then(|ready| match &ready.release_log {
+        Some(log) => Ok(json(StatusCode::OK, &log.proof())),
+        None => {
+            Err(Reject::new(StatusCode::NOT_FOUND, "not_found", "the key release came without a log proof"))
+        }
+    });
+    app.finish("release_log", t, r)
+}
+
 async fn guard_manifest(State(app): Shared) -> Response {
     let t = Instant::now();
     let r = app.ready().and_then(|ready| match &ready.guard {
@@ -665,6 +686,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route(fresh::PATH, get(attestation).layer(Deadline::new(Duration::from_secs(10), handler_timeout)))
         .route("/v1/attestation/result", get(attestation_result).layer(quick))
         .route("/v1/guard", get(guard_manifest).layer(quick))
+        .route("/v1/log/release", get(release_log).layer(quick))
         .route("/v1/monitoring", get(monitoring::windows).layer(quick))
         .route("/v1/monitoring/metrics", get(monitoring::metrics).layer(quick))
         .route("/metrics", get(metrics).layer(quick))

@@ -82,6 +82,7 @@ fn serving() -> Serving {
             attester: Mutex::new(Box::new(attester.clone())),
             attestation_result: vec![],
             guard: None,
+            release_log: None,
         })
         .unwrap();
     Serving { app, clock, attester, schedule }
@@ -321,5 +322,46 @@ fn a_model_the_scan_refuses_is_not_ready_and_says_why() {
         app.metrics_text().contains("nacre_enclave_failures_total{stage=\"model_refused\"} 1"),
         "{}",
         app.metrics_text()
+    );
+}
+
+/// A one-leaf log: the release entry's bytes and its checkpoint, plus the same checkpoint
+/// cosigned by a witness.
+fn one_leaf_log() -> (nacre_protocol::messages::ReleaseLog, nacre_protocol::messages::ReleaseLog) {
+    use nacre_tlog::{KeyKind, NoteSigner};
+    let log = NoteSigner::from_seed("test.invalid/log", KeyKind::Checkpoint, &[1; 32]).unwrap();
+    let witness = NoteSigner::from_seed("test.invalid/w", KeyKind::Cosignature, &[2; 32]).unwrap();
+    let entry = br#"{"not":"decoded by the enclave"}"#.to_vec();
+    let root = nacre_tlog::tree::leaf_hash(&entry);
+    let note = nacre_tlog::sign_checkpoint(&log, 1, root).unwrap();
+    let mut opened = nacre_tlog::open_checkpoint(&note, log.public(), &[]).unwrap();
+    let line = nacre_tlog::cosign::cosign(&witness, opened.text(), 1_700_000_000).unwrap();
+    opened.add_cosignatures(&line, std::slice::from_ref(witness.public())).unwrap();
+    let make = |checkpoint: Vec<u8>| nacre_protocol::messages::ReleaseLog {
+        entry: entry.clone().into(),
+        index: 0,
+        inclusion: vec![],
+        checkpoint: checkpoint.into(),
+    };
+    (make(note), make(opened.to_bytes()))
+}
+
+#[test]
+fn the_release_log_proof_keeps_the_best_checkpoint_of_its_own_leaf() {
+    let (signed, cosigned) = one_leaf_log();
+    let proof = super::release_log::ReleaseLogProof::new(&signed).unwrap();
+    assert_eq!(proof.cosignatures(), 0);
+    // Another leaf's proof is never adopted, whatever its cosignatures.
+    let mut other = cosigned.clone();
+    other.entry = b"{}".to_vec().into();
+    assert!(!proof.offer(&other));
+    assert!(proof.offer(&cosigned));
+    assert_eq!(proof.cosignatures(), 1);
+    // Not worse: the served proof stays the cosigned one.
+    assert!(!proof.offer(&signed));
+    let served = proof.proof();
+    assert_eq!(
+        served.checkpoint,
+        nacre_tlog::ReleaseProof::new(&cosigned.entry, 0, &[], &cosigned.checkpoint).checkpoint
     );
 }
