@@ -66,6 +66,32 @@ pub enum ClientError {
     /// (or its manifest does not match the attested digest): nothing was sent.
     #[error("the enclave's guard was refused: {0}")]
     Guard(String),
+    /// The policy requires the key release to be in the transparency log and the enclave's
+    /// proof is missing or does not verify: nothing was sent.
+    #[error("the enclave's key release is not proven in the log: {0}")]
+    Log(String),
+}
+
+/// The enclave's proof that its key release is in the log (`GET /v1/log/release`), checked
+/// against the policy's `[log]` when it has one: log signature, K named cosignatures,
+/// inclusion, and the release key equal to the one bound in the attested certificate.
+async fn release_log(
+    channel: &mut Channel,
+    release_key_digest: &[u8; 32],
+    policy: &ClientPolicy,
+) -> Result<Option<nacre_tlog::VerifiedRelease>, ClientError> {
+    let Some(req) = &policy.log else { return Ok(None) };
+    let bytes = match channel.request(Method::GET, "/v1/log/release", None).await {
+        Ok(b) => b,
+        Err(ClientError::Status { status: 404, .. }) => {
+            return Err(ClientError::Log("the enclave serves no log proof of its key release".into()));
+        }
+        Err(e) => return Err(e),
+    };
+    let proof: nacre_tlog::ReleaseProof =
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Log(format!("malformed proof: {e}")))?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    proof.verify(req, release_key_digest, now).map(Some).map_err(|e| ClientError::Log(e.to_string()))
 }
 
 /// The enclave's guard manifest, fetched over the verified connection when the attested
@@ -220,6 +246,8 @@ pub struct AttestedSession {
     exporter: Exporter,
     /// The enclave's guard manifest, its SHA-256 the attested `guard_digest`.
     guard: Option<nacre_guard::Manifest>,
+    /// The key release's verified log leaf and checkpoint, when the policy requires the log.
+    release: Option<nacre_tlog::VerifiedRelease>,
 }
 
 impl core::fmt::Debug for AttestedSession {
@@ -300,7 +328,8 @@ impl AttestedSession {
         let fresh = nacre_atls::verify_fresh(&policy.attestation, &peer, &evidence, &nonce, &exporter, now)
             .map_err(ClientError::Fresh)?;
         let guard = guard(&mut channel, peer.model().guard_digest, policy).await?;
-        Ok(AttestedSession { channel, peer, fresh, exporter, guard })
+        let release = release_log(&mut channel, &peer.model().release_key_digest, policy).await?;
+        Ok(AttestedSession { channel, peer, fresh, exporter, guard, release })
     }
 
     /// A gRPC client on this session's HTTP/2 connection (the one whose fresh attestation was
@@ -352,6 +381,11 @@ impl AttestedSession {
     /// The guard manifest the enclave runs (checked against the attested digest), if any.
     pub fn guard(&self) -> Option<&nacre_guard::Manifest> {
         self.guard.as_ref()
+    }
+
+    /// The key release's log leaf and checkpoint, verified (present when the policy has `[log]`).
+    pub fn release(&self) -> Option<&nacre_tlog::VerifiedRelease> {
+        self.release.as_ref()
     }
 
     /// `GET target` on the verified connection (health, metrics, …); the body of a 200.

@@ -28,6 +28,15 @@
 //! # Development only: accept simulated-TEE evidence signed under this root (PEM or DER).
 //! # insecure_sim_root = "sim/ark.pem"
 //!
+//! # Optional: the enclave's key release must be in the attestation service's transparency
+//! # log, under a checkpoint cosigned by at least `min_witnesses` (default: all) of these
+//! # witnesses, naming the release key bound in the enclave's TLS evidence
+//! # (docs/transparency-log.md).
+//! # [log]
+//! # key = "<the log's vkey>"
+//! # witnesses = ["<a witness's vkey>", …]
+//! # min_witnesses = 2
+//!
 //! # The appraisal, in the verifier's policy format: TCB floors, debug, VMPL, explicit
 //! # measurements, chip allow-list, TDX TCB status, …
 //! [appraisal.snp]
@@ -75,6 +84,62 @@ struct PolicyToml {
     insecure_sim_root: Option<PathBuf>,
     #[serde(default)]
     appraisal: Option<toml::Table>,
+    #[serde(default)]
+    log: Option<LogToml>,
+}
+
+/// `[log]`: require the enclave's key release to be in the service's transparency log.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogToml {
+    /// The log's checkpoint verifier key (`nacre attestation init` prints it).
+    key: String,
+    /// Witnesses' cosignature verifier keys.
+    #[serde(default)]
+    witnesses: Vec<String>,
+    /// How many of `witnesses` must have cosigned. Default: all of them.
+    #[serde(default)]
+    min_witnesses: Option<usize>,
+    /// How far a cosignature's time may run ahead of this clock. Default 300 s.
+    #[serde(default = "default_skew")]
+    max_clock_skew_secs: u64,
+}
+
+fn default_skew() -> u64 {
+    300
+}
+
+impl LogToml {
+    fn requirement(&self) -> Result<nacre_tlog::LogRequirement, String> {
+        let log = nacre_tlog::NoteKey::parse(self.key.trim()).map_err(|e| format!("[log] key: {e}"))?;
+        if log.kind() != nacre_tlog::KeyKind::Checkpoint {
+            return Err("[log] key: not a checkpoint (log) key".into());
+        }
+        let mut witnesses = Vec::new();
+        for w in &self.witnesses {
+            let key = nacre_tlog::NoteKey::parse(w.trim()).map_err(|e| format!("[log] witnesses: {e}"))?;
+            if key.kind() != nacre_tlog::KeyKind::Cosignature {
+                return Err(format!("[log] witnesses: {} is not a cosignature key", key.name()));
+            }
+            if witnesses.iter().any(|k: &nacre_tlog::NoteKey| k.name() == key.name()) {
+                return Err(format!("[log] witnesses: {} is listed twice", key.name()));
+            }
+            witnesses.push(key);
+        }
+        let min_cosigners = self.min_witnesses.unwrap_or(witnesses.len());
+        if min_cosigners > witnesses.len() {
+            return Err(format!(
+                "[log] min_witnesses = {min_cosigners} with {} witnesses listed: nothing could pass",
+                witnesses.len()
+            ));
+        }
+        Ok(nacre_tlog::LogRequirement {
+            log,
+            witnesses,
+            min_cosigners,
+            max_clock_skew_s: self.max_clock_skew_secs,
+        })
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -108,6 +173,8 @@ pub struct ClientPolicy {
     pub min_ood_action: Option<nacre_guard::manifest::Action>,
     /// The most ε a day the guard's private monitor may spend on the inputs (none: any).
     pub max_monitoring_epsilon_per_day: Option<f64>,
+    /// `[log]`: the enclave's key release must be in this log, cosigned as required.
+    pub log: Option<nacre_tlog::LogRequirement>,
 }
 
 impl ClientPolicy {
@@ -203,7 +270,23 @@ impl ClientPolicy {
             min_output,
             min_ood_action: raw.min_ood_action,
             max_monitoring_epsilon_per_day: raw.max_monitoring_epsilon_per_day,
+            log: raw.log.as_ref().map(LogToml::requirement).transpose()?,
         })
+    }
+}
+
+impl ClientPolicy {
+    /// This policy with the `[log]` table `text` (replacing any): for tests and tools that add
+    /// a log requirement to a loaded policy.
+    pub fn with_log_toml(mut self, text: &str) -> Result<Self, String> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Only {
+            log: LogToml,
+        }
+        let only: Only = toml::from_str(text).map_err(|e| e.to_string())?;
+        self.log = Some(only.log.requirement()?);
+        Ok(self)
     }
 }
 

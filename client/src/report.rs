@@ -48,6 +48,7 @@ const CONNECT: &str = "TCP and TLS 1.3 connection";
 const CERTIFICATE: &str = "attested certificate";
 const FRESH: &str = "fresh channel-bound attestation";
 const GUARD: &str = "guard manifest";
+const LOG: &str = "key release in the transparency log";
 
 impl Verification {
     /// The document of a session that passed both attestations.
@@ -86,6 +87,10 @@ impl Verification {
             Some(g) => ok(GUARD, Self::guard_summary(g)),
             None => ok(GUARD, "none (the enclave serves without a guard)".into()),
         }
+        match (session.release(), &policy.log) {
+            (Some(r), Some(req)) => ok(LOG, Self::release_summary(r, req)),
+            _ => ok(LOG, "not required by the policy".into()),
+        }
         let mut warnings: Vec<String> = c.warnings.iter().chain(&fresh.get().warnings).cloned().collect();
         warnings.dedup();
         let document = json!({
@@ -101,10 +106,37 @@ impl Verification {
             "tls_spki_sha256": hex::encode(peer.spki_sha256()),
             "certificate_sha256": hex::encode(peer.certificate_sha256()),
             "guard": session.guard().map(Self::guard_json),
+            "release_log": session.release().map(Self::release_json),
             "certificate": claims_json(c),
             "fresh": claims_json(fresh.get()),
         });
         Verification { url: url.to_owned(), accepted: true, steps, warnings, document }
+    }
+
+    /// The logged release and the checkpoint it was proven under.
+    fn release_summary(r: &nacre_tlog::VerifiedRelease, req: &nacre_tlog::LogRequirement) -> String {
+        let witnesses: Vec<&str> = r.checkpoint.cosigned().keys().map(String::as_str).collect();
+        format!(
+            "leaf {} of {} in {} (key {} v{}, measurement {}), cosigned by {} of {} required: {}",
+            r.index,
+            r.checkpoint.size(),
+            r.checkpoint.origin(),
+            r.entry.key_id.as_deref().unwrap_or("?"),
+            r.entry.key_version.unwrap_or_default(),
+            r.entry.measurement.as_deref().unwrap_or("?"),
+            witnesses.len(),
+            req.min_cosigners,
+            if witnesses.is_empty() { "none".to_owned() } else { witnesses.join(", ") }
+        )
+    }
+
+    fn release_json(r: &nacre_tlog::VerifiedRelease) -> Value {
+        json!({
+            "index": r.index,
+            "entry": serde_json::to_value(&r.entry).unwrap_or(Value::Null),
+            "checkpoint": String::from_utf8_lossy(&r.checkpoint.to_bytes()),
+            "cosigned_by": r.checkpoint.cosigned(),
+        })
     }
 
     /// One line of what the guard does.
@@ -158,8 +190,9 @@ impl Verification {
             ClientError::Status { .. } | ClientError::Http(_) | ClientError::Protocol(_) => 2,
             ClientError::Url(_) | ClientError::Connect { .. } | ClientError::Timeout => 0,
             ClientError::Guard(_) => 3,
+            ClientError::Log(_) => 4,
         };
-        let steps: Vec<Step> = [CONNECT, CERTIFICATE, FRESH, GUARD]
+        let steps: Vec<Step> = [CONNECT, CERTIFICATE, FRESH, GUARD, LOG]
             .into_iter()
             .enumerate()
             .map(|(i, name)| {

@@ -92,7 +92,7 @@ def accept(args):
         expect(isinstance(v, nacre.Verification) and v.accepted, f"not accepted: {v}")
         bad = [s for s in v.steps if s["status"] != "passed"]
         expect(len(v.steps) >= 8 and not bad, f"steps not all passed: {bad or v.steps}")
-        expect(v.steps[-1]["step"] == "guard manifest", f"last step {v.steps[-1]}")
+        expect(v.steps[-1]["step"] == "key release in the transparency log", f"last step {v.steps[-1]}")
         pem = v.certificate_pem or ""
         expect(pem.startswith("-----BEGIN CERTIFICATE-----") and pem.rstrip().endswith("-----"), pem[:80])
         expect(v.spki_sha256 == args.spki, f"spki {v.spki_sha256}, the Rust client's {args.spki}")
@@ -192,6 +192,7 @@ def refusals(args):
                     ("attested certificate", "failed"),
                     ("fresh channel-bound attestation", "not run"),
                     ("guard manifest", "not run"),
+                    ("key release in the transparency log", "not run"),
                 ],
                 f"steps {statuses}",
             )
@@ -213,6 +214,24 @@ def refusals(args):
             return "Session, triton_http_client, triton_grpc_client refused"
 
         check(f"wrong {what}: no entry point gets a client", every_entry_point)
+
+    def unwitnessed():
+        e = raises(nacre.VerificationError, lambda: nacre.verify(args.url, args.unwitnessed, **SIM))
+        v = e.verification
+        statuses = [s["status"] for s in v.steps]
+        expect(statuses == ["passed"] * 4 + ["failed"], f"steps {v.steps}")
+        expect(v.failed_step == "key release in the transparency log", f"failed step {v.failed_step}")
+        expect("1 witness cosignatures needed, 0 verified" in v.reason, v.reason)
+        for name, call in (
+            ("Session", lambda: nacre.Session(args.url, args.unwitnessed, token="t0k3n", **SIM)),
+            ("triton_http_client", lambda: nacre.triton_http_client(args.url, args.unwitnessed, **SIM)),
+            ("triton_grpc_client", lambda: nacre.triton_grpc_client(args.url, args.unwitnessed, **SIM)),
+        ):
+            e = raises(nacre.VerificationError, call)
+            expect(e.verification.failed_step == "key release in the transparency log", f"{name}: {e}")
+        return v.reason
+
+    check("a log policy the release does not meet (no witness cosigned): refused at the log step", unwitnessed)
 
 
 # ---------------------------------------------------------------------------- reverify
@@ -403,6 +422,7 @@ def main(argv):
     p.add_argument("--model-identity", help="the model identity (accept)")
     p.add_argument("--wrong-digest", help="a policy expecting another model digest (refusals)")
     p.add_argument("--wrong-measurement", help="a policy allowing another measurement (refusals)")
+    p.add_argument("--unwitnessed", help="a policy requiring a witness cosignature the release lacks (refusals)")
     p.add_argument("--wrong-ca", help="a self-signed certificate that is not the enclave's (reverify)")
     p.add_argument("--token-file", help="the enclave's inference token")
     p.add_argument("--model", help="the served model's name")

@@ -132,9 +132,10 @@ pub fn open_checkpoint(
         return Err(TlogError::VerifierKey(format!("witness key {} is not a cosignature key", w.name())));
     }
     let note = Note::from_bytes(bytes).map_err(|e| TlogError::Malformed(format!("checkpoint note: {e}")))?;
-    let (verified, _unknown) = note
-        .verify(&verifiers(std::iter::once(log).chain(witnesses)))
-        .map_err(|e| TlogError::Signature(format!("checkpoint: {e}")))?;
+    let (verified, _unknown) =
+        note.verify(&verifiers(std::iter::once(log).chain(witnesses))).map_err(|e| {
+            TlogError::Signature(format!("checkpoint not signed by the log key {}: {e}", log.name()))
+        })?;
     if !verified.iter().any(|s| s.name() == log.name() && s.id() == log.id()) {
         return Err(TlogError::Signature(format!("checkpoint not signed by the log key {}", log.name())));
     }

@@ -139,12 +139,51 @@ fn clients_refuse_another_measurement_or_model_before_sending_input() {
             }
             other => panic!("{other:?}"),
         }
-        // The server saw no inference request and no fresh-attestation request.
+
+        // Issue 20: a policy that requires the key release in the transparency log. The service
+        // has no witness here, so the enclave holds the service-signed checkpoint only.
+        let log_key = stack.service.store().log_key().vkey();
+        let witness =
+            nacre_tlog::NoteSigner::from_seed("witness.test/w", nacre_tlog::KeyKind::Cosignature, &[9; 32])
+                .unwrap()
+                .public()
+                .vkey();
+        let other_log =
+            nacre_tlog::NoteSigner::from_seed("other.test/log", nacre_tlog::KeyKind::Checkpoint, &[8; 32])
+                .unwrap();
+        let refusals = [
+            (
+                format!("[log]\nkey = {log_key:?}\nwitnesses = [{witness:?}]\n"),
+                "1 witness cosignatures needed, 0 verified",
+            ),
+            (format!("[log]\nkey = {:?}\n", other_log.public().vkey()), "not signed by the log key"),
+        ];
+        for (log, reason) in &refusals {
+            let policy =
+                stack.client_policy_with(MEASUREMENT, stack.model_identity, "").with_log_toml(log).unwrap();
+            match AttestedSession::connect(&stack.url, &policy).await {
+                Err(e @ ClientError::Log(_)) => assert!(e.to_string().contains(reason), "{log}: {e}"),
+                other => panic!("{log}: {other:?}"),
+            }
+        }
+        let policy = stack.policy().with_log_toml(&format!("[log]\nkey = {log_key:?}\n")).unwrap();
+        let s = AttestedSession::connect(&stack.url, &policy).await.unwrap();
+        let release = s.release().expect("the policy required the log: the session holds the verified leaf");
+        assert_eq!(
+            release.entry.release_key_sha256.as_deref(),
+            Some(hex::encode(s.peer().model().release_key_digest).as_str())
+        );
+        assert_eq!(release.entry.measurement.as_deref(), Some(hex::encode(MEASUREMENT).as_str()));
+        let report = nacre_client::Verification::accepted(&stack.url, &policy, &s).to_string();
+        assert!(report.contains(&format!("leaf {} of", release.index)), "{report}");
+
+        // The server saw no inference request, and only the sessions that passed asked for a
+        // fresh attestation.
         let mut s = AttestedSession::connect(&stack.url, &stack.policy()).await.unwrap();
         let metrics = String::from_utf8(s.get("/metrics").await.unwrap().to_vec()).unwrap();
         assert!(!metrics.contains("route=\"infer\""), "{metrics}");
         assert!(
-            metrics.contains("nacre_enclave_requests_total{route=\"attestation\",status=\"200\"} 1"),
+            metrics.contains("nacre_enclave_requests_total{route=\"attestation\",status=\"200\"} 4"),
             "{metrics}"
         );
     });

@@ -94,6 +94,18 @@ fn python_package_verifies_before_anything_is_sent() {
     let policy = policy_file(&stack, "policy.toml", MEASUREMENT, stack.model_identity);
     let wrong_digest = policy_file(&stack, "wrong-digest.toml", MEASUREMENT, [0x5a; 32]);
     let wrong_measurement = policy_file(&stack, "wrong-measurement.toml", [0x5a; 48], stack.model_identity);
+    // Requires the key release cosigned by a witness the service does not push to: refused at
+    // the log step, after both attestations passed.
+    let unwitnessed = policy_file(&stack, "unwitnessed.toml", MEASUREMENT, stack.model_identity);
+    let witness =
+        nacre_tlog::NoteSigner::from_seed("witness.test/w", nacre_tlog::KeyKind::Cosignature, &[9; 32])
+            .unwrap()
+            .public()
+            .vkey();
+    let mut text = std::fs::read_to_string(&unwitnessed).unwrap();
+    text +=
+        &format!("[log]\nkey = {:?}\nwitnesses = [{witness:?}]\n", stack.service.store().log_key().vkey());
+    std::fs::write(&unwitnessed, text).unwrap();
     let token_file = stack.dir.join("token");
     std::fs::write(&token_file, TOKEN).unwrap();
     // Another self-signed certificate than the enclave's: the attestation service's CA.
@@ -124,6 +136,8 @@ fn python_package_verifies_before_anything_is_sent() {
             utf8(&wrong_digest),
             "--wrong-measurement",
             utf8(&wrong_measurement),
+            "--unwitnessed",
+            utf8(&unwitnessed),
         ],
     );
     assert_eq!(inference_requests(&stack, "fraud-mlp"), before, "a refused policy let an inference through");
