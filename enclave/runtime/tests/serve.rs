@@ -189,6 +189,31 @@ fn clients_refuse_another_measurement_or_model_before_sending_input() {
     });
 }
 
+/// Issue 20 end to end: the service pushes its checkpoints to a witness; the enclave, serving
+/// already, follows the service until a checkpoint covering its release is cosigned and serves
+/// that; a client requiring the witness then accepts, and reports the leaf and the witness.
+#[test]
+fn a_witnessed_release_satisfies_a_client_that_requires_the_witness() {
+    let mut options = sample();
+    options.witness = true;
+    let stack = Stack::start(options);
+    stack.wait_for("NACRE-ENCLAVE-SERVING", SERVING);
+    let log = format!(
+        "[log]\nkey = {:?}\nwitnesses = [{:?}]\nmin_witnesses = 1\n",
+        stack.service.store().log_key().vkey(),
+        stack.witness_vkey.as_deref().unwrap()
+    );
+    let policy = stack.policy().with_log_toml(&log).unwrap();
+    stack.wait_for("NACRE-ENCLAVE-LOG witnessed checkpoint with 1 cosignatures", Duration::from_secs(60));
+    stack.rt.block_on(async {
+        let s = AttestedSession::connect(&stack.url, &policy).await.unwrap();
+        let release = s.release().unwrap();
+        assert_eq!(release.checkpoint.cosigned().keys().collect::<Vec<_>>(), ["witness.test/w1"]);
+        let report = nacre_client::Verification::accepted(&stack.url, &policy, &s).to_string();
+        assert!(report.contains("cosigned by 1 of 1 required: witness.test/w1"), "{report}");
+    });
+}
+
 #[test]
 fn fresh_attestation_binds_the_nonce_and_the_connection() {
     let stack = Stack::start(sample());

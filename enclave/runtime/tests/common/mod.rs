@@ -52,6 +52,9 @@ pub struct Options {
     pub extra_config: String,
     /// The owner's guard manifest, sealed with the model.
     pub guard_manifest: Option<Vec<u8>>,
+    /// Run a witness the service pushes its checkpoints to (its verifier key in
+    /// [`Stack::witness_vkey`]).
+    pub witness: bool,
 }
 
 impl Options {
@@ -63,6 +66,7 @@ impl Options {
             tamper: None,
             extra_config: String::new(),
             guard_manifest: None,
+            witness: false,
         }
     }
 }
@@ -80,6 +84,8 @@ pub struct Stack {
     pub lines: Arc<Mutex<Vec<String>>>,
     /// `https://127.0.0.1:PORT` of the enclave.
     pub url: String,
+    /// The witness's verifier key, when [`Options::witness`].
+    pub witness_vkey: Option<String>,
 }
 
 impl Stack {
@@ -100,6 +106,33 @@ impl Stack {
             Some(&sim_ark),
         )
         .unwrap();
+        let witness_vkey = options.witness.then(|| {
+            let w = nacre_witness::setup::init(
+                &dir.join("witness"),
+                "witness.test/w1",
+                "127.0.0.1:0".parse().unwrap(),
+                &[],
+                std::slice::from_ref(&init.log_vkey),
+            )
+            .unwrap();
+            let config = nacre_witness::Config::load(&w.config).unwrap();
+            let witness = Arc::new(nacre_witness::server::open(&config).unwrap());
+            let listener = rt.block_on(tokio::net::TcpListener::bind(config.listen)).unwrap();
+            let url = format!("https://{}", listener.local_addr().unwrap());
+            rt.spawn(async move {
+                nacre_witness::server::serve(witness, &config, listener, std::future::pending())
+                    .await
+                    .unwrap();
+            });
+            let mut text = std::fs::read_to_string(&init.config).unwrap();
+            text += &format!(
+                "\n[[witnesses]]\nurl = {url:?}\nca = {:?}\nvkey = {:?}\n",
+                w.ca_cert.display().to_string(),
+                w.vkey
+            );
+            std::fs::write(&init.config, text).unwrap();
+            w.vkey
+        });
         let config = Config::load(&init.config).unwrap();
         let service_ca = std::fs::read(&init.ca_cert).unwrap();
         let admin_token = std::fs::read_to_string(&init.admin_token).unwrap().trim().to_owned();
@@ -186,6 +219,7 @@ impl Stack {
             enclave,
             lines,
             url: String::new(),
+            witness_vkey,
         };
         let listening = stack.wait_for("NACRE-ENCLAVE-LISTENING ", Duration::from_secs(30));
         stack.url = format!("https://{listening}");
