@@ -166,13 +166,56 @@ pub enum AuditCmd {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Verify the hash chain of an export (`--file`) or of the database (`--config`).
+    /// Verify the database (`--config`) against the transparency log and a witnessed
+    /// checkpoint kept outside it (`--checkpoint`, e.g. `nacre audit monitor`'s), reading in
+    /// one snapshot; or the hash chain of an export (`--file`).
     Verify {
-        #[arg(long, conflicts_with = "config")]
+        #[arg(long, conflicts_with_all = ["config", "checkpoint"])]
         file: Option<PathBuf>,
         #[arg(long)]
         config: Option<PathBuf>,
+        #[command(flatten)]
+        anchor: Anchor,
     },
+}
+
+/// The witnessed checkpoint a database is checked against, and whom to believe about it.
+#[derive(clap::Args, Debug)]
+pub struct Anchor {
+    /// A checkpoint note (cosignatures included) saved outside the database.
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    /// The log's verifier key. Default: derived from the service's own log.key.
+    #[arg(long)]
+    log_key: Option<String>,
+    /// A witness's verifier key. Repeatable.
+    #[arg(long = "witness")]
+    witnesses: Vec<String>,
+    /// How many of the witnesses must have cosigned the checkpoint. Default: all listed.
+    #[arg(long)]
+    min_witnesses: Option<usize>,
+}
+
+impl Anchor {
+    fn keys(
+        &self,
+        default_log: &nacre_tlog::NoteKey,
+    ) -> Result<(nacre_tlog::NoteKey, Vec<nacre_tlog::NoteKey>, usize)> {
+        let log = match &self.log_key {
+            Some(k) => nacre_tlog::NoteKey::parse(k.trim())?,
+            None => default_log.clone(),
+        };
+        let witnesses = self
+            .witnesses
+            .iter()
+            .map(|w| nacre_tlog::NoteKey::parse(w.trim()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let k = self.min_witnesses.unwrap_or(witnesses.len());
+        if k > witnesses.len() {
+            bail!("--min-witnesses {k} with {} witnesses listed", witnesses.len());
+        }
+        Ok((log, witnesses, k))
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM: a server's graceful stop.
@@ -342,6 +385,76 @@ pub fn attestation(cmd: AttestationCmd) -> Result<ExitCode> {
     }
 }
 
+/// `nacre audit verify --config`: records and leaves from one snapshot, checked against each
+/// other, the stored checkpoint and the external witnessed one; exit 1 on any finding.
+async fn verify_database(config: &Path, anchor: &Anchor) -> Result<ExitCode> {
+    let config = Config::load(config)?;
+    let keys = nacre_attestation_service::service::load_log_keys(&config)?;
+    let (log_key, witnesses, k) = anchor.keys(keys.public())?;
+    let store = nacre_attestation_service::service::open_store(&config, 2).await?;
+    let mut snapshot = store.audit_snapshot().await?;
+    let leaves = snapshot.log_leaves().await?;
+    let stored = snapshot.log_checkpoint().await?;
+    let (records, _) = snapshot.read_all().await?;
+    store.close().await;
+
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let anchor = match &anchor.checkpoint {
+        Some(path) => {
+            let bytes = std::fs::read(path).with_context(|| path.display().to_string())?;
+            let opened = nacre_tlog::open_checkpoint(&bytes, &log_key, &witnesses)
+                .and_then(|c| c.require_cosigners(k, now, 300).map(|()| c));
+            match opened {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    println!("audit log BROKEN: the checkpoint {}: {e}", path.display());
+                    return Ok(ExitCode::from(1));
+                }
+            }
+        }
+        None => {
+            eprintln!(
+                "warning: no witnessed checkpoint (--checkpoint): records and leaves are checked against \
+                 each other, but a deleted tail cannot be detected"
+            );
+            None
+        }
+    };
+    let (stored, mut findings) =
+        match stored.map(|(_, note)| nacre_tlog::open_checkpoint(&note, &log_key, &witnesses)) {
+            Some(Ok(c)) => (Some(c), Vec::new()),
+            Some(Err(e)) => {
+                (None, vec![nacre_attestation_service::audit::Finding::StoredCheckpoint(e.to_string())])
+            }
+            None => (None, Vec::new()),
+        };
+    let mut report = nacre_attestation_service::audit::audit_log(
+        &keys,
+        &records,
+        &leaves,
+        anchor.as_ref(),
+        stored.as_ref(),
+    );
+    findings.append(&mut report.findings);
+    if findings.is_empty() {
+        let against = match &report.anchor {
+            Some((size, by)) => format!(
+                ", consistent with the witnessed checkpoint of {size} leaves (cosigned by {})",
+                if by.is_empty() { "no witness".to_owned() } else { by.join(", ") }
+            ),
+            None => String::new(),
+        };
+        println!("audit log OK: {} records, {} leaves{against}", report.records, report.leaves);
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("audit log BROKEN: {} findings", findings.len());
+        for f in &findings {
+            println!("  {f}");
+        }
+        Ok(ExitCode::from(1))
+    }
+}
+
 pub fn audit(cmd: AuditCmd) -> Result<ExitCode> {
     let rt = runtime()?;
     match cmd {
@@ -356,7 +469,10 @@ pub fn audit(cmd: AuditCmd) -> Result<ExitCode> {
             eprintln!("{} records written to {}", records.len(), out.display());
             Ok(ExitCode::SUCCESS)
         }),
-        AuditCmd::Verify { file, config } => {
+        AuditCmd::Verify { file: None, config: Some(config), anchor } => {
+            rt.block_on(verify_database(&config, &anchor))
+        }
+        AuditCmd::Verify { file, config, .. } => {
             let (records, head) = match (file, config) {
                 (Some(file), None) => {
                     let text = std::fs::read_to_string(&file)?;

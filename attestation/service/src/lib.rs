@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod appraisal;
+pub mod audit;
 pub mod config;
 pub mod http;
 pub mod master;

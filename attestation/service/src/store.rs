@@ -971,6 +971,23 @@ impl AuditSnapshot {
         head_in(&mut self.tx).await
     }
 
+    /// Every log leaf as of the snapshot: (index, audit seq, entry bytes), by index.
+    pub async fn log_leaves(&mut self) -> Result<Vec<(i64, i64, Vec<u8>)>, StoreError> {
+        let rows = sqlx::query("SELECT idx, seq, entry FROM log_entries ORDER BY idx")
+            .fetch_all(&mut *self.tx)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((r.try_get("idx")?, r.try_get("seq")?, r.try_get::<String, _>("entry")?.into_bytes()))
+            })
+            .collect()
+    }
+
+    /// The latest checkpoint stored, as of the snapshot.
+    pub async fn log_checkpoint(&mut self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        log::latest_checkpoint(&mut self.tx).await
+    }
+
     /// Every record and the head, as of the snapshot; ends it.
     pub async fn read_all(mut self) -> Result<(Vec<AuditRecord>, (i64, String)), StoreError> {
         let mut all: Vec<AuditRecord> = Vec::new();

@@ -101,6 +101,45 @@ impl LogKeys {
     }
 }
 
+impl LogKeys {
+    /// Whether `record` must have a leaf (see [`Self::entry_of`]).
+    pub fn logs(record: &nacre_protocol::messages::AuditRecord) -> bool {
+        match Action::parse(&record.action) {
+            Some(Action::Deny) => record.measurement.is_some(),
+            Some(_) => true,
+            None => false,
+        }
+    }
+
+    /// The first field in which the logged `entry` disagrees with the audit `record` it was
+    /// written with, if any: what an edit of either leaves behind.
+    pub fn disagreement(
+        &self,
+        record: &nacre_protocol::messages::AuditRecord,
+        entry: &Entry,
+    ) -> Option<&'static str> {
+        let allow = record.decision == "allow";
+        let checks: [(&'static str, bool); 10] = [
+            ("time", entry.time_ms == record.time_ms),
+            ("action", entry.action.as_str() == record.action),
+            ("actor", entry.actor == truncated(&record.actor, 128)),
+            ("key id", entry.key_id == record.key_id.as_deref().map(|k| truncated(k, 128))),
+            ("key version", entry.key_version == record.key_version),
+            ("decision", entry.decision == record.decision),
+            ("reason", entry.reason == record.reason.as_deref().map(|r| public_reason(allow, r))),
+            ("tee", entry.tee == record.tee.as_deref().map(|t| truncated(t, 16))),
+            ("measurement", entry.measurement == record.measurement),
+            ("chip id", entry.chip_id_hmac == record.chip_id.as_deref().map(|c| self.chip_hmac(c))),
+        ];
+        checks.into_iter().find(|(_, ok)| !ok).map(|(field, _)| field)
+    }
+
+    /// Whether `entry` logs `record`: every field it keeps agrees (the seq is not among them).
+    pub fn agrees(&self, record: &nacre_protocol::messages::AuditRecord, entry: &Entry) -> bool {
+        self.disagreement(record, entry).is_none()
+    }
+}
+
 /// A refusal's reason in the audit record is `<code>[/<check>]: <details>`; the details (expected
 /// measurements, bindings, versions) are for the auditor, as they are kept from unauthenticated
 /// callers, so a public entry keeps the code and check only. An allowed action's reason (the

@@ -231,6 +231,11 @@ async fn postgres() {
     audit_verify_sees_one_snapshot(&fresh("snapshot").await).await;
     crate::log::replicas_build_one_tree(&fresh("replicas").await).await;
     crate::log::pre_log_database_continues_its_chain(&fresh("migrate").await).await;
+    let mut tamper = std::collections::HashMap::new();
+    for case in ["clean", "tail", "edit", "delete", "insert", "reorder", "rewrite"] {
+        tamper.insert(case.to_owned(), fresh(&format!("tamper_{case}")).await);
+    }
+    crate::log::tampering_is_named(|case| tamper[case].clone()).await;
     expired_nonce_is_refused_at_commit(&fresh("expiry").await).await;
     nonce_gc_keeps_the_margin(&fresh("gc").await).await;
     nonce_expiring_before_commit(Some(&fresh("release").await)).await;

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use crate::common::Harness;
+use nacre_attestation_service::audit::{Finding, audit_log};
 use nacre_attestation_service::store::{AuditEntry, LogKeys, ReleaseCommit, Store};
 use nacre_tlog::tree::{leaf_hash, tiles_at_level, verify_inclusion};
 use nacre_tlog::{Action, Entry, MemoryTree, open_checkpoint};
@@ -339,4 +340,188 @@ async fn witness_cosigns_releases() {
         nacre_tlog::witness::AddCheckpoint { old_size: 0, proof: vec![], checkpoint: foreign }.encode();
     let (status, _) = wc.raw(hyper::Method::POST, "/add-checkpoint", "text/plain", body).await.unwrap();
     assert_eq!(status, 404);
+}
+
+/// A log of a key creation and six releases, and its latest checkpoint cosigned by a witness
+/// (the anchor an auditor keeps outside the database).
+async fn witnessed_log(url: &str) -> (Store, Vec<u8>) {
+    let store = Store::connect(url, 2, keys()).await.unwrap();
+    let admin =
+        AuditEntry { action: "key_create", actor: "admin".into(), allow: true, ..AuditEntry::default() };
+    store.create_key("k", "", "kek", b"w", None, admin).await.unwrap();
+    for i in 0..6u8 {
+        let nonce = format!("tamper-{i}");
+        let mut r = release(&nonce);
+        r.audit.measurement = Some(hex::encode([i; 48]));
+        r.audit.tee = Some("sim".into());
+        store.commit_release(r).await.unwrap();
+    }
+    let (_, note) = store.log_checkpoint().await.unwrap().unwrap();
+    let witness =
+        nacre_tlog::NoteSigner::from_seed("witness.test/w", nacre_tlog::KeyKind::Cosignature, &[3; 32])
+            .unwrap();
+    let mut opened = open_checkpoint(&note, store.log_key(), &[]).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let line = nacre_tlog::cosign::cosign(&witness, opened.text(), now).unwrap();
+    opened.add_cosignatures(&line, std::slice::from_ref(witness.public())).unwrap();
+    (store, opened.to_bytes())
+}
+
+/// `nacre audit verify`'s check: one snapshot of records and leaves against the anchor.
+async fn findings(store: &Store, anchor: &[u8]) -> Vec<Finding> {
+    let mut snap = store.audit_snapshot().await.unwrap();
+    let leaves = snap.log_leaves().await.unwrap();
+    let stored =
+        snap.log_checkpoint().await.unwrap().map(|(_, n)| open_checkpoint(&n, store.log_key(), &[]).unwrap());
+    let (records, _) = snap.read_all().await.unwrap();
+    let anchor = open_checkpoint(anchor, store.log_key(), &[]).unwrap();
+    audit_log(&keys(), &records, &leaves, Some(&anchor), stored.as_ref()).findings
+}
+
+async fn sql(store: &Store, statements: &[&str]) {
+    for s in statements {
+        sqlx::query(sqlx::AssertSqlSafe(*s)).execute(store.pool()).await.unwrap();
+    }
+}
+
+/// Rewrites the hash chain from the first record on, as someone with write access would after
+/// an edit: the chain alone then verifies.
+async fn recompute_chain(store: &Store) {
+    let mut prev = nacre_protocol::messages::GENESIS_HASH.to_owned();
+    let records = store.audit_page(0, 1000).await.unwrap();
+    for mut r in records {
+        r.prev_hash = prev.clone();
+        r.hash = r.compute_hash();
+        sqlx::query("UPDATE audit_log SET prev_hash = $1, hash = $2 WHERE seq = $3")
+            .bind(&r.prev_hash)
+            .bind(&r.hash)
+            .bind(r.seq)
+            .execute(store.pool())
+            .await
+            .unwrap();
+        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+            .bind(r.seq)
+            .bind(&r.hash)
+            .execute(store.pool())
+            .await
+            .unwrap();
+        prev = r.hash;
+    }
+    let (records, head) = store.audit_snapshot().await.unwrap().read_all().await.unwrap();
+    nacre_attestation_service::store::verify_chain(&records, Some((head.0, &head.1))).unwrap();
+}
+
+/// Issue 20: tampering by someone who can write the database is found against the witnessed
+/// checkpoint, and named — even with the hash chain recomputed to hide it.
+pub async fn tampering_is_named(url_of: impl Fn(&str) -> String) {
+    // Untouched: nothing to report.
+    let (store, anchor) = witnessed_log(&url_of("clean")).await;
+    assert_eq!(findings(&store, &anchor).await, vec![]);
+    store.close().await;
+
+    // The tail deleted, the head reset: records 6 and 7, their leaves, hashes and checkpoints.
+    let (store, anchor) = witnessed_log(&url_of("tail")).await;
+    let hashes = nacre_tlog::tree::stored_hash_count(5);
+    sql(
+        &store,
+        &[
+            "DELETE FROM audit_log WHERE seq > 5",
+            "DELETE FROM log_entries WHERE idx >= 5",
+            &format!("DELETE FROM log_hashes WHERE idx >= {hashes}"),
+            "DELETE FROM log_checkpoints WHERE size > 5",
+            "UPDATE audit_head SET log_size = 5 WHERE id = 1",
+        ],
+    )
+    .await;
+    recompute_chain(&store).await;
+    assert_eq!(findings(&store, &anchor).await, vec![Finding::TailDeleted { have: 5, witnessed: 7 }]);
+    store.close().await;
+
+    // A record edited, every later hash recomputed.
+    let (store, anchor) = witnessed_log(&url_of("edit")).await;
+    sql(&store, &[&format!("UPDATE audit_log SET measurement = '{}' WHERE seq = 3", "ee".repeat(48))]).await;
+    recompute_chain(&store).await;
+    assert_eq!(
+        findings(&store, &anchor).await,
+        vec![Finding::RecordEdited { seq: 3, idx: 2, field: "measurement" }]
+    );
+    store.close().await;
+
+    // A middle record deleted and the later ones renumbered: alone, then with its leaf.
+    let (store, anchor) = witnessed_log(&url_of("delete")).await;
+    sql(
+        &store,
+        &[
+            "DELETE FROM audit_log WHERE seq = 4",
+            "UPDATE audit_log SET seq = -seq WHERE seq > 4",
+            "UPDATE audit_log SET seq = -seq - 1 WHERE seq < 0",
+        ],
+    )
+    .await;
+    recompute_chain(&store).await;
+    assert_eq!(findings(&store, &anchor).await, vec![Finding::RecordDeleted { seq: 4, idx: 3 }]);
+    sql(&store, &["DELETE FROM log_entries WHERE idx = 3"]).await;
+    assert_eq!(findings(&store, &anchor).await, vec![Finding::LeafMissing { idx: 3 }]);
+    store.close().await;
+
+    // A release record inserted.
+    let (store, anchor) = witnessed_log(&url_of("insert")).await;
+    sql(&store, &[
+        "INSERT INTO audit_log (seq, time_ms, action, actor, key_id, key_version, decision, prev_hash, hash) \
+         VALUES (8, 1, 'release', 'guest', 'k', 1, 'allow', '', '')",
+    ])
+    .await;
+    recompute_chain(&store).await;
+    assert_eq!(findings(&store, &anchor).await, vec![Finding::RecordInserted { seq: 8 }]);
+    store.close().await;
+
+    // Two records swapped.
+    let (store, anchor) = witnessed_log(&url_of("reorder")).await;
+    sql(
+        &store,
+        &[
+            "UPDATE audit_log SET seq = -3 WHERE seq = 3",
+            "UPDATE audit_log SET seq = 3 WHERE seq = 5",
+            "UPDATE audit_log SET seq = 5 WHERE seq = -3",
+        ],
+    )
+    .await;
+    recompute_chain(&store).await;
+    assert_eq!(
+        findings(&store, &anchor).await,
+        vec![
+            Finding::RecordsReordered { seq: 3, idx: 4, logged_as: 5 },
+            Finding::RecordsReordered { seq: 5, idx: 2, logged_as: 3 },
+        ]
+    );
+    store.close().await;
+
+    // A leaf rewritten with its record, by someone who also holds the log key and re-signs:
+    // the database agrees with itself, not with what the witness cosigned.
+    let (store, anchor) = witnessed_log(&url_of("rewrite")).await;
+    let (_, _, entry) = {
+        let mut snap = store.audit_snapshot().await.unwrap();
+        let leaves = snap.log_leaves().await.unwrap();
+        snap.read_all().await.unwrap();
+        leaves[2].clone()
+    };
+    let mut e = Entry::decode(&entry).unwrap();
+    e.measurement = Some("ee".repeat(48));
+    let forged = String::from_utf8(e.encode().unwrap()).unwrap();
+    sqlx::query("UPDATE log_entries SET entry = $1 WHERE idx = 2")
+        .bind(&forged)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    sql(&store, &[&format!("UPDATE audit_log SET measurement = '{}' WHERE seq = 3", "ee".repeat(48))]).await;
+    recompute_chain(&store).await;
+    let found = findings(&store, &anchor).await;
+    assert!(found.contains(&Finding::RootMismatch { size: 7 }), "{found:?}");
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampering_is_named_on_sqlite() {
+    let dir = crate::common::scratch("tamper");
+    tampering_is_named(|name| format!("sqlite:{}", dir.join(format!("{name}.db")).display())).await;
 }
