@@ -5,6 +5,7 @@
 //! - [`checkpoint`]: signed checkpoints and their cosignatures.
 //! - [`witness`]: the C2SP witness's checks and durable state.
 //! - [`proof`]: the release proof a client requires.
+//! - [`monitor`]: following the log and flagging what a correct service never logs.
 //!
 //! Formats are the C2SP ones (signed-note, tlog-checkpoint, tlog-tiles, tlog-cosignature v1,
 //! tlog-witness), so any tool that speaks them can audit this log.
@@ -13,6 +14,7 @@ pub mod checkpoint;
 pub mod cosign;
 pub mod entry;
 pub mod keys;
+pub mod monitor;
 pub mod proof;
 pub mod tree;
 pub mod witness;

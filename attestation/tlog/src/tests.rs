@@ -449,3 +449,111 @@ fn a_client_checks_the_release_proof_against_its_requirement() {
     let json = serde_json::to_string(&proof).unwrap();
     assert_eq!(serde_json::from_str::<ReleaseProof>(&json).unwrap(), proof);
 }
+
+fn admin(action: Action, key: &str, version: Option<i64>, policy: Option<&str>) -> Entry {
+    Entry {
+        v: 1,
+        time_ms: 1_700_000_000_000,
+        action,
+        actor: "admin".into(),
+        key_id: Some(key.into()),
+        key_version: version,
+        decision: "allow".into(),
+        reason: None,
+        tee: None,
+        measurement: None,
+        chip_id_hmac: None,
+        policy_sha256: policy.map(str::to_owned),
+        reference_values_sha256: None,
+        release_key_sha256: None,
+        legacy_chain_head: None,
+        reference_measurements: None,
+    }
+}
+
+fn released(key: &str, version: i64, measurement: &str, policy: &str) -> Entry {
+    Entry {
+        actor: "guest".into(),
+        tee: Some("sim".into()),
+        measurement: Some(measurement.into()),
+        release_key_sha256: Some("04".repeat(32)),
+        ..admin(Action::Release, key, Some(version), Some(policy))
+    }
+}
+
+#[test]
+fn the_monitor_flags_what_a_correct_service_never_logs() {
+    use crate::monitor::{Alert, Monitor, split_bundle};
+    let (p1, p2, good, bad) = ("01".repeat(32), "02".repeat(32), "aa".repeat(48), "bb".repeat(48));
+    let import = Entry {
+        reference_measurements: Some(vec![format!("sim:{good}")]),
+        reference_values_sha256: Some("05".repeat(32)),
+        ..admin(Action::ReferenceImport, "k", None, None)
+    };
+    let entries: Vec<Vec<u8>> = [
+        import,
+        admin(Action::KeyCreate, "k", Some(1), Some(&p1)),
+        released("k", 1, &good, &p1), // 2: fine
+        released("k", 1, &bad, &p1),  // 3: unreferenced measurement
+        released("k", 1, &good, &p2), // 4: a policy no admin entry set
+        admin(Action::PolicySet, "k", None, Some(&p2)),
+        released("k", 1, &good, &p2), // 6: fine now
+        admin(Action::KeyRevoke, "k", Some(1), None),
+        released("k", 1, &good, &p2), // 8: under a revoked version
+    ]
+    .iter()
+    .map(|e| e.encode().unwrap())
+    .collect();
+    let mut tree = MemoryTree::new();
+    let mut monitor = Monitor::default();
+    let key = log_signer();
+    // Two steps, as a monitor follows a growing log.
+    let mut alerts = Vec::new();
+    for range in [0..4, 4..9] {
+        for e in &entries[range.clone()] {
+            tree.append(e).unwrap();
+        }
+        let cp = open_checkpoint(&signed(&tree), key.public(), &[]).unwrap();
+        alerts.extend(monitor.update(&cp, &entries[range]).unwrap());
+    }
+    assert_eq!(
+        alerts,
+        vec![
+            Alert::UnreferencedMeasurement {
+                index: 3,
+                key_id: "k".into(),
+                tee: "sim".into(),
+                measurement: bad.clone()
+            },
+            Alert::UnrecordedPolicy { index: 4, key_id: "k".into(), policy: p2.clone() },
+            Alert::RevokedKeyRelease { index: 8, key_id: "k".into(), version: 1 },
+        ]
+    );
+
+    // Its state survives a restart, and then it still refuses a rollback and a fork.
+    let path = std::env::temp_dir().join(format!("nacre-monitor-{}.json", std::process::id()));
+    monitor.save(&path).unwrap();
+    let mut monitor = Monitor::load(&path).unwrap();
+    assert_eq!(monitor.size(), 9);
+    let mut small = MemoryTree::new();
+    for e in &entries[..8] {
+        small.append(e).unwrap();
+    }
+    let rollback = open_checkpoint(&signed(&small), key.public(), &[]).unwrap();
+    assert!(matches!(monitor.update(&rollback, &[]), Err(TlogError::Rollback { old: 9, new: 8 })));
+    small.append(b"{}").unwrap();
+    let fork = open_checkpoint(&signed(&small), key.public(), &[]).unwrap();
+    assert!(matches!(monitor.update(&fork, &[]), Err(TlogError::Fork { size: 9 })));
+    // A grown tree whose entries are not the ones served: refused, state unchanged.
+    tree.append(b"{\"x\":1}").unwrap();
+    let grown = open_checkpoint(&signed(&tree), key.public(), &[]).unwrap();
+    assert!(matches!(monitor.update(&grown, &[b"{\"x\":2}".to_vec()]), Err(TlogError::ConsistencyProof)));
+    assert_eq!(monitor.size(), 9);
+    let _ = std::fs::remove_file(path);
+
+    // Entry bundles split strictly.
+    let bundle = [&[0u8, 2][..], b"{}", &[0, 1], b"x"].concat();
+    assert_eq!(split_bundle(&bundle).unwrap(), vec![b"{}".to_vec(), b"x".to_vec()]);
+    assert!(split_bundle(&bundle[..bundle.len() - 1]).is_err());
+    assert!(split_bundle(&[0]).is_err());
+}

@@ -283,11 +283,16 @@ fn decode_root(b64: &str) -> Result<Hash, String> {
 }
 
 fn persist(path: &Path, state: &State) -> Result<(), String> {
-    let bytes = serde_json::to_vec_pretty(state).map_err(|e| e.to_string())?;
+    persist_bytes(path, &serde_json::to_vec_pretty(state).map_err(|e| e.to_string())?)
+}
+
+/// Writes `bytes` to `path` durably: a synced temporary file renamed over it, the directory
+/// synced.
+pub(crate) fn persist_bytes(path: &Path, bytes: &[u8]) -> Result<(), String> {
     let tmp = path.with_extension("tmp");
     let write = || -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&bytes)?;
+        f.write_all(bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
