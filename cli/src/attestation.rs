@@ -166,6 +166,10 @@ pub enum AuditCmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Follow the service's transparency log: replay it, refuse a rollback or fork, flag
+    /// releases to unreferenced measurements, under revoked keys or unrecorded policies, and
+    /// keep the latest witnessed checkpoint as the anchor for `audit verify --checkpoint`.
+    Monitor(crate::log_monitor::MonitorArgs),
     /// Verify the database (`--config`) against the transparency log and a witnessed
     /// checkpoint kept outside it (`--checkpoint`, e.g. `nacre audit monitor`'s), reading in
     /// one snapshot; or the hash chain of an export (`--file`).
@@ -469,6 +473,7 @@ pub fn audit(cmd: AuditCmd) -> Result<ExitCode> {
             eprintln!("{} records written to {}", records.len(), out.display());
             Ok(ExitCode::SUCCESS)
         }),
+        AuditCmd::Monitor(args) => crate::log_monitor::monitor(args),
         AuditCmd::Verify { file: None, config: Some(config), anchor } => {
             rt.block_on(verify_database(&config, &anchor))
         }

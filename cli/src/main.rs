@@ -8,6 +8,7 @@ mod evidence;
 mod guard;
 mod host;
 mod image;
+mod log_monitor;
 mod monitor;
 mod monitor_eval;
 mod seal;

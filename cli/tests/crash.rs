@@ -150,6 +150,8 @@ struct Received {
     version: u32,
     data_key: [u8; 32],
     nonce_hex: String,
+    /// The release's log leaf as the response gave it: index and entry bytes.
+    leaf: (u64, Vec<u8>),
 }
 
 /// An admin change the service acknowledged.
@@ -247,6 +249,11 @@ async fn release(
         version,
         data_key: *data_key,
         nonce_hex: hex::encode(&challenge.nonce),
+        leaf: response
+            .log
+            .as_ref()
+            .map(|l| (l.index, l.entry.to_vec()))
+            .ok_or_else(|| ClientError::Protocol("a release without its log leaf".into()))?,
     })
 }
 
@@ -306,9 +313,9 @@ fn audit_verify_config(config: &Path, when: &str) -> usize {
     let stdout = String::from_utf8_lossy(&out.stdout);
     stdout
         .trim()
-        .strip_prefix("audit chain OK: ")
-        .and_then(|r| r.strip_suffix(" records"))
-        .and_then(|n| n.parse().ok())
+        .strip_prefix("audit log OK: ")
+        .and_then(|r| r.split_once(" records"))
+        .and_then(|(n, _)| n.parse().ok())
         .unwrap_or_else(|| panic!("unexpected output of nacre audit verify: {stdout}"))
 }
 
@@ -349,6 +356,24 @@ async fn check_database(config: &Path, received: &[Received]) {
         "{} released nonces are not recorded as used after the crash: {lost:?}",
         lost.len()
     );
+    // Every key a client received has its leaf: at the index its response named, with the
+    // bytes it was shown, logging its audit record (`audit verify` rebuilds the tree).
+    for r in received {
+        let row: Option<(i64, String)> = sqlx::query_as("SELECT seq, entry FROM log_entries WHERE idx = $1")
+            .bind(r.leaf.0 as i64)
+            .fetch_optional(&pool)
+            .await
+            .unwrap();
+        let (seq, entry) = row.unwrap_or_else(|| {
+            panic!("a received key's leaf {} is not in the log after the crash", r.leaf.0)
+        });
+        assert_eq!(
+            (seq, entry.into_bytes()),
+            (r.audit_seq, r.leaf.1.clone()),
+            "leaf {} after the crash",
+            r.leaf.0
+        );
+    }
     pool.close().await;
 }
 
@@ -600,7 +625,57 @@ async fn round(round: usize, kill_after: Duration, min_released: usize) -> Strin
         std::fs::read_to_string(&export).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     check_received(&records, &received, round, "in the final export");
     check_received(&records, &after, round, "after the restart");
+
+    // ---- a monitor follows the log; its checkpoint anchors `audit verify` ------------------------
+    let log_key = String::from_utf8(guest_client.log_get("key").await.unwrap()).unwrap();
+    let state = dir.join("monitor");
+    let monitor = [
+        "audit",
+        "monitor",
+        "--url",
+        &url,
+        "--ca",
+        s(&ca),
+        "--log-key",
+        log_key.trim(),
+        "--state",
+        s(&state),
+        "--once",
+    ];
+    let out = nacre(&monitor);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    // These policies pin measurements without imported reference values: flagged, exit 1;
+    // nothing else is (no release under a revoked key or a policy no admin entry set).
+    assert_eq!(out.status.code(), Some(1), "nacre audit monitor:\n{}", text(&out));
+    assert!(stdout.contains("which no imported reference values list"), "{stdout}");
+    assert!(
+        !stdout.contains("revoked")
+            && !stdout.contains("no admin entry set")
+            && !stdout.contains("MISBEHAVED"),
+        "{stdout}"
+    );
+    // A second round resumes from its state: nothing new, nothing flagged.
+    let out = nacre(&monitor);
+    assert_eq!(out.status.code(), Some(0), "nacre audit monitor, second round:\n{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("(0 new), 0 alerts"), "{}", text(&out));
     drop(server);
+    let anchor = state.join("checkpoint");
+    let out = nacre(&[
+        "audit",
+        "verify",
+        "--config",
+        s(&config),
+        "--checkpoint",
+        s(&anchor),
+        "--log-key",
+        log_key.trim(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "nacre audit verify --checkpoint:\n{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("consistent with the witnessed checkpoint"),
+        "{}",
+        text(&out)
+    );
     let total = audit_verify_config(&config, "at the end");
     assert_eq!(total, records.len());
 
