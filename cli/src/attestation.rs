@@ -7,9 +7,10 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use nacre_attestation_client::{Client, ModelRegistration};
+use nacre_attestation_service::audit::Finding;
 use nacre_attestation_service::config::Config;
 use nacre_attestation_service::service::Service;
-use nacre_attestation_service::store::verify_chain;
+use nacre_attestation_service::store::verify_legacy_chain;
 use nacre_protocol::messages::AuditRecord;
 use nacre_sealed::{AwsLcGcm, FileRange, KeyFile};
 
@@ -170,14 +171,21 @@ pub enum AuditCmd {
     /// releases to unreferenced measurements, under revoked keys or unrecorded policies, and
     /// keep the latest witnessed checkpoint as the anchor for `audit verify --checkpoint`.
     Monitor(crate::log_monitor::MonitorArgs),
-    /// Verify the database (`--config`) against the transparency log and a witnessed
-    /// checkpoint kept outside it (`--checkpoint`, e.g. `nacre audit monitor`'s), reading in
-    /// one snapshot; or the hash chain of an export (`--file`).
+    /// Verify the database (`--config`, read in one snapshot), or an export (`--file`, with the
+    /// service's public log: `--url`, `--ca`, `--log-key`), against the transparency log and a
+    /// witnessed checkpoint kept outside the database (`--checkpoint`, e.g. `nacre audit
+    /// monitor`'s). Records from before the log are checked by their hash chain.
     Verify {
-        #[arg(long, conflicts_with_all = ["config", "checkpoint"])]
+        #[arg(long, conflicts_with = "config", requires_all = ["url", "ca", "log_key"])]
         file: Option<PathBuf>,
         #[arg(long)]
         config: Option<PathBuf>,
+        /// With --file: the service whose public log the export is checked against.
+        #[arg(long, requires = "file")]
+        url: Option<String>,
+        /// With --file: the service's CA certificate (PEM).
+        #[arg(long, requires = "file")]
+        ca: Option<PathBuf>,
         #[command(flatten)]
         anchor: Anchor,
     },
@@ -201,6 +209,28 @@ pub struct Anchor {
 }
 
 impl Anchor {
+    /// The `--checkpoint` anchor, its log signature and `k` cosignatures verified: None when
+    /// none was given (with a warning), `Err` (inner) when it does not verify.
+    fn load(
+        &self,
+        log: &nacre_tlog::NoteKey,
+        witnesses: &[nacre_tlog::NoteKey],
+        k: usize,
+    ) -> Result<Result<Option<nacre_tlog::OpenedCheckpoint>, String>> {
+        let Some(path) = &self.checkpoint else {
+            eprintln!(
+                "warning: no witnessed checkpoint (--checkpoint): records and leaves are checked against \
+                 each other, but a deleted tail cannot be detected"
+            );
+            return Ok(Ok(None));
+        };
+        let bytes = std::fs::read(path).with_context(|| path.display().to_string())?;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+        Ok(nacre_tlog::open_checkpoint(&bytes, log, witnesses)
+            .and_then(|c| c.require_cosigners(k, now, 300).map(|()| Some(c)))
+            .map_err(|e| format!("the checkpoint {}: {e}", path.display())))
+    }
+
     fn keys(
         &self,
         default_log: &nacre_tlog::NoteKey,
@@ -399,39 +429,25 @@ async fn verify_database(config: &Path, anchor: &Anchor) -> Result<ExitCode> {
     let mut snapshot = store.audit_snapshot().await?;
     let leaves = snapshot.log_leaves().await?;
     let stored = snapshot.log_checkpoint().await?;
-    let (records, _) = snapshot.read_all().await?;
+    let (records, head) = snapshot.read_all().await?;
     store.close().await;
 
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
-    let anchor = match &anchor.checkpoint {
-        Some(path) => {
-            let bytes = std::fs::read(path).with_context(|| path.display().to_string())?;
-            let opened = nacre_tlog::open_checkpoint(&bytes, &log_key, &witnesses)
-                .and_then(|c| c.require_cosigners(k, now, 300).map(|()| c));
-            match opened {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    println!("audit log BROKEN: the checkpoint {}: {e}", path.display());
-                    return Ok(ExitCode::from(1));
-                }
-            }
-        }
-        None => {
-            eprintln!(
-                "warning: no witnessed checkpoint (--checkpoint): records and leaves are checked against \
-                 each other, but a deleted tail cannot be detected"
-            );
-            None
+    let anchor = match anchor.load(&log_key, &witnesses, k)? {
+        Ok(a) => a,
+        Err(e) => {
+            println!("audit log BROKEN: {e}");
+            return Ok(ExitCode::from(1));
         }
     };
     let (stored, mut findings) =
         match stored.map(|(_, note)| nacre_tlog::open_checkpoint(&note, &log_key, &witnesses)) {
             Some(Ok(c)) => (Some(c), Vec::new()),
-            Some(Err(e)) => {
-                (None, vec![nacre_attestation_service::audit::Finding::StoredCheckpoint(e.to_string())])
-            }
+            Some(Err(e)) => (None, vec![Finding::StoredCheckpoint(e.to_string())]),
             None => (None, Vec::new()),
         };
+    if let Err(e) = verify_legacy_chain(&records, Some((head.0, &head.1))) {
+        findings.push(Finding::LegacyChain(e.to_string()));
+    }
     let mut report = nacre_attestation_service::audit::audit_log(
         &keys,
         &records,
@@ -440,7 +456,41 @@ async fn verify_database(config: &Path, anchor: &Anchor) -> Result<ExitCode> {
         stored.as_ref(),
     );
     findings.append(&mut report.findings);
-    if findings.is_empty() {
+    report.findings = findings;
+    Ok(print_audit(&report))
+}
+
+/// `nacre audit verify --file`: an export against the service's public log.
+async fn verify_export(file: &Path, url: &str, ca: &Path, anchor: &Anchor) -> Result<ExitCode> {
+    let text = std::fs::read_to_string(file).with_context(|| file.display().to_string())?;
+    let records = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| serde_json::from_str::<AuditRecord>(l).with_context(|| format!("line {}", i + 1)))
+        .collect::<Result<Vec<_>>>()?;
+    let log_key = nacre_tlog::NoteKey::parse(anchor.log_key.as_deref().unwrap_or_default().trim())?;
+    let (log_key, witnesses, k) = anchor.keys(&log_key)?;
+    let client = Client::new(url, &std::fs::read(ca).with_context(|| ca.display().to_string())?)?;
+    let note = client.log_get("checkpoint").await?;
+    let latest = nacre_tlog::open_checkpoint(&note, &log_key, &witnesses).context("the log's checkpoint")?;
+    let entries = crate::log_monitor::entries(&client, 0, latest.size()).await?;
+    let anchor = match anchor.load(&log_key, &witnesses, k)? {
+        Ok(a) => a,
+        Err(e) => {
+            println!("audit log BROKEN: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let mut report =
+        nacre_attestation_service::audit::audit_export(&records, &entries, &latest, anchor.as_ref());
+    if let Err(e) = verify_legacy_chain(&records, None) {
+        report.findings.insert(0, Finding::LegacyChain(e.to_string()));
+    }
+    Ok(print_audit(&report))
+}
+
+fn print_audit(report: &nacre_attestation_service::audit::LogAudit) -> ExitCode {
+    if report.findings.is_empty() {
         let against = match &report.anchor {
             Some((size, by)) => format!(
                 ", consistent with the witnessed checkpoint of {size} leaves (cosigned by {})",
@@ -449,13 +499,13 @@ async fn verify_database(config: &Path, anchor: &Anchor) -> Result<ExitCode> {
             None => String::new(),
         };
         println!("audit log OK: {} records, {} leaves{against}", report.records, report.leaves);
-        Ok(ExitCode::SUCCESS)
+        ExitCode::SUCCESS
     } else {
-        println!("audit log BROKEN: {} findings", findings.len());
-        for f in &findings {
+        println!("audit log BROKEN: {} findings", report.findings.len());
+        for f in &report.findings {
             println!("  {f}");
         }
-        Ok(ExitCode::from(1))
+        ExitCode::from(1)
     }
 }
 
@@ -474,43 +524,12 @@ pub fn audit(cmd: AuditCmd) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }),
         AuditCmd::Monitor(args) => crate::log_monitor::monitor(args),
-        AuditCmd::Verify { file: None, config: Some(config), anchor } => {
+        AuditCmd::Verify { file: None, config: Some(config), anchor, .. } => {
             rt.block_on(verify_database(&config, &anchor))
         }
-        AuditCmd::Verify { file, config, .. } => {
-            let (records, head) = match (file, config) {
-                (Some(file), None) => {
-                    let text = std::fs::read_to_string(&file)?;
-                    let records = text
-                        .lines()
-                        .enumerate()
-                        .map(|(i, l)| {
-                            serde_json::from_str::<AuditRecord>(l).with_context(|| format!("line {}", i + 1))
-                        })
-                        .collect::<Result<Vec<_>>>()?;
-                    (records, None)
-                }
-                (None, Some(config)) => rt.block_on(async {
-                    let config = Config::load(&config)?;
-                    let store = nacre_attestation_service::service::open_store(&config, 2).await?;
-                    // Records and head from one snapshot: a release committed between two
-                    // separate reads would look like records cut off the end.
-                    let (all, head) = store.audit_snapshot().await?.read_all().await?;
-                    store.close().await;
-                    Ok::<_, anyhow::Error>((all, Some(head)))
-                })?,
-                _ => bail!("give --file or --config"),
-            };
-            match verify_chain(&records, head.as_ref().map(|(s, h)| (*s, h.as_str()))) {
-                Ok(n) => {
-                    println!("audit chain OK: {n} records");
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(e) => {
-                    println!("audit chain BROKEN: {e}");
-                    Ok(ExitCode::from(1))
-                }
-            }
+        AuditCmd::Verify { file: Some(file), config: None, url: Some(url), ca: Some(ca), anchor } => {
+            rt.block_on(verify_export(&file, &url, &ca, &anchor))
         }
+        AuditCmd::Verify { .. } => bail!("give --config, or --file with --url, --ca and --log-key"),
     }
 }

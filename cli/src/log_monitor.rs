@@ -109,7 +109,7 @@ async fn round(client: &Client, keys: &Keys, dir: &std::path::Path) -> Result<us
 }
 
 /// Entries `from..to`, from the entry bundles that cover them.
-async fn entries(client: &Client, from: u64, to: u64) -> Result<Vec<Vec<u8>>> {
+pub(crate) async fn entries(client: &Client, from: u64, to: u64) -> Result<Vec<Vec<u8>>> {
     let mut out = Vec::new();
     for tile in nacre_tlog::tree::tiles_at_level(to, 0) {
         let start = tile.index() << nacre_tlog::tree::TILE_HEIGHT;

@@ -619,7 +619,19 @@ async fn round(round: usize, kill_after: Duration, min_released: usize) -> Strin
         s(&export),
     ]);
     assert!(out.status.success(), "nacre audit export:\n{}", text(&out));
-    let out = nacre(&["audit", "verify", "--file", s(&export)]);
+    let log_key = String::from_utf8(guest_client.log_get("key").await.unwrap()).unwrap();
+    let out = nacre(&[
+        "audit",
+        "verify",
+        "--file",
+        s(&export),
+        "--url",
+        &url,
+        "--ca",
+        s(&ca),
+        "--log-key",
+        log_key.trim(),
+    ]);
     assert_eq!(out.status.code(), Some(0), "nacre audit verify --file after the restart:\n{}", text(&out));
     let records: Vec<AuditRecord> =
         std::fs::read_to_string(&export).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
@@ -627,7 +639,6 @@ async fn round(round: usize, kill_after: Duration, min_released: usize) -> Strin
     check_received(&records, &after, round, "after the restart");
 
     // ---- a monitor follows the log; its checkpoint anchors `audit verify` ------------------------
-    let log_key = String::from_utf8(guest_client.log_get("key").await.unwrap()).unwrap();
     let state = dir.join("monitor");
     let monitor = [
         "audit",

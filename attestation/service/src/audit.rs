@@ -12,7 +12,7 @@ use nacre_protocol::messages::AuditRecord;
 use nacre_tlog::tree::HashStore as _;
 use nacre_tlog::{Entry, MemoryTree, OpenedCheckpoint};
 
-use crate::store::LogKeys;
+use crate::store::{LogKeys, disagreement};
 
 /// One thing wrong, named.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -39,6 +39,10 @@ pub enum Finding {
     RecordsReordered { seq: i64, idx: u64, logged_as: i64 },
     #[error("the database's latest checkpoint: {0}")]
     StoredCheckpoint(String),
+    #[error("leaf {idx} logs a record the export lacks (deleted)")]
+    LeafUnmatched { idx: u64 },
+    #[error("the records from before the log: {0}")]
+    LegacyChain(String),
 }
 
 /// What was checked, and what was found.
@@ -174,6 +178,85 @@ pub fn audit_log(
     deleted.sort_unstable();
     findings.extend(deleted.into_iter().map(|(seq, idx)| Finding::RecordDeleted { seq, idx }));
 
+    LogAudit {
+        records: records.len(),
+        leaves: have,
+        anchor: anchor.map(|a| (a.size(), a.cosigned().keys().cloned().collect())),
+        findings,
+    }
+}
+
+/// Checks an export (records, in order) against the public log: `entries`, every leaf of the
+/// tree `latest` names (its signatures verified by the caller), and `anchor` as in
+/// [`audit_log`]. Without the seq on public leaves, records and leaves are paired in order;
+/// a deleted, inserted or swapped record shows as a step out of that pairing.
+pub fn audit_export(
+    records: &[AuditRecord],
+    entries: &[Vec<u8>],
+    latest: &OpenedCheckpoint,
+    anchor: Option<&OpenedCheckpoint>,
+) -> LogAudit {
+    let mut findings = Vec::new();
+    let mut tree = MemoryTree::default();
+    let mut decoded = Vec::with_capacity(entries.len());
+    for (idx, bytes) in entries.iter().enumerate() {
+        if let Err(e) = tree.append(bytes) {
+            findings.push(Finding::LeafUnreadable { idx: idx as u64, why: e.to_string() });
+        }
+        match Entry::decode(bytes) {
+            Ok(e) => decoded.push(e),
+            Err(e) => findings.push(Finding::LeafUnreadable { idx: idx as u64, why: e.to_string() }),
+        }
+    }
+    let have = tree.size();
+    let root_at = |size: u64| (size <= have).then(|| nacre_tlog::tree::root(&tree, size).ok()).flatten();
+    if latest.size() != have || root_at(have) != Some(latest.root()) {
+        findings.push(Finding::StoredCheckpoint(format!(
+            "the served entries do not hash to the log's checkpoint of {} leaves",
+            latest.size()
+        )));
+    }
+    if let Some(a) = anchor {
+        if have < a.size() {
+            findings.push(Finding::TailDeleted { have, witnessed: a.size() });
+        } else if root_at(a.size()) != Some(a.root()) {
+            findings.push(Finding::RootMismatch { size: a.size() });
+        }
+    }
+    if decoded.len() == entries.len() {
+        // Records of the log's era: all of them, or from the migration's record on.
+        let start = records.iter().position(|r| r.action == "chain_migrated").unwrap_or(0);
+        let logged: Vec<&AuditRecord> = records[start..].iter().filter(|r| LogKeys::logs(r)).collect();
+        let agree = |r: &AuditRecord, e: &Entry| disagreement(None, r, e).is_none();
+        let (mut i, mut k) = (0, 0);
+        while i < logged.len() && k < decoded.len() {
+            let (r, e) = (logged[i], &decoded[k]);
+            if agree(r, e) {
+                (i, k) = (i + 1, k + 1);
+            } else if logged.get(i + 1).is_some_and(|n| agree(n, e))
+                && decoded.get(k + 1).is_some_and(|n| agree(r, n))
+            {
+                findings.push(Finding::RecordsReordered {
+                    seq: r.seq,
+                    idx: k as u64 + 1,
+                    logged_as: logged[i + 1].seq,
+                });
+                (i, k) = (i + 2, k + 2);
+            } else if decoded.get(k + 1).is_some_and(|n| agree(r, n)) {
+                findings.push(Finding::LeafUnmatched { idx: k as u64 });
+                k += 1;
+            } else if logged.get(i + 1).is_some_and(|n| agree(n, e)) {
+                findings.push(Finding::RecordInserted { seq: r.seq });
+                i += 1;
+            } else {
+                let field = disagreement(None, r, e).unwrap_or("content");
+                findings.push(Finding::RecordEdited { seq: r.seq, idx: k as u64, field });
+                (i, k) = (i + 1, k + 1);
+            }
+        }
+        findings.extend((k..decoded.len()).map(|idx| Finding::LeafUnmatched { idx: idx as u64 }));
+        findings.extend(logged[i..].iter().map(|r| Finding::RecordInserted { seq: r.seq }));
+    }
     LogAudit {
         records: records.len(),
         leaves: have,

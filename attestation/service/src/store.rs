@@ -18,7 +18,7 @@ use sqlx::{Any, AnyPool, Row, Transaction};
 mod batch;
 mod log;
 
-pub use log::{Leaf, LogKeys};
+pub use log::{Leaf, LogKeys, disagreement};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -322,17 +322,17 @@ impl Store {
         Ok(WriteTx { tx, head, log_size, _guard: guard })
     }
 
-    /// Appends `entry` at `seq` after `prev_hash`, and its log leaf after `log_size` leaves,
-    /// inside the caller's transaction.
+    /// Appends `entry` at `seq`, and its log leaf after `log_size` leaves, inside the caller's
+    /// transaction. (The head's hash is the pre-log chain's, frozen: the log replaced it.)
     async fn append(
         &self,
         tx: &mut Transaction<'static, Any>,
-        ((seq, prev_hash), log_size): ((i64, String), u64),
+        ((seq, _), log_size): ((i64, String), u64),
         entry: AuditEntry,
     ) -> Result<AuditRecord, StoreError> {
         let leaf = self.log.entry_of(&entry).map(|e| vec![(seq, e)]).unwrap_or_default();
         log::append(tx, &self.log, log_size, leaf, entry.time_ms).await?;
-        let rec = chain_record(entry, seq, prev_hash);
+        let rec = new_record(entry, seq);
         sqlx::query(
             "INSERT INTO audit_log (seq, time_ms, action, actor, key_id, key_version, decision, reason, \
              tee, measurement, chip_id, source, prev_hash, hash) \
@@ -354,10 +354,6 @@ impl Store {
         .bind(rec.hash.clone())
         .execute(&mut **tx)
         .await?;
-        sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1")
-            .bind(rec.hash.clone())
-            .execute(&mut **tx)
-            .await?;
         Ok(rec)
     }
 
@@ -1025,15 +1021,16 @@ async fn audit_page_in(
     rows.iter().map(audit_record).collect()
 }
 
-/// `entry` as the record at `seq` after `prev_hash`, hashed.
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-fn chain_record(entry: AuditEntry, seq: i64, prev_hash: String) -> AuditRecord {
-    let mut rec = AuditRecord {
+/// `entry` as the record at `seq`. Records are no longer hash-chained: the transparency log
+/// commits to them (their `prev_hash` and `hash` are empty; only pre-log records carry them).
+fn new_record(entry: AuditEntry, seq: i64) -> AuditRecord {
+    AuditRecord {
         seq,
         time_ms: entry.time_ms,
         action: entry.action.to_owned(),
@@ -1046,11 +1043,9 @@ fn chain_record(entry: AuditEntry, seq: i64, prev_hash: String) -> AuditRecord {
         measurement: entry.measurement,
         chip_id: entry.chip_id,
         source: entry.source,
-        prev_hash,
+        prev_hash: String::new(),
         hash: String::new(),
-    };
-    rec.hash = rec.compute_hash();
-    rec
+    }
 }
 
 async fn live_key(tx: &mut Transaction<'static, Any>, key_id: &str) -> Result<KeyRow, StoreError> {
@@ -1219,22 +1214,33 @@ pub enum ChainBreak {
     HeadMismatch,
 }
 
-/// Verifies a complete chain from the first record; with `head`, also that nothing was cut
-/// off the end.
-pub fn verify_chain(records: &[AuditRecord], head: Option<(i64, &str)>) -> Result<usize, ChainBreak> {
+/// Verifies the hash chain of the records written before the transparency log: a chained
+/// prefix from the first record, then only unchained records (the log covers those); every seq
+/// in order. With `head`, also that the chain's end is the head's (frozen) hash and the last
+/// seq the head's. Returns how many records are chained.
+pub fn verify_legacy_chain(records: &[AuditRecord], head: Option<(i64, &str)>) -> Result<usize, ChainBreak> {
     let mut prev = GENESIS_HASH.to_owned();
+    let mut chained = 0;
     for (i, r) in records.iter().enumerate() {
         let expected = i as i64 + 1;
-        if r.compute_hash() != r.hash {
-            return Err(ChainBreak::Edited { seq: r.seq });
-        }
         if r.seq != expected {
             return Err(ChainBreak::Sequence { seq: r.seq, expected });
+        }
+        if r.hash.is_empty() && r.prev_hash.is_empty() {
+            continue;
+        }
+        if chained != i {
+            // A chained record after an unchained one: written into the log's era by hand.
+            return Err(ChainBreak::Link { seq: r.seq });
+        }
+        if r.compute_hash() != r.hash {
+            return Err(ChainBreak::Edited { seq: r.seq });
         }
         if r.prev_hash != prev {
             return Err(ChainBreak::Link { seq: r.seq });
         }
         prev = r.hash.clone();
+        chained += 1;
     }
     if let Some((head_seq, head_hash)) = head {
         let last = records.len() as i64;
@@ -1245,5 +1251,5 @@ pub fn verify_chain(records: &[AuditRecord], head: Option<(i64, &str)>) -> Resul
             return Err(ChainBreak::HeadMismatch);
         }
     }
-    Ok(records.len())
+    Ok(chained)
 }

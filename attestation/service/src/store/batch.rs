@@ -49,7 +49,7 @@ use nacre_protocol::messages::AuditRecord;
 use sqlx::{AnyConnection, Row};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{AuditEntry, Committed, Store, StoreError, chain_record, document_digest};
+use super::{AuditEntry, Committed, Store, StoreError, document_digest, new_record};
 
 /// The most items (releases and denials) one transaction commits.
 pub(super) const MAX_BATCH: usize = 256;
@@ -227,9 +227,9 @@ async fn commit(
     }
 
     // Nonces; then the audit records of the denials and of the releases whose nonce was new,
-    // chained in queue order. The first item in the queue with a nonce takes it.
+    // in queue order. The first item in the queue with a nonce takes it.
     let mut fresh = insert_nonces(conn, checked.iter().filter_map(|&i| items[i].nonce())).await?;
-    let (mut seq, mut prev_hash) = w.head.clone();
+    let mut seq = w.head.0;
     let mut records = Vec::with_capacity(checked.len());
     let mut leaves = Vec::with_capacity(checked.len());
     for i in checked {
@@ -242,8 +242,8 @@ async fn commit(
         if let Some(entry) = store.log.entry_of(&audit) {
             leaves.push((seq, entry));
         }
-        let record = chain_record(audit, seq, prev_hash);
-        (seq, prev_hash) = (seq + 1, record.hash.clone());
+        let record = new_record(audit, seq);
+        seq += 1;
         records.push((i, record));
     }
 
@@ -260,11 +260,7 @@ async fn commit(
                 log_of.insert(record.seq, leaf);
             }
         }
-        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
-            .bind(seq - 1)
-            .bind(prev_hash)
-            .execute(&mut *conn)
-            .await?;
+        sqlx::query("UPDATE audit_head SET seq = $1 WHERE id = 1").bind(seq - 1).execute(&mut *conn).await?;
         w.tx.commit().await?;
     }
     for (i, record) in records {
@@ -415,7 +411,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
     use super::*;
-    use crate::store::verify_chain;
+    use crate::store::verify_legacy_chain;
 
     fn release(nonce: &str, key_id: &str, version: u32, references: &[(&str, [u8; 32])]) -> Item {
         Item::Release(Release {
@@ -606,7 +602,7 @@ mod tests {
             ]
         );
         let head = store.audit_head().await.unwrap();
-        assert_eq!(verify_chain(&records, Some((head.0, &head.1))), Ok(records.len()));
+        assert_eq!(verify_legacy_chain(&records, Some((head.0, &head.1))), Ok(0));
 
         // Nothing to release: rolled back, the head does not move; the refused nonces are unused.
         let outcomes =
@@ -626,7 +622,7 @@ mod tests {
         assert!(outcomes.iter().all(|o| matches!(o, Err(StoreError::NonceReplayed))), "{outcomes:?}");
         let head = store.audit_head().await.unwrap();
         let records = store.audit_page(0, 1000).await.unwrap();
-        assert_eq!(verify_chain(&records, Some((head.0, &head.1))), Ok(records.len()));
+        assert_eq!(verify_legacy_chain(&records, Some((head.0, &head.1))), Ok(0));
         assert_eq!(records.last().unwrap().actor, "deny-z");
 
         // Through the writer's queue, as the service calls it.

@@ -118,22 +118,37 @@ impl LogKeys {
         record: &nacre_protocol::messages::AuditRecord,
         entry: &Entry,
     ) -> Option<&'static str> {
-        let allow = record.decision == "allow";
-        let checks: [(&'static str, bool); 10] = [
-            ("time", entry.time_ms == record.time_ms),
-            ("action", entry.action.as_str() == record.action),
-            ("actor", entry.actor == truncated(&record.actor, 128)),
-            ("key id", entry.key_id == record.key_id.as_deref().map(|k| truncated(k, 128))),
-            ("key version", entry.key_version == record.key_version),
-            ("decision", entry.decision == record.decision),
-            ("reason", entry.reason == record.reason.as_deref().map(|r| public_reason(allow, r))),
-            ("tee", entry.tee == record.tee.as_deref().map(|t| truncated(t, 16))),
-            ("measurement", entry.measurement == record.measurement),
-            ("chip id", entry.chip_id_hmac == record.chip_id.as_deref().map(|c| self.chip_hmac(c))),
-        ];
-        checks.into_iter().find(|(_, ok)| !ok).map(|(field, _)| field)
+        disagreement(Some(self), record, entry)
     }
+}
 
+/// [`LogKeys::disagreement`]; without the log's keys (an auditor holding an export and the
+/// public log) the chip id, which the log keeps only as a keyed hash, is not compared.
+pub fn disagreement(
+    keys: Option<&LogKeys>,
+    record: &nacre_protocol::messages::AuditRecord,
+    entry: &Entry,
+) -> Option<&'static str> {
+    let allow = record.decision == "allow";
+    let checks: [(&'static str, bool); 10] = [
+        ("time", entry.time_ms == record.time_ms),
+        ("action", entry.action.as_str() == record.action),
+        ("actor", entry.actor == truncated(&record.actor, 128)),
+        ("key id", entry.key_id == record.key_id.as_deref().map(|k| truncated(k, 128))),
+        ("key version", entry.key_version == record.key_version),
+        ("decision", entry.decision == record.decision),
+        ("reason", entry.reason == record.reason.as_deref().map(|r| public_reason(allow, r))),
+        ("tee", entry.tee == record.tee.as_deref().map(|t| truncated(t, 16))),
+        ("measurement", entry.measurement == record.measurement),
+        (
+            "chip id",
+            keys.is_none_or(|k| entry.chip_id_hmac == record.chip_id.as_deref().map(|c| k.chip_hmac(c))),
+        ),
+    ];
+    checks.into_iter().find(|(_, ok)| !ok).map(|(field, _)| field)
+}
+
+impl LogKeys {
     /// Whether `entry` logs `record`: every field it keeps agrees (the seq is not among them).
     pub fn agrees(&self, record: &nacre_protocol::messages::AuditRecord, entry: &Entry) -> bool {
         self.disagreement(record, entry).is_none()

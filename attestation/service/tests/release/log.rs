@@ -384,39 +384,53 @@ async fn sql(store: &Store, statements: &[&str]) {
     }
 }
 
-/// Rewrites the hash chain from the first record on, as someone with write access would after
-/// an edit: the chain alone then verifies.
-async fn recompute_chain(store: &Store) {
-    let mut prev = nacre_protocol::messages::GENESIS_HASH.to_owned();
+/// Points the head at the last record, as someone with write access would after a change:
+/// sequence numbers then run on, with no hash chain to betray it.
+async fn reset_head(store: &Store) {
     let records = store.audit_page(0, 1000).await.unwrap();
-    for mut r in records {
-        r.prev_hash = prev.clone();
-        r.hash = r.compute_hash();
-        sqlx::query("UPDATE audit_log SET prev_hash = $1, hash = $2 WHERE seq = $3")
-            .bind(&r.prev_hash)
-            .bind(&r.hash)
-            .bind(r.seq)
-            .execute(store.pool())
-            .await
-            .unwrap();
-        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
-            .bind(r.seq)
-            .bind(&r.hash)
-            .execute(store.pool())
-            .await
-            .unwrap();
-        prev = r.hash;
-    }
+    sqlx::query("UPDATE audit_head SET seq = $1 WHERE id = 1")
+        .bind(records.last().unwrap().seq)
+        .execute(store.pool())
+        .await
+        .unwrap();
     let (records, head) = store.audit_snapshot().await.unwrap().read_all().await.unwrap();
-    nacre_attestation_service::store::verify_chain(&records, Some((head.0, &head.1))).unwrap();
+    nacre_attestation_service::store::verify_legacy_chain(&records, Some((head.0, &head.1))).unwrap();
 }
 
 /// Issue 20: tampering by someone who can write the database is found against the witnessed
-/// checkpoint, and named — even with the hash chain recomputed to hide it.
+/// checkpoint, and named.
 pub async fn tampering_is_named(url_of: impl Fn(&str) -> String) {
     // Untouched: nothing to report.
     let (store, anchor) = witnessed_log(&url_of("clean")).await;
     assert_eq!(findings(&store, &anchor).await, vec![]);
+
+    // An export (records, no seq on the public leaves) against the public log.
+    let records = store.audit_page(0, 1000).await.unwrap();
+    let mut snap = store.audit_snapshot().await.unwrap();
+    let entries: Vec<Vec<u8>> = snap.log_leaves().await.unwrap().into_iter().map(|(_, _, e)| e).collect();
+    let (_, note) = snap.log_checkpoint().await.unwrap().unwrap();
+    snap.read_all().await.unwrap();
+    let latest = open_checkpoint(&note, store.log_key(), &[]).unwrap();
+    let witnessed = open_checkpoint(&anchor, store.log_key(), &[]).unwrap();
+    let export = |records: &[nacre_protocol::messages::AuditRecord]| {
+        nacre_attestation_service::audit::audit_export(records, &entries, &latest, Some(&witnessed)).findings
+    };
+    assert_eq!(export(&records), vec![]);
+    let mut edited = records.clone();
+    edited[2].measurement = Some("ee".repeat(48));
+    assert_eq!(export(&edited), vec![Finding::RecordEdited { seq: 3, idx: 2, field: "measurement" }]);
+    let mut deleted = records.clone();
+    deleted.remove(3);
+    assert_eq!(export(&deleted), vec![Finding::LeafUnmatched { idx: 3 }]);
+    assert_eq!(export(&records[..6]), vec![Finding::LeafUnmatched { idx: 6 }]);
+    let mut swapped = records.clone();
+    swapped.swap(2, 3);
+    assert_eq!(export(&swapped), vec![Finding::RecordsReordered { seq: 4, idx: 3, logged_as: 3 }]);
+    let mut inserted = records.clone();
+    let mut fake = records[2].clone();
+    fake.measurement = Some("dd".repeat(48));
+    inserted.insert(3, fake);
+    assert_eq!(export(&inserted), vec![Finding::RecordInserted { seq: 3 }]);
     store.close().await;
 
     // The tail deleted, the head reset: records 6 and 7, their leaves, hashes and checkpoints.
@@ -433,14 +447,14 @@ pub async fn tampering_is_named(url_of: impl Fn(&str) -> String) {
         ],
     )
     .await;
-    recompute_chain(&store).await;
+    reset_head(&store).await;
     assert_eq!(findings(&store, &anchor).await, vec![Finding::TailDeleted { have: 5, witnessed: 7 }]);
     store.close().await;
 
     // A record edited, every later hash recomputed.
     let (store, anchor) = witnessed_log(&url_of("edit")).await;
     sql(&store, &[&format!("UPDATE audit_log SET measurement = '{}' WHERE seq = 3", "ee".repeat(48))]).await;
-    recompute_chain(&store).await;
+    reset_head(&store).await;
     assert_eq!(
         findings(&store, &anchor).await,
         vec![Finding::RecordEdited { seq: 3, idx: 2, field: "measurement" }]
@@ -458,7 +472,7 @@ pub async fn tampering_is_named(url_of: impl Fn(&str) -> String) {
         ],
     )
     .await;
-    recompute_chain(&store).await;
+    reset_head(&store).await;
     assert_eq!(findings(&store, &anchor).await, vec![Finding::RecordDeleted { seq: 4, idx: 3 }]);
     sql(&store, &["DELETE FROM log_entries WHERE idx = 3"]).await;
     assert_eq!(findings(&store, &anchor).await, vec![Finding::LeafMissing { idx: 3 }]);
@@ -471,7 +485,7 @@ pub async fn tampering_is_named(url_of: impl Fn(&str) -> String) {
          VALUES (8, 1, 'release', 'guest', 'k', 1, 'allow', '', '')",
     ])
     .await;
-    recompute_chain(&store).await;
+    reset_head(&store).await;
     assert_eq!(findings(&store, &anchor).await, vec![Finding::RecordInserted { seq: 8 }]);
     store.close().await;
 
@@ -486,7 +500,7 @@ pub async fn tampering_is_named(url_of: impl Fn(&str) -> String) {
         ],
     )
     .await;
-    recompute_chain(&store).await;
+    reset_head(&store).await;
     assert_eq!(
         findings(&store, &anchor).await,
         vec![
@@ -514,7 +528,7 @@ pub async fn tampering_is_named(url_of: impl Fn(&str) -> String) {
         .await
         .unwrap();
     sql(&store, &[&format!("UPDATE audit_log SET measurement = '{}' WHERE seq = 3", "ee".repeat(48))]).await;
-    recompute_chain(&store).await;
+    reset_head(&store).await;
     let found = findings(&store, &anchor).await;
     assert!(found.contains(&Finding::RootMismatch { size: 7 }), "{found:?}");
     store.close().await;
