@@ -102,6 +102,7 @@ TDX_RTMR0=${NACRE_TDX_RTMR0:-$(printf '5a%.0s' $(seq 48))}
 mkdir -p "$WORK/logs"
 service_pid=""
 agent_pid=""
+witness_pid=""
 VM=fraud
 cleanup() {
     local rc=$?
@@ -120,10 +121,12 @@ cleanup() {
     if [ -n "$qpid" ] && kill -0 "$qpid" 2>/dev/null && grep -q "nacre-$VM" "/proc/$qpid/cmdline" 2>/dev/null; then
         kill -KILL "$qpid" 2>/dev/null
     fi
-    if [ -n "$service_pid" ] && kill -0 "$service_pid" 2>/dev/null; then
-        kill -TERM "$service_pid" 2>/dev/null
-        wait "$service_pid" 2>/dev/null
-    fi
+    for pid in "$service_pid" "$witness_pid"; do
+        if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+            kill -TERM "$pid" 2>/dev/null
+            wait "$pid" 2>/dev/null
+        fi
+    done
     timings
     if [ "$rc" -eq 130 ] || [ "$rc" -eq 143 ]; then
         echo
@@ -148,10 +151,10 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# Two free loopback ports: the attestation service and the enclave's forwarded serving port.
-read -r SVC_PORT SERVE_PORT < <("$NACRE_PYTHON" -c '
+# Free loopback ports: the attestation service, the enclave's forwarded serving port, the witness.
+read -r SVC_PORT SERVE_PORT WITNESS_PORT < <("$NACRE_PYTHON" -c '
 import socket
-s = [socket.socket() for _ in range(2)]
+s = [socket.socket() for _ in range(3)]
 for x in s: x.bind(("127.0.0.1", 0))
 print(*[x.getsockname()[1] for x in s])')
 SVC_URL=https://127.0.0.1:$SVC_PORT
@@ -211,6 +214,17 @@ SIGNER=$("$NACRE" image keygen --out "$WORK/image-signing.key")
     echo "trusted_image_signers = [\"$SIGNER\"]"
     cat "$WORK/svc/config.toml"
 } >"$WORK/svc/config.new" && mv "$WORK/svc/config.new" "$WORK/svc/config.toml"
+# The key-release transparency log (docs/transparency-log.md): its key, and an independent
+# witness (in production under another operator) that cosigns only checkpoints it can prove
+# consistent with what it cosigned before; the service pushes to it in the background.
+LOG_KEY=$(tail -n 1 "$WORK/logs/init.txt")
+"$NACRE" witness init "$WORK/witness" --name witness.demo/w1 --listen "127.0.0.1:$WITNESS_PORT" \
+    --log "$LOG_KEY" >"$WORK/logs/witness-init.txt"
+WITNESS_KEY=$(tail -n 1 "$WORK/logs/witness-init.txt")
+"$NACRE" witness serve --config "$WORK/witness/witness.toml" >"$WORK/logs/witness.log" 2>&1 &
+witness_pid=$!
+printf '\n[[witnesses]]\nurl = "https://127.0.0.1:%s"\nca = "../witness/ca.pem"\nvkey = "%s"\n' \
+    "$WITNESS_PORT" "$WITNESS_KEY" >>"$WORK/svc/config.toml"
 "$NACRE" attestation serve --config "$WORK/svc/config.toml" >"$WORK/logs/service.log" 2>&1 &
 service_pid=$!
 ADMIN=(--url "$SVC_URL" --ca "$WORK/svc/ca.pem" --token-file "$WORK/svc/admin.token")
@@ -220,6 +234,7 @@ for _ in $(seq 100); do
     sleep 0.1
 done
 note "service $SVC_URL (pid $service_pid), image signer $SIGNER"
+note "log $LOG_KEY, witness $WITNESS_KEY (pid $witness_pid)"
 
 # --- seal and register the key ----------------------------------------------------------------
 stage "seal: fraud-mlp.sealed, key registered with the service (never on disk)"
@@ -237,6 +252,13 @@ measurements = ["$(printf '0%.0s' $(seq 96))"]
 measurements = []
 [appraisal.tdx]
 launches = []
+
+# The enclave's key release must be in the service's transparency log, under a checkpoint the
+# demo's witness cosigned, naming the release key bound in the enclave's TLS evidence.
+[log]
+key = "$LOG_KEY"
+witnesses = ["$WITNESS_KEY"]
+min_witnesses = 1
 EOF
 "$NACRE" seal "$WORK/fraud-mlp.onnx" --out "$WORK/fraud-mlp.sealed" --name fraud-mlp --key-id fraud-mlp \
     --guard-manifest "$WORK/guard.json" \
@@ -379,6 +401,12 @@ launches = []
 EOF
 
 stage "client: nacre verify, nacre infer"
+# The enclave serves its release's log proof as soon as it starts; the witnessed checkpoint
+# follows in the background (the service pushes, the enclave polls): wait for it.
+for _ in $(seq 60); do
+    "$NACRE" verify "$SERVE_URL" --policy "$WORK/client-policy.toml" >"$WORK/logs/verify.txt" 2>&1 && break
+    sleep 1
+done
 "$NACRE" verify "$SERVE_URL" --policy "$WORK/client-policy.toml" | sed 's/^/    /'
 "$NACRE" infer "$SERVE_URL" --model fraud-mlp --input "$WORK/request.json" \
     --policy "$WORK/client-policy.toml" --token-file "$WORK/inference.token" --json >"$WORK/nacre-response.json"
@@ -491,15 +519,28 @@ print(f"\n    max |nacre - onnxruntime| = {worst:.2e} ({'within' if ok else 'NOT
 sys.exit(0 if ok else 1)
 EOF
 
+# --- the log, audited from outside ------------------------------------------------------------
+stage "audit: nacre audit monitor follows the log; audit verify checks the database against it"
+"$NACRE" audit monitor --url "$SVC_URL" --ca "$WORK/svc/ca.pem" --log-key "$LOG_KEY" \
+    --witness "$WITNESS_KEY" --state "$WORK/monitor" --once | sed 's/^/    /'
+[ "${PIPESTATUS[0]}" -eq 0 ] || die "nacre audit monitor flagged the log"
+
 # --- stop everything --------------------------------------------------------------------------
-stage "stop: VM, host agent, attestation service"
+stage "stop: VM, host agent, attestation service, witness"
 "$NACRE" host stop --state "$WORK/host" "$VM" >/dev/null
-for pid in "$agent_pid" "$service_pid"; do
+for pid in "$agent_pid" "$service_pid" "$witness_pid"; do
     kill -TERM "$pid"
     wait "$pid" || true
 done
 agent_pid=""
 service_pid=""
+witness_pid=""
+# With the service down, its database against the checkpoint the monitor kept (the witness
+# cosigned it): every record and leaf, in one snapshot.
+[ -f "$WORK/monitor/checkpoint" ] || die "the monitor holds no witnessed checkpoint"
+"$NACRE" audit verify --config "$WORK/svc/config.toml" --checkpoint "$WORK/monitor/checkpoint" \
+    --log-key "$LOG_KEY" --witness "$WITNESS_KEY" | sed 's/^/    /'
+[ "${PIPESTATUS[0]}" -eq 0 ] || die "nacre audit verify found the database changed"
 stage_end
 echo
 echo "demo: the enclave was verified before any input left, served the sealed model to the"

@@ -12,7 +12,8 @@ use std::time::Duration;
 use nacre_protocol::messages::ReleaseLog;
 use nacre_tlog::ReleaseProof;
 
-/// Polling for a better witnessed checkpoint: first after this, doubling to the maximum.
+/// Polling for a better witnessed checkpoint: at this pace until one is cosigned, then
+/// doubling to the maximum.
 const FIRST_POLL: Duration = Duration::from_secs(2);
 const MAX_POLL: Duration = Duration::from_secs(300);
 
@@ -101,6 +102,7 @@ pub async fn follow(proof: std::sync::Arc<ReleaseLogProof>, url: String, ca_pem:
             // None yet, none better, or the service unreachable: ask again later.
             Ok(_) | Err(_) => {}
         }
-        wait = (wait * 2).min(MAX_POLL);
+        // Often until a witness has cosigned (clients may require it), then less and less.
+        wait = if proof.cosignatures() == 0 { FIRST_POLL } else { (wait * 2).min(MAX_POLL) };
     }
 }
