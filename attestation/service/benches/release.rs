@@ -448,6 +448,40 @@ async fn release_run(h: &Arc<Harness>, concurrency: usize, total: usize, paced: 
     }
 }
 
+/// Proof serving under release load (issue 20): while `release_run` runs at concurrency 32,
+/// `readers` clients each loop over what enclaves, monitors and auditors ask the public log
+/// for — an inclusion proof under the best checkpoint (`/v1/log/witnessed/<i>`), the latest
+/// checkpoint, a full hash tile — on their own connections. Returns the release run and the
+/// proof reads' latencies and wall time.
+async fn proof_run(h: &Arc<Harness>, total: usize, readers: usize) -> (Run, Latencies, Duration) {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut reads = tokio::task::JoinSet::new();
+    let start = Instant::now();
+    for r in 0..readers {
+        let (c, stop) = (h.guest(), stop.clone());
+        let size = h.service.store().log_size().await.unwrap();
+        reads.spawn(async move {
+            let mut out = Vec::new();
+            let mut k = r as u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let t = Instant::now();
+                match k % 3 {
+                    0 => drop(c.log_witnessed((k * 7919) % size).await.unwrap()),
+                    1 => drop(c.log_get("checkpoint").await.unwrap()),
+                    _ => drop(c.log_get("tile/0/000").await.unwrap()),
+                }
+                out.push(t.elapsed());
+                k += 1;
+            }
+            out
+        });
+    }
+    let run = release_run(h, TARGET_CONCURRENCY, total, None).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let lat: Vec<Duration> = reads.join_all().await.into_iter().flatten().collect();
+    (run, Latencies::new(lat), start.elapsed())
+}
+
 /// The whole guest flow, one at a time: challenge, sim evidence (P-384 sign), release,
 /// result signature check, HPKE unwrap.
 async fn guest_flow(h: &Harness, n: usize) -> (Latencies, Duration) {
@@ -651,6 +685,7 @@ fn main() {
             .map(|(c, n, paced)| load.block_on(release_run(&h, c, n, paced)))
             .into();
     let (flow, flow_wall) = load.block_on(guest_flow(&h, 300));
+    let (proof_releases, proof_lat, proof_wall) = load.block_on(proof_run(&h, n_c32, 4));
     let inproc = in_process(&h, &server);
 
     let l = &h.config.limits;
@@ -717,6 +752,28 @@ fn main() {
          {TARGET_CONCURRENCY} connections at a fixed offered rate, latency from each release's scheduled start.",
         TARGET_CONCURRENCY as f64 / TARGET_P99_MS * 1e3
     );
+    println!();
+    println!("### Proof serving under release load (transparency log)");
+    println!();
+    println!(
+        "4 readers loop over `GET /v1/log/witnessed/<i>` (entry, inclusion proof, best checkpoint), \
+         `/v1/log/checkpoint` and the first full hash tile while {} releases run at concurrency {TARGET_CONCURRENCY}.",
+        n_c32
+    );
+    println!();
+    println!("| reads | reads/s | p50 | p99 | max | releases/s meanwhile | release p99 |");
+    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| {} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms | {:.0} | {:.2} ms |",
+        proof_lat.0.len(),
+        proof_lat.0.len() as f64 / proof_wall.as_secs_f64(),
+        proof_lat.pct(50.0),
+        proof_lat.pct(99.0),
+        proof_lat.max(),
+        proof_releases.lat.0.len() as f64 / proof_releases.wall.as_secs_f64(),
+        proof_releases.lat.pct(99.0),
+    );
+
     println!();
     println!("### Where the time goes (mean ms per release, wall time, from the service's histograms)");
     println!();
