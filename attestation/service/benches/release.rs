@@ -463,7 +463,7 @@ async fn proof_run(h: &Arc<Harness>, total: usize, readers: usize) -> (Run, Late
         reads.spawn(async move {
             let mut out = Vec::new();
             let mut k = r as u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            while !stop.load(Ordering::Relaxed) {
                 let t = Instant::now();
                 match k % 3 {
                     0 => drop(c.log_witnessed((k * 7919) % size).await.unwrap()),
@@ -477,7 +477,7 @@ async fn proof_run(h: &Arc<Harness>, total: usize, readers: usize) -> (Run, Late
         });
     }
     let run = release_run(h, TARGET_CONCURRENCY, total, None).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
     let lat: Vec<Duration> = reads.join_all().await.into_iter().flatten().collect();
     (run, Latencies::new(lat), start.elapsed())
 }

@@ -249,7 +249,7 @@ async fn witness_cosigns_releases() {
         "witness.test/w1",
         "127.0.0.1:0".parse().unwrap(),
         &[],
-        &[log_vkey.clone()],
+        std::slice::from_ref(&log_vkey),
     )
     .unwrap();
     let wconfig = nacre_witness::Config::load(&init.config).unwrap();
