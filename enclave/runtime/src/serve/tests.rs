@@ -65,6 +65,10 @@ struct Serving {
 
 /// The sample model served from `T0` under the default configuration (24 h certificates).
 fn serving() -> Serving {
+    serving_with(None)
+}
+
+fn serving_with(release_log: Option<Arc<super::release_log::ReleaseLogProof>>) -> Serving {
     let clock = Arc::new(FakeClock(Mutex::new(T0)));
     let app = App::new(&crate::config::tests::good(), clock.clone()).unwrap();
     let attester = FakeAttester::default();
@@ -82,7 +86,7 @@ fn serving() -> Serving {
             attester: Mutex::new(Box::new(attester.clone())),
             attestation_result: vec![],
             guard: None,
-            release_log: None,
+            release_log,
         })
         .unwrap();
     Serving { app, clock, attester, schedule }
@@ -364,4 +368,21 @@ fn the_release_log_proof_keeps_the_best_checkpoint_of_its_own_leaf() {
         served.checkpoint,
         nacre_tlog::ReleaseProof::new(&cosigned.entry, 0, &[], &cosigned.checkpoint).checkpoint
     );
+}
+
+/// `GET /v1/log/release`: the proof the enclave holds, as the client's `ReleaseProof` JSON; a
+/// 404 (which a client requiring the log refuses) when the key release came without one.
+#[test]
+fn the_release_log_proof_is_served_or_its_absence_is_a_404() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let without = serving();
+    let (status, body) = rt.block_on(get(&without.app, "/v1/log/release"));
+    assert_eq!(status, 404, "{body}");
+    let (_, cosigned) = one_leaf_log();
+    let proof = Arc::new(super::release_log::ReleaseLogProof::new(&cosigned).unwrap());
+    let with = serving_with(Some(proof.clone()));
+    let (status, body) = rt.block_on(get(&with.app, "/v1/log/release"));
+    assert_eq!(status, 200);
+    let served: nacre_tlog::ReleaseProof = serde_json::from_value(body).unwrap();
+    assert_eq!(served, proof.proof());
 }
