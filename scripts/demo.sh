@@ -252,13 +252,6 @@ measurements = ["$(printf '0%.0s' $(seq 96))"]
 measurements = []
 [appraisal.tdx]
 launches = []
-
-# The enclave's key release must be in the service's transparency log, under a checkpoint the
-# demo's witness cosigned, naming the release key bound in the enclave's TLS evidence.
-[log]
-key = "$LOG_KEY"
-witnesses = ["$WITNESS_KEY"]
-min_witnesses = 1
 EOF
 "$NACRE" seal "$WORK/fraud-mlp.onnx" --out "$WORK/fraud-mlp.sealed" --name fraud-mlp --key-id fraud-mlp \
     --guard-manifest "$WORK/guard.json" \
@@ -398,6 +391,13 @@ signer = "$SIGNER"
 measurements = []
 [appraisal.tdx]
 launches = []
+
+# The enclave's key release must be in the service's transparency log, under a checkpoint the
+# demo's witness cosigned, naming the release key bound in the enclave's TLS evidence.
+[log]
+key = "$LOG_KEY"
+witnesses = ["$WITNESS_KEY"]
+min_witnesses = 1
 EOF
 
 stage "client: nacre verify, nacre infer"

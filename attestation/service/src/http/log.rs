@@ -40,7 +40,8 @@ pub(super) async fn key(State(svc): Svc) -> Reply {
 
 /// `GET /v1/log/witnessed/<index>`: leaf `index`'s entry and inclusion proof under the best
 /// witnessed checkpoint covering it (most cosignatures, then largest), as a CBOR `ReleaseLog`.
-/// An enclave polls it in the background until its release is witnessed.
+/// An enclave polls it in the background until its release is witnessed; 404 when the service
+/// pushes to no witness.
 pub(super) async fn witnessed(State(svc): Svc, Path(index): Path<String>) -> Reply {
     public_route(&svc.clone(), "log", async move {
         let index: u64 = index
@@ -48,6 +49,10 @@ pub(super) async fn witnessed(State(svc): Svc, Path(index): Path<String>) -> Rep
             .ok()
             .filter(|_| index == "0" || !index.starts_with('0'))
             .ok_or_else(|| ErrorBody::new(ErrorCode::NotFound, "not a leaf index"))?;
+        // With no witness, no checkpoint will ever be cosigned: say so, so nobody waits.
+        if svc.witnesses().is_empty() {
+            return Err(ErrorBody::new(ErrorCode::NotFound, "this log has no witnesses"));
+        }
         let Some((entry, checkpoint, proof)) = svc.store().log_witnessed(index).await.map_err(storage)?
         else {
             return Err(ErrorBody::new(ErrorCode::NotFound, "no checkpoint covers this leaf yet"));

@@ -84,16 +84,24 @@ impl ReleaseLogProof {
 }
 
 /// Asks the service at `url` (pinned `ca_pem`) for the best witnessed checkpoint covering the
-/// release, adopting better ones, until the guest stops. Errors only lengthen the wait.
+/// release, adopting better ones, until the guest stops or the service says it has no
+/// witnesses. Errors only lengthen the wait.
 pub async fn follow(proof: std::sync::Arc<ReleaseLogProof>, url: String, ca_pem: Vec<u8>) {
-    let client = match nacre_attestation_client::Client::new(&url, &ca_pem) {
-        Ok(c) => c,
-        Err(e) => return println!("NACRE-ENCLAVE-WARNING release log: {e}"),
-    };
+    use nacre_attestation_client::{Client, ClientError};
     let mut wait = FIRST_POLL;
     loop {
         tokio::time::sleep(wait).await;
+        // A connection per poll, closed with its client: none is held between polls.
+        let client = match Client::new(&url, &ca_pem) {
+            Ok(c) => c,
+            Err(e) => return println!("NACRE-ENCLAVE-WARNING release log: {e}"),
+        };
         match client.log_witnessed(proof.index()).await {
+            Err(ClientError::Refused(e)) if e.code == nacre_protocol::ErrorCode::NotFound => {
+                return println!(
+                    "NACRE-ENCLAVE-LOG the service has no witnesses: serving its own checkpoint"
+                );
+            }
             Ok(candidate) if proof.offer(&candidate) => {
                 println!("NACRE-ENCLAVE-LOG witnessed checkpoint with {} cosignatures", proof.cosignatures());
                 wait = FIRST_POLL;
