@@ -14,7 +14,8 @@
 # database; it refuses a DIR that is neither empty nor one of its own.
 # The server cannot run as root: as root it runs as the `postgres` system user (which must be able to
 # reach DIR, e.g. under /tmp); otherwise as the calling user. Everything but the URL goes to stderr.
-# Environment: PG_BINDIR (default: the highest /usr/lib/postgresql/<version>/bin), PG_TIMEOUT (s, 60).
+# Environment: PG_BINDIR (default: the highest /usr/lib/postgresql/<version>/bin), PG_TIMEOUT (s, 60);
+# PG_TLS_CERT and PG_TLS_KEY (PEM): TCP then takes TLS only (hostssl), as a managed database does.
 set -euo pipefail
 
 usage() {
@@ -147,10 +148,19 @@ as_server "$bindir/initdb" -D "$dir/data" -U postgres --auth-local=trust --auth-
 
 # Unix socket: only the server's user can reach it (directory and socket mode 0700), trusted; TCP:
 # 127.0.0.1 only, password (scram-sha-256). No ::1, no replication entries.
-cat >"$dir/data/pg_hba.conf" <<'EOF'
+tcp=host
+if [ -n "${PG_TLS_CERT:-}" ]; then
+    [ -n "${PG_TLS_KEY:-}" ] || die "PG_TLS_CERT needs PG_TLS_KEY"
+    cp "$PG_TLS_CERT" "$dir/data/server.crt"
+    cp "$PG_TLS_KEY" "$dir/data/server.key"
+    [ "$(id -u)" -ne 0 ] || chown "$server_user:" "$dir/data/server.crt" "$dir/data/server.key"
+    chmod 0600 "$dir/data/server.key"
+    tcp=hostssl
+fi
+cat >"$dir/data/pg_hba.conf" <<EOF
 # TYPE  DATABASE  USER  ADDRESS       METHOD
 local   all       all                 trust
-host    all       all   127.0.0.1/32  scram-sha-256
+$tcp    all       all   127.0.0.1/32  scram-sha-256
 EOF
 
 # Settings of ours, last in postgresql.conf so that they win.
@@ -176,6 +186,7 @@ port = $port
 unix_socket_directories = '$dir/socket'
 unix_socket_permissions = 0700
 password_encryption = 'scram-sha-256'
+ssl = $([ "$tcp" = hostssl ] && echo on || echo off)
 EOF
     : >"$dir/server.log"
     [ "$(id -u)" -ne 0 ] || chown "$server_user:" "$dir/server.log" "$dir/data/nacre.conf"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The project's test command: formatting, clippy (warnings are errors), the Python package's wheel,
-# every test of the workspace,
+# every test of the workspace, the Kubernetes manifests' check,
 # the end-to-end demo, then the supply-chain checks (scripts/audit.sh). Needs ../shared/vectors beside the checkout.
 # Runs every step even after a failure, prints a summary, and exits non-zero if any step failed.
 set -euo pipefail
@@ -43,6 +43,10 @@ step "cargo clippy -D warnings" cargo clippy --workspace --all-targets -- -D war
 step "cargo test --no-run" cargo test --workspace --exclude nacre-python --no-run
 step "python package (scripts/python-package.sh)" scripts/python-package.sh
 step "cargo test" run_tests
+# The Kubernetes manifests (deploy/): rendered, validated strictly, references and privileges
+# checked, and every Nacre container run as its pod would run it, its probes answered
+# (docs/kubernetes.md). Uses the nacre binary of the test build.
+step "kubernetes manifests (scripts/deploy-check.sh)" env NACRE="$repo/target/debug/nacre" scripts/deploy-check.sh
 # The README's main command as an integration test: the whole flow in a sim CVM, outputs equal
 # to onnxruntime's within 1e-5 (the script fails otherwise).
 # It runs the nacre binary the test build made (cli/tests use it), so tract is not built twice.

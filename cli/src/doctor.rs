@@ -40,6 +40,15 @@ pub struct DoctorArgs {
     /// One JSON object instead of lines.
     #[arg(long)]
     json: bool,
+    /// Print only this node's Kubernetes labels, one `key=value` a line (none without a TEE),
+    /// for `kubectl label node` or a Node Feature Discovery local feature file; see
+    /// docs/kubernetes.md.
+    #[arg(long, conflicts_with_all = ["service_config", "url", "snp_report", "json"])]
+    node_labels: bool,
+    /// Where the host's root file system is mounted, when probing from a container (its
+    /// `dev/` and `sys/module/` are read). Default `/`.
+    #[arg(long, default_value = "/", requires = "node_labels")]
+    host_root: PathBuf,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -152,6 +161,10 @@ fn service_config(r: &mut Report, path: &Path) -> Result<()> {
         ),
         None => r.add("service_trust", Level::Ok, "no simulated-TEE root: only AMD and Intel roots"),
     }
+    match config.database_transport_risk() {
+        Some(risk) => r.add("service_database", Level::Warn, risk),
+        None => r.add("service_database", Level::Ok, "local, or reached with a verified TLS certificate"),
+    }
     if let Some(f) = &config.master_key_file {
         private(r, "service_master_key", f);
     }
@@ -260,6 +273,12 @@ fn kernel(r: &mut Report, cache: &Path) {
 }
 
 pub fn doctor(a: DoctorArgs) -> Result<ExitCode> {
+    if a.node_labels {
+        let (dev, sysfs_module) = (a.host_root.join("dev"), a.host_root.join("sys/module"));
+        let host = probe::Host { dev: &dev, sysfs_module: &sysfs_module, ..probe::Host::default() };
+        probe::node_labels(&host).iter().for_each(|l| println!("{l}"));
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut r = Report::default();
     tee(&mut r);
     let platform = match &a.snp_report {

@@ -53,8 +53,9 @@ pub enum HostCmd {
         state: PathBuf,
         name: String,
     },
-    /// (Run by QEMU per guest connection.) Relays stdin/stdout to a loopback TCP address.
-    Relay { addr: std::net::SocketAddr },
+    /// (Run by QEMU per guest connection.) Relays stdin/stdout to the attestation service
+    /// (the launch spec's `attestation_service`).
+    Relay { addr: nacre_host::spec::ServiceAddr },
 }
 
 fn print(v: &serde_json::Value) -> Result<ExitCode> {
@@ -91,7 +92,7 @@ pub fn host(cmd: HostCmd) -> Result<ExitCode> {
                     std::fs::read_to_string(&spec).with_context(|| format!("reading {}", spec.display()))?;
                 let spec: LaunchSpec =
                     toml::from_str(&text).with_context(|| format!("{}", spec.display()))?;
-                print(&call(state, Request::Launch { spec }).await?)
+                print(&call(state, Request::Launch { spec: Box::new(spec) }).await?)
             }
             HostCmd::Ps { state } => print(&call(state, Request::Ps).await?),
             HostCmd::Stop { state, name } => print(&call(state, Request::Stop { name }).await?),
@@ -106,13 +107,12 @@ pub fn host(cmd: HostCmd) -> Result<ExitCode> {
     })
 }
 
-/// stdin → TCP and TCP → stdout until either side closes. Only loopback targets.
-fn relay(addr: std::net::SocketAddr) -> Result<ExitCode> {
+/// stdin → TCP and TCP → stdout until either side closes. The guest's TLS runs through it
+/// end to end: the relay sees ciphertext only.
+fn relay(addr: nacre_host::spec::ServiceAddr) -> Result<ExitCode> {
     use std::io::{Read, Write};
-    if !addr.ip().is_loopback() {
-        bail!("relay target {addr} is not a loopback address");
-    }
-    let stream = std::net::TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
+    let stream =
+        std::net::TcpStream::connect(addr.host_port()).with_context(|| format!("connecting to {addr}"))?;
     let mut up = stream.try_clone()?;
     let mut down = stream;
     let t = std::thread::spawn(move || {

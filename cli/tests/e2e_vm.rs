@@ -85,7 +85,8 @@ fn launch_spec(
         memory_mib: 512,
         sealed_model: Some(sealed.to_owned()),
         serve_port: Some(port),
-        attestation_service: Some(svc),
+        serve_address: std::net::Ipv4Addr::LOCALHOST,
+        attestation_service: Some(svc.to_string().parse().unwrap()),
         host_data: None,
         cbitpos: 51,
     }

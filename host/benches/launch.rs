@@ -97,6 +97,7 @@ fn main() {
                     memory_mib: 512,
                     sealed_model: None,
                     serve_port: None,
+                    serve_address: std::net::Ipv4Addr::LOCALHOST,
                     attestation_service: None,
                     host_data: None,
                     cbitpos: 51,

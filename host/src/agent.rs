@@ -31,7 +31,7 @@ pub const MAX_TAIL: u64 = 1 << 20;
 #[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Request {
     Launch {
-        spec: LaunchSpec,
+        spec: Box<LaunchSpec>,
     },
     Ps,
     Stop {
@@ -193,7 +193,7 @@ impl Agent {
             serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
         }
         Ok(match req {
-            Request::Launch { spec } => json(&self.launch(spec).await?),
+            Request::Launch { spec } => json(&self.launch(*spec).await?),
             Request::Ps => json(&self.ps().await),
             Request::Stop { name } => json(&self.stop(&name).await?),
             Request::Inspect { name } => {

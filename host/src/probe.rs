@@ -75,7 +75,7 @@ fn enabled(v: Option<String>) -> bool {
 
 /// Every reason `backend` cannot run here; empty when it can.
 pub fn missing(host: &Host<'_>, backend: Backend) -> Vec<String> {
-    let mut why = Vec::new();
+    let mut why = missing_hardware(host, backend);
     let (need, object) = match backend {
         Backend::Sim => {
             if let Err(e) = qemu_version(host.qemu) {
@@ -86,6 +86,31 @@ pub fn missing(host: &Host<'_>, backend: Backend) -> Vec<String> {
         Backend::Snp => ((9, 1), "sev-snp-guest"),
         Backend::Tdx => ((10, 1), "tdx-guest"),
     };
+    match qemu_version(host.qemu) {
+        Ok(v) if v < need => why.push(format!(
+            "QEMU {}.{} is too old for {}: needs ≥ {}.{}",
+            v.0,
+            v.1,
+            backend.as_str(),
+            need.0,
+            need.1
+        )),
+        Ok(_) => {}
+        Err(e) => why.push(e),
+    }
+    if !object_types(host.qemu).lines().any(|l| l.trim() == object) {
+        why.push(format!("this QEMU has no `{object}` object type (`-object help`)"));
+    }
+    why
+}
+
+/// Every reason this host's devices, firmware or kernel cannot run `backend`, QEMU aside: a
+/// host agent in a container brings its own QEMU, so a node's capability is this alone.
+pub fn missing_hardware(host: &Host<'_>, backend: Backend) -> Vec<String> {
+    let mut why = Vec::new();
+    if backend == Backend::Sim {
+        return why;
+    }
     if !host.dev.join("kvm").exists() {
         why.push("/dev/kvm is missing (KVM is not available)".into());
     }
@@ -110,22 +135,24 @@ pub fn missing(host: &Host<'_>, backend: Backend) -> Vec<String> {
             }
         }
     }
-    match qemu_version(host.qemu) {
-        Ok(v) if v < need => why.push(format!(
-            "QEMU {}.{} is too old for {}: needs ≥ {}.{}",
-            v.0,
-            v.1,
-            backend.as_str(),
-            need.0,
-            need.1
-        )),
-        Ok(_) => {}
-        Err(e) => why.push(e),
-    }
-    if !object_types(host.qemu).lines().any(|l| l.trim() == object) {
-        why.push(format!("this QEMU has no `{object}` object type (`-object help`)"));
-    }
     why
+}
+
+/// The Kubernetes node label that marks a node able to run `backend`'s guests: published by
+/// Node Feature Discovery from a local feature file (`nacre doctor --node-labels`), selected
+/// by the host agent's DaemonSet (deploy/base/host-agent).
+pub fn node_label(backend: Backend) -> String {
+    format!("feature.node.kubernetes.io/nacre-tee-{}", backend.as_str())
+}
+
+/// The node labels of this host's hardware: `node_label(b)=true` for each hardware backend
+/// it can run, none when it has no TEE.
+pub fn node_labels(host: &Host<'_>) -> Vec<String> {
+    [Backend::Snp, Backend::Tdx]
+        .into_iter()
+        .filter(|b| missing_hardware(host, *b).is_empty())
+        .map(|b| format!("{}=true", node_label(b)))
+        .collect()
 }
 
 #[cfg(test)]
@@ -147,6 +174,7 @@ mod tests {
         assert!(tdx.iter().any(|r| r.contains("kvm_intel parameter tdx")), "{tdx:?}");
         assert!(tdx.iter().any(|r| r.contains("too old") || r.contains("tdx-guest")), "{tdx:?}");
         assert!(missing(&host, Backend::Sim).is_empty());
+        assert_eq!(node_labels(&host), Vec::<String>::new(), "no TEE label here");
         assert!(has_cpu_model(host.qemu, "EPYC-Milan"));
         assert!(!has_cpu_model(host.qemu, "EPYC-Nonexistent"));
     }
@@ -169,6 +197,11 @@ mod tests {
         let why = missing(&host, Backend::Snp);
         assert_eq!(why.len(), 2, "{why:?}");
         assert!(why[0].contains("QEMU 7.2 is too old for snp: needs ≥ 9.1"), "{why:?}");
+        // The node's hardware can: it is labelled for SNP (its QEMU is the container's).
+        assert!(missing_hardware(&host, Backend::Snp).is_empty());
+        assert_eq!(node_labels(&host), ["feature.node.kubernetes.io/nacre-tee-snp=true"]);
+        std::fs::remove_file(root.join("dev/sev")).unwrap();
+        assert_eq!(node_labels(&host), Vec::<String>::new(), "no /dev/sev, no label");
         let _ = std::fs::remove_dir_all(&root);
     }
 }

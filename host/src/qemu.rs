@@ -112,9 +112,9 @@ pub fn command(spec: &LaunchSpec, paths: &VmPaths, qemu: &Path, relay: &Path) ->
     // forward; the serving port is forwarded from 127.0.0.1 only.
     let mut net = "user,id=net0,restrict=on".to_owned();
     if let Some(port) = spec.serve_port {
-        net.push_str(&format!(",hostfwd=tcp:127.0.0.1:{port}-:{GUEST_SERVE_PORT}"));
+        net.push_str(&format!(",hostfwd=tcp:{}:{port}-:{GUEST_SERVE_PORT}", spec.serve_address));
     }
-    if let Some(svc) = spec.attestation_service {
+    if let Some(svc) = &spec.attestation_service {
         net.push_str(&format!(",guestfwd=tcp:{SERVICE_GUEST_ADDR}-cmd:{} host relay {svc}", p(relay)));
     }
     push(&["-netdev", &net, "-device", "virtio-net-pci,netdev=net0,romfile="]);
@@ -162,6 +162,7 @@ mod tests {
             memory_mib: 2048,
             sealed_model: Some("/m/model.sealed".into()),
             serve_port: Some(9443),
+            serve_address: std::net::Ipv4Addr::LOCALHOST,
             attestation_service: Some("127.0.0.1:8443".parse().unwrap()),
             host_data: Some("ab".repeat(32)),
             cbitpos: 51,

@@ -131,6 +131,7 @@ async fn sim_vm_reports_verify_restart_and_adoption() {
             memory_mib: 512,
             sealed_model: None,
             serve_port: None,
+            serve_address: std::net::Ipv4Addr::LOCALHOST,
             attestation_service: None,
             host_data: Some("ab".repeat(32)),
             cbitpos: 51,

@@ -19,6 +19,10 @@ pub mod path {
     pub const AUDIT: &str = "/v1/admin/audit";
     pub const REFERENCE_VALUES: &str = "/v1/admin/reference-values";
     pub const METRICS: &str = "/metrics";
+    /// Liveness: the process serves HTTPS.
+    pub const HEALTHZ: &str = "/healthz";
+    /// Readiness: the database answers too.
+    pub const READYZ: &str = "/readyz";
 }
 
 /// Longest key id: printable ASCII, used in paths and audit records.

@@ -18,6 +18,11 @@ pub struct Config {
     /// `sqlite://PATH` (created if missing) or `postgres://…`. Default `sqlite://attestation.db`.
     #[serde(default = "default_database")]
     pub database: String,
+    /// Instead of `database`: the name of an environment variable holding the URL, so that a
+    /// database password can come from a secret store (a Kubernetes Secret's `secretKeyRef`)
+    /// rather than sit in this file.
+    #[serde(default)]
+    pub database_env: Option<String>,
     /// PEM certificate chain of the service (leaf first) and its PKCS#8 key.
     pub tls_cert: PathBuf,
     pub tls_key: PathBuf,
@@ -62,6 +67,17 @@ pub struct Config {
     /// Bearer tokens of the admin API, stored as SHA-256 digests.
     #[serde(default)]
     pub tokens: Vec<TokenEntry>,
+    /// A TOML file of further `[[tokens]]`, added to those above: a secret mounted as a file,
+    /// so that tokens rotate without this file changing.
+    #[serde(default)]
+    pub tokens_file: Option<PathBuf>,
+}
+
+/// The contents of `tokens_file`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokensFile {
+    tokens: Vec<TokenEntry>,
 }
 
 /// A witness the log pushes to.
@@ -165,9 +181,25 @@ impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        let mut config: Config = toml::from_str(&text)
-            .map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+        let parse = |path: &Path, e: toml::de::Error| ConfigError::Parse { path: path.into(), message: e.to_string() };
+        let mut config: Config = toml::from_str(&text).map_err(|e| parse(path, e))?;
+        if let Some(var) = &config.database_env {
+            // Both set would leave one silently ignored.
+            let table: toml::Table = toml::from_str(&text).map_err(|e| parse(path, e))?;
+            if table.contains_key("database") {
+                return Err(ConfigError::Invalid("set one of database and database_env".into()));
+            }
+            config.database = std::env::var(var).map_err(|_| {
+                ConfigError::Invalid(format!("database_env: environment variable {var} is not set"))
+            })?;
+        }
         config.resolve(path.parent().unwrap_or(Path::new(".")));
+        if let Some(file) = &config.tokens_file {
+            let text = std::fs::read_to_string(file)
+                .map_err(|source| ConfigError::Read { path: file.clone(), source })?;
+            let extra: TokensFile = toml::from_str(&text).map_err(|e| parse(file, e))?;
+            config.tokens.extend(extra.tokens);
+        }
         config.validate()?;
         Ok(config)
     }
@@ -183,7 +215,12 @@ impl Config {
         fix(&mut self.tls_key);
         fix(&mut self.result_signing_key);
         fix(&mut self.log_signing_key);
-        for p in [&mut self.master_key_file, &mut self.collateral_dir, &mut self.insecure_sim_root]
+        for p in [
+            &mut self.master_key_file,
+            &mut self.collateral_dir,
+            &mut self.insecure_sim_root,
+            &mut self.tokens_file,
+        ]
             .into_iter()
             .flatten()
         {
@@ -197,6 +234,40 @@ impl Config {
         {
             self.database = format!("sqlite://{}", base.join(rest).display());
         }
+    }
+
+    /// Why the database connection is not authenticated, if it is not: a PostgreSQL server
+    /// off this host reached without `sslmode=verify-full` (or `verify-ca`), whose traffic
+    /// (the audit log, wrapped data keys, the password) anyone on the path could read or
+    /// alter. sqlx's default, `prefer`, falls back to plaintext and verifies nothing.
+    pub fn database_transport_risk(&self) -> Option<String> {
+        let rest = self.database.strip_prefix("postgres://")?;
+        let (authority, query) = match rest.split_once('?') {
+            Some((a, q)) => (a.split('/').next().unwrap_or_default(), q),
+            None => (rest.split('/').next().unwrap_or_default(), ""),
+        };
+        let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        let host = match host_port.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or_default(),
+            None => host_port.split(':').next().unwrap_or_default(),
+        };
+        let query_host = query.split('&').find_map(|kv| kv.strip_prefix("host="));
+        let local = |h: &str| h.is_empty() || h == "localhost" || h.starts_with('/') || h.starts_with("%2F")
+            || h.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback());
+        if local(host) && query_host.is_none_or(local) {
+            return None;
+        }
+        let mode = query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("sslmode=").or_else(|| kv.strip_prefix("ssl-mode=")))
+            .unwrap_or("prefer");
+        if mode.eq_ignore_ascii_case("verify-full") || mode.eq_ignore_ascii_case("verify-ca") {
+            return None;
+        }
+        Some(format!(
+            "the database at {host} is reached with sslmode={mode}: its certificate is not verified \
+             (use sslmode=verify-full with sslrootcert=…)"
+        ))
     }
 
     /// The trusted image signers as raw Ed25519 public keys.
@@ -279,6 +350,86 @@ mod tests {
         let config: Config = toml::from_str(&text).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Loads `text` (plus the required keys) from a config file in a scratch directory that
+    /// also holds `files`.
+    fn load(text: &str, files: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "nacre-config-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, body) in files {
+            std::fs::write(dir.join(name), body).unwrap();
+        }
+        let path = dir.join("config.toml");
+        std::fs::write(
+            &path,
+            format!("tls_cert = \"c\"\ntls_key = \"k\"\nresult_signing_key = \"r\"\nlog_signing_key = \"l\"\nmaster_key_file = \"m\"\n{text}"),
+        )
+        .unwrap();
+        let r = Config::load(&path);
+        let _ = std::fs::remove_dir_all(&dir);
+        r
+    }
+
+    /// The database URL from the environment (no test may set one: the process's environment
+    /// is shared, so PATH stands in for a variable that is set).
+    #[test]
+    fn database_env_is_read_and_exclusive() {
+        let e = load("database_env = \"NACRE_TEST_NO_SUCH_VARIABLE\"", &[]).unwrap_err();
+        assert!(e.to_string().contains("environment variable NACRE_TEST_NO_SUCH_VARIABLE is not set"), "{e}");
+        let e = load("database_env = \"PATH\"", &[]).unwrap_err();
+        assert!(e.to_string().contains("database must be sqlite://PATH or postgres://"), "{e}");
+        let e = load("database = \"sqlite://x.db\"\ndatabase_env = \"PATH\"", &[]).unwrap_err();
+        assert!(e.to_string().contains("set one of database and database_env"), "{e}");
+    }
+
+    #[test]
+    fn tokens_file_adds_tokens_and_is_parsed_strictly() {
+        let entry = |name: &str, role: &str| format!("[[tokens]]\nname = \"{name}\"\nrole = \"{role}\"\nsha256 = \"{}\"\n", "ab".repeat(32));
+        let config = load(
+            &format!("tokens_file = \"more.toml\"\n{}", entry("inline", "admin")),
+            &[("more.toml", &(entry("ops", "auditor") + &entry("scraper", "metrics")))],
+        )
+        .unwrap();
+        let names: Vec<_> = config.tokens.iter().map(|t| (t.name.as_str(), t.role)).collect();
+        assert_eq!(
+            names,
+            [("inline", crate::tokens::Role::Admin), ("ops", crate::tokens::Role::Auditor), ("scraper", crate::tokens::Role::Metrics)]
+        );
+        let e = load("tokens_file = \"more.toml\"", &[("more.toml", "[[tokens]]\nname = \"x\"\nrole = \"root\"\nsha256 = \"\"\n")])
+            .unwrap_err();
+        assert!(e.to_string().contains("more.toml"), "{e}");
+        let e = load("tokens_file = \"missing.toml\"", &[]).unwrap_err();
+        assert!(matches!(e, ConfigError::Read { .. }), "{e}");
+    }
+
+    #[test]
+    fn an_unverified_remote_database_is_named() {
+        let risk = |url: &str| parse(&format!("database = {url:?}")).unwrap().database_transport_risk();
+        for url in [
+            "sqlite://x.db",
+            "postgres://nacre:pw@127.0.0.1:5432/nacre",
+            "postgres://nacre@localhost/nacre",
+            "postgres://nacre@[::1]:5432/nacre?sslmode=disable",
+            "postgres://nacre@db.example/nacre?sslmode=verify-full&sslrootcert=/nacre/db-ca/ca.crt",
+            "postgres://nacre@10.0.0.5/nacre?application_name=x&sslmode=verify-ca",
+        ] {
+            assert_eq!(risk(url), None, "{url}");
+        }
+        for (url, mode) in [
+            ("postgres://nacre:pw@db.example:5432/nacre", "prefer"),
+            ("postgres://nacre@10.0.0.5/nacre?sslmode=require", "require"),
+            ("postgres://nacre@[2001:db8::1]:5432/nacre?sslmode=disable", "disable"),
+            ("postgres://nacre@localhost/nacre?host=db.example", "prefer"),
+        ] {
+            let r = risk(url).unwrap_or_else(|| panic!("{url}: no risk named"));
+            assert!(r.contains(&format!("sslmode={mode}")) && !r.contains("pw"), "{url}: {r}");
+        }
     }
 
     #[test]

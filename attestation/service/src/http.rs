@@ -351,11 +351,10 @@ async fn audit(
     .await
 }
 
-/// Prometheus metrics, for the auditor role (the bearer token of the other read-only routes):
-/// refusal counts by reason, per-route latencies and admin actions describe the keys' use and
+/// Prometheus metrics, for a token of the metrics role or above: refusal counts by reason, per-route latencies and admin actions describe the keys' use and
 /// the service's load, which is not for anyone who can reach the port.
 async fn metrics(State(svc): Svc, Extension(Source(src)): Extension<Source>, headers: HeaderMap) -> Response {
-    match svc.authorize(bearer(&headers), Role::Auditor, "metrics", src).await {
+    match svc.authorize(bearer(&headers), Role::Metrics, "metrics", src).await {
         Ok(_) => {
             ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], svc.metrics.encode()).into_response()
         }
@@ -385,9 +384,24 @@ pub fn router(svc: Arc<Service>) -> Router {
         .route("/v1/log/key", get(log::key))
         .route("/v1/log/tile/{*rest}", get(log::tile))
         .route("/v1/log/witnessed/{index}", get(log::witnessed))
-        .route("/healthz", get(|| async { "ok" }))
+        .route(path::HEALTHZ, get(|| async { "ok" }))
+        .route(path::READYZ, get(ready))
         .fallback(not_found)
         .with_state(svc)
+}
+
+/// Readiness: whether the database answers within 2 s. A replica that cannot reach it leaves
+/// the load balancer (Kubernetes' readiness probe) rather than fail every release; liveness
+/// (`/healthz`) stays up, since restarting would not bring the database back.
+async fn ready(State(svc): State<Arc<Service>>) -> Response {
+    match tokio::time::timeout(Duration::from_secs(2), svc.store().log_size()).await {
+        Ok(Ok(_)) => "ready".into_response(),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness: the database refused");
+            (StatusCode::SERVICE_UNAVAILABLE, "the database refused").into_response()
+        }
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "the database did not answer in 2 s").into_response(),
+    }
 }
 
 /// Loads the service's certificate chain and key into a rustls server configuration.
@@ -458,7 +472,7 @@ pub async fn serve(
     let site = nacre_http::server::Site {
         admission,
         router,
-        exempt: &["/healthz"],
+        exempt: &[path::HEALTHZ, path::READYZ],
         acceptor: Box::new(move || (acceptor.clone(), ())),
         on_tls: Box::new(|(), _, info| Some(Source(info.peer.ip()))),
         busy,

@@ -215,6 +215,9 @@ pub fn load_log_keys(config: &Config) -> Result<LogKeys, StartError> {
 
 /// Opens the store with the log's keys.
 pub async fn open_store(config: &Config, max_connections: u32) -> Result<Store, StartError> {
+    if let Some(risk) = config.database_transport_risk() {
+        tracing::warn!("{risk}");
+    }
     Ok(Store::connect(&config.database, max_connections, load_log_keys(config)?).await?)
 }
 
@@ -991,11 +994,11 @@ impl Service {
             return Err(ErrorBody::new(ErrorCode::Unauthorized, "a valid bearer token is required"));
         };
         self.admit(token)?;
-        if need == Role::Admin && principal.role != Role::Admin {
+        if principal.role < need {
             self.charge(token, ErrorCode::Forbidden);
             let body = ErrorBody::new(
                 ErrorCode::Forbidden,
-                format!("{action} needs the admin role; {} is {}", principal.name, principal.role.as_str()),
+                format!("{action} needs the {} role; {} is {}", need.as_str(), principal.name, principal.role.as_str()),
             );
             // An authenticated principal overstepping its role is worth an audit record.
             self.store

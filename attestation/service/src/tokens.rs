@@ -5,13 +5,16 @@ use aws_lc_rs::digest;
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use serde::Deserialize;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+/// Ordered by what a role may do: each may do all that the ones before it may.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
-    /// Manages keys and policies, reads the audit log.
-    Admin,
-    /// Reads keys (never key material) and the audit log.
+    /// Reads `/metrics` only: a scraper's token (Prometheus), which cannot read the audit log.
+    Metrics,
+    /// Reads keys (never key material), the audit log and the metrics.
     Auditor,
+    /// Manages keys and policies; reads all an auditor reads.
+    Admin,
 }
 
 impl Role {
@@ -19,6 +22,7 @@ impl Role {
         match self {
             Role::Admin => "admin",
             Role::Auditor => "auditor",
+            Role::Metrics => "metrics",
         }
     }
 }

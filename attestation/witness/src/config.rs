@@ -90,16 +90,18 @@ impl Config {
         self.logs.iter().map(|l| NoteKey::parse(l.vkey.trim()).map_err(|e| format!("log key: {e}"))).collect()
     }
 
-    /// The witness's signer (the key file must not be readable by others).
+    /// The witness's signer. The key file must give others no access and its group no write:
+    /// group read is allowed, since that is how Kubernetes hands a Secret to a non-root pod
+    /// (its `fsGroup`, a group of that pod alone).
     pub fn signer(&self) -> Result<NoteSigner, String> {
         let path = &self.key_file;
         let err = |m: &str| format!("{}: {m}", path.display());
         {
             use std::os::unix::fs::PermissionsExt;
             let mode = std::fs::metadata(path).map_err(|e| err(&e.to_string()))?.permissions().mode();
-            if mode & 0o077 != 0 {
+            if mode & 0o027 != 0 {
                 return Err(err(&format!(
-                    "mode {:o}: the key must not be readable by others (chmod 600)",
+                    "mode {:o}: the key must not be accessible to others nor writable by its group (chmod 600)",
                     mode & 0o777
                 )));
             }

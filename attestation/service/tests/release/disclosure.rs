@@ -1,6 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure is the report
 //! What errors and metrics reveal (issue 12 §5): an unauthenticated caller learns the code and
-//! the check, never the details; `/metrics` is for the auditor role; a failure of the service's
+//! the check, never the details; `/metrics` needs a token of the metrics role or above; a failure of the service's
 //! own configuration or collateral is a server error, not the guest's denial.
 
 use crate::common;
@@ -118,8 +118,13 @@ async fn unauthenticated_denial_reveals_only_the_code() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_need_the_auditor_role() {
-    let h = Harness::start(None, |t| t).await;
+async fn metrics_need_a_metrics_token_which_reads_nothing_else() {
+    // A scraper's token, from a `tokens_file` (as a Kubernetes Secret mounts it).
+    let (scraper, digest) = nacre_attestation_service::tokens::generate().unwrap();
+    let file = common::scratch("tokens").join("tokens.toml");
+    std::fs::write(&file, format!("[[tokens]]\nname = \"prometheus\"\nrole = \"metrics\"\nsha256 = \"{digest}\"\n"))
+        .unwrap();
+    let h = Harness::start(None, |t| t.replace("[limits]", &format!("tokens_file = {file:?}\n\n[limits]"))).await;
     let get = |c: Client| async move { c.raw(Method::GET, "/metrics", "text/plain", vec![]).await.unwrap() };
 
     let (status, body) = get(h.guest()).await;
@@ -128,10 +133,23 @@ async fn metrics_need_the_auditor_role() {
     let (status, _) = get(h.guest().with_token("not-a-token")).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
-    for c in [h.auditor(), h.admin()] {
+    for c in [h.guest().with_token(scraper.clone()), h.auditor(), h.admin()] {
         let (status, body) = get(c).await;
         assert_eq!(status, StatusCode::OK);
         assert!(String::from_utf8_lossy(&body).contains("nacre_attestation"), "metrics text");
+    }
+    // The scraper's token reads no key list and no audit log.
+    let scraper = h.guest().with_token(scraper);
+    for route in [nacre_protocol::messages::path::KEYS, nacre_protocol::messages::path::AUDIT] {
+        let (status, body) = scraper.raw(Method::GET, route, "application/cbor", vec![]).await.unwrap();
+        assert_eq!(status, StatusCode::FORBIDDEN, "{route}");
+        let e: ErrorBody = cbor::from_slice(&body).unwrap();
+        assert!(e.reason.contains("needs the auditor role; prometheus is metrics"), "{e}");
+    }
+    // Liveness and readiness answer without a token (the kubelet has none).
+    for route in [nacre_protocol::messages::path::HEALTHZ, nacre_protocol::messages::path::READYZ] {
+        let (status, _) = h.guest().raw(Method::GET, route, "text/plain", vec![]).await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{route}");
     }
     h.stop().await;
 }
