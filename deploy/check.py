@@ -65,7 +65,10 @@ def ok(msg):
 
 
 def run(cmd, **kw):
-    return subprocess.run(cmd, check=True, text=True, capture_output=True, **kw)
+    r = subprocess.run(cmd, text=True, capture_output=True, **kw)
+    if r.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)}: exit {r.returncode}\n{r.stderr[-3000:]}")
+    return r
 
 
 def dig(obj, dotted):
@@ -264,9 +267,25 @@ def check_selectors(docs):
     return bad
 
 
+def check_namespaces(docs):
+    """Every namespaced object names its namespace (a component's resources do not inherit the
+    base's), one of those the manifests create."""
+    created = {d["metadata"]["name"] for d in docs if d["kind"] == "Namespace"}
+    bad = []
+    for d in docs:
+        if d["kind"] == "Namespace":
+            continue
+        ns = d["metadata"].get("namespace")
+        if ns is None:
+            bad.append(f"{name_of(d)}: no namespace")
+        elif created and ns not in created:
+            bad.append(f"{name_of(d)}: namespace {ns} is not created here")
+    return bad
+
+
 def static_checks(label, docs):
     n, bad = check_references(docs)
-    bad += check_privilege(docs) + check_selectors(docs)
+    bad += check_privilege(docs) + check_selectors(docs) + check_namespaces(docs)
     for b in bad:
         fail(f"{label}: {b}")
     if not bad:
@@ -315,6 +334,7 @@ def self_test(docs):
         ("root without its reason", unexplained_root, check_privilege),
         ("an added capability", added_cap, check_privilege),
         ("a PDB selecting nothing", orphan_pdb, check_selectors),
+        ("an object without a namespace", lambda d: d[-1]["metadata"].pop("namespace"), check_namespaces),
     ]
     for what, mutate, check in cases:
         if check(broken(mutate)):
@@ -383,7 +403,7 @@ class Pod:
                     os.chmod(f, it.get("mode", mode))
 
     def environment(self):
-        env = {"PATH": os.environ["PATH"], "RUST_LOG": "info"}
+        env = {"PATH": os.environ["PATH"]}
         for e in self.container.get("env", []):
             if "value" in e:
                 env[e["name"]] = e["value"]
@@ -506,7 +526,7 @@ class Pod:
         return self.log.read()
 
 
-def run_pods(label, docs, nacre, scratch, env_override, expect):
+def run_pods(label, docs, nacre, scratch, env_override, expect, after=None):
     started = []
     for d, tpl in pod_templates(docs):
         for c in tpl["spec"]["containers"]:
@@ -522,6 +542,8 @@ def run_pods(label, docs, nacre, scratch, env_override, expect):
     try:
         for pod in started:
             pod.check(timeout=90)
+        if after:
+            after({p.name: p for p in started})
     finally:
         for pod in started:
             out = pod.stop()
@@ -562,6 +584,8 @@ def main():
     a = ap.parse_args()
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     scratch = tempfile.mkdtemp(prefix="nacre-deploy-")
+    # PostgreSQL runs as its own user when this runs as root: it must reach its directories.
+    os.chmod(scratch, 0o711)
     os.makedirs(a.out, exist_ok=True)
     pgs = []
     try:
@@ -590,6 +614,21 @@ def main():
         env = dict(os.environ, PG_TLS_CERT=f"{tls}/server.crt", PG_TLS_KEY=f"{tls}/server.key")
         url_tls = run([a.postgres, "start", secure], env=env).stdout.strip()
         pgs.append(secure)
+        def database_lost(pods):
+            """Readiness follows the database; liveness does not."""
+            svc = pods["nacre-attestation/attestation"]
+            port = svc.port("https")
+            run([a.postgres, "stop", plain])
+            deadline, ready = time.time() + 15, None
+            while time.time() < deadline and ready != 503:
+                ready = svc.http("/readyz", port)
+                time.sleep(0.3)
+            live = svc.http("/healthz", port)
+            if (ready, live) == (503, 200):
+                ok("nacre-attestation/attestation: database stopped → /readyz 503, /healthz 200")
+            else:
+                fail(f"nacre-attestation/attestation: database stopped → /readyz {ready}, /healthz {live}")
+
         run_pods(
             "example",
             rendered["example"],
@@ -597,15 +636,52 @@ def main():
             scratch,
             {"NACRE_DATABASE_URL": lambda u: with_host(u, url_plain)},
             ["nacre-attestation/attestation", "nacre-host-agent-snp/agent", "nacre-host-agent-tdx/agent"],
+            after=database_lost,
         )
         run_pods("example-witness", rendered["example-witness"], a.nacre, scratch, {}, ["nacre-witness/witness"])
+        # cert-manager is not here: its Secret is stood in by generate.sh's certificate.
+        gen = f"{work}/overlays/managed-db/generated/attestation"
+        issued = [
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "type": "kubernetes.io/tls",
+                "metadata": {"name": c["spec"]["secretName"], "namespace": c["metadata"]["namespace"]},
+                "data": {k: base64.b64encode(open(f"{gen}/{k}", "rb").read()).decode() for k in ("tls.crt", "tls.key", "ca.crt")},
+            }
+            for c in rendered["managed-db"]
+            if c["kind"] == "Certificate"
+        ]
+        if len(issued) != 1:
+            fail(f"managed-db: {len(issued)} Certificates, expected 1")
+
+        def wrong_database_ca(pods):
+            """verify-full is enforced: under another CA the service does not start."""
+            docs = copy.deepcopy(rendered["managed-db"] + issued)
+            cm = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("nacre-attestation-db-ca"))
+            cm["data"]["ca.crt"] = open(f"{work}/overlays/example-witness/generated/ca.crt").read()
+            d = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "nacre-attestation")
+            root = tempfile.mkdtemp(prefix="wrong-ca-", dir=scratch)
+            pod = Pod(docs, d, d["spec"]["template"]["spec"]["containers"][0], a.nacre, root,
+                      {"NACRE_DATABASE_URL": lambda u: with_host(u, url_tls)})
+            pod.start()
+            try:
+                code = pod.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                code = None
+            out = pod.stop()
+            if code not in (None, 0) and re.search(r"certificate|UnknownIssuer|tls", out, re.I):
+                ok(f"nacre-attestation/attestation: under another database CA it exits ({code}): {out.strip().splitlines()[-1][:160]}")
+            else:
+                fail(f"nacre-attestation/attestation: under another database CA: exit {code}\n{out[-2000:]}")
         run_pods(
             "managed-db",
-            rendered["managed-db"],
+            rendered["managed-db"] + issued,
             a.nacre,
             scratch,
             {"NACRE_DATABASE_URL": lambda u: with_host(u, url_tls)},
             ["nacre-attestation/attestation", "nacre-host-agent-snp/agent", "nacre-host-agent-tdx/agent"],
+            after=wrong_database_ca,
         )
     finally:
         for d in pgs:

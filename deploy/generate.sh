@@ -80,7 +80,7 @@ echo "$log_vkey" >"$out/operator/log.vkey"
 # metrics token for Prometheus.
 metrics_token=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 metrics_sha=$(printf '%s' "$metrics_token" | sha256sum | cut -d' ' -f1)
-printf '%s\n' "$metrics_token" >"$out/attestation/metrics.token"
+printf '%s' "$metrics_token" >"$out/attestation/metrics.token"
 {
     sed -n '/^\[\[tokens\]\]/,$p' "$scratch/svc/config.toml"
     printf '\n[[tokens]]\nname = "prometheus"\nrole = "metrics"\nsha256 = "%s"\n' "$metrics_sha"

@@ -119,3 +119,32 @@ fn relay_passes_bytes_without_newlines_at_once() {
     r.expect("the relay held the bytes back");
     assert_eq!(got, *b"\x16\x03\x01ab");
 }
+
+/// `nacre doctor --node-labels` labels a node by its devices and kernel parameters (read under
+/// `--host-root`, as from a container), and prints nothing for a node without a TEE.
+#[test]
+fn node_labels_name_what_the_hardware_can_run() {
+    let root = std::env::temp_dir().join(format!("nacre-node-labels-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let labels = |root: &Path| {
+        let out = nacre(&["doctor", "--node-labels", "--host-root", root.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let param = |module: &str, name: &str, value: &str| {
+        let dir = root.join("sys/module").join(module).join("parameters");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(name), value).unwrap();
+    };
+    std::fs::create_dir_all(root.join("dev")).unwrap();
+    assert_eq!(labels(&root), "", "no TEE, no label");
+    std::fs::write(root.join("dev/kvm"), "").unwrap();
+    param("kvm_intel", "tdx", "Y\n");
+    assert_eq!(labels(&root), "feature.node.kubernetes.io/nacre-tee-tdx=true\n");
+    param("kvm_intel", "tdx", "N\n");
+    param("kvm_amd", "sev_snp", "Y\n");
+    assert_eq!(labels(&root), "", "SNP enabled in the kernel but no /dev/sev");
+    std::fs::write(root.join("dev/sev"), "").unwrap();
+    assert_eq!(labels(&root), "feature.node.kubernetes.io/nacre-tee-snp=true\n");
+    let _ = std::fs::remove_dir_all(&root);
+}
