@@ -181,7 +181,10 @@ impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        let parse = |path: &Path, e: toml::de::Error| ConfigError::Parse { path: path.into(), message: e.to_string() };
+        let parse = |path: &Path, e: toml::de::Error| ConfigError::Parse {
+            path: path.into(),
+            message: e.to_string(),
+        };
         let mut config: Config = toml::from_str(&text).map_err(|e| parse(path, e))?;
         if let Some(var) = &config.database_env {
             // Both set would leave one silently ignored.
@@ -221,8 +224,8 @@ impl Config {
             &mut self.insecure_sim_root,
             &mut self.tokens_file,
         ]
-            .into_iter()
-            .flatten()
+        .into_iter()
+        .flatten()
         {
             fix(p);
         }
@@ -252,8 +255,13 @@ impl Config {
             None => host_port.split(':').next().unwrap_or_default(),
         };
         let query_host = query.split('&').find_map(|kv| kv.strip_prefix("host="));
-        let local = |h: &str| h.is_empty() || h == "localhost" || h.starts_with('/') || h.starts_with("%2F")
-            || h.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback());
+        let local = |h: &str| {
+            h.is_empty()
+                || h == "localhost"
+                || h.starts_with('/')
+                || h.starts_with("%2F")
+                || h.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback())
+        };
         if local(host) && query_host.is_none_or(local) {
             return None;
         }
@@ -390,7 +398,9 @@ mod tests {
 
     #[test]
     fn tokens_file_adds_tokens_and_is_parsed_strictly() {
-        let entry = |name: &str, role: &str| format!("[[tokens]]\nname = \"{name}\"\nrole = \"{role}\"\nsha256 = \"{}\"\n", "ab".repeat(32));
+        let entry = |name: &str, role: &str| {
+            format!("[[tokens]]\nname = \"{name}\"\nrole = \"{role}\"\nsha256 = \"{}\"\n", "ab".repeat(32))
+        };
         let config = load(
             &format!("tokens_file = \"more.toml\"\n{}", entry("inline", "admin")),
             &[("more.toml", &(entry("ops", "auditor") + &entry("scraper", "metrics")))],
@@ -399,10 +409,17 @@ mod tests {
         let names: Vec<_> = config.tokens.iter().map(|t| (t.name.as_str(), t.role)).collect();
         assert_eq!(
             names,
-            [("inline", crate::tokens::Role::Admin), ("ops", crate::tokens::Role::Auditor), ("scraper", crate::tokens::Role::Metrics)]
+            [
+                ("inline", crate::tokens::Role::Admin),
+                ("ops", crate::tokens::Role::Auditor),
+                ("scraper", crate::tokens::Role::Metrics)
+            ]
         );
-        let e = load("tokens_file = \"more.toml\"", &[("more.toml", "[[tokens]]\nname = \"x\"\nrole = \"root\"\nsha256 = \"\"\n")])
-            .unwrap_err();
+        let e = load(
+            "tokens_file = \"more.toml\"",
+            &[("more.toml", "[[tokens]]\nname = \"x\"\nrole = \"root\"\nsha256 = \"\"\n")],
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("more.toml"), "{e}");
         let e = load("tokens_file = \"missing.toml\"", &[]).unwrap_err();
         assert!(matches!(e, ConfigError::Read { .. }), "{e}");

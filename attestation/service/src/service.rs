@@ -998,7 +998,12 @@ impl Service {
             self.charge(token, ErrorCode::Forbidden);
             let body = ErrorBody::new(
                 ErrorCode::Forbidden,
-                format!("{action} needs the {} role; {} is {}", need.as_str(), principal.name, principal.role.as_str()),
+                format!(
+                    "{action} needs the {} role; {} is {}",
+                    need.as_str(),
+                    principal.name,
+                    principal.role.as_str()
+                ),
             );
             // An authenticated principal overstepping its role is worth an audit record.
             self.store

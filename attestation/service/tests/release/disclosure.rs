@@ -122,9 +122,13 @@ async fn metrics_need_a_metrics_token_which_reads_nothing_else() {
     // A scraper's token, from a `tokens_file` (as a Kubernetes Secret mounts it).
     let (scraper, digest) = nacre_attestation_service::tokens::generate().unwrap();
     let file = common::scratch("tokens").join("tokens.toml");
-    std::fs::write(&file, format!("[[tokens]]\nname = \"prometheus\"\nrole = \"metrics\"\nsha256 = \"{digest}\"\n"))
-        .unwrap();
-    let h = Harness::start(None, |t| t.replace("[limits]", &format!("tokens_file = {file:?}\n\n[limits]"))).await;
+    std::fs::write(
+        &file,
+        format!("[[tokens]]\nname = \"prometheus\"\nrole = \"metrics\"\nsha256 = \"{digest}\"\n"),
+    )
+    .unwrap();
+    let h =
+        Harness::start(None, |t| t.replace("[limits]", &format!("tokens_file = {file:?}\n\n[limits]"))).await;
     let get = |c: Client| async move { c.raw(Method::GET, "/metrics", "text/plain", vec![]).await.unwrap() };
 
     let (status, body) = get(h.guest()).await;
