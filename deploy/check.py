@@ -507,6 +507,13 @@ class Pod:
                 fail(f"{self.name}: {kind} ({where}): {why}")
             else:
                 ok(f"{self.name}: {kind} ({where}) passes against the running container")
+        try:
+            status = open(f"/proc/{self.proc.pid}/status").read()
+            rss = re.search(r"VmHWM:\s+(\d+) kB", status).group(1)
+            req = dig(self.container, "resources.requests.memory")
+            print(f"info  {self.name}: peak RSS {int(rss) // 1024} MiB after its probes (requests {req})")
+        except (OSError, AttributeError):
+            pass
         http = [p["httpGet"] for _, p in probes if "httpGet" in p]
         if http:
             status = self.http("/no-such-route", self.port(http[0]["port"]))
