@@ -12,7 +12,9 @@
    container is privileged, adds a capability or may escalate without a stated reason
    (`nacre.dev/privileged-reason.<container>`), none runs as root without one
    (`nacre.dev/root-reason.<container>`), every container drops ALL capabilities and sets
-   requests; Services and PodDisruptionBudgets select pods that exist.
+   requests; Services and PodDisruptionBudgets select pods that exist; every object names a
+   namespace the manifests create; each pod would be admitted by the Pod Security level its
+   namespace enforces (restricted for the service and the witness).
 4. Runs each Nacre container of the rendered overlays as its pod would run it: its ConfigMaps
    and Secrets written at their mount paths (with their modes) under a scratch root, its env
    resolved from them, its command with `nacre` replaced by the built binary. Only what cannot
@@ -267,6 +269,80 @@ def check_selectors(docs):
     return bad
 
 
+# Pod Security Standards (the admission controller enforcing a namespace's
+# pod-security.kubernetes.io/enforce level): what a pod of each level may not do.
+RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret"}
+
+
+def pod_security_violations(spec, level):
+    """The reasons the Pod Security admission of `level` would refuse this pod spec."""
+    why = []
+    if level not in ("baseline", "restricted"):
+        return why
+    containers = spec.get("initContainers", []) + spec["containers"]
+    psc = spec.get("securityContext") or {}
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        if spec.get(key):
+            why.append(key)
+    for v in spec.get("volumes", []):
+        if "hostPath" in v:
+            why.append(f"hostPath volume {v['name']}")
+        elif level == "restricted" and not (set(v) - {"name"}) <= RESTRICTED_VOLUMES:
+            why.append(f"volume {v['name']} of type {sorted(set(v) - {'name'})}")
+    if psc.get("sysctls"):
+        why.append("sysctls")
+    for c in containers:
+        sc, n = c.get("securityContext") or {}, c["name"]
+        caps = sc.get("capabilities") or {}
+        if sc.get("privileged"):
+            why.append(f"{n}: privileged")
+        if any(p.get("hostPort") for p in c.get("ports", [])):
+            why.append(f"{n}: hostPort")
+        if sc.get("procMount", "Default") != "Default":
+            why.append(f"{n}: procMount")
+        baseline_caps = {"AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD", "NET_BIND_SERVICE",
+                         "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT"}
+        allowed = {"NET_BIND_SERVICE"} if level == "restricted" else baseline_caps
+        if set(caps.get("add") or []) - allowed:
+            why.append(f"{n}: adds {sorted(set(caps.get('add')) - allowed)}")
+        for where in (sc, psc):
+            if dig(where, "seccompProfile.type") == "Unconfined":
+                why.append(f"{n}: seccomp Unconfined")
+        if level == "restricted":
+            if sc.get("allowPrivilegeEscalation") is not False:
+                why.append(f"{n}: allowPrivilegeEscalation is not false")
+            if "ALL" not in (caps.get("drop") or []):
+                why.append(f"{n}: does not drop ALL")
+            if sc.get("runAsNonRoot", psc.get("runAsNonRoot")) is not True:
+                why.append(f"{n}: runAsNonRoot is not true")
+            if sc.get("runAsUser", psc.get("runAsUser")) == 0:
+                why.append(f"{n}: runAsUser 0")
+            if dig(sc, "seccompProfile.type") not in ("RuntimeDefault", "Localhost") and dig(psc, "seccompProfile.type") not in (
+                "RuntimeDefault",
+                "Localhost",
+            ):
+                why.append(f"{n}: no RuntimeDefault or Localhost seccomp profile")
+    return why
+
+
+def check_pod_security(docs):
+    """Every pod would be admitted by its namespace's enforced Pod Security level (the rules
+    of the Pod Security Standards that these manifests can touch)."""
+    levels = {
+        d["metadata"]["name"]: (d["metadata"].get("labels") or {}).get("pod-security.kubernetes.io/enforce", "privileged")
+        for d in docs
+        if d["kind"] == "Namespace"
+    }
+    bad = []
+    for d, tpl in pod_templates(docs):
+        level = levels.get(d["metadata"].get("namespace"))
+        if level is None and levels:
+            continue
+        for why in pod_security_violations(tpl["spec"], level or "privileged"):
+            bad.append(f"{name_of(d)}: refused by Pod Security {level}: {why}")
+    return bad
+
+
 def check_namespaces(docs):
     """Every namespaced object names its namespace (a component's resources do not inherit the
     base's), one of those the manifests create."""
@@ -285,11 +361,11 @@ def check_namespaces(docs):
 
 def static_checks(label, docs):
     n, bad = check_references(docs)
-    bad += check_privilege(docs) + check_selectors(docs) + check_namespaces(docs)
+    bad += check_privilege(docs) + check_selectors(docs) + check_namespaces(docs) + check_pod_security(docs)
     for b in bad:
         fail(f"{label}: {b}")
     if not bad:
-        ok(f"{label}: {n} Secret/ConfigMap references resolve; privileges stated; selectors match")
+        ok(f"{label}: {n} Secret/ConfigMap references resolve; privileges stated; selectors match; Pod Security levels admit every pod")
 
 
 def self_test(docs):
@@ -327,6 +403,14 @@ def self_test(docs):
         p = next(x for x in d if x["kind"] == "PodDisruptionBudget")
         p["spec"]["selector"]["matchLabels"] = {"app.kubernetes.io/name": "nobody"}
 
+    def host_path(d):
+        spec = workload(d, "nacre-attestation")["spec"]["template"]["spec"]
+        spec["volumes"].append({"name": "node", "hostPath": {"path": "/"}})
+
+    def root_service(d):
+        workload(d, "nacre-attestation")["spec"]["template"]["spec"]["securityContext"]["runAsUser"] = 0
+        workload(d, "nacre-attestation")["spec"]["template"]["spec"]["securityContext"].pop("runAsNonRoot")
+
     cases = [
         ("a Secret key removed", drop_key, lambda d: check_references(d)[1]),
         ("a Secret renamed", rename_secret, lambda d: check_references(d)[1]),
@@ -335,6 +419,8 @@ def self_test(docs):
         ("an added capability", added_cap, check_privilege),
         ("a PDB selecting nothing", orphan_pdb, check_selectors),
         ("an object without a namespace", lambda d: d[-1]["metadata"].pop("namespace"), check_namespaces),
+        ("a hostPath in a restricted namespace", host_path, check_pod_security),
+        ("a root service in a restricted namespace", root_service, check_pod_security),
     ]
     for what, mutate, check in cases:
         if check(broken(mutate)):
